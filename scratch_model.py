@@ -1,0 +1,115 @@
+"""Create a randomly initialised ERNIE with a character vocabulary built from a dataset.
+
+Pretrained weights cannot be downloaded everywhere; the directory written here is a valid
+`--model_name` for every script of the suite. Presets copy the shapes of the real ERNIE 3.0
+models, so speed measurements made with them carry over to the pretrained ones.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+
+# Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
+# recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes.
+PRESETS = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, intermediate_size=512,
+                 max_position_embeddings=512, use_task_id=False),
+    "ernie-3.0-nano-zh": dict(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1248),
+    "ernie-3.0-micro-zh": dict(num_hidden_layers=4, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+    "ernie-3.0-mini-zh": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+    "ernie-3.0-medium-zh": dict(num_hidden_layers=6, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "ernie-3.0-base-zh": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+}
+COMMON = dict(max_position_embeddings=2048, type_vocab_size=4, use_task_id=True, task_type_vocab_size=16,
+              hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+              initializer_range=0.02, pad_token_id=0)
+SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"]
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset_dir", required=True, type=str, help="Directory with the training file (and dev file) to build the vocabulary from.")
+parser.add_argument("--output_dir", required=True, type=str, help="Where to write the model and tokenizer.")
+parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="Architecture: tiny (the scratch recipe), or the shape of a released ERNIE 3.0 model.")
+parser.add_argument("--num_hidden_layers", default=None, type=int, help="Override the preset's number of layers.")
+parser.add_argument("--hidden_size", default=None, type=int, help="Override the preset's hidden size.")
+parser.add_argument("--num_attention_heads", default=None, type=int, help="Override the preset's number of attention heads.")
+parser.add_argument("--intermediate_size", default=None, type=int, help="Override the preset's feed-forward width.")
+parser.add_argument("--train_file", default="train.txt", type=str, help="Training file name inside dataset_dir.")
+parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
+parser.add_argument("--seed", default=3, type=int, help="Random seed of the initial weights.")
+# yapf: enable
+
+
+def build_vocab(texts) -> list[str]:
+    """Character vocabulary: every character the tokenizer's pre-splitting yields, by frequency.
+
+    Chinese text splits into single characters already; other words (numbers, Latin) are covered
+    by their first character plus `##c` continuation pieces, so WordPiece never needs [UNK] for
+    anything seen in the data.
+    """
+    from paddlenlp.transformers import BasicTokenizer
+
+    basic = BasicTokenizer(do_lower_case=True)
+    counts: Counter = Counter()
+    for text in texts:
+        for word in basic.tokenize(text):
+            counts[word[0]] += 1
+            counts.update("##" + char for char in word[1:])
+    return SPECIAL_TOKENS + [token for token, _ in counts.most_common() if token not in SPECIAL_TOKENS]
+
+
+def model_config(preset: str, vocab_size: int, overrides: dict) -> dict:
+    config = {**COMMON, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise ValueError(f"hidden_size {config['hidden_size']} is not a multiple of "
+                         f"num_attention_heads {config['num_attention_heads']}")
+    return {**config, "vocab_size": vocab_size}
+
+
+def create_scratch_model(dataset_dir: str, output_dir: str, preset: str = "tiny", overrides: dict | None = None,
+                         train_file: str = "train.txt", dev_file: str = "dev.txt", seed: int = 3) -> Path:
+    """Write a random ERNIE + tokenizer to output_dir and return its path."""
+    import paddle
+    from paddlenlp.transformers import AutoTokenizer, ErnieConfig, ErnieModel, ErnieTokenizer
+
+    from utils import DataError, iter_examples, logger
+
+    files = [Path(dataset_dir, train_file)] + [p for p in [Path(dataset_dir, dev_file)] if p.is_file()]
+    try:
+        config = model_config(preset, 0, overrides or {})
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    vocab = build_vocab(example.text for path in files for example in iter_examples(path))
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp, "vocab.txt")
+        vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        # save and reload: a tokenizer built from a bare vocab file splits "[SEP]" inside text
+        ErnieTokenizer(str(vocab_file), model_max_length=config["max_position_embeddings"]).save_pretrained(str(output))
+    AutoTokenizer.from_pretrained(str(output)).save_pretrained(str(output))
+    paddle.seed(seed)
+    model = ErnieModel(ErnieConfig(**{**config, "vocab_size": len(vocab)}))
+    model.save_pretrained(str(output))
+    layers, hidden = config["num_hidden_layers"], config["hidden_size"]
+    logger.info(f"Scratch model ({preset}: {layers} layers, hidden {hidden}, {config['num_attention_heads']} heads, "
+                f"ffn {config['intermediate_size']}; vocabulary {len(vocab)} from {', '.join(f.name for f in files)}) "
+                f"saved in {output}")
+    return output
+
+
+def main() -> None:
+    args = parser.parse_args()
+    overrides = {name: getattr(args, name) for name in
+                 ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
+    create_scratch_model(args.dataset_dir, args.output_dir, args.preset, overrides, args.train_file,
+                         args.dev_file, args.seed)
+
+
+if __name__ == "__main__":
+    from utils import run_cli
+
+    run_cli(main)

@@ -1,0 +1,208 @@
+"""Fine-tune an ERNIE model for multi-label text classification.
+
+Same command line, log lines and checkpoint layout as PaddleNLP's multi_label/train.py, plus the
+label list and decision thresholds saved with the checkpoint. Multi-card: run it under
+`python -m paddle.distributed.launch`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+from paddlenlp.transformers import LinearDecayWithWarmup
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from metric import MetricReport, tune_thresholds
+from utils import (DataError, check_label_list, convert_example, evaluate, has_trained_head, init_classifier_bias,
+                   label_prior, load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
+                   predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed, write_settings)
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
+parser.add_argument("--dataset_dir", required=True, type=str, help="Local dataset directory should include train.txt, dev.txt and label.txt")
+parser.add_argument("--save_dir", default="./checkpoint", type=str, help="The output directory where the model checkpoints will be written.")
+parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument('--model_name', default="ernie-3.0-medium-zh", help="A reference model name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py.")
+parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--learning_rate", default=3e-5, type=float, help="The initial learning rate for Adam.")
+parser.add_argument("--weight_decay", default=0.0, type=float, help="Weight decay if we apply some.")
+parser.add_argument('--early_stop', action='store_true', help='Epoch before early stop.')
+parser.add_argument('--early_stop_nums', type=int, default=4, help='Number of epoch before early stop.')
+parser.add_argument("--epochs", default=10, type=int, help="Total number of training epochs to perform.")
+parser.add_argument('--warmup', action='store_true', help="whether use warmup strategy")
+parser.add_argument("--warmup_steps", default=0, type=int, help="Linear warmup steps over the training process (implies --warmup when > 0).")
+parser.add_argument("--logging_steps", default=5, type=int, help="The interval steps to logging.")
+parser.add_argument("--init_from_ckpt", type=str, default=None, help="The path of checkpoint to be loaded (a model_state.pdparams file or a checkpoint directory).")
+parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
+parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
+parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
+parser.add_argument("--threshold", type=float, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
+parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
+# yapf: enable
+
+
+def check_args(args: argparse.Namespace) -> None:
+
+    for name in ("batch_size", "epochs", "max_seq_length", "logging_steps", "early_stop_nums"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0.0 < args.threshold < 1.0:
+        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
+    if args.warmup_steps < 0:
+        raise DataError(f"--warmup_steps must not be negative, got {args.warmup_steps}")
+    if not Path(args.dataset_dir).is_dir():
+        raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
+
+
+def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
+    """Constant LR by default; warmup then linear decay to 0 with --warmup or --warmup_steps > 0.
+
+    The reference builds the warmup schedule but steps it only with --warmup, so --warmup_steps alone
+    froze the learning rate at 0; here the schedule is always stepped.
+    """
+
+    if args.warmup or args.warmup_steps > 0:
+        return LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_steps)
+    return args.learning_rate
+
+
+def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
+    """Load --init_from_ckpt (a .pdparams file or a checkpoint directory); never skip it silently."""
+
+
+
+    ckpt = Path(path)
+    state_file = ckpt / "model_state.pdparams" if ckpt.is_dir() else ckpt
+    if not state_file.is_file():
+        raise DataError(f"--init_from_ckpt {path}: no such checkpoint file")
+    config_file = state_file.parent / "config.json"
+    if config_file.is_file():
+        stored = json.loads(config_file.read_text(encoding="utf-8")).get("multi_label_names")
+        if stored:
+            check_label_list(config_file, label_list, stored)
+    model.set_dict(paddle.load(str(state_file)))
+    logger.info(f"Loaded parameters from {state_file}")
+
+
+def train(args: argparse.Namespace) -> None:
+
+
+    check_args(args)
+    set_seed(args.seed)
+    try:
+        set_device(args.device)
+    except ValueError as err:
+        raise DataError(f"--device {args.device}: {err} (use --device cpu on a machine without GPU)") from None
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size > 1:
+        dist.init_parallel_env()
+
+    dataset = Path(args.dataset_dir)
+    label_list = read_label_list(dataset / args.label_file)
+    train_examples = load_examples(dataset / args.train_file, label_list)
+    dev_examples = load_examples(dataset / args.dev_file, label_list)
+
+    tokenizer = load_tokenizer(args.model_name)
+    model = load_model(args.model_name, len(label_list))
+    if not has_trained_head(args.model_name, len(label_list)):
+        init_classifier_bias(model, label_prior(train_examples, len(label_list)))
+    if args.init_from_ckpt:
+        load_init_checkpoint(model, args.init_from_ckpt, label_list)
+    pad_id = tokenizer.pad_token_id
+
+    def features(examples):
+        return [convert_example(e, tokenizer, args.max_seq_length, len(label_list)) for e in examples]
+
+    train_loader = make_loader(features(train_examples), tokenizer, args.batch_size, shuffle=True, seed=args.seed,
+                               num_replicas=world_size, rank=rank)
+    dev_loader = make_loader(features(dev_examples), tokenizer, args.batch_size)
+    if world_size > 1:
+        model = paddle.DataParallel(model)
+
+    total_steps = len(train_loader) * args.epochs
+    lr_scheduler = build_lr_scheduler(args, total_steps)
+    decay_params = [p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])]
+    optimizer = paddle.optimizer.AdamW(learning_rate=lr_scheduler, parameters=model.parameters(),
+                                       weight_decay=args.weight_decay,
+                                       apply_decay_param_fun=lambda name: name in decay_params)
+    criterion = paddle.nn.BCEWithLogitsLoss()
+    thresholds = np.full(len(label_list), args.threshold, dtype="float32")
+
+    if rank == 0:
+        os.makedirs(args.save_dir, exist_ok=True)
+        write_settings(args, args.save_dir)
+
+    best_macro_f1, early_stop_count, global_step = -1.0, 0, 0
+    tic = time.time()
+    with logging_redirect_tqdm(loggers=[logger.logger]):
+        progress = tqdm(total=total_steps, desc="Training", disable=None if rank == 0 else True)
+        for epoch in range(1, args.epochs + 1):
+            if args.early_stop and early_stop_count >= args.early_stop_nums:
+                logger.info("Early stop!")
+                break
+            train_loader.batch_sampler.set_epoch(epoch)
+            model.train()
+            for step, batch in enumerate(train_loader, start=1):
+                labels = paddle.cast(batch["labels"], "float32")
+                logits = model(**model_inputs(batch, pad_id))
+                loss = criterion(logits, labels)
+                loss.backward()
+                optimizer.step()
+                if not isinstance(lr_scheduler, float):
+                    lr_scheduler.step()
+                optimizer.clear_grad()
+                global_step += 1
+                progress.update(1)
+                if global_step % args.logging_steps == 0 and rank == 0:
+                    logger.info(
+                        "global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
+                        % (global_step, epoch, step, float(loss), args.logging_steps / (time.time() - tic),
+                           optimizer.get_lr())
+                    )
+                    tic = time.time()
+
+            early_stop_count += 1
+            result = evaluate(model, dev_loader, pad_id, thresholds, label_list)
+            micro_f1, macro_f1 = result.metric.accumulate()
+            if macro_f1 > best_macro_f1:
+                early_stop_count = 0
+                best_macro_f1 = macro_f1
+                if rank == 0:
+                    save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds)
+            logger.info("Current best macro f1 score: %.5f" % best_macro_f1)
+            tic = time.time()
+        progress.close()
+
+    logger.info("Final best macro f1 score: %.5f" % best_macro_f1)
+    logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
+    if args.tune_thresholds and rank == 0:
+        best = model._layers if world_size > 1 else model
+        best.set_dict(paddle.load(str(Path(args.save_dir, "model_state.pdparams"))))
+        probs, labels, _ = predict_probs(best, dev_loader, pad_id)
+        tuned = tune_thresholds(probs, labels, args.threshold)
+        report_thresholds(probs, labels, thresholds, tuned, label_list)
+        save_checkpoint(best, tokenizer, args.save_dir, label_list, tuned)
+        logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
+
+
+def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> None:
+
+    for name, values in (("global", global_thresholds), ("tuned", tuned)):
+        metric = MetricReport(thresholds=values)
+        metric.update(probs, labels)
+        micro_f1, macro_f1 = metric.accumulate()
+        logger.info(f"dev with {name} thresholds: micro f1 score: {micro_f1:.5f}, macro f1 score: {macro_f1:.5f}")
+    logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
+
+
+if __name__ == "__main__":
+    run_cli(lambda: train(parser.parse_args()))

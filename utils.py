@@ -1,0 +1,474 @@
+"""The one data/model core of the suite.
+
+Every script (train, predict, export, analysis, prune, deploy, few-shot) reads data, loads
+models, batches and evaluates through this module, so the file format, the label list and the
+decision thresholds are handled in exactly one place.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+import paddle
+from paddlenlp.data import DataCollatorWithPadding
+from paddlenlp.transformers import AutoModelForSequenceClassification, AutoTokenizer
+from paddlenlp.utils.log import logger  # the one logger of every script, as in the reference
+
+from metric import MetricReport
+
+REFERENCE_MODEL_NAMES = (
+    "ernie-1.0-large-zh-cw",
+    "ernie-3.0-xbase-zh",
+    "ernie-3.0-base-zh",
+    "ernie-3.0-medium-zh",
+    "ernie-3.0-micro-zh",
+    "ernie-3.0-mini-zh",
+    "ernie-3.0-nano-zh",
+    "ernie-2.0-base-en",
+    "ernie-2.0-large-en",
+    "ernie-m-base",
+    "ernie-m-large",
+)
+
+# Additive attention-mask value for padded positions. paddlenlp uses -1e4; its softmax clamps
+# the exponent at about -88, so padded weights become denormal floats (~4e-39) and the backward
+# pass crawls through denormal arithmetic (a 4-layer ERNIE step on a padded 32x128 batch: 4.45 s
+# instead of 3.5 s, see bench/mask_speed.py). exp(-50) = 2e-22 is a normal float and still far
+# below float32 resolution next to the real weights, so the outputs are unchanged (tested to 1e-6).
+PAD_MASK_VALUE = -50.0
+
+
+class DataError(Exception):
+    """A problem with the user's input: reported as one clear line and exit status 2."""
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a script's main so that bad input ends with a message and exit 2, never a traceback."""
+    try:
+        main()
+    except DataError as err:
+        logger.error(str(err))
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without line ending); accepts a BOM and CRLF line endings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"File not found: {path}")
+    try:
+        with open(path, encoding="utf-8-sig", newline=None) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                yield line_no, line.rstrip("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def read_label_list(path: str | os.PathLike) -> list[str]:
+    """Read label.txt: one name per line, line order = class id. Trailing blank lines are allowed."""
+    names: list[str] = []
+    blank_line = 0
+    seen: dict[str, int] = {}
+    for line_no, line in _read_lines(path):
+        name = line.strip()
+        if not name:
+            blank_line = blank_line or line_no
+            continue
+        if blank_line:
+            raise DataError(f"{path}:{blank_line}: blank label name (every line of the label file must name a label)")
+        if name in seen:
+            raise DataError(f"{path}:{line_no}: duplicate label {name!r} (first on line {seen[name]})")
+        seen[name] = line_no
+        names.append(name)
+    if not names:
+        raise DataError(f"{path}: the label file is empty")
+    return names
+
+
+@dataclass
+class Example:
+    """One line of a data file: its text and the ids of its labels (empty: no label)."""
+
+    text: str
+    labels: list[int]
+    line_no: int
+
+
+@dataclass
+class ReadStats:
+    """What a read saw, so that nothing is dropped without being counted."""
+
+    examples: int = 0
+    unlabelled: int = 0
+    blank: int = 0
+    label_columns_ignored: int = 0
+
+    def summary(self, path: str | os.PathLike) -> str:
+        parts = [f"{self.examples} examples"]
+        if self.unlabelled:
+            parts.append(f"{self.unlabelled} without labels")
+        if self.blank:
+            parts.append(f"{self.blank} blank lines skipped")
+        if self.label_columns_ignored:
+            parts.append(f"label column ignored on {self.label_columns_ignored} lines")
+        return f"Read {Path(path).name}: " + ", ".join(parts)
+
+
+def _unknown_label_message(path, line_no: int, label: str, label2id: dict[str, int]) -> str:
+    close = difflib.get_close_matches(label, list(label2id), n=1, cutoff=0.0)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{path}:{line_no}: unknown label {label!r} (not in the label file){hint}"
+
+
+def iter_examples(
+    path: str | os.PathLike,
+    label2id: dict[str, int] | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[Example]:
+    """Stream the examples of a `text<TAB>label,label` file.
+
+    With `label2id=None` (prediction input) only the text is used: a second column, if present,
+    is ignored and counted. A line without TAB (or ending in TAB) is an example with no labels.
+    """
+    stats = stats if stats is not None else ReadStats()
+    for line_no, raw in _read_lines(path):
+        line = raw.rstrip()
+        if not line.strip():
+            stats.blank += 1
+            continue
+        columns = line.split("\t")
+        if len(columns) > 2:
+            raise DataError(
+                f"{path}:{line_no}: more than one TAB in the line (format is text<TAB>label,label; "
+                f"texts must not contain TAB): {raw!r}"
+            )
+        text = columns[0].strip()
+        if not text:
+            raise DataError(f"{path}:{line_no}: empty text before the TAB: {raw!r}")
+        labels: list[int] = []
+        if len(columns) == 2 and label2id is None:
+            stats.label_columns_ignored += 1
+        elif len(columns) == 2:
+            for item in columns[1].split(","):
+                name = item.strip()
+                if not name:
+                    raise DataError(f"{path}:{line_no}: empty label in {columns[1]!r}")
+                if name not in label2id:
+                    raise DataError(_unknown_label_message(path, line_no, name, label2id))
+                if label2id[name] not in labels:
+                    labels.append(label2id[name])
+        stats.examples += 1
+        stats.unlabelled += not labels and label2id is not None
+        yield Example(text=text, labels=labels, line_no=line_no)
+
+
+def load_examples(path: str | os.PathLike, label_list: Sequence[str] | None) -> list[Example]:
+    """Read a whole data file, log what was read, and refuse a file with no example."""
+    label2id = None if label_list is None else {name: i for i, name in enumerate(label_list)}
+    stats = ReadStats()
+    examples = list(iter_examples(path, label2id, stats))
+    if not examples:
+        raise DataError(f"{path}: no examples (the file has only blank lines)")
+    logger.info(stats.summary(path))
+    return examples
+
+
+def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
+    """The label column of the data format: names joined by a bare comma."""
+    return ",".join(label_list[i] for i in label_ids)
+
+
+# ----------------------------------------------------------------------- models and checkpoints
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def set_device(device: str) -> None:
+    """Select the device; on CPU give each local process an equal share of the cores."""
+    paddle.set_device(device)
+    if paddle.get_device() == "cpu":
+        local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
+        paddle.base.core.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
+
+
+def _offline_hint(model_name: str) -> str:
+    return (
+        f"Could not download '{model_name}' (no network access to the model hub?). To work offline, "
+        f"create a local model and pass its directory instead:\n"
+        f"  python scratch_model.py --dataset_dir data --output_dir ./scratch_model "
+        f"--preset {model_name if model_name.startswith('ernie-3.0-') else 'tiny'}\n"
+        f"  python train.py --model_name ./scratch_model ...\n"
+        f"or copy a downloaded model directory (config.json, model_state.pdparams, vocab.txt, "
+        f"tokenizer_config.json) to this machine and pass its path as --model_name."
+    )
+
+
+def _from_pretrained(loader: Callable, model_name: str, **kwargs):
+    """Load from a local directory or a reference model name, with clear errors for both."""
+    if os.path.isdir(model_name):
+        return loader(model_name, **kwargs)
+    if model_name not in REFERENCE_MODEL_NAMES:
+        raise DataError(
+            f"--model_name {model_name!r} is neither a local model directory nor one of: "
+            + ", ".join(REFERENCE_MODEL_NAMES)
+        )
+    try:
+        return loader(model_name, **kwargs)
+    except Exception as err:  # paddlenlp raises many kinds of errors for a failed download
+        raise DataError(f"{_offline_hint(model_name)}\n(cause: {type(err).__name__}: {err})") from None
+
+
+def load_tokenizer(model_name: str):
+    return _from_pretrained(AutoTokenizer.from_pretrained, model_name)
+
+
+def load_model(model_name: str, num_labels: int | None = None):
+    """Load a sequence-classification model; a new head starts with bias = label log-odds later."""
+    kwargs = {} if num_labels is None else {"num_classes": num_labels}
+    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
+
+
+def has_trained_head(model_name: str, num_labels: int) -> bool:
+    """Whether `model_name` holds a classifier head of the right size (else it starts fresh)."""
+    config_file = Path(model_name) / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    is_classifier = any("ForSequenceClassification" in name for name in config.get("architectures", []))
+    return is_classifier and len(config.get("id2label") or {}) == num_labels
+
+
+def init_classifier_bias(model, label_prior: np.ndarray) -> None:
+    """Start each label's logit at the log-odds of its training frequency.
+
+    A fresh head predicts p=0.5 for every label, and BCE spends many epochs pushing all rare labels
+    down before anything is learned; starting at the prior lets a scratch model predict from epoch 2.
+    """
+    prior = np.clip(label_prior, 1e-4, 1 - 1e-4)
+    model.classifier.bias.set_value(np.log(prior / (1 - prior)).astype("float32"))
+
+
+def checkpoint_labels(model) -> list[str] | None:
+    """The label list stored in a model's config by save_checkpoint (None for foreign models)."""
+    names = getattr(model.config, "multi_label_names", None)
+    return list(names) if names else None
+
+
+def checkpoint_thresholds(model, default: float = 0.5) -> np.ndarray:
+    thresholds = getattr(model.config, "multi_label_thresholds", None)
+    num_labels = model.config.num_labels
+    return np.asarray(thresholds if thresholds else [default] * num_labels, dtype="float32")
+
+
+def check_label_list(label_file: str | os.PathLike, file_labels: list[str], model_labels: list[str]) -> None:
+    """Refuse a label.txt that disagrees with the labels the checkpoint was trained with."""
+    if file_labels == model_labels:
+        return
+    if len(file_labels) != len(model_labels):
+        detail = f"{len(file_labels)} labels in the file, {len(model_labels)} in the checkpoint"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(file_labels, model_labels)) if a != b)
+        detail = f"line {i + 1} is {file_labels[i]!r} but the checkpoint's label {i} is {model_labels[i]!r}"
+    raise DataError(
+        f"{label_file} disagrees with the checkpoint ({detail}). The checkpoint stores its own label "
+        f"list: omit the label file or pass the one it was trained with."
+    )
+
+
+def resolve_label_list(model, label_file: str | os.PathLike) -> list[str]:
+    """Labels for a trained model: the checkpoint's own, checked against label_file if present."""
+    model_labels = checkpoint_labels(model)
+    if model_labels is None:
+        labels = read_label_list(label_file)
+        if len(labels) != model.config.num_labels:
+            raise DataError(
+                f"{label_file} has {len(labels)} labels but the model has {model.config.num_labels} outputs"
+            )
+        return labels
+    if Path(label_file).is_file():
+        check_label_list(label_file, read_label_list(label_file), model_labels)
+    return model_labels
+
+
+def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], thresholds) -> None:
+    """Write model, tokenizer, label list and thresholds: everything later scripts need."""
+    model = model._layers if isinstance(model, paddle.DataParallel) else model
+    model.config.multi_label_names = list(label_list)
+    model.config.multi_label_thresholds = [round(float(t), 6) for t in thresholds]
+    model.config.id2label = {i: name for i, name in enumerate(label_list)}
+    model.config.label2id = {name: i for i, name in enumerate(label_list)}
+    model.save_pretrained(str(save_dir))
+    tokenizer.save_pretrained(str(save_dir))
+
+
+# ------------------------------------------------------------------------- features, batches
+
+
+def convert_example(example: Example, tokenizer, max_seq_length: int, num_labels: int | None) -> dict:
+    """Tokenize one example; `num_labels=None` for prediction input (no label vector)."""
+    encoded = tokenizer(text=example.text, max_length=max_seq_length, truncation=True)
+    features = {name: encoded[name] for name in ("input_ids", "token_type_ids") if name in encoded}
+    if num_labels is not None:
+        target = [0.0] * num_labels
+        for label_id in example.labels:
+            target[label_id] = 1.0
+        features["labels"] = target
+    return features
+
+
+def label_prior(examples: Sequence[Example], num_labels: int) -> np.ndarray:
+    counts = np.zeros(num_labels)
+    for example in examples:
+        counts[example.labels] += 1
+    return counts / max(1, len(examples))
+
+
+class LengthGroupedBatchSampler(paddle.io.Sampler):
+    """Batches of similar length (less padding), shuffled, and sharded over processes.
+
+    Shuffles the indices, sorts them by length inside windows of `batch_size * window_batches`,
+    cuts batches and shuffles the batches. Every process draws the same permutation (seed + epoch)
+    and takes every world_size-th batch; the list is padded so all processes run the same number of
+    steps (DataParallel needs that). Without shuffle, batches are simply in sorted order.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, window_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.window = batch_size * window_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.window):
+            window = order[start:start + self.window]
+            window = window[np.argsort(-self.lengths[window], kind="stable")]
+            batches += [window[i:i + self.batch_size].tolist() for i in range(0, len(window), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        if self.num_replicas > 1:
+            missing = -len(batches) % self.num_replicas
+            batches = batches + batches[:missing]
+            batches = batches[self.rank::self.num_replicas]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        total = -(-len(self.lengths) // self.batch_size) if not self.shuffle else len(self._all_batches())
+        return -(-total // self.num_replicas)
+
+
+def make_loader(features: Sequence[dict], tokenizer, batch_size: int, shuffle: bool = False, seed: int = 0,
+                num_replicas: int = 1, rank: int = 0) -> paddle.io.DataLoader:
+    sampler = LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, shuffle=shuffle,
+                                        seed=seed, num_replicas=num_replicas, rank=rank)
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pd")
+    return paddle.io.DataLoader(features, batch_sampler=sampler, collate_fn=collate, return_list=True)
+
+
+def model_inputs(batch: dict, pad_token_id: int) -> dict:
+    """The model's keyword inputs for a collated batch, with our fast additive attention mask."""
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids") if k in batch}
+    padded = (inputs["input_ids"] == pad_token_id).astype("float32")
+    inputs["attention_mask"] = paddle.unsqueeze(padded * PAD_MASK_VALUE, axis=[1, 2])
+    return inputs
+
+
+@dataclass
+class EvalResult:
+    """Probabilities in dataset order plus the metrics they give at the chosen thresholds."""
+
+    probs: np.ndarray
+    loss: float | None = None
+    metric: MetricReport | None = field(default=None, repr=False)
+
+
+@paddle.no_grad()
+def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_progress: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    """Sigmoid probabilities in dataset order (the loader may batch in any order).
+
+    Returns (probs, labels or None, mean BCE loss or None).
+    """
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    order = [i for batch in loader.batch_sampler for i in batch]
+    probs, labels, losses = [], [], []
+    for batch in tqdm(loader, desc="Predicting", disable=not show_progress, leave=False):
+        logits = model(**model_inputs(batch, pad_token_id))
+        probs.append(paddle.nn.functional.sigmoid(logits).numpy())
+        if "labels" in batch:
+            target = paddle.cast(batch["labels"], "float32")
+            losses.append(float(paddle.nn.functional.binary_cross_entropy_with_logits(logits, target)))
+            labels.append(target.numpy())
+    if was_training:
+        model.train()
+    inverse = np.argsort(np.asarray(order, dtype="int64"), kind="stable")
+    probs_arr = np.concatenate(probs)[inverse]
+    labels_arr = np.concatenate(labels)[inverse] if labels else None
+    return probs_arr, labels_arr, (float(np.mean(losses)) if losses else None)
+
+
+def evaluate(model, loader: paddle.io.DataLoader, pad_token_id: int, thresholds, label_list: Sequence[str]
+             ) -> EvalResult:
+    """Evaluate on a labelled loader and log the reference's eval line."""
+    probs, labels, loss = predict_probs(model, loader, pad_token_id)
+    metric = MetricReport(thresholds=thresholds, label_names=label_list)
+    metric.update(probs, labels)
+    micro_f1, macro_f1 = metric.accumulate()
+    logger.info("eval loss: %.5f, micro f1 score: %.5f, macro f1 score: %.5f" % (loss, micro_f1, macro_f1))
+    return EvalResult(probs=probs, loss=loss, metric=metric)
+
+
+def write_settings(args, save_dir: str | os.PathLike) -> None:
+    """setting.txt of the resolved arguments, in the reference's layout."""
+    lines = ["------------------ start ------------------"]
+    lines += [f"{name} : {value}" for name, value in sorted(vars(args).items())]
+    lines.append("------------------- end -------------------")
+    Path(save_dir, "setting.txt").write_text("\n".join(lines), encoding="utf-8")
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
