@@ -13,10 +13,13 @@ from pathlib import Path
 
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
-# recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes.
+# recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes. Without
+# dropout it learns much faster from random weights (keyword data, lr 1e-3: dev micro F1 0.96 after
+# 8 epochs instead of 0.87 with dropout 0.1; see README, "scratch recipe").
 PRESETS = {
     "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, intermediate_size=512,
-                 max_position_embeddings=512, use_task_id=False),
+                 max_position_embeddings=512, use_task_id=False, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0),
     "ernie-3.0-nano-zh": dict(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1248),
     "ernie-3.0-micro-zh": dict(num_hidden_layers=4, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
     "ernie-3.0-mini-zh": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),

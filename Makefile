@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` (the main job, offline) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DEMO := demo_out
+export PYTHONWARNINGS := ignore
+
+.PHONY: venv demo test clean
+
+$(INSTALLED): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $(INSTALLED)
+
+venv: $(INSTALLED)
+
+# scratch model built from data/ -> train.py -> predict.py, all on CPU, no network needed
+demo: $(INSTALLED)
+	$(PY) scratch_model.py --dataset_dir data --output_dir $(DEMO)/scratch_model --preset tiny
+	$(PY) train.py --device cpu --dataset_dir data --model_name $(DEMO)/scratch_model --save_dir $(DEMO)/checkpoint \
+		--batch_size 16 --learning_rate 1e-3 --warmup --warmup_steps 30 --epochs 20 --early_stop --tune_thresholds
+	$(PY) predict.py --device cpu --dataset_dir data --params_path $(DEMO)/checkpoint --output_file $(DEMO)/output.txt
+	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt"
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(DEMO) .pytest_cache
