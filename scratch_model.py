@@ -10,6 +10,14 @@ import argparse
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Iterable
+
+import paddle
+import sentencepiece as spm
+from paddlenlp.transformers import (AutoTokenizer, BasicTokenizer, ErnieConfig, ErnieMConfig, ErnieMModel,
+                                    ErnieMTokenizer, ErnieModel, ErnieTokenizer)
+
+from utils import DataError, iter_examples, logger, run_cli
 
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
@@ -43,18 +51,17 @@ parser.add_argument("--intermediate_size", default=None, type=int, help="Overrid
 parser.add_argument("--train_file", default="train.txt", type=str, help="Training file name inside dataset_dir.")
 parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
 parser.add_argument("--seed", default=3, type=int, help="Random seed of the initial weights.")
+parser.add_argument("--model_type", default="ernie", choices=["ernie", "ernie-m"], help="ernie (character WordPiece vocabulary) or ernie-m (SentencePiece, no token_type_ids), for multilingual set-ups.")
 # yapf: enable
 
 
-def build_vocab(texts) -> list[str]:
-    """Character vocabulary: every character the tokenizer's pre-splitting yields, by frequency.
+def build_vocab(texts: Iterable[str]) -> list[str]:
+    """ERNIE character vocabulary: every piece the tokenizer's pre-splitting yields, by frequency.
 
     Chinese text splits into single characters already; other words (numbers, Latin) are covered
     by their first character plus `##c` continuation pieces, so WordPiece never needs [UNK] for
     anything seen in the data.
     """
-    from paddlenlp.transformers import BasicTokenizer
-
     basic = BasicTokenizer(do_lower_case=True)
     counts: Counter = Counter()
     for text in texts:
@@ -64,43 +71,67 @@ def build_vocab(texts) -> list[str]:
     return SPECIAL_TOKENS + [token for token, _ in counts.most_common() if token not in SPECIAL_TOKENS]
 
 
-def model_config(preset: str, vocab_size: int, overrides: dict) -> dict:
+def write_ernie_tokenizer(texts: list[str], output: Path, max_length: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp, "vocab.txt")
+        vocab_file.write_text("\n".join(build_vocab(texts)) + "\n", encoding="utf-8")
+        ErnieTokenizer(str(vocab_file), model_max_length=max_length).save_pretrained(str(output))
+    return reload_tokenizer(output)
+
+
+def write_ernie_m_tokenizer(texts: list[str], output: Path, max_length: int) -> int:
+    """SentencePiece model trained on the texts, and a vocabulary of every piece ERNIE-M's tokenizer emits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, prefix = Path(tmp, "corpus.txt"), Path(tmp, "sp")
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(prefix), vocab_size=2000,
+                                       character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+        vocab_file = Path(tmp, "vocab.txt")
+        vocab_file.write_text("\n".join(SPECIAL_TOKENS) + "\n", encoding="utf-8")
+        sp_file = str(prefix) + ".model"
+        counts = Counter(token for text in texts
+                         for token in ErnieMTokenizer(str(vocab_file), sp_file).tokenize(text))
+        vocab_file.write_text("\n".join(SPECIAL_TOKENS + [t for t, _ in counts.most_common()
+                                                          if t not in SPECIAL_TOKENS]) + "\n", encoding="utf-8")
+        ErnieMTokenizer(str(vocab_file), sp_file, model_max_length=max_length).save_pretrained(str(output))
+    return reload_tokenizer(output)
+
+
+def reload_tokenizer(output: Path) -> int:
+    """Save again through AutoTokenizer (a tokenizer built from bare files splits "[SEP]" inside text)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
+    return len(tokenizer.vocab)
+
+
+def model_config(preset: str, overrides: dict) -> dict:
     config = {**COMMON, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if config["hidden_size"] % config["num_attention_heads"]:
-        raise ValueError(f"hidden_size {config['hidden_size']} is not a multiple of "
-                         f"num_attention_heads {config['num_attention_heads']}")
-    return {**config, "vocab_size": vocab_size}
+        raise DataError(f"hidden_size {config['hidden_size']} is not a multiple of "
+                        f"num_attention_heads {config['num_attention_heads']}")
+    return config
 
 
 def create_scratch_model(dataset_dir: str, output_dir: str, preset: str = "tiny", overrides: dict | None = None,
-                         train_file: str = "train.txt", dev_file: str = "dev.txt", seed: int = 3) -> Path:
-    """Write a random ERNIE + tokenizer to output_dir and return its path."""
-    import paddle
-    from paddlenlp.transformers import AutoTokenizer, ErnieConfig, ErnieModel, ErnieTokenizer
-
-    from utils import DataError, iter_examples, logger
-
+                         train_file: str = "train.txt", dev_file: str = "dev.txt", seed: int = 3,
+                         model_type: str = "ernie") -> Path:
+    """Write a random ERNIE (or ERNIE-M) + tokenizer to output_dir and return its path."""
     files = [Path(dataset_dir, train_file)] + [p for p in [Path(dataset_dir, dev_file)] if p.is_file()]
-    try:
-        config = model_config(preset, 0, overrides or {})
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    vocab = build_vocab(example.text for path in files for example in iter_examples(path))
+    config = model_config(preset, overrides or {})
+    texts = [example.text for path in files for example in iter_examples(path)]
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab_file = Path(tmp, "vocab.txt")
-        vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        # save and reload: a tokenizer built from a bare vocab file splits "[SEP]" inside text
-        ErnieTokenizer(str(vocab_file), model_max_length=config["max_position_embeddings"]).save_pretrained(str(output))
-    AutoTokenizer.from_pretrained(str(output)).save_pretrained(str(output))
     paddle.seed(seed)
-    model = ErnieModel(ErnieConfig(**{**config, "vocab_size": len(vocab)}))
+    if model_type == "ernie-m":
+        vocab_size = write_ernie_m_tokenizer(texts, output, config["max_position_embeddings"])
+        model = ErnieMModel(ErnieMConfig(**{**config, "vocab_size": vocab_size}))
+    else:
+        vocab_size = write_ernie_tokenizer(texts, output, config["max_position_embeddings"])
+        model = ErnieModel(ErnieConfig(**{**config, "vocab_size": vocab_size}))
     model.save_pretrained(str(output))
-    layers, hidden = config["num_hidden_layers"], config["hidden_size"]
-    logger.info(f"Scratch model ({preset}: {layers} layers, hidden {hidden}, {config['num_attention_heads']} heads, "
-                f"ffn {config['intermediate_size']}; vocabulary {len(vocab)} from {', '.join(f.name for f in files)}) "
-                f"saved in {output}")
+    logger.info(f"Scratch {model_type} model ({preset}: {config['num_hidden_layers']} layers, hidden "
+                f"{config['hidden_size']}, {config['num_attention_heads']} heads, ffn {config['intermediate_size']}; "
+                f"vocabulary {vocab_size} from {', '.join(f.name for f in files)}) saved in {output}")
     return output
 
 
@@ -109,10 +140,8 @@ def main() -> None:
     overrides = {name: getattr(args, name) for name in
                  ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
     create_scratch_model(args.dataset_dir, args.output_dir, args.preset, overrides, args.train_file,
-                         args.dev_file, args.seed)
+                         args.dev_file, args.seed, args.model_type)
 
 
 if __name__ == "__main__":
-    from utils import run_cli
-
     run_cli(main)

@@ -58,10 +58,13 @@ def tfidf_baseline(dataset: Path, labels: list[str]) -> tuple[float, float]:
     return f1_pair(probs, multi_hot(test, len(labels)))
 
 
-def run(script: str, *args) -> None:
+def run(script: str, *args, log: Path) -> None:
+    """Run a script of the suite; its output goes to `log`."""
     cmd = [sys.executable, str(ROOT / script), *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print("$ python", " ".join(cmd[1:]), f"  (log: {log})", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as handle:
+        subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -71,18 +74,19 @@ def main() -> None:
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
 
     start = time.time()
-    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset)
+    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
+        log=out / "scratch_model.log")
     run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "scratch",
         "--save_dir", out / "checkpoint", "--epochs", args.epochs, "--batch_size", args.batch_size,
         "--learning_rate", args.learning_rate, "--warmup", "--warmup_steps", args.warmup_steps,
-        "--max_seq_length", args.max_seq_length, "--logging_steps", 50, "--tune_thresholds")
+        "--max_seq_length", args.max_seq_length, "--logging_steps", 50, "--tune_thresholds", log=out / "train.log")
     train_minutes = (time.time() - start) / 60
     rows = {}
     for name, extra in (("0.5", ["--threshold", "0.5"]), ("tuned on dev", [])):
         pred_file = out / f"test_pred_{name.split()[0]}.txt"
         run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt",
             "--params_path", out / "checkpoint", "--output_file", pred_file, "--max_seq_length",
-            args.max_seq_length, *extra)
+            args.max_seq_length, *extra, log=out / "predict.log")
         rows[f"scratch {args.preset}, threshold {name}"] = f1_pair(
             multi_hot(load_examples(pred_file, labels), len(labels)), gold)
     rows["TF-IDF char 1-3 gram + logistic regression"] = tfidf_baseline(dataset, labels)

@@ -1,0 +1,81 @@
+"""scratch_model.py presets and vocabularies, the model loader's errors, ERNIE-M end to end."""
+from __future__ import annotations
+
+import pytest
+from paddlenlp.transformers import AutoTokenizer, ErnieConfig
+from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
+
+from conftest import run_script
+from scratch_model import PRESETS, model_config
+from utils import DataError, iter_examples
+
+SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "tiny"])
+def test_presets_have_the_released_shapes(preset):
+    released = {**ErnieConfig().to_dict(), **ERNIE_PRETRAINED_INIT_CONFIGURATION[preset]}
+    config = model_config(preset, {})
+    assert {k: config[k] for k in SHAPE + ("max_position_embeddings",)} == {
+        k: released[k] for k in SHAPE + ("max_position_embeddings",)}
+
+
+def test_overrides_and_invalid_shape():
+    assert model_config("tiny", {"hidden_size": 256, "num_hidden_layers": None})["hidden_size"] == 256
+    with pytest.raises(DataError, match="hidden_size 130 is not a multiple of num_attention_heads 4"):
+        model_config("tiny", {"hidden_size": 130})
+
+
+def test_scratch_vocabulary_covers_every_training_character(keyword_data, scratch_model):
+    tokenizer = AutoTokenizer.from_pretrained(str(scratch_model))
+    ids = [i for e in iter_examples(keyword_data / "train.txt") for i in tokenizer(e.text)["input_ids"]]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer("犇")["input_ids"][1] == tokenizer.unk_token_id  # a character never seen
+    assert tokenizer.convert_ids_to_tokens(tokenizer("[SEP]足球")["input_ids"])[1] == "[SEP]"
+
+
+def test_scratch_cli_rejects_bad_shape(keyword_data, tmp_path):
+    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
+                        "--hidden_size", "130")
+    assert result.returncode == 2
+    assert "hidden_size 130 is not a multiple of num_attention_heads 4" in result.stderr
+
+
+@pytest.mark.slow
+def test_named_model_offline_failure_explains_the_offline_way(keyword_data, tmp_path):
+    unreachable = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+                   "PPNLP_HOME": str(tmp_path / "empty_cache")}
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name",
+                        "ernie-3.0-medium-zh", "--save_dir", tmp_path / "ckpt", env=unreachable)
+    assert result.returncode == 2
+    assert "Could not download 'ernie-3.0-medium-zh' (no network access to the model hub?)" in result.stderr
+    assert "python scratch_model.py --dataset_dir data --output_dir ./scratch_model --preset ernie-3.0-medium-zh" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_unknown_model_name(keyword_data, tmp_path):
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", "ernie-9",
+                        "--save_dir", tmp_path / "ckpt")
+    assert result.returncode == 2
+    assert "--model_name 'ernie-9' is neither a local model directory nor one of: ernie-1.0-large-zh-cw" \
+        in result.stderr
+
+
+@pytest.mark.slow
+def test_ernie_m_without_token_type_ids_trains_and_predicts(keyword_data, tmp_path):
+    model_dir, save_dir, out = tmp_path / "ernie_m", tmp_path / "ckpt", tmp_path / "out.txt"
+    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", model_dir,
+                        "--model_type", "ernie-m")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    assert set(tokenizer("足球比赛")) == {"input_ids"}
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", model_dir,
+                        "--save_dir", save_dir, "--epochs", "1", "--batch_size", "32", "--learning_rate", "1e-3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "macro f1 score" in result.stderr
+    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", save_dir,
+                        "--output_file", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 100
