@@ -48,6 +48,7 @@ parser.add_argument("--num_hidden_layers", default=None, type=int, help="Overrid
 parser.add_argument("--hidden_size", default=None, type=int, help="Override the preset's hidden size.")
 parser.add_argument("--num_attention_heads", default=None, type=int, help="Override the preset's number of attention heads.")
 parser.add_argument("--intermediate_size", default=None, type=int, help="Override the preset's feed-forward width.")
+parser.add_argument("--dropout", default=None, type=float, help="Override the preset's hidden and attention dropout.")
 parser.add_argument("--train_file", default="train.txt", type=str, help="Training file name inside dataset_dir.")
 parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
 parser.add_argument("--seed", default=3, type=int, help="Random seed of the initial weights.")
@@ -139,6 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {name: getattr(args, name) for name in
                  ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
+    overrides["hidden_dropout_prob"] = overrides["attention_probs_dropout_prob"] = args.dropout
     create_scratch_model(args.dataset_dir, args.output_dir, args.preset, overrides, args.train_file,
                          args.dev_file, args.seed, args.model_type)
 

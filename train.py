@@ -46,12 +46,12 @@ parser.add_argument("--train_file", type=str, default="train.txt", help="Train d
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--threshold", type=float, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
+parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="Initial bias of a freshly initialised classifier head: the log-odds of each label's training frequency (prior) or 0.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
 # yapf: enable
 
 
 def check_args(args: argparse.Namespace) -> None:
-
     for name in ("batch_size", "epochs", "max_seq_length", "logging_steps", "early_stop_nums"):
         if getattr(args, name) < 1:
             raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -69,17 +69,20 @@ def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
     The reference builds the warmup schedule but steps it only with --warmup, so --warmup_steps alone
     froze the learning rate at 0; here the schedule is always stepped.
     """
-
     if args.warmup or args.warmup_steps > 0:
         return LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_steps)
     return args.learning_rate
 
 
+def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:
+    """AdamW without weight decay on biases and LayerNorm parameters, as in the reference."""
+    decay_params = {p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])}
+    return paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=model.parameters(),
+                                  weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
+
+
 def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
     """Load --init_from_ckpt (a .pdparams file or a checkpoint directory); never skip it silently."""
-
-
-
     ckpt = Path(path)
     state_file = ckpt / "model_state.pdparams" if ckpt.is_dir() else ckpt
     if not state_file.is_file():
@@ -94,8 +97,6 @@ def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-
-
     check_args(args)
     set_seed(args.seed)
     try:
@@ -113,7 +114,7 @@ def train(args: argparse.Namespace) -> None:
 
     tokenizer = load_tokenizer(args.model_name)
     model = load_model(args.model_name, len(label_list))
-    if not has_trained_head(args.model_name, len(label_list)):
+    if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
         init_classifier_bias(model, label_prior(train_examples, len(label_list)))
     if args.init_from_ckpt:
         load_init_checkpoint(model, args.init_from_ckpt, label_list)
@@ -130,10 +131,7 @@ def train(args: argparse.Namespace) -> None:
 
     total_steps = len(train_loader) * args.epochs
     lr_scheduler = build_lr_scheduler(args, total_steps)
-    decay_params = [p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])]
-    optimizer = paddle.optimizer.AdamW(learning_rate=lr_scheduler, parameters=model.parameters(),
-                                       weight_decay=args.weight_decay,
-                                       apply_decay_param_fun=lambda name: name in decay_params)
+    optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
     criterion = paddle.nn.BCEWithLogitsLoss()
     thresholds = np.full(len(label_list), args.threshold, dtype="float32")
 
@@ -171,8 +169,7 @@ def train(args: argparse.Namespace) -> None:
                     tic = time.time()
 
             early_stop_count += 1
-            result = evaluate(model, dev_loader, pad_id, thresholds, label_list)
-            micro_f1, macro_f1 = result.metric.accumulate()
+            _, macro_f1 = evaluate(model, dev_loader, pad_id, thresholds, label_list).metric.accumulate()
             if macro_f1 > best_macro_f1:
                 early_stop_count = 0
                 best_macro_f1 = macro_f1
@@ -185,17 +182,20 @@ def train(args: argparse.Namespace) -> None:
     logger.info("Final best macro f1 score: %.5f" % best_macro_f1)
     logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
     if args.tune_thresholds and rank == 0:
-        best = model._layers if world_size > 1 else model
-        best.set_dict(paddle.load(str(Path(args.save_dir, "model_state.pdparams"))))
-        probs, labels, _ = predict_probs(best, dev_loader, pad_id)
-        tuned = tune_thresholds(probs, labels, args.threshold)
-        report_thresholds(probs, labels, thresholds, tuned, label_list)
-        save_checkpoint(best, tokenizer, args.save_dir, label_list, tuned)
-        logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
+        save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, dev_loader, label_list, args)
+
+
+def save_tuned_thresholds(model, tokenizer, dev_loader, label_list: list[str], args: argparse.Namespace) -> None:
+    """Reload the best checkpoint, tune per-label thresholds on dev and store them with it."""
+    model.set_dict(paddle.load(str(Path(args.save_dir, "model_state.pdparams"))))
+    probs, labels, _ = predict_probs(model, dev_loader, tokenizer.pad_token_id)
+    tuned = tune_thresholds(probs, labels, args.threshold)
+    report_thresholds(probs, labels, np.full(len(label_list), args.threshold), tuned, label_list)
+    save_checkpoint(model, tokenizer, args.save_dir, label_list, tuned)
+    logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
 
 
 def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> None:
-
     for name, values in (("global", global_thresholds), ("tuned", tuned)):
         metric = MetricReport(thresholds=values)
         metric.update(probs, labels)

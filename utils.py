@@ -11,7 +11,7 @@ import json
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -222,7 +222,11 @@ def _offline_hint(model_name: str) -> str:
 def _from_pretrained(loader: Callable, model_name: str, **kwargs):
     """Load from a local directory or a reference model name, with clear errors for both."""
     if os.path.isdir(model_name):
-        return loader(model_name, **kwargs)
+        try:
+            return loader(model_name, **kwargs)
+        except Exception as err:  # missing or foreign files surface as OSError, ValueError, KeyError...
+            raise DataError(f"{model_name} does not hold a paddlenlp model and tokenizer (config.json, "
+                            f"model_state.pdparams, tokenizer files): {type(err).__name__}: {err}") from None
     if model_name not in REFERENCE_MODEL_NAMES:
         raise DataError(
             f"--model_name {model_name!r} is neither a local model directory nor one of: "
@@ -251,7 +255,8 @@ def has_trained_head(model_name: str, num_labels: int) -> bool:
         return False
     config = json.loads(config_file.read_text(encoding="utf-8"))
     is_classifier = any("ForSequenceClassification" in name for name in config.get("architectures", []))
-    return is_classifier and len(config.get("id2label") or {}) == num_labels
+    stored_labels = len(config.get("id2label") or {}) or config.get("num_classes", 0)
+    return is_classifier and stored_labels == num_labels
 
 
 def init_classifier_bias(model, label_prior: np.ndarray) -> None:
@@ -410,8 +415,8 @@ class EvalResult:
     """Probabilities in dataset order plus the metrics they give at the chosen thresholds."""
 
     probs: np.ndarray
-    loss: float | None = None
-    metric: MetricReport | None = field(default=None, repr=False)
+    loss: float
+    metric: MetricReport
 
 
 @paddle.no_grad()

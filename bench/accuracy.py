@@ -28,6 +28,7 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/accuracy"))
 parser.add_argument("--preset", default="tiny")
+parser.add_argument("--scratch_args", default="", help="more scratch_model.py arguments, e.g. '--dropout 0.1'")
 parser.add_argument("--epochs", type=int, default=15)
 parser.add_argument("--batch_size", type=int, default=16)
 parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -75,6 +76,7 @@ def main() -> None:
 
     start = time.time()
     run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
+        *args.scratch_args.split(),
         log=out / "scratch_model.log")
     run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "scratch",
         "--save_dir", out / "checkpoint", "--epochs", args.epochs, "--batch_size", args.batch_size,
@@ -91,7 +93,8 @@ def main() -> None:
             multi_hot(load_examples(pred_file, labels), len(labels)), gold)
     rows["TF-IDF char 1-3 gram + logistic regression"] = tfidf_baseline(dataset, labels)
 
-    print(f"\n### {dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset}, "
+    print(f"\n### {dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
+          f"{args.scratch_args}, "
           f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, warmup {args.warmup_steps} steps, "
           f"max_seq_length {args.max_seq_length}; training took {train_minutes:.1f} min\n")
     print("| model | micro F1 | macro F1 |\n|---|---|---|")

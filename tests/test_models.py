@@ -61,6 +61,10 @@ def test_unknown_model_name(keyword_data, tmp_path):
     assert result.returncode == 2
     assert "--model_name 'ernie-9' is neither a local model directory nor one of: ernie-1.0-large-zh-cw" \
         in result.stderr
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", keyword_data,
+                        "--save_dir", tmp_path / "ckpt")
+    assert result.returncode == 2
+    assert f"{keyword_data} does not hold a paddlenlp model and tokenizer" in result.stderr
 
 
 @pytest.mark.slow
