@@ -104,28 +104,54 @@ class MetricReport(paddle.metric.Metric):
         return self._name
 
 
-def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
-                    min_support: int = MIN_TUNING_SUPPORT) -> np.ndarray:
-    """Per-label thresholds that maximise each label's F1 on (dev) data.
+def cail_score(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
+    """(micro F1 + macro F1) / 2 from per-label counts: the objective of threshold tuning."""
+    micro = _safe_div(2 * tp.sum(), (2 * tp + fp + fn).sum())
+    macro = _safe_div(2 * tp, 2 * tp + fp + fn).mean()
+    return float((micro + macro) / 2)
 
-    For each label the candidate cuts lie midway between consecutive sorted probabilities, so the
-    rule `prob > threshold` reproduces the best cut exactly. Labels with fewer than `min_support`
-    positives keep `default`: a threshold fitted to two examples would not generalise.
+
+def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
+                    min_support: int = MIN_TUNING_SUPPORT, max_rounds: int = 10) -> np.ndarray:
+    """Per-label thresholds that maximise (micro F1 + macro F1) / 2 on (dev) data.
+
+    Maximising each label's own F1 in isolation floods rare labels with false positives (on the
+    divorce set a label with 6 dev positives got threshold 0.006) and cost 7 points of micro F1.
+    Instead, coordinate ascent: one label at a time, every cut between its sorted probabilities is
+    scored with the other labels fixed, until no label changes. Labels with fewer than
+    `min_support` positives keep `default`: a threshold fitted to a handful would not generalise.
     """
     labels = labels > 0.5
-    thresholds = np.full(probs.shape[1], default, dtype="float32")
-    for j in range(probs.shape[1]):
-        positives = int(labels[:, j].sum())
-        if positives < min_support:
-            continue
-        order = np.argsort(-probs[:, j], kind="stable")
-        sorted_probs, sorted_true = probs[order, j], labels[order, j]
-        tp = np.cumsum(sorted_true)  # predicting the top k+1 as positive
-        k = np.arange(1, len(order) + 1)
-        f1 = 2 * tp / (k + positives)
-        # only cut between distinct probabilities, otherwise the rule cannot separate them
-        valid = np.append(sorted_probs[:-1] > sorted_probs[1:], True)
-        best = int(np.argmax(np.where(valid, f1, -1)))
-        below = sorted_probs[best + 1] if best + 1 < len(order) else 0.0
-        thresholds[j] = (sorted_probs[best] + below) / 2
+    num_examples, num_labels = probs.shape
+    thresholds = np.full(num_labels, default, dtype="float32")
+    preds = probs > thresholds
+    tp, fp, fn = (preds & labels).sum(0), (preds & ~labels).sum(0), (~preds & labels).sum(0)
+    tunable = [j for j in range(num_labels) if labels[:, j].sum() >= min_support]
+    for _ in range(max_rounds):
+        changed = False
+        for j in tunable:
+            order = np.argsort(-probs[:, j], kind="stable")
+            sorted_probs = probs[order, j]
+            tp_k = np.concatenate([[0], np.cumsum(labels[order, j])])  # predict the top k as positive
+            fp_k, fn_k = np.arange(num_examples + 1) - tp_k, tp_k[-1] - tp_k
+            others = [np.delete(x, j) for x in (tp, fp, fn)]
+            micro = _safe_div(2 * (others[0].sum() + tp_k),
+                              2 * (others[0].sum() + tp_k) + others[1].sum() + fp_k + others[2].sum() + fn_k)
+            macro = (_safe_div(2 * others[0], 2 * others[0] + others[1] + others[2]).sum()
+                     + _safe_div(2 * tp_k, 2 * tp_k + fp_k + fn_k)) / num_labels
+            # a cut is only possible between distinct probabilities (the rule is prob > threshold)
+            cuttable = np.concatenate([[True], sorted_probs[:-1] > sorted_probs[1:], [True]])
+            score = np.where(cuttable, (micro + macro) / 2, -1.0)
+            current = int((probs[:, j] > thresholds[j]).sum())
+            best = int(np.argmax(score))
+            if score[best] <= score[current] + 1e-12:
+                continue
+            upper = sorted_probs[best - 1] if best > 0 else 1.0
+            lower = sorted_probs[best] if best < num_examples else 0.0
+            middle = np.float32((float(upper) + float(lower)) / 2)
+            thresholds[j] = middle if lower <= middle < upper else lower  # adjacent floats: cut at lower
+            tp[j], fp[j], fn[j] = tp_k[best], fp_k[best], fn_k[best]
+            changed = True
+        if not changed:
+            break
     return thresholds

@@ -315,7 +315,7 @@ def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: S
     """Write model, tokenizer, label list and thresholds: everything later scripts need."""
     model = model._layers if isinstance(model, paddle.DataParallel) else model
     model.config.multi_label_names = list(label_list)
-    model.config.multi_label_thresholds = [round(float(t), 6) for t in thresholds]
+    model.config.multi_label_thresholds = [float(t) for t in thresholds]
     model.config.id2label = {i: name for i, name in enumerate(label_list)}
     model.config.label2id = {name: i for i, name in enumerate(label_list)}
     model.save_pretrained(str(save_dir))

