@@ -58,6 +58,8 @@ def predict(args: argparse.Namespace) -> None:
         raise DataError(f"--device {args.device}: {err} (use --device cpu on a machine without GPU)") from None
     dataset = Path(args.dataset_dir)
     data_path = dataset / args.data_file
+    if Path(args.output_file).resolve() == data_path.resolve():
+        raise DataError(f"--output_file {args.output_file} would overwrite the input {data_path}")
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)
