@@ -1,0 +1,34 @@
+"""Every reference argument of train.py and predict.py exists with the reference default (spec §5.1, §6)."""
+from __future__ import annotations
+
+import pytest
+
+import predict
+import train
+
+TRAIN_DEFAULTS = {
+    "device": "gpu", "save_dir": "./checkpoint", "max_seq_length": 128, "model_name": "ernie-3.0-medium-zh",
+    "batch_size": 32, "learning_rate": 3e-5, "epochs": 10, "early_stop": False, "early_stop_nums": 4,
+    "logging_steps": 5, "weight_decay": 0.0, "warmup": False, "warmup_steps": 0, "init_from_ckpt": None,
+    "seed": 3, "train_file": "train.txt", "dev_file": "dev.txt", "label_file": "label.txt",
+    "threshold": 0.5, "tune_thresholds": False,
+}
+PREDICT_DEFAULTS = {
+    "device": "gpu", "output_file": "output.txt", "params_path": "./checkpoint/", "max_seq_length": 128,
+    "batch_size": 32, "data_file": "data.txt", "label_file": "label.txt",
+}
+
+
+@pytest.mark.parametrize("module, defaults", [(train, TRAIN_DEFAULTS), (predict, PREDICT_DEFAULTS)])
+def test_reference_arguments_and_defaults(module, defaults):
+    args = vars(module.parser.parse_args(["--dataset_dir", "d"]))
+    assert args["dataset_dir"] == "d"
+    assert {name: args[name] for name in defaults} == defaults
+
+
+@pytest.mark.parametrize("module", [train, predict])
+def test_dataset_dir_is_required(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.parser.parse_args([])
+    assert exit_info.value.code == 2
+    assert "--dataset_dir" in capsys.readouterr().err
