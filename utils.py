@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-
 import paddle
 from paddlenlp.data import DataCollatorWithPadding
 from paddlenlp.transformers import AutoModelForSequenceClassification, AutoTokenizer
 from paddlenlp.utils.log import logger  # the one logger of every script, as in the reference
+from tqdm import tqdm
 
 from metric import MetricReport
 
@@ -426,8 +426,6 @@ def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_p
 
     Returns (probs, labels or None, mean BCE loss or None).
     """
-    from tqdm import tqdm
-
     was_training = model.training
     model.eval()
     order = [i for batch in loader.batch_sampler for i in batch]

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import subprocess
 import sys
 
 import numpy as np
 import paddle
 import pytest
+from paddlenlp.transformers import AutoModelForSequenceClassification
 
 from conftest import RECIPE, ROOT, make_keyword_dataset, run_script
 from metric import MetricReport
-from utils import load_examples, read_label_list
+from train import build_lr_scheduler, parser
+from utils import load_examples, model_inputs, read_label_list
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +83,6 @@ def test_loss_falls_and_lr_follows_warmup_then_decay(trained):
 
 
 def test_lr_schedule_never_freezes():
-    sys.path.insert(0, str(ROOT))
-    from train import build_lr_scheduler, parser
-
     args = parser.parse_args(["--dataset_dir", ".", "--learning_rate", "0.1"])
     assert build_lr_scheduler(args, 100) == 0.1  # reference default: constant
     args = parser.parse_args(["--dataset_dir", ".", "--learning_rate", "0.1", "--warmup_steps", "10"])
@@ -130,9 +131,6 @@ def test_two_process_gloo_run_writes_one_checkpoint(keyword_data, scratch_model,
     cmd = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--backend", "gloo", "--log_dir", log_dir,
            str(ROOT / "train.py"), "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
            "--save_dir", save_dir, "--epochs", "2", *RECIPE]
-    import os
-    import subprocess
-
     result = subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
     logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("workerlog.*")}
@@ -146,10 +144,6 @@ def test_two_process_gloo_run_writes_one_checkpoint(keyword_data, scratch_model,
 
 
 def test_fast_pad_mask_leaves_outputs_unchanged(scratch_model):
-    from paddlenlp.transformers import AutoModelForSequenceClassification
-
-    from utils import model_inputs
-
     paddle.seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(scratch_model), num_classes=5)
     model.eval()
