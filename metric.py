@@ -104,13 +104,6 @@ class MetricReport(paddle.metric.Metric):
         return self._name
 
 
-def cail_score(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
-    """(micro F1 + macro F1) / 2 from per-label counts: the objective of threshold tuning."""
-    micro = _safe_div(2 * tp.sum(), (2 * tp + fp + fn).sum())
-    macro = _safe_div(2 * tp, 2 * tp + fp + fn).mean()
-    return float((micro + macro) / 2)
-
-
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
                     min_support: int = MIN_TUNING_SUPPORT, max_rounds: int = 10) -> np.ndarray:
     """Per-label thresholds that maximise (micro F1 + macro F1) / 2 on (dev) data.

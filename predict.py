@@ -52,10 +52,7 @@ def predict(args: argparse.Namespace) -> None:
         raise DataError("--batch_size and --max_seq_length must be at least 1")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
-    try:
-        set_device(args.device)
-    except ValueError as err:
-        raise DataError(f"--device {args.device}: {err} (use --device cpu on a machine without GPU)") from None
+    set_device(args.device)
     dataset = Path(args.dataset_dir)
     data_path = dataset / args.data_file
     if Path(args.output_file).resolve() == data_path.resolve():

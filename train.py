@@ -21,8 +21,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from metric import MetricReport, tune_thresholds
 from utils import (DataError, check_label_list, convert_example, evaluate, has_trained_head, init_classifier_bias,
-                   label_prior, load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
-                   predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed, write_settings)
+                   load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
+                   multi_hot, predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed, write_settings)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -81,7 +81,7 @@ def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimiz
                                   weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
 
 
-def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
+def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[str]) -> None:
     """Load --init_from_ckpt (a .pdparams file or a checkpoint directory); never skip it silently."""
     ckpt = Path(path)
     state_file = ckpt / "model_state.pdparams" if ckpt.is_dir() else ckpt
@@ -91,7 +91,7 @@ def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
     if config_file.is_file():
         stored = json.loads(config_file.read_text(encoding="utf-8")).get("multi_label_names")
         if stored:
-            check_label_list(config_file, label_list, stored)
+            check_label_list(label_file, label_list, stored)
     model.set_dict(paddle.load(str(state_file)))
     logger.info(f"Loaded parameters from {state_file}")
 
@@ -99,10 +99,7 @@ def load_init_checkpoint(model, path: str, label_list: list[str]) -> None:
 def train(args: argparse.Namespace) -> None:
     check_args(args)
     set_seed(args.seed)
-    try:
-        set_device(args.device)
-    except ValueError as err:
-        raise DataError(f"--device {args.device}: {err} (use --device cpu on a machine without GPU)") from None
+    set_device(args.device)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size > 1:
         dist.init_parallel_env()
@@ -115,9 +112,9 @@ def train(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.model_name)
     model = load_model(args.model_name, len(label_list))
     if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
-        init_classifier_bias(model, label_prior(train_examples, len(label_list)))
+        init_classifier_bias(model, multi_hot(train_examples, len(label_list)).mean(0))
     if args.init_from_ckpt:
-        load_init_checkpoint(model, args.init_from_ckpt, label_list)
+        load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
     pad_id = tokenizer.pad_token_id
 
     def features(examples):
@@ -169,7 +166,7 @@ def train(args: argparse.Namespace) -> None:
                     tic = time.time()
 
             early_stop_count += 1
-            _, macro_f1 = evaluate(model, dev_loader, pad_id, thresholds, label_list).metric.accumulate()
+            _, macro_f1 = evaluate(model, dev_loader, pad_id, thresholds, label_list).accumulate()
             if macro_f1 > best_macro_f1:
                 early_stop_count = 0
                 best_macro_f1 = macro_f1

@@ -201,7 +201,10 @@ def set_seed(seed: int) -> None:
 
 def set_device(device: str) -> None:
     """Select the device; on CPU give each local process an equal share of the cores."""
-    paddle.set_device(device)
+    try:
+        paddle.set_device(device)
+    except ValueError as err:
+        raise DataError(f"--device {device}: {err} (use --device cpu on a machine without GPU)") from None
     if paddle.get_device() == "cpu":
         local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
         paddle.base.core.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
@@ -330,18 +333,16 @@ def convert_example(example: Example, tokenizer, max_seq_length: int, num_labels
     encoded = tokenizer(text=example.text, max_length=max_seq_length, truncation=True)
     features = {name: encoded[name] for name in ("input_ids", "token_type_ids") if name in encoded}
     if num_labels is not None:
-        target = [0.0] * num_labels
-        for label_id in example.labels:
-            target[label_id] = 1.0
-        features["labels"] = target
+        features["labels"] = multi_hot([example], num_labels)[0].tolist()
     return features
 
 
-def label_prior(examples: Sequence[Example], num_labels: int) -> np.ndarray:
-    counts = np.zeros(num_labels)
-    for example in examples:
-        counts[example.labels] += 1
-    return counts / max(1, len(examples))
+def multi_hot(examples: Sequence[Example], num_labels: int) -> np.ndarray:
+    """The examples' labels as an (examples x labels) 0/1 matrix."""
+    matrix = np.zeros((len(examples), num_labels), dtype="float32")
+    for row, example in enumerate(examples):
+        matrix[row, example.labels] = 1
+    return matrix
 
 
 class LengthGroupedBatchSampler(paddle.io.Sampler):
@@ -410,15 +411,6 @@ def model_inputs(batch: dict, pad_token_id: int) -> dict:
     return inputs
 
 
-@dataclass
-class EvalResult:
-    """Probabilities in dataset order plus the metrics they give at the chosen thresholds."""
-
-    probs: np.ndarray
-    loss: float
-    metric: MetricReport
-
-
 @paddle.no_grad()
 def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_progress: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
@@ -446,14 +438,14 @@ def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_p
 
 
 def evaluate(model, loader: paddle.io.DataLoader, pad_token_id: int, thresholds, label_list: Sequence[str]
-             ) -> EvalResult:
+             ) -> MetricReport:
     """Evaluate on a labelled loader and log the reference's eval line."""
     probs, labels, loss = predict_probs(model, loader, pad_token_id)
     metric = MetricReport(thresholds=thresholds, label_names=label_list)
     metric.update(probs, labels)
     micro_f1, macro_f1 = metric.accumulate()
     logger.info("eval loss: %.5f, micro f1 score: %.5f, macro f1 score: %.5f" % (loss, micro_f1, macro_f1))
-    return EvalResult(probs=probs, loss=loss, metric=metric)
+    return metric
 
 
 def write_settings(args, save_dir: str | os.PathLike) -> None:

@@ -22,7 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metric import MetricReport  # noqa: E402
-from utils import load_examples, read_label_list  # noqa: E402
+from utils import load_examples, multi_hot, read_label_list  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
@@ -34,13 +34,6 @@ parser.add_argument("--batch_size", type=int, default=16)
 parser.add_argument("--learning_rate", type=float, default=1e-3)
 parser.add_argument("--warmup_steps", type=int, default=100)
 parser.add_argument("--max_seq_length", type=int, default=128)
-
-
-def multi_hot(examples, num_labels: int) -> np.ndarray:
-    matrix = np.zeros((len(examples), num_labels), dtype="float32")
-    for i, example in enumerate(examples):
-        matrix[i, example.labels] = 1
-    return matrix
 
 
 def f1_pair(pred: np.ndarray, gold: np.ndarray) -> tuple[float, float]:

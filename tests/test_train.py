@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from paddlenlp.transformers import AutoModelForSequenceClassification
 from conftest import RECIPE, ROOT, make_keyword_dataset, run_script
 from metric import MetricReport
 from train import build_lr_scheduler, parser
-from utils import load_examples, model_inputs, read_label_list
+from utils import load_examples, model_inputs, multi_hot, read_label_list
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +40,6 @@ def test_known_answer_tiny_recipe_learns(trained, keyword_data, tmp_path):
     metric.update(multi_hot(predicted, len(labels)), multi_hot(gold, len(labels)))
     micro_f1, _ = metric.accumulate()
     assert micro_f1 >= 0.95
-
-
-def multi_hot(examples, num_labels):
-    matrix = np.zeros((len(examples), num_labels), dtype="float32")
-    for i, example in enumerate(examples):
-        matrix[i, example.labels] = 1
-    return matrix
 
 
 def test_checkpoint_files_settings_and_log_lines(trained):
@@ -124,6 +118,18 @@ def test_init_from_missing_checkpoint_is_an_error(keyword_data, scratch_model, t
                         "--init_from_ckpt", tmp_path / "missing.pdparams", "--save_dir", tmp_path / "x")
     assert result.returncode == 2
     assert f"--init_from_ckpt {tmp_path / 'missing.pdparams'}: no such checkpoint file" in result.stderr
+
+
+def test_init_from_checkpoint_with_other_label_order_is_refused(trained, keyword_data, scratch_model, tmp_path):
+    save_dir, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(keyword_data, data)
+    (data / "label.txt").write_text("财经\n体育\n科技\n娱乐\n教育\n", encoding="utf-8")
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", scratch_model,
+                        "--init_from_ckpt", save_dir, "--save_dir", tmp_path / "x")
+    assert result.returncode == 2
+    assert (f"{data / 'label.txt'} disagrees with the checkpoint (line 1 is '财经' but the checkpoint's "
+            f"label 0 is '体育')") in result.stderr
 
 
 def test_two_process_gloo_run_writes_one_checkpoint(keyword_data, scratch_model, tmp_path):
