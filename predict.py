@@ -7,15 +7,13 @@ inside a window texts are batched by length for speed.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from utils import (DataError, ReadStats, batched, checkpoint_thresholds, convert_example, format_labels,
-                   iter_examples, load_model, load_tokenizer, logger, make_loader, predict_probs,
-                   resolve_label_list, run_cli, set_device)
+from utils import (DataError, ReadStats, batched, checkpoint_thresholds, format_prediction, iter_examples,
+                   load_model, load_tokenizer, logger, resolve_label_list, run_cli, set_device, text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -37,14 +35,6 @@ WINDOW_BATCHES = 64  # batches read, sorted by length and predicted together
 def count_lines(path: Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
-
-
-def format_line(text: str, probs: np.ndarray, thresholds: np.ndarray, label_list: list[str],
-                output_probs: bool) -> str:
-    line = f"{text}\t{format_labels(np.flatnonzero(probs > thresholds), label_list)}"
-    if output_probs:
-        line += "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, probs)}, ensure_ascii=False)
-    return line
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -70,11 +60,10 @@ def predict(args: argparse.Namespace) -> None:
     progress = tqdm(total=count_lines(data_path), desc="Predicting", unit="line", disable=None)
     with open(args.output_file, "w", encoding="utf-8") as out:
         for window in batched(examples, args.batch_size * WINDOW_BATCHES):
-            features = [convert_example(e, tokenizer, args.max_seq_length, None) for e in window]
-            loader = make_loader(features, tokenizer, args.batch_size)
-            probs, _, _ = predict_probs(model, loader, tokenizer.pad_token_id)
+            probs = text_probs(model, tokenizer, [e.text for e in window], args.max_seq_length, args.batch_size)
             for example, example_probs in zip(window, probs):
-                out.write(format_line(example.text, example_probs, thresholds, label_list, args.output_probs) + "\n")
+                out.write(format_prediction(example.text, example_probs, thresholds, label_list,
+                                            args.output_probs) + "\n")
             progress.update(window[-1].line_no - progress.n)
     progress.close()
     if stats.examples == 0:

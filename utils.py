@@ -192,6 +192,15 @@ def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
 # ----------------------------------------------------------------------- models and checkpoints
 
 
+def format_prediction(text: str, probs: np.ndarray, thresholds: np.ndarray, label_list: Sequence[str],
+                      output_probs: bool = False) -> str:
+    """One output line: `text<TAB>label,label` (the training format), plus the probabilities as JSON."""
+    line = f"{text}\t{format_labels(np.flatnonzero(probs > thresholds), label_list)}"
+    if output_probs:
+        line += "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, probs)}, ensure_ascii=False)
+    return line
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -435,6 +444,13 @@ def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_p
     probs_arr = np.concatenate(probs)[inverse]
     labels_arr = np.concatenate(labels)[inverse] if labels else None
     return probs_arr, labels_arr, (float(np.mean(losses)) if losses else None)
+
+
+def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32) -> np.ndarray:
+    """Dygraph sigmoid probabilities for raw texts, in input order."""
+    features = [convert_example(Example(text, [], i), tokenizer, max_seq_length, None) for i, text in enumerate(texts)]
+    probs, _, _ = predict_probs(model, make_loader(features, tokenizer, batch_size), tokenizer.pad_token_id)
+    return probs
 
 
 def evaluate(model, loader: paddle.io.DataLoader, pad_token_id: int, thresholds, label_list: Sequence[str]

@@ -1,0 +1,148 @@
+"""Label texts with an exported model on ONNX Runtime, Paddle Inference or OpenVINO.
+
+Same command line and log lines as PaddleNLP's multi_label/deploy/predictor/infer.py. The
+tokenizer, labels and thresholds come from the export directory; INT8 and FP16 models are built
+once and cached there. `--check_parity` compares every backend and precision with the trained
+dygraph model on the dev file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from inference import (CALIBRATION_SIZE, VARIANTS, ExportInfo, TextPipeline, check_fp32_parity,  # noqa: E402
+                       create_backend, load_export, load_export_tokenizer, log_parity, parity_rows)
+from predictor import Predictor  # noqa: E402
+from utils import (DataError, ReadStats, format_prediction, iter_examples, load_examples, load_model,  # noqa: E402
+                   load_tokenizer, logger, multi_hot, run_cli, set_device, text_probs)
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--model_path_prefix", type=str, required=True, help="The path prefix of inference model to be used, e.g. ../../export/float32.")
+parser.add_argument("--model_name_or_path", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory (the reference's default was ernie-3.0-medium-zh).")
+parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--use_fp16", action='store_true', help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
+parser.add_argument("--use_quantize", action='store_true', help="Whether to use INT8 quantization (dynamic with onnxruntime, calibrated with openvino), only takes effect when deploying on cpu.")
+parser.add_argument("--use_bf16", action='store_true', help="Whether to use bfloat16 on cpu (openvino or paddle backend; needs AVX-512 BF16 or AMX).")
+parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "paddle", "openvino"], help="Inference engine running the exported model.")
+parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
+parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to train model, defaults to gpu.")
+parser.add_argument("--device_id", default=0, type=int, help="Select which gpu device to train model.")
+parser.add_argument("--perf", action='store_true', help="Whether to compute the latency and f1 score of the test set.")
+parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory including data.txt, label.txt (optional: checked against the export's labels), dev.txt and test.txt.")
+parser.add_argument("--perf_dataset", choices=['dev', 'test'], default='dev', type=str, help="evaluate the performance on dev dataset or test dataset")
+parser.add_argument('--multilingual', action='store_true', help='Whether is multilingual task (the export itself records its inputs).')
+parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled data file name inside dataset_dir.")
+parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name inside dataset_dir.")
+parser.add_argument("--output_file", type=str, default=None, help="Write `text<TAB>label,label` lines here instead of logging each prediction.")
+parser.add_argument("--output_probs", action="store_true", help="With --output_file: add every label's probability as JSON.")
+parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
+parser.add_argument("--check_parity", action="store_true", help="Compare every backend and precision with the dygraph model of --params_path on the perf_dataset file.")
+parser.add_argument("--params_path", type=str, default="./checkpoint/", help="With --check_parity: the trained dygraph checkpoint that was exported.")
+# yapf: enable
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    chosen = [name for flag, name in ((args.use_fp16, "fp16"), (args.use_quantize, "int8"), (args.use_bf16, "bf16"))
+              if flag]
+    if len(chosen) > 1:
+        raise DataError("choose at most one of --use_fp16, --use_quantize and --use_bf16")
+    return chosen[0] if chosen else "fp32"
+
+
+def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
+    for name in ("batch_size", "max_seq_length", "num_threads"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
+    if args.multilingual and "token_type_ids" in export.input_names:
+        raise DataError(f"--multilingual was given but {export.directory} was exported without it "
+                        f"(it takes token_type_ids); drop the flag or re-export with --multilingual")
+
+
+def calibration_texts(dataset: Path, fallback: list[str]) -> list[str]:
+    """Texts for INT8 calibration: the training file if present, else the texts being labelled."""
+    train_file = dataset / "train.txt"
+    source = [e.text for e in iter_examples(train_file)] if train_file.is_file() else fallback
+    logger.info(f"Calibrating INT8 on {min(len(source), CALIBRATION_SIZE)} texts of "
+                f"{train_file if train_file.is_file() else 'the input'}")
+    return source[:CALIBRATION_SIZE]
+
+
+def read_texts(path: Path) -> list[str]:
+    stats = ReadStats()
+    texts = [e.text for e in iter_examples(path, stats=stats)]
+    if not texts:
+        raise DataError(f"{path}: no texts to predict (the file has only blank lines)")
+    logger.info(stats.summary(path))
+    return texts
+
+
+def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresholds: np.ndarray) -> None:
+    examples = load_examples(Path(args.dataset_dir) / f"{args.perf_dataset}.txt", export.labels)
+    texts, labels = [e.text for e in examples], multi_hot(examples, len(export.labels))
+    if not Path(args.params_path).is_dir():
+        raise DataError(f"--check_parity needs the trained checkpoint: --params_path {args.params_path} "
+                        f"is not a directory")
+    model = load_model(args.params_path)
+    reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size)
+    pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
+    calibration = calibration_texts(Path(args.dataset_dir), texts)
+    variants = {}
+    for backend, precision in VARIANTS[args.device]:
+        engine = create_backend(export, backend, precision, args.device, args.device_id, args.num_threads,
+                                lambda: pipeline.feeds(pipeline.encode(calibration)))
+        variants[engine.label] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, variants, thresholds, labels)
+    log_parity(rows)
+    check_fp32_parity(rows)
+
+
+def main(args: argparse.Namespace) -> None:
+    precision = precision_of(args)
+    set_device(args.device)
+    dataset = Path(args.dataset_dir)
+    if not dataset.is_dir():
+        raise DataError(f"--dataset_dir {dataset} is not a directory")
+    export = load_export(args.model_path_prefix, dataset / args.label_file)
+    check_args(args, export)
+    tokenizer = load_export_tokenizer(export, args.model_name_or_path)
+    thresholds = (np.full(len(export.labels), args.threshold, dtype="float32") if args.threshold is not None
+                  else export.thresholds)
+    if args.check_parity:
+        check_parity(args, export, tokenizer, thresholds)
+        return
+
+    if args.perf:
+        examples = load_examples(dataset / f"{args.perf_dataset}.txt", export.labels)
+        texts = [e.text for e in examples]
+    else:
+        texts = read_texts(dataset / args.data_file)
+    pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
+    backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
+                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, texts))))
+    predictor = Predictor(export, backend, tokenizer, args.max_seq_length, args.batch_size, thresholds)
+    if args.perf:
+        predictor.evaluate(texts, multi_hot(examples, len(export.labels)))
+        predictor.performance(texts)
+        return
+    probs, label_ids = predictor.predict(texts)
+    if args.output_file is None:
+        predictor.printer(texts, label_ids)
+        return
+    with open(args.output_file, "w", encoding="utf-8") as out:
+        for text, text_probs_row in zip(texts, probs):
+            out.write(format_prediction(text, text_probs_row, thresholds, export.labels, args.output_probs) + "\n")
+    logger.info(f"Prediction results save in {args.output_file}.")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(parser.parse_args()))

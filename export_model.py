@@ -1,0 +1,92 @@
+"""Export a trained checkpoint for deployment: static graph, ONNX model, tokenizer, labels, thresholds.
+
+The output directory is self-contained: deploy/predictor/infer.py (and the servers) need nothing
+else. Before returning, the exported graph is run through Paddle Inference and ONNX Runtime and
+compared with the dygraph model; an export whose probabilities differ by more than 1e-4 is an
+error, not a file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from inference import (ERNIE_INPUTS, ERNIE_M_INPUTS, EXPORT_PREFIX, META_FILE, TextPipeline, check_fp32_parity,
+                       convert_to_onnx, create_backend, export_static_graph, load_export, log_parity, parity_rows,
+                       write_meta)
+from utils import (DataError, checkpoint_thresholds, load_examples, load_model, load_tokenizer, logger, multi_hot,
+                   resolve_label_list, run_cli, set_device, text_probs)
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument('--multilingual', action='store_true', help='Whether is multilingual task')
+parser.add_argument("--params_path", type=str, default='./checkpoint/', help="The path to model parameters to be loaded.")
+parser.add_argument("--output_path", type=str, default='./export', help="The path of model parameter in static graph to be saved.")
+parser.add_argument("--dataset_dir", type=str, default=None, help="Optional dataset directory: its dev file is used for the parity check, its label.txt for checkpoints that store no label list.")
+parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev file name inside dataset_dir.")
+parser.add_argument("--parity_samples", type=int, default=256, help="Number of texts in the export-time parity check.")
+parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the parity-check texts.")
+# yapf: enable
+
+
+def probe_texts(tokenizer, count: int, seed: int = 0) -> list[str]:
+    """Random texts from the vocabulary, of many lengths, when no dev file is given."""
+    rng = random.Random(seed)
+    pieces = [t for t in tokenizer.vocab.token_to_idx if not (t.startswith("[") or t.startswith("##"))
+              and not t.startswith("<")] or ["a"]
+    return ["".join(rng.choices(pieces, k=rng.randint(1, 120))) for _ in range(count)]
+
+
+def parity_texts(args: argparse.Namespace, tokenizer, label_list: list[str]) -> tuple[list[str], np.ndarray | None]:
+    if args.dataset_dir is None:
+        return probe_texts(tokenizer, args.parity_samples), None
+    examples = load_examples(Path(args.dataset_dir) / args.dev_file, label_list)
+    examples = random.Random(0).sample(examples, min(args.parity_samples, len(examples)))
+    return [e.text for e in examples], multi_hot(examples, len(label_list))
+
+
+def export(args: argparse.Namespace) -> None:
+    if args.parity_samples < 1:
+        raise DataError("--parity_samples must be at least 1")
+    if not Path(args.params_path).is_dir():
+        raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
+    set_device("cpu")
+    model = load_model(args.params_path)
+    model.eval()
+    tokenizer = load_tokenizer(args.params_path)
+    label_file = Path(args.dataset_dir or args.params_path) / "label.txt"
+    label_list = resolve_label_list(model, label_file)
+    thresholds = checkpoint_thresholds(model)
+    input_names = ERNIE_M_INPUTS if args.multilingual else ERNIE_INPUTS
+    texts, labels = parity_texts(args, tokenizer, label_list)
+    reference = text_probs(model, tokenizer, texts, args.max_seq_length)  # before to_static rewrites forward
+
+    output = Path(args.output_path)
+    output.mkdir(parents=True, exist_ok=True)
+    prefix = output / EXPORT_PREFIX
+    export_static_graph(model, prefix, input_names)
+    convert_to_onnx(prefix, output / "model.onnx")
+    tokenizer.save_pretrained(str(output))
+    write_meta(output, EXPORT_PREFIX, label_list, thresholds, input_names)
+
+    exported = load_export(prefix)
+    pipeline = TextPipeline(exported, tokenizer, args.max_seq_length)
+    variants = {}
+    for backend in ("onnxruntime", "paddle"):
+        engine = create_backend(exported, backend, "fp32", num_threads=os.cpu_count() or 1)
+        variants[engine.label] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, variants, thresholds, labels)
+    log_parity(rows)
+    check_fp32_parity(rows)
+    (output / "parity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    logger.info(f"Exported {len(label_list)}-label model to {output}/: {EXPORT_PREFIX}.* (Paddle Inference), "
+                f"model.onnx, tokenizer, {META_FILE}; FP32 parity checked on {len(texts)} "
+                f"{'dev' if labels is not None else 'random'} texts")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: export(parser.parse_args()))
