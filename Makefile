@@ -15,13 +15,17 @@ $(INSTALLED): requirements.txt
 
 venv: $(INSTALLED)
 
-# scratch model built from data/ -> train.py -> predict.py, all on CPU, no network needed
+# scratch model built from data/ -> train.py -> predict.py -> export_model.py -> deploy/predictor/infer.py,
+# all on CPU, no network needed
 demo: $(INSTALLED)
 	$(PY) scratch_model.py --dataset_dir data --output_dir $(DEMO)/scratch_model --preset tiny
 	$(PY) train.py --device cpu --dataset_dir data --model_name $(DEMO)/scratch_model --save_dir $(DEMO)/checkpoint \
 		--batch_size 16 --learning_rate 1e-3 --warmup --warmup_steps 30 --epochs 20 --early_stop --tune_thresholds
 	$(PY) predict.py --device cpu --dataset_dir data --params_path $(DEMO)/checkpoint --output_file $(DEMO)/output.txt
-	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt"
+	$(PY) export_model.py --params_path $(DEMO)/checkpoint --output_path $(DEMO)/export --dataset_dir data
+	$(PY) deploy/predictor/infer.py --device cpu --model_path_prefix $(DEMO)/export/float32 --dataset_dir data \
+		--output_file $(DEMO)/infer_output.txt
+	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
 test: $(INSTALLED)
 	$(PY) -m pytest

@@ -7,9 +7,11 @@ models (INT8, FP16) are built once and cached next to the export, never redone a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -275,8 +277,9 @@ def quantize_openvino_int8(source: Path, target: Path, calibration_feeds: list[d
     nncf_logger = logging.getLogger("nncf")
     nncf_logger.setLevel(logging.WARNING)
     model = ov.Core().read_model(str(source))
-    quantized = nncf.quantize(model, nncf.Dataset(calibration_feeds), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(calibration_feeds))
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF draws progress bars on stdout, which is for results
+        quantized = nncf.quantize(model, nncf.Dataset(calibration_feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(calibration_feeds))
     ov.save_model(quantized, str(target))
 
 

@@ -86,3 +86,29 @@ def trained(keyword_data, scratch_model, tmp_path_factory):
                         *RECIPE)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_dir, result.stderr
+
+
+@pytest.fixture(scope="session")
+def ernie_m_trained(keyword_data, tmp_path_factory) -> Path:
+    """An ERNIE-M-style checkpoint (SentencePiece, no token_type_ids) after one epoch."""
+    root = tmp_path_factory.mktemp("ernie_m")
+    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", root / "scratch",
+                        "--model_type", "ernie-m")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", root / "scratch",
+                        "--save_dir", root / "checkpoint", "--epochs", "1", "--batch_size", "32",
+                        "--learning_rate", "1e-3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "macro f1 score" in result.stderr
+    return root / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
+    """export_model.py on the trained checkpoint, with the dev file for the parity check."""
+    save_dir, _ = trained
+    output = tmp_path_factory.mktemp("export") / "export"
+    result = run_script("export_model.py", "--params_path", save_dir, "--output_path", output,
+                        "--dataset_dir", keyword_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result.stderr

@@ -1,10 +1,15 @@
-"""Every reference argument of train.py and predict.py exists with the reference default (spec §5.1, §6)."""
+"""Every reference argument of the scripts exists with the reference default (spec §5.1, §6, §7, §10.1)."""
 from __future__ import annotations
 
+import importlib.util
+
+import psutil
 import pytest
 
+import export_model
 import predict
 import train
+from conftest import ROOT
 
 TRAIN_DEFAULTS = {
     "device": "gpu", "save_dir": "./checkpoint", "max_seq_length": 128, "model_name": "ernie-3.0-medium-zh",
@@ -32,3 +37,22 @@ def test_dataset_dir_is_required(module, capsys):
         module.parser.parse_args([])
     assert exit_info.value.code == 2
     assert "--dataset_dir" in capsys.readouterr().err
+
+
+def test_export_and_infer_reference_arguments():
+    assert {k: v for k, v in vars(export_model.parser.parse_args([])).items()
+            if k in ("multilingual", "params_path", "output_path")} == {
+        "multilingual": False, "params_path": "./checkpoint/", "output_path": "./export"}
+    spec = importlib.util.spec_from_file_location("infer", ROOT / "deploy/predictor/infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    args = vars(infer.parser.parse_args(["--model_path_prefix", "export/float32", "--dataset_dir", "d"]))
+    assert {k: args[k] for k in INFER_DEFAULTS} == INFER_DEFAULTS
+    assert args["num_threads"] == psutil.cpu_count(logical=False)
+
+
+INFER_DEFAULTS = {
+    "model_path_prefix": "export/float32", "max_seq_length": 128, "use_fp16": False, "use_quantize": False,
+    "batch_size": 32, "device": "gpu", "device_id": 0, "perf": False, "dataset_dir": "d", "perf_dataset": "dev",
+    "multilingual": False, "backend": "onnxruntime",
+}

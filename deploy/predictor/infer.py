@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1]), str(HERE)]  # the project core, then predictor.py
 
-from inference import (CALIBRATION_SIZE, VARIANTS, ExportInfo, TextPipeline, check_fp32_parity,  # noqa: E402
+from inference import (CALIBRATION_SIZE, VARIANTS, WINDOW_BATCHES, ExportInfo, TextPipeline, check_fp32_parity,  # noqa: E402
                        create_backend, load_export, load_export_tokenizer, log_parity, parity_rows)
 from predictor import Predictor  # noqa: E402
-from utils import (DataError, ReadStats, format_prediction, iter_examples, load_examples, load_model,  # noqa: E402
+from utils import (DataError, ReadStats, batched, format_prediction, iter_examples, load_examples, load_model,  # noqa: E402
                    load_tokenizer, logger, multi_hot, run_cli, set_device, text_probs)
 
 # yapf: disable
@@ -77,13 +79,28 @@ def calibration_texts(dataset: Path, fallback: list[str]) -> list[str]:
     return source[:CALIBRATION_SIZE]
 
 
-def read_texts(path: Path) -> list[str]:
+def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
+    """Stream the data file window by window; write lines or log them as the reference does."""
     stats = ReadStats()
-    texts = [e.text for e in iter_examples(path, stats=stats)]
-    if not texts:
-        raise DataError(f"{path}: no texts to predict (the file has only blank lines)")
-    logger.info(stats.summary(path))
-    return texts
+    out = open(args.output_file, "w", encoding="utf-8") if args.output_file else None
+    try:
+        for window in batched(iter_examples(data_path, stats=stats), args.batch_size * WINDOW_BATCHES):
+            texts = [e.text for e in window]
+            probs, label_ids = predictor.predict(texts)
+            if out is None:
+                predictor.printer(texts, label_ids)
+                continue
+            for text, text_probs_row in zip(texts, probs):
+                out.write(format_prediction(text, text_probs_row, predictor.thresholds, predictor.export.labels,
+                                            args.output_probs) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    if stats.examples == 0:
+        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
+    logger.info(stats.summary(data_path))
+    if out is not None:
+        logger.info(f"Prediction results save in {args.output_file}.")
 
 
 def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresholds: np.ndarray) -> None:
@@ -108,7 +125,8 @@ def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresh
 
 def main(args: argparse.Namespace) -> None:
     precision = precision_of(args)
-    set_device(args.device)
+    if args.device == "cpu" or args.backend == "paddle" or args.check_parity:
+        set_device(args.device)  # ONNX Runtime on GPU needs onnxruntime-gpu, not a CUDA build of Paddle
     dataset = Path(args.dataset_dir)
     if not dataset.is_dir():
         raise DataError(f"--dataset_dir {dataset} is not a directory")
@@ -121,27 +139,21 @@ def main(args: argparse.Namespace) -> None:
         check_parity(args, export, tokenizer, thresholds)
         return
 
-    if args.perf:
-        examples = load_examples(dataset / f"{args.perf_dataset}.txt", export.labels)
-        texts = [e.text for e in examples]
-    else:
-        texts = read_texts(dataset / args.data_file)
+    data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
+    if args.output_file and Path(args.output_file).resolve() == data_path.resolve():
+        raise DataError(f"--output_file {args.output_file} would overwrite the input {data_path}")
     pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
+    sample = [e.text for e in islice(iter_examples(data_path), CALIBRATION_SIZE)]
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
-                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, texts))))
+                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, sample))))
     predictor = Predictor(export, backend, tokenizer, args.max_seq_length, args.batch_size, thresholds)
     if args.perf:
+        examples = load_examples(data_path, export.labels)
+        texts = [e.text for e in examples]
         predictor.evaluate(texts, multi_hot(examples, len(export.labels)))
         predictor.performance(texts)
-        return
-    probs, label_ids = predictor.predict(texts)
-    if args.output_file is None:
-        predictor.printer(texts, label_ids)
-        return
-    with open(args.output_file, "w", encoding="utf-8") as out:
-        for text, text_probs_row in zip(texts, probs):
-            out.write(format_prediction(text, text_probs_row, thresholds, export.labels, args.output_probs) + "\n")
-    logger.info(f"Prediction results save in {args.output_file}.")
+    else:
+        predict_file(args, predictor, data_path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,236 @@
+"""CPU inference speed of every backend and precision, and the F1 each keeps on a trained model.
+
+Usage: python bench/infer_bench.py [--dataset_dir ../shared/data/divorce]
+                                   [--trained_checkpoint bench/out/acc_final/checkpoint]
+
+1. Speed: a scratch model with the ernie-3.0-medium-zh shape (6 layers, hidden 768: the cost of
+   the real weights) is exported with export_model.py and labels the dev texts with each variant,
+   tokenization included: batch 32 (length-sorted), batch 1, and batch 32 padded to 128 tokens
+   (the fixed shape of the first measurement in the issue). Each timed pass follows one warm-up
+   pass over the same texts (engines compile kernels per input shape).
+2. Length-sorted batching against the reference's padding (every batch padded to the longest
+   text of the whole input), for Paddle Inference FP32 and the fastest variant.
+3. Peak: one large matmul through numpy (FP32) and OpenVINO (FP32, BF16, INT8), to show how close
+   each variant runs to the machine's limit.
+4. Accuracy: the trained checkpoint (bench/accuracy.py's output) is exported and every variant's
+   micro/macro F1 on test.txt is compared with the dygraph model (inference.parity_rows).
+All cases run in this one process, one after another, on --num_threads threads.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from inference import VARIANTS, TextPipeline, create_backend, load_export, load_export_tokenizer, parity_rows  # noqa: E402
+from scratch_model import create_scratch_model  # noqa: E402
+from utils import (load_examples, load_model, load_tokenizer, model_inputs, multi_hot, read_label_list,  # noqa: E402
+                   save_checkpoint, set_device, text_probs)
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--trained_checkpoint", default=str(ROOT / "bench/out/acc_final/checkpoint"),
+                    help="a checkpoint trained on dataset_dir (bench/accuracy.py writes one)")
+parser.add_argument("--out_dir", default=str(ROOT / "bench/out/infer"))
+parser.add_argument("--num_threads", type=int, default=2)
+parser.add_argument("--batch1_texts", type=int, default=64, help="texts timed one by one")
+parser.add_argument("--padded_texts", type=int, default=64, help="texts timed in batches padded to 128 tokens")
+parser.add_argument("--dygraph_texts", type=int, default=128, help="dygraph is slow: time it on fewer texts")
+
+
+class DygraphBackend:
+    """The trained dygraph model behind the Backend interface (feeds are padded with pad id 0)."""
+
+    label = "dygraph fp32"
+
+    def __init__(self, model, pad_token_id: int):
+        self.model, self.pad = model, pad_token_id
+        model.eval()
+
+    @paddle.no_grad()
+    def run(self, feed):
+        batch = {k: paddle.to_tensor(v) for k, v in feed.items()}
+        return self.model(**model_inputs(batch, self.pad)).numpy()
+
+
+def timed_batches(pipeline: TextPipeline, backend, texts: list[str], batch_size: int, pad_to: int | None = None
+                  ) -> tuple[float, list[float]]:
+    """One warm-up pass, then a timed pass: (samples/s, per-batch ms), tokenization included."""
+    pipeline.batch_size = batch_size
+    for measure in (False, True):
+        times = []
+        start = time.perf_counter()
+        encoded = pipeline.encode(texts)
+        for rows in pipeline.batches(encoded, sort_by_length=pad_to is None):
+            t0 = time.perf_counter()
+            feed = pipeline.pad(encoded, rows)
+            if pad_to is not None:
+                feed = {k: np.pad(v, ((0, 0), (0, pad_to - v.shape[1])), constant_values=(
+                    pipeline.tokenizer.pad_token_id if k == "input_ids" else 0)) for k, v in feed.items()}
+            backend.run(feed)
+            times.append(1000 * (time.perf_counter() - t0))
+        total = time.perf_counter() - start
+    return len(texts) / total, times
+
+
+def flops_per_sample(config, length: float) -> float:
+    """Multiply-adds x2 of the encoder at a sequence length (embeddings and head are negligible)."""
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_token = 2 * (4 * h * h + 2 * h * ffn) + 2 * 2 * length * h
+    return layers * length * per_token
+
+
+def matmul_peaks(threads: int) -> dict[str, float]:
+    """GFLOP/s (GOP/s for INT8) of a 2048^3 matmul, the best of 5 runs."""
+    import nncf
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
+
+    def best(fn) -> float:
+        fn()
+        return min(_timed(fn) for _ in range(5))
+
+    peaks = {"numpy fp32": 2 * n ** 3 / best(lambda: a @ a) / 1e9}
+    core = ov.Core()
+    param = ops.parameter([n, n], np.float32, name="x")
+    model = ov.Model([ops.matmul(param, ops.constant(a), False, False)], [param])
+    feed = {"x": a}
+    with contextlib.redirect_stdout(sys.stderr):  # keep NNCF's progress bars out of the tables
+        quantized = nncf.quantize(model, nncf.Dataset([feed]), subset_size=1)
+    for name, m, hint in (("openvino fp32", model, "f32"), ("openvino bf16", model, "bf16"),
+                          ("openvino int8", quantized, "f32")):
+        request = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+                                     ).create_infer_request()
+        peaks[name] = 2 * n ** 3 / best(lambda: request.infer(feed)) / 1e9
+    return peaks
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def export(checkpoint: Path, output: Path, dataset: Path) -> Path:
+    if not (output / "export_meta.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "export_model.py"), "--params_path", str(checkpoint),
+                        "--output_path", str(output), "--dataset_dir", str(dataset)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return output / "float32"
+
+
+def medium_checkpoint(dataset: Path, out: Path) -> Path:
+    """A random ernie-3.0-medium-zh-shaped classifier with the data set's labels."""
+    checkpoint = out / "medium_checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        labels = read_label_list(dataset / "label.txt")
+        create_scratch_model(str(dataset), str(out / "medium_scratch"), "ernie-3.0-medium-zh")
+        model = load_model(str(out / "medium_scratch"), num_labels=len(labels))
+        save_checkpoint(model, load_tokenizer(str(out / "medium_scratch")), checkpoint, labels, [0.5] * len(labels))
+    return checkpoint
+
+
+def speed_tables(args, dataset: Path, out: Path) -> None:
+    checkpoint = medium_checkpoint(dataset, out)
+    export_info = load_export(export(checkpoint, out / "medium_export", dataset))
+    tokenizer = load_export_tokenizer(export_info)
+    pipeline = TextPipeline(export_info, tokenizer, 128)
+    texts = [e.text for e in load_examples(dataset / "dev.txt", export_info.labels)]
+    train_texts = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
+    lengths = [len(ids) for ids in pipeline.encode(texts)["input_ids"]]
+    mean_len = float(np.mean(lengths))
+    model = load_model(str(checkpoint))
+    flops_real, flops_128 = flops_per_sample(model.config, mean_len), flops_per_sample(model.config, 128)
+    print(f"\nModel: ernie-3.0-medium-zh shape, random weights; {len(texts)} dev texts of {dataset.name}, "
+          f"mean {mean_len:.1f} tokens (max 128); {args.num_threads} threads.")
+    print(f"FLOP per sample: {flops_real / 1e9:.2f} G at the mean length, {flops_128 / 1e9:.2f} G at 128 tokens.\n")
+
+    engines = {"dygraph fp32": DygraphBackend(model, tokenizer.pad_token_id)}
+    for backend, precision in VARIANTS["cpu"]:
+        engines[f"{backend} {precision}"] = create_backend(
+            export_info, backend, precision, "cpu", 0, args.num_threads,
+            lambda: pipeline.feeds(pipeline.encode(train_texts)))
+    results = {}
+    for name, engine in engines.items():
+        subset = texts[:args.dygraph_texts] if name.startswith("dygraph") else texts
+        rate32, times32 = timed_batches(pipeline, engine, subset, 32)
+        rate1, times1 = timed_batches(pipeline, engine, subset[:args.batch1_texts], 1)
+        rate128, _ = timed_batches(pipeline, engine, subset[:args.padded_texts], 32, pad_to=128)
+        results[name] = (rate32, times32, rate1, times1, rate128)
+        print(f"  measured {name}: {rate32:.1f} samples/s", file=sys.stderr, flush=True)
+
+    base = results["paddle fp32"]
+    print("| variant | batch 32 samples/s | p50 / p95 ms per batch | batch 1 samples/s | p50 / p95 ms | "
+          "padded 128: samples/s | × Paddle Inference FP32 (batch 32 / batch 1 / padded) | GFLOP/s (padded) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (rate32, times32, rate1, times1, rate128) in results.items():
+        print(f"| {name} | {rate32:.1f} | {np.percentile(times32, 50):.0f} / {np.percentile(times32, 95):.0f} | "
+              f"{rate1:.1f} | {np.percentile(times1, 50):.1f} / {np.percentile(times1, 95):.1f} | {rate128:.1f} | "
+              f"{rate32 / base[0]:.2f} / {rate1 / base[2]:.2f} / {rate128 / base[4]:.2f} | "
+              f"{rate128 * flops_128 / 1e9:.0f} |")
+
+    best = max((n for n in results if not n.startswith("dygraph")), key=lambda n: results[n][0])
+    print("\nLength-sorted batching vs the reference's padding to the longest text of the whole input "
+          "(batch 32, samples/s):\n")
+    print("| variant | padded to input max | length-sorted | gain |")
+    print("|---|---|---|---|")
+    for name in dict.fromkeys(["paddle fp32", best]):
+        padded, _ = timed_batches(pipeline, engines[name], texts, 32, pad_to=max(lengths))
+        print(f"| {name} | {padded:.1f} | {results[name][0]:.1f} | {results[name][0] / padded:.2f}× |")
+
+    print("\nPeak of one 2048×2048×2048 matmul (best of 5):\n")
+    print("| library | GFLOP/s (GOP/s for INT8) |")
+    print("|---|---|")
+    for name, peak in matmul_peaks(args.num_threads).items():
+        print(f"| {name} | {peak:.0f} |")
+
+
+def accuracy_table(args, dataset: Path, out: Path) -> None:
+    checkpoint = Path(args.trained_checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass --trained_checkpoint")
+    export_info = load_export(export(checkpoint, out / "trained_export", dataset))
+    tokenizer = load_export_tokenizer(export_info)
+    pipeline = TextPipeline(export_info, tokenizer, 128)
+    examples = load_examples(dataset / "test.txt", export_info.labels)
+    texts, labels = [e.text for e in examples], multi_hot(examples, len(export_info.labels))
+    train_texts = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
+    reference = text_probs(load_model(str(checkpoint)), load_tokenizer(str(checkpoint)), texts, 128)
+    variants = {}
+    for backend, precision in VARIANTS["cpu"]:
+        engine = create_backend(export_info, backend, precision, "cpu", 0, args.num_threads,
+                                lambda: pipeline.feeds(pipeline.encode(train_texts)))
+        variants[f"{backend} {precision}"] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, variants, export_info.thresholds, labels)
+    print(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint}:\n")
+    print("| variant | max abs Δprob | flipped label decisions | micro F1 | macro F1 | Δ micro / macro |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['variant']} | {row['max_abs_diff']:.1e} | {row['changed_decisions']:.2%} | "
+              f"{100 * row['micro_f1']:.2f} | {100 * row['macro_f1']:.2f} | "
+              f"{100 * (row['micro_f1'] - rows[0]['micro_f1']):+.2f} / {100 * (row['macro_f1'] - rows[0]['macro_f1']):+.2f} |")
+
+
+def main() -> None:
+    args = parser.parse_args()
+    set_device("cpu")
+    paddle.base.core.set_num_threads(args.num_threads)
+    dataset, out = Path(args.dataset_dir), Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accuracy_table(args, dataset, out)
+    speed_tables(args, dataset, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""inference.py without a model: the parity table, the FP32 tolerance, length-sorted batching."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from inference import ExportInfo, TextPipeline, check_fp32_parity, parity_rows
+from utils import DataError
+
+
+def test_parity_rows_and_fp32_tolerance():
+    reference = np.array([[0.9, 0.2], [0.4, 0.6]], dtype="float32")
+    labels = np.array([[1, 0], [0, 1]], dtype="float32")
+    shifted = reference + np.array([[0.0, 0.0], [0.2, 0.0]], dtype="float32")  # flips one decision of four
+    rows = parity_rows(reference, {"onnxruntime int8": shifted, "paddle fp32": reference + 5e-5},
+                       np.array([0.5, 0.5], dtype="float32"), labels)
+    assert [r["variant"] for r in rows] == ["dygraph", "onnxruntime int8", "paddle fp32"]
+    assert rows[0]["micro_f1"] == 1.0 and rows[1]["changed_decisions"] == 0.25
+    assert rows[1]["max_abs_diff"] == pytest.approx(0.2) and rows[1]["micro_f1"] == pytest.approx(0.8)
+    check_fp32_parity(rows)  # INT8 may differ; the FP32 row is within 1e-4
+    rows[2]["max_abs_diff"] = 2e-4
+    with pytest.raises(DataError, match=r"paddle fp32 max \|Δprob\| 2.00e-04 \(tolerance 0.0001\)"):
+        check_fp32_parity(rows)
+
+
+class RowSumBackend:
+    """Returns each row's id sum and its padded width, and records the batch shapes."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def run(self, feed):
+        ids = feed["input_ids"]
+        self.shapes.append(ids.shape)
+        return np.stack([ids.sum(1), np.full(len(ids), ids.shape[1])], axis=1).astype("float32")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_pipeline_sorts_by_length_pads_per_batch_and_keeps_input_order(batch_size):
+    export = ExportInfo(None, None, ["a", "b"], np.array([0.5, 0.5]), ["input_ids"])
+    pipeline = TextPipeline(export, SimpleNamespace(pad_token_id=0), batch_size=batch_size)
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 9, size=rng.integers(1, 30)).tolist() for _ in range(200)]
+    backend = RowSumBackend()
+    logits = pipeline.logits(backend, {"input_ids": sequences})
+    assert logits[:, 0].tolist() == [sum(s) for s in sequences]
+    total_width = sum(shape[0] * shape[1] for shape in backend.shapes)
+    if batch_size > 1:  # sorted batches waste far less than padding every batch to the longest text
+        assert total_width < 0.7 * 200 * max(len(s) for s in sequences)
+    assert total_width >= sum(len(s) for s in sequences)
+    unsorted = pipeline.logits(RowSumBackend(), {"input_ids": sequences}, sort_by_length=False)
+    assert np.array_equal(unsorted[:, 0], logits[:, 0])
