@@ -135,11 +135,9 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
 
 
 def ensure_onnx(prefix: Path, directory: Path) -> Path:
-    onnx_file = directory / ONNX_FILE
-    if not onnx_file.is_file():
-        logger.info(f"Converting {prefix} to ONNX once: {onnx_file}")
-        convert_to_onnx(prefix, onnx_file)
-    return onnx_file
+    """model.onnx of the export; converted once for exports that lack it (reference exports, pruning)."""
+    graph_file, _ = paddle_model_files(prefix)
+    return cached(directory / ONNX_FILE, graph_file, lambda out: convert_to_onnx(prefix, out), "ONNX model")
 
 
 def cached(target: Path, source: Path, build: Callable[[Path], None], what: str) -> Path:
@@ -147,6 +145,9 @@ def cached(target: Path, source: Path, build: Callable[[Path], None], what: str)
     if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
         logger.info(f"Using cached {what}: {target}")
         return target
+    if not os.access(target.parent, os.W_OK):
+        raise DataError(f"{target.parent} is read-only, so the {what} cannot be built there: run this once where "
+                        f"the export directory is writable (the file is reused afterwards)")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # never leave a half-written file behind
         partial = Path(tmp, target.name)

@@ -1,4 +1,4 @@
-"""inference.py without a model: the parity table, the FP32 tolerance, length-sorted batching."""
+"""inference.py without a model: the parity table, the FP32 tolerance, batching, the build cache."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from inference import ExportInfo, TextPipeline, check_fp32_parity, parity_rows
+import inference
+from inference import ExportInfo, TextPipeline, cached, check_fp32_parity, parity_rows
 from utils import DataError
 
 
@@ -52,3 +53,29 @@ def test_pipeline_sorts_by_length_pads_per_batch_and_keeps_input_order(batch_siz
     assert total_width >= sum(len(s) for s in sequences)
     unsorted = pipeline.logits(RowSumBackend(), {"input_ids": sequences}, sort_by_length=False)
     assert np.array_equal(unsorted[:, 0], logits[:, 0])
+
+
+def test_cached_builds_once_atomically_and_refuses_a_read_only_directory(tmp_path, monkeypatch):
+    source, target = tmp_path / "model.onnx", tmp_path / "int8_model.onnx"
+    source.write_text("model")
+    builds = []
+
+    def build(out):
+        builds.append(out)
+        out.write_text("int8")
+
+    assert cached(target, source, build, "INT8 model") == target
+    assert cached(target, source, build, "INT8 model") == target
+    assert len(builds) == 1 and builds[0].parent != tmp_path and target.read_text() == "int8"
+
+    def crash(out):
+        out.write_text("half")
+        raise RuntimeError("killed")
+
+    target.unlink()
+    with pytest.raises(RuntimeError):
+        cached(target, source, crash, "INT8 model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # nothing half-written is left
+    monkeypatch.setattr(inference.os, "access", lambda *_: False)
+    with pytest.raises(DataError, match="is read-only, so the INT8 model cannot be built there"):
+        cached(target, source, build, "INT8 model")
