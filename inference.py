@@ -18,9 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import nncf
 import numpy as np
 import onnx
+import onnxruntime as ort
+import openvino as ov
 import paddle
+import paddle2onnx
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
 from scipy.special import expit
 
 from metric import MetricReport
@@ -87,8 +94,6 @@ def export_static_graph(model, prefix: Path, input_names: Sequence[str]) -> None
 
 def convert_to_onnx(prefix: Path, onnx_file: Path) -> None:
     """paddle2onnx, then rename the graph output to `logits` so configs never name `fetch_name_0`."""
-    import paddle2onnx  # slow to import; only export needs it
-
     graph_file, params_file = paddle_model_files(prefix)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp, "raw.onnx")
@@ -160,9 +165,6 @@ def cached(target: Path, source: Path, build: Callable[[Path], None], what: str)
 
 def quantize_onnx_int8(source: Path, target: Path) -> None:
     """Dynamic INT8 (weights per tensor, activations at run time): no calibration data needed."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # the quantizer logs one INFO line per tensor
@@ -176,8 +178,6 @@ def quantize_onnx_int8(source: Path, target: Path) -> None:
 
 
 def convert_onnx_fp16(source: Path, target: Path) -> None:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
 
 
@@ -202,8 +202,6 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, onnx_file: Path, device: str, device_id: int, num_threads: int, precision: str):
-        import onnxruntime as ort
-
         self.precision = precision
         options = ort.SessionOptions()
         if device == "gpu":
@@ -256,8 +254,6 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, model_file: Path, num_threads: int, precision: str):
-        import openvino as ov
-
         self.precision = precision
         hint = "bf16" if precision == "bf16" else "f32"  # int8 models keep their other ops in f32
         core = ov.Core()
@@ -272,9 +268,6 @@ class OpenVinoBackend(Backend):
 
 def quantize_openvino_int8(source: Path, target: Path, calibration_feeds: list[dict]) -> None:
     """Static INT8 with NNCF (transformer preset: smooth-quant, attention kept accurate)."""
-    import nncf
-    import openvino as ov
-
     nncf_logger = logging.getLogger("nncf")
     nncf_logger.setLevel(logging.WARNING)
     model = ov.Core().read_model(str(source))
@@ -289,8 +282,9 @@ def check_variant(backend: str, precision: str, device: str) -> None:
         return
     options = ", ".join(f"--backend {b} ({p})" for b, p in VARIANTS[device])
     hints = {"bf16": "bf16 runs on CPU with --backend openvino or paddle",
-             "fp16": "FP16 needs --device gpu", "int8": "INT8 runs on CPU with --backend onnxruntime or openvino"}
-    raise DataError(f"--backend {backend} with {precision} on {device} is not available: {hints.get(precision, '')}. "
+             "fp16": "FP16 needs --device gpu", "int8": "INT8 runs on CPU with --backend onnxruntime or openvino",
+             "fp32": "OpenVINO runs on the CPU; on NVIDIA GPUs use --backend onnxruntime or paddle"}
+    raise DataError(f"--backend {backend} with {precision} on {device} is not available: {hints[precision]}. "
                     f"Available on {device}: {options}")
 
 

@@ -1,7 +1,7 @@
 """CPU inference speed of every backend and precision, and the F1 each keeps on a trained model.
 
 Usage: python bench/infer_bench.py [--dataset_dir ../shared/data/divorce]
-                                   [--trained_checkpoint bench/out/acc_final/checkpoint]
+                                   [--trained_checkpoint bench/out/acc_final/checkpoint ...]
 
 1. Speed: a scratch model with the ernie-3.0-medium-zh shape (6 layers, hidden 768: the cost of
    the real weights) is exported with export_model.py and labels the dev texts with each variant,
@@ -12,7 +12,7 @@ Usage: python bench/infer_bench.py [--dataset_dir ../shared/data/divorce]
    text of the whole input), for Paddle Inference FP32 and the fastest variant.
 3. Peak: one large matmul through numpy (FP32) and OpenVINO (FP32, BF16, INT8), to show how close
    each variant runs to the machine's limit.
-4. Accuracy: the trained checkpoint (bench/accuracy.py's output) is exported and every variant's
+4. Accuracy: each trained checkpoint (bench/accuracy.py's output) is exported and every variant's
    micro/macro F1 on test.txt is compared with the dygraph model (inference.parity_rows).
 All cases run in this one process, one after another, on --num_threads threads.
 """
@@ -37,8 +37,8 @@ from utils import (load_examples, load_model, load_tokenizer, model_inputs, mult
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
-parser.add_argument("--trained_checkpoint", default=str(ROOT / "bench/out/acc_final/checkpoint"),
-                    help="a checkpoint trained on dataset_dir (bench/accuracy.py writes one)")
+parser.add_argument("--trained_checkpoint", nargs="+", default=[str(ROOT / "bench/out/acc_final/checkpoint")],
+                    help="checkpoints trained on dataset_dir (bench/accuracy.py writes one)")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/infer"))
 parser.add_argument("--num_threads", type=int, default=2)
 parser.add_argument("--batch1_texts", type=int, default=64, help="texts timed one by one")
@@ -89,7 +89,7 @@ def flops_per_sample(config, length: float) -> float:
 
 
 def matmul_peaks(threads: int) -> dict[str, float]:
-    """GFLOP/s (GOP/s for INT8) of a 2048^3 matmul, the best of 5 runs."""
+    """GFLOP/s (GOP/s for INT8) of a 2048^3 matmul, the best of 10 runs (the machine is shared)."""
     import nncf
     import openvino as ov
     import openvino.opset13 as ops
@@ -99,7 +99,7 @@ def matmul_peaks(threads: int) -> dict[str, float]:
 
     def best(fn) -> float:
         fn()
-        return min(_timed(fn) for _ in range(5))
+        return min(_timed(fn) for _ in range(10))
 
     peaks = {"numpy fp32": 2 * n ** 3 / best(lambda: a @ a) / 1e9}
     core = ov.Core()
@@ -142,6 +142,7 @@ def medium_checkpoint(dataset: Path, out: Path) -> Path:
 
 
 def speed_tables(args, dataset: Path, out: Path) -> None:
+    peaks = matmul_peaks(args.num_threads)
     checkpoint = medium_checkpoint(dataset, out)
     export_info = load_export(export(checkpoint, out / "medium_export", dataset))
     tokenizer = load_export_tokenizer(export_info)
@@ -189,18 +190,15 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
         padded, _ = timed_batches(pipeline, engines[name], texts, 32, pad_to=max(lengths))
         print(f"| {name} | {padded:.1f} | {results[name][0]:.1f} | {results[name][0] / padded:.2f}× |")
 
-    print("\nPeak of one 2048×2048×2048 matmul (best of 5):\n")
+    print("\nPeak of one 2048×2048×2048 matmul (best of 10, measured before the models):\n")
     print("| library | GFLOP/s (GOP/s for INT8) |")
     print("|---|---|")
-    for name, peak in matmul_peaks(args.num_threads).items():
+    for name, peak in peaks.items():
         print(f"| {name} | {peak:.0f} |")
 
 
-def accuracy_table(args, dataset: Path, out: Path) -> None:
-    checkpoint = Path(args.trained_checkpoint)
-    if not (checkpoint / "config.json").is_file():
-        sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass --trained_checkpoint")
-    export_info = load_export(export(checkpoint, out / "trained_export", dataset))
+def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> None:
+    export_info = load_export(export(checkpoint, export_dir, dataset))
     tokenizer = load_export_tokenizer(export_info)
     pipeline = TextPipeline(export_info, tokenizer, 128)
     examples = load_examples(dataset / "test.txt", export_info.labels)
@@ -213,7 +211,9 @@ def accuracy_table(args, dataset: Path, out: Path) -> None:
                                 lambda: pipeline.feeds(pipeline.encode(train_texts)))
         variants[f"{backend} {precision}"] = pipeline.probs(engine, texts)
     rows = parity_rows(reference, variants, export_info.thresholds, labels)
-    print(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint}:\n")
+    config = load_model(str(checkpoint)).config
+    print(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint} "
+          f"({config.num_hidden_layers} layers, hidden {config.hidden_size}):\n")
     print("| variant | max abs Δprob | flipped label decisions | micro F1 | macro F1 | Δ micro / macro |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -228,7 +228,12 @@ def main() -> None:
     paddle.base.core.set_num_threads(args.num_threads)
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    accuracy_table(args, dataset, out)
+    checkpoints = [Path(c) for c in args.trained_checkpoint]
+    for checkpoint in checkpoints:
+        if not (checkpoint / "config.json").is_file():
+            sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass --trained_checkpoint")
+    for i, checkpoint in enumerate(checkpoints):
+        accuracy_table(args, checkpoint, dataset, out / f"trained_export_{i}")
     speed_tables(args, dataset, out)
 
 

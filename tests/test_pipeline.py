@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import inference
-from inference import ExportInfo, TextPipeline, cached, check_fp32_parity, parity_rows
+from inference import ExportInfo, TextPipeline, cached, check_fp32_parity, check_variant, parity_rows
 from utils import DataError
 
 
@@ -79,3 +79,18 @@ def test_cached_builds_once_atomically_and_refuses_a_read_only_directory(tmp_pat
     monkeypatch.setattr(inference.os, "access", lambda *_: False)
     with pytest.raises(DataError, match="is read-only, so the INT8 model cannot be built there"):
         cached(target, source, build, "INT8 model")
+
+
+@pytest.mark.parametrize("backend, precision, device, hint", [
+    ("onnxruntime", "bf16", "cpu", "bf16 runs on CPU with --backend openvino or paddle"),
+    ("paddle", "int8", "cpu", "INT8 runs on CPU with --backend onnxruntime or openvino"),
+    ("onnxruntime", "fp16", "cpu", "FP16 needs --device gpu"),
+    ("openvino", "fp32", "gpu", "OpenVINO runs on the CPU; on NVIDIA GPUs use --backend onnxruntime or paddle"),
+])
+def test_unavailable_variants_name_the_alternatives(backend, precision, device, hint):
+    with pytest.raises(DataError) as error:
+        check_variant(backend, precision, device)
+    assert f"--backend {backend} with {precision} on {device} is not available: {hint}." in str(error.value)
+    assert f"Available on {device}: --backend onnxruntime (fp32)" in str(error.value)
+    for backend_ok, precision_ok in inference.VARIANTS[device]:
+        check_variant(backend_ok, precision_ok, device)
