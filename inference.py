@@ -31,7 +31,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from scipy.special import expit
 
 from metric import MetricReport
-from utils import DataError, batched, check_label_list, load_tokenizer, logger, read_label_list
+from utils import WINDOW_BATCHES, DataError, batched, check_label_list, load_tokenizer, logger, read_label_list
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
@@ -52,7 +52,6 @@ VARIANTS = {
             ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")],
     "gpu": [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("paddle", "fp32"), ("paddle", "fp16")],
 }
-WINDOW_BATCHES = 64  # batches sorted by length together: padding only to the batch's own longest text
 
 
 # ------------------------------------------------------------------------------ export directory
@@ -67,10 +66,6 @@ class ExportInfo:
     labels: list[str]
     thresholds: np.ndarray
     input_names: list[str]
-
-    @property
-    def onnx_file(self) -> Path:
-        return self.directory / ONNX_FILE
 
 
 def paddle_model_files(prefix: str | os.PathLike) -> tuple[Path, Path]:
@@ -322,7 +317,7 @@ def create_backend(export: ExportInfo, backend: str, precision: str, device: str
 
 
 class TextPipeline:
-    """Texts to model feeds and back: tokenize, batch by length, pad per batch, threshold.
+    """Texts to model feeds and back: tokenize, batch by length, pad per batch, logits in input order.
 
     Texts are sorted by length inside windows of WINDOW_BATCHES batches, so each batch is padded
     only to its own longest text; results always come back in input order. One pipeline serves
@@ -379,9 +374,6 @@ class TextPipeline:
             return np.zeros((0, len(self.export.labels)), dtype="float32")
         return expit(self.logits(backend, self.encode(texts)))
 
-    def label_ids(self, probs: np.ndarray) -> list[list[int]]:
-        return [np.flatnonzero(row > self.export.thresholds).tolist() for row in probs]
-
 
 def load_export_tokenizer(export: ExportInfo, override: str | None = None):
     """The tokenizer saved in the export, unless the user names another one."""
@@ -410,12 +402,15 @@ def parity_rows(reference: np.ndarray, variants: dict[str, np.ndarray], threshol
 
 def log_parity(rows: list[dict]) -> None:
     has_f1 = "micro_f1" in rows[0]
-    lines = [f"{'variant':18s} {'max|Δprob|':>11s} {'flipped':>8s}" + ("  micro F1  macro F1   ΔF1 (micro/macro)" if has_f1 else "")]
+    header = f"{'variant':18s} {'max|Δprob|':>11s} {'flipped':>8s}"
+    lines = [header + ("  micro F1  macro F1   ΔF1 (micro/macro)" if has_f1 else "")]
     for row in rows:
         line = f"{row['variant']:18s} {row['max_abs_diff']:11.2e} {row['changed_decisions']:8.2%}"
         if has_f1:
+            delta_micro = 100 * (row["micro_f1"] - rows[0]["micro_f1"])
+            delta_macro = 100 * (row["macro_f1"] - rows[0]["macro_f1"])
             line += (f"  {100 * row['micro_f1']:8.2f}  {100 * row['macro_f1']:8.2f}   "
-                     f"{100 * (row['micro_f1'] - rows[0]['micro_f1']):+.2f}/{100 * (row['macro_f1'] - rows[0]['macro_f1']):+.2f}")
+                     f"{delta_micro:+.2f}/{delta_macro:+.2f}")
         lines.append(line)
     logger.info("parity against the dygraph model:\n" + "\n".join(lines))
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils import (DataError, ReadStats, batched, checkpoint_thresholds, format_prediction, iter_examples,
-                   load_model, load_tokenizer, logger, resolve_label_list, run_cli, set_device, text_probs)
+from utils import (WINDOW_BATCHES, DataError, ReadStats, batched, checkpoint_thresholds, format_prediction,
+                   iter_examples, load_model, load_tokenizer, logger, resolve_label_list, run_cli, set_device,
+                   text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -28,9 +29,6 @@ parser.add_argument("--label_file", type=str, default="label.txt", help="Label f
 parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
 parser.add_argument("--output_probs", action="store_true", help="Add a third column with every label's probability as JSON.")
 # yapf: enable
-
-WINDOW_BATCHES = 64  # batches read, sorted by length and predicted together
-
 
 def count_lines(path: Path) -> int:
     with open(path, "rb") as handle:

@@ -45,6 +45,10 @@ REFERENCE_MODEL_NAMES = (
 # below float32 resolution next to the real weights, so the outputs are unchanged (tested to 1e-6).
 PAD_MASK_VALUE = -50.0
 
+# Prediction reads this many batches at a time and sorts them by length, so each batch is padded
+# only to its own longest text while the output keeps the input order.
+WINDOW_BATCHES = 64
+
 
 class DataError(Exception):
     """A problem with the user's input: reported as one clear line and exit status 2."""
@@ -189,9 +193,6 @@ def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
     return ",".join(label_list[i] for i in label_ids)
 
 
-# ----------------------------------------------------------------------- models and checkpoints
-
-
 def format_prediction(text: str, probs: np.ndarray, thresholds: np.ndarray, label_list: Sequence[str],
                       output_probs: bool = False) -> str:
     """One output line: `text<TAB>label,label` (the training format), plus the probabilities as JSON."""
@@ -199,6 +200,9 @@ def format_prediction(text: str, probs: np.ndarray, thresholds: np.ndarray, labe
     if output_probs:
         line += "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, probs)}, ensure_ascii=False)
     return line
+
+
+# ----------------------------------------------------------------------- models and checkpoints
 
 
 def set_seed(seed: int) -> None:

@@ -18,11 +18,13 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]  # the project core, then predictor.py
 
-from inference import (CALIBRATION_SIZE, VARIANTS, WINDOW_BATCHES, ExportInfo, TextPipeline, check_fp32_parity,  # noqa: E402
-                       create_backend, load_export, load_export_tokenizer, log_parity, parity_rows)
+from inference import (CALIBRATION_SIZE, VARIANTS, ExportInfo, TextPipeline,  # noqa: E402
+                       check_fp32_parity, create_backend, load_export, load_export_tokenizer, log_parity,
+                       parity_rows)
 from predictor import Predictor  # noqa: E402
-from utils import (DataError, ReadStats, batched, format_prediction, iter_examples, load_examples, load_model,  # noqa: E402
-                   load_tokenizer, logger, multi_hot, run_cli, set_device, text_probs)
+from utils import (WINDOW_BATCHES, DataError, ReadStats, batched, format_prediction,  # noqa: E402
+                   iter_examples, load_examples, load_model, load_tokenizer, logger, multi_hot, run_cli,
+                   set_device, text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
