@@ -61,7 +61,10 @@ def export(args: argparse.Namespace) -> None:
     label_file = Path(args.dataset_dir or args.params_path) / "label.txt"
     label_list = resolve_label_list(model, label_file)
     thresholds = checkpoint_thresholds(model)
-    input_names = ERNIE_M_INPUTS if args.multilingual else ERNIE_INPUTS
+    takes_token_types = "token_type_ids" in tokenizer("测试")
+    if not args.multilingual and not takes_token_types:
+        logger.info("The tokenizer produces no token_type_ids (ERNIE-M): exporting input_ids only, as --multilingual")
+    input_names = ERNIE_INPUTS if takes_token_types and not args.multilingual else ERNIE_M_INPUTS
     texts, labels = parity_texts(args, tokenizer, label_list)
     reference = text_probs(model, tokenizer, texts, args.max_seq_length)  # before to_static rewrites forward
 
@@ -81,7 +84,12 @@ def export(args: argparse.Namespace) -> None:
         variants[engine.label] = pipeline.probs(engine, texts)
     rows = parity_rows(reference, variants, thresholds, labels)
     log_parity(rows)
-    check_fp32_parity(rows)
+    try:
+        check_fp32_parity(rows)
+    except DataError:
+        for written in [*output.glob(f"{EXPORT_PREFIX}.*"), output / "model.onnx", output / META_FILE]:
+            written.unlink(missing_ok=True)  # a model that answers differently must not be deployed
+        raise
     (output / "parity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     logger.info(f"Exported {len(label_list)}-label model to {output}/: {EXPORT_PREFIX}.* (Paddle Inference), "
                 f"model.onnx, tokenizer, {META_FILE}; FP32 parity checked on {len(texts)} "

@@ -9,10 +9,11 @@ import numpy as np
 import onnx
 import pytest
 
+import export_model
 import inference
 from conftest import LABELS, run_script
 from inference import TextPipeline, create_backend, load_export, load_export_tokenizer
-from utils import iter_examples, load_model, load_tokenizer, text_probs
+from utils import DataError, iter_examples, load_model, load_tokenizer, text_probs
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,11 @@ def test_ernie_m_exports_only_input_ids_and_predicts(ernie_m_trained, keyword_da
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FP32 parity checked on 256 random texts" in result.stderr
     assert [i.name for i in onnx.load(str(output / "model.onnx")).graph.input] == ["input_ids"]
+    inferred = tmp_path / "inferred"  # without --multilingual the tokenizer tells that there are no token types
+    result = run_script("export_model.py", "--params_path", ernie_m_trained, "--output_path", inferred)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exporting input_ids only, as --multilingual" in result.stderr
+    assert [i.name for i in onnx.load(str(inferred / "model.onnx")).graph.input] == ["input_ids"]
     predictions = tmp_path / "infer.txt"
     result = run_script("deploy/predictor/infer.py", "--model_path_prefix", output / "float32", "--dataset_dir",
                         keyword_data, "--device", "cpu", "--multilingual", "--output_file", predictions)
@@ -137,3 +143,21 @@ def test_export_errors(trained, tmp_path):
     result = run_script("export_model.py", "--params_path", foreign, "--output_path", tmp_path / "e")
     assert result.returncode == 2
     assert "label.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failed_parity_leaves_no_deployable_model(trained, tmp_path, monkeypatch):
+    real_rows = export_model.parity_rows
+
+    def corrupted(*args):
+        rows = real_rows(*args)
+        rows[1]["max_abs_diff"] = 0.5  # as if the ONNX graph answered differently
+        return rows
+
+    monkeypatch.setattr(export_model, "parity_rows", corrupted)
+    output = tmp_path / "export"
+    args = export_model.parser.parse_args(["--params_path", str(trained[0]), "--output_path", str(output),
+                                           "--parity_samples", "8"])
+    with pytest.raises(DataError, match=r"differs from the dygraph model: onnxruntime fp32 max \|Δprob\| 5.00e-01"):
+        export_model.export(args)
+    assert not list(output.glob("float32.*")) and not (output / "model.onnx").exists()
+    assert not (output / "export_meta.json").exists()
