@@ -66,7 +66,7 @@ def run_cli(main: Callable[[], None]) -> None:
 # ----------------------------------------------------------------------------------- reading
 
 
-def _read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (line number, line without line ending); accepts a BOM and CRLF line endings."""
     path = Path(path)
     if not path.is_file():
@@ -84,7 +84,7 @@ def read_label_list(path: str | os.PathLike) -> list[str]:
     names: list[str] = []
     blank_line = 0
     seen: dict[str, int] = {}
-    for line_no, line in _read_lines(path):
+    for line_no, line in read_lines(path):
         name = line.strip()
         if not name:
             blank_line = blank_line or line_no
@@ -146,7 +146,7 @@ def iter_examples(
     is ignored and counted. A line without TAB (or ending in TAB) is an example with no labels.
     """
     stats = stats if stats is not None else ReadStats()
-    for line_no, raw in _read_lines(path):
+    for line_no, raw in read_lines(path):
         line = raw.rstrip()
         if not line.strip():
             stats.blank += 1
@@ -424,6 +424,12 @@ def model_inputs(batch: dict, pad_token_id: int) -> dict:
     return inputs
 
 
+def _input_order(loader: paddle.io.DataLoader) -> np.ndarray:
+    """Indices that put the loader's (length-sorted) batch outputs back into dataset order."""
+    order = [i for batch in loader.batch_sampler for i in batch]
+    return np.argsort(np.asarray(order, dtype="int64"), kind="stable")
+
+
 @paddle.no_grad()
 def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_progress: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
@@ -433,7 +439,6 @@ def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_p
     """
     was_training = model.training
     model.eval()
-    order = [i for batch in loader.batch_sampler for i in batch]
     probs, labels, losses = [], [], []
     for batch in tqdm(loader, desc="Predicting", disable=not show_progress, leave=False):
         logits = model(**model_inputs(batch, pad_token_id))
@@ -444,7 +449,7 @@ def predict_probs(model, loader: paddle.io.DataLoader, pad_token_id: int, show_p
             labels.append(target.numpy())
     if was_training:
         model.train()
-    inverse = np.argsort(np.asarray(order, dtype="int64"), kind="stable")
+    inverse = _input_order(loader)
     probs_arr = np.concatenate(probs)[inverse]
     labels_arr = np.concatenate(labels)[inverse] if labels else None
     return probs_arr, labels_arr, (float(np.mean(losses)) if losses else None)
@@ -455,6 +460,22 @@ def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batc
     features = [convert_example(Example(text, [], i), tokenizer, max_seq_length, None) for i, text in enumerate(texts)]
     probs, _, _ = predict_probs(model, make_loader(features, tokenizer, batch_size), tokenizer.pad_token_id)
     return probs
+
+
+@paddle.no_grad()
+def classifier_features(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32
+                        ) -> np.ndarray:
+    """The classifier's input (pooled [CLS] vector) per text, in input order.
+
+    This is the space in which the analysis scripts compare examples (similar training examples,
+    sparse dev data, representer points).
+    """
+    model.eval()
+    features = [convert_example(Example(text, [], i), tokenizer, max_seq_length, None) for i, text in enumerate(texts)]
+    loader = make_loader(features, tokenizer, batch_size)
+    encoder = getattr(model, model.base_model_prefix)
+    pooled = [encoder(**model_inputs(batch, tokenizer.pad_token_id))[1].numpy() for batch in loader]
+    return np.concatenate(pooled)[_input_order(loader)]
 
 
 def evaluate(model, loader: paddle.io.DataLoader, pad_token_id: int, thresholds, label_list: Sequence[str]

@@ -1,0 +1,67 @@
+"""What the analysis scripts share: the trained model with its labels, and the 1-3 column files.
+
+The interpret scripts read `bad_case.txt` (Text<TAB>Label<TAB>Prediction, written by evaluate.py),
+a data file (text<TAB>labels) or bare texts; this module reads all three the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import (DataError, checkpoint_thresholds, load_model, load_tokenizer, read_lines,  # noqa: E402
+                   resolve_label_list, set_device)
+
+BAD_CASE_HEADER = "Text\tLabel\tPrediction"
+
+
+@dataclass
+class TrainedModel:
+    model: object
+    tokenizer: object
+    labels: list[str]
+    thresholds: np.ndarray
+
+
+def load_trained(args: argparse.Namespace) -> TrainedModel:
+    """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file."""
+    set_device(args.device)
+    if not Path(args.params_path).is_dir():
+        raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
+    model = load_model(args.params_path)
+    model.eval()
+    labels = resolve_label_list(model, Path(args.dataset_dir) / getattr(args, "label_file", "label.txt"))
+    threshold = getattr(args, "threshold", None)
+    thresholds = (np.full(len(labels), threshold, dtype="float32") if threshold is not None
+                  else checkpoint_thresholds(model))
+    return TrainedModel(model, load_tokenizer(args.params_path), labels, thresholds)
+
+
+@dataclass
+class InterpretRow:
+    text: str
+    label: str = ""
+    prediction: str = ""
+
+
+def read_interpret_rows(path: str | Path) -> list[InterpretRow]:
+    """Rows of a bad-case file (header skipped), a labelled data file, or bare texts; blank lines skipped."""
+    rows = []
+    for line_no, line in read_lines(path):
+        if not line.strip() or (line_no == 1 and line.split("\t")[0] == "Text"):
+            continue
+        fields = line.split("\t")
+        if len(fields) > 3:
+            raise DataError(f"{path}:{line_no}: {len(fields)} TAB-separated columns; expected text, "
+                            f"text<TAB>label or text<TAB>label<TAB>prediction")
+        if not fields[0].strip():
+            raise DataError(f"{path}:{line_no}: empty text")
+        rows.append(InterpretRow(*(field.strip() for field in fields)))
+    if not rows:
+        raise DataError(f"{path}: no texts to interpret")
+    return rows
