@@ -1,0 +1,68 @@
+"""Augment a training file: write new `text<TAB>labels` rows made from each row (labels unchanged).
+
+Same command line as PaddleNLP's multi_label/analysis/aug.py. The output holds only the new rows;
+concatenate it with the training file to train on both. `random` and `custom` types and the
+delete/swap strategies run offline (analysis/augment.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then augment.py
+
+from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary  # noqa: E402
+from utils import (DataError, format_labels, load_examples, load_tokenizer, logger, read_label_list,  # noqa: E402
+                   run_cli)
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--train_path", type=str, default="../data/train.txt", help="Train dataset file name")
+parser.add_argument("--aug_path", type=str, default="../data/aug.txt", help="Aug dataset file name")
+parser.add_argument("--aug_strategy", choices=list(STRATEGIES), default='substitute', help="Select data augmentation strategy")
+parser.add_argument("--aug_type", choices=list(AUG_TYPES), default='synonym', help="Select data augmentation type for substitute and insert: synonym/homonym/mlm need PaddleNLP's downloads; random and custom run offline")
+parser.add_argument("--create_n", type=int, default=2, help="Number of augmented sequences.")
+parser.add_argument("--aug_percent", type=float, default=0.1, help="Percentage of augmented words in sequences.")
+parser.add_argument('--device', default="gpu", help="Select which device to do data augmentation strategy, defaults to gpu.")
+parser.add_argument("--label_file", type=str, default=None, help="Label file (default: label.txt next to train_path).")
+parser.add_argument("--params_path", type=str, default="../checkpoint/", help="Model directory whose vocabulary --aug_type random draws words from.")
+parser.add_argument("--custom_file", type=str, default=None, help="JSON dictionary {word: [replacements]} for --aug_type custom.")
+parser.add_argument("--seed", type=int, default=3, help="Random seed of the augmentation.")
+# yapf: enable
+
+
+def vocabulary(args: argparse.Namespace) -> list[str]:
+    if args.aug_type != "random" or args.aug_strategy in ("delete", "swap"):
+        return []
+    tokenizer = load_tokenizer(args.params_path)
+    return [token for token in tokenizer.vocab.token_to_idx if not token.startswith(("[", "##", "<"))]
+
+
+def main(args: argparse.Namespace) -> None:
+    train_path, aug_path = Path(args.train_path), Path(args.aug_path)
+    if aug_path.resolve() == train_path.resolve():
+        raise DataError(f"--aug_path {aug_path} would overwrite the training file")
+    label_list = read_label_list(args.label_file or train_path.with_name("label.txt"))
+    custom = read_custom_dictionary(args.custom_file) if args.aug_type == "custom" else None
+    augmenter = build_augmenter(args.aug_strategy, args.aug_type, args.create_n, args.aug_percent,
+                                vocabulary(args), custom, args.seed)
+    examples = load_examples(train_path, label_list)
+    written = unchanged = 0
+    with open(aug_path, "w", encoding="utf-8") as out:
+        for example in tqdm(examples, desc="Augmenting", unit="row", disable=None):
+            new_texts = augmenter.augment(example.text)
+            unchanged += not new_texts
+            for text in new_texts:
+                out.write(f"{text}\t{format_labels(example.labels, label_list)}\n" if example.labels else f"{text}\n")
+                written += 1
+    method = args.aug_strategy if args.aug_strategy in ("delete", "swap") else f"{args.aug_strategy} {args.aug_type}"
+    logger.info(f"{written} augmented rows from {len(examples)} rows ({method}) saved in {aug_path}; "
+                f"{unchanged} rows gave no new text (too short, or no dictionary word in them)")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(parser.parse_args()))
