@@ -65,3 +65,21 @@ def read_interpret_rows(path: str | Path) -> list[InterpretRow]:
     if not rows:
         raise DataError(f"{path}: no texts to interpret")
     return rows
+
+
+def top_k_similar(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosine similarities of each query's k most similar pool rows, best first."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    similarity = unit(queries) @ unit(pool).T
+    k = min(k, pool.shape[0])
+    index = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return index, np.take_along_axis(similarity, index, axis=1)
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> None:
+    """`text<TAB>labels` lines (`text` alone when there is no label column)."""
+    with open(path, "w", encoding="utf-8") as out:
+        for text, labels in rows:
+            out.write(f"{text}\t{labels}\n" if labels else f"{text}\n")

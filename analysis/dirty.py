@@ -1,0 +1,72 @@
+"""Dirty data: training rows whose labels the model most disagrees with, for re-labelling.
+
+Same command line and outputs as PaddleNLP's multi_label/analysis/dirty.py. The reference ranks
+rows by representer-point weights of a softmax classifier. For a sigmoid (multi-label) classifier
+the representer weight of row i and label c is proportional to the loss gradient at the logit,
+alpha_ic = y_ic - p_ic: large when a gold label gets a low probability or a missing label a high
+one. Rows are ranked, as in the reference, by (number of labels with |alpha| > dirty_threshold,
+sum of |alpha|), highest first.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
+
+from common import load_trained, write_rows  # noqa: E402
+from utils import DataError, format_labels, load_examples, logger, multi_hot, run_cli, set_seed, text_probs  # noqa: E402
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
+parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
+parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
+parser.add_argument("--batch_size", default=16, type=int, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+parser.add_argument("--dirty_num", type=int, default=100, help="Number of dirty data. default:100")
+parser.add_argument("--dirty_file", type=str, default="train_dirty.txt", help="Path to save dirty data.")
+parser.add_argument("--rest_file", type=str, default="train_dirty_rest.txt", help="The path of rest data.")
+parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
+parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
+parser.add_argument("--dirty_threshold", type=float, default="0", help="The threshold to select dirty data.")
+# yapf: enable
+
+
+def rank_dirty(labels: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row order from most to least suspicious, and each row's sum of |representer weight|."""
+    weights = np.abs(labels - probs)
+    count, total = (weights > threshold).sum(axis=1), weights.sum(axis=1)
+    order = np.lexsort((np.arange(len(labels)), -total, -count))  # ties keep file order
+    return order, total
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.dirty_num < 1 or args.batch_size < 1:
+        raise DataError("--dirty_num and --batch_size must be at least 1")
+    if not 0.0 <= args.dirty_threshold < 1.0:
+        raise DataError(f"--dirty_threshold must lie in [0, 1), got {args.dirty_threshold}")
+    set_seed(args.seed)
+    dataset = Path(args.dataset_dir)
+    trained = load_trained(args)
+    train = load_examples(dataset / args.train_file, trained.labels)
+    probs = text_probs(trained.model, trained.tokenizer, [e.text for e in train], args.max_seq_length,
+                       args.batch_size)
+    order, total = rank_dirty(multi_hot(train, len(trained.labels)), probs, args.dirty_threshold)
+    dirty = set(order[:args.dirty_num].tolist())
+    rows = [(e.text, format_labels(e.labels, trained.labels)) for e in train]
+    write_rows(dataset / args.dirty_file, [row for i, row in enumerate(rows) if i in dirty])
+    write_rows(dataset / args.rest_file, [row for i, row in enumerate(rows) if i not in dirty])
+    picked = total[sorted(dirty)]
+    logger.info(f"{len(dirty)} dirty rows of {len(train)} saved in {dataset / args.dirty_file} (sum of |label - "
+                f"probability| {picked.min():.3f} to {picked.max():.3f}; all rows: mean {total.mean():.3f}); "
+                f"the other {len(train) - len(dirty)} rows in {dataset / args.rest_file}")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(parser.parse_args()))

@@ -1,0 +1,64 @@
+"""Sentence-level interpretation: the training examples most similar to each input.
+
+Same command line and output as PaddleNLP's multi_label/analysis/sent_interpret.py. Similarity is
+the cosine of the classifier's input features (the pooled [CLS] vector), so the listed training
+examples are the ones the model sees as closest; reading their labels next to a bad case often
+shows a labelling inconsistency or a missing kind of example.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
+
+from common import load_trained, read_interpret_rows, top_k_similar  # noqa: E402
+from utils import (DataError, classifier_features, format_labels, load_examples, logger, run_cli,  # noqa: E402
+                   set_seed, text_probs)
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
+parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
+parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
+parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--batch_size", default=16, type=int, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+parser.add_argument("--top_k", type=int, default=3, help="Top K training examples")
+parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
+parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
+parser.add_argument("--interpret_input_file", type=str, default="bad_case.txt", help="interpretation file name")
+parser.add_argument("--interpret_result_file", type=str, default="sent_interpret.txt", help="interpreted file name")
+# yapf: enable
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.top_k < 1 or args.batch_size < 1:
+        raise DataError("--top_k and --batch_size must be at least 1")
+    set_seed(args.seed)
+    dataset = Path(args.dataset_dir)
+    trained = load_trained(args)
+    rows = read_interpret_rows(dataset / args.interpret_input_file)
+    train = load_examples(dataset / args.train_file, trained.labels)
+    texts = [row.text for row in rows]
+    featurize = lambda items: classifier_features(trained.model, trained.tokenizer, items,  # noqa: E731
+                                                  args.max_seq_length, args.batch_size)
+    index, scores = top_k_similar(featurize(texts), featurize([e.text for e in train]), args.top_k)
+    probs = text_probs(trained.model, trained.tokenizer, texts, args.max_seq_length, args.batch_size)
+    out_path = dataset / args.interpret_result_file
+    with open(out_path, "w", encoding="utf-8") as out:
+        for row, row_probs, neighbours, neighbour_scores in zip(rows, probs, index, scores):
+            prediction = row.prediction or format_labels((row_probs > trained.thresholds).nonzero()[0], trained.labels)
+            out.write(f"text: {row.text}\npredict label: {prediction}\nlabel: {row.label}\n"
+                      f"examples with positive influence\n")
+            for rank, (i, score) in enumerate(zip(neighbours, neighbour_scores), start=1):
+                out.write(f"support{rank} text: {train[i].text}\tlabel: "
+                          f"{format_labels(train[i].labels, trained.labels)}\tscore: {score:.5f}\n")
+            out.write("\n")
+    logger.info(f"Top {args.top_k} similar training examples of {len(rows)} inputs saved in {out_path}")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(parser.parse_args()))
