@@ -1,0 +1,93 @@
+"""Word-level interpretation: which words made the model give (or not give) each label.
+
+The reference offers this only as a notebook (word_interpret.ipynb, kept as a short front end to
+these functions). For every input (by default evaluate.py's bad_case.txt) and every label of
+interest (predicted or gold; the most probable label when there is neither), it attributes the
+label's logit to the words of the text and writes `word_interpret.html` (coloured marks) and
+`word_interpret.txt` (the key words), both into the dataset directory.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py and interpret.py
+
+from common import InterpretRow, TrainedModel, load_trained, read_interpret_rows  # noqa: E402
+from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores  # noqa: E402
+from utils import DataError, logger, run_cli, set_seed, text_probs  # noqa: E402
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument('--device', default="gpu", help="Select which device to run the interpreter, defaults to gpu.")
+parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory holding the input file; the reports are written there too.")
+parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
+parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization.")
+parser.add_argument("--interpret_input_file", type=str, default="bad_case.txt", help="Texts to explain: a bad-case file, a labelled data file or one text per line.")
+parser.add_argument("--interpreter", choices=list(INTERPRETERS), default="ig", help="ig (integrated gradients), lime or grad (gradient x input).")
+parser.add_argument("--key_words_num", type=int, default=5, help="Number of key words listed per text and label.")
+parser.add_argument("--ig_steps", type=int, default=50, help="Integration steps of integrated gradients.")
+parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
+parser.add_argument("--output_prefix", type=str, default="word_interpret", help="Name of the .html and .txt reports.")
+parser.add_argument("--seed", type=int, default=3, help="Random seed (lime's word maskings).")
+# yapf: enable
+
+
+def parse_names(names: str, labels: list[str], path: Path, text: str) -> set[int]:
+    ids = set()
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if name not in labels:
+            raise DataError(f"{path}: unknown label {name!r} in the row of {text[:30]!r}")
+        ids.add(labels.index(name))
+    return ids
+
+
+def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedModel, path: Path
+                       ) -> tuple[set[int], set[int], list[int]]:
+    """(gold, predicted, labels to explain): predicted as written in the file, else by the model."""
+    gold = parse_names(row.label, trained.labels, path, row.text)
+    predicted = (parse_names(row.prediction, trained.labels, path, row.text) if row.prediction
+                 else set(np.flatnonzero(probs > trained.thresholds).tolist()))
+    return gold, predicted, sorted(gold | predicted) or [int(np.argmax(probs))]
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.key_words_num < 1 or args.ig_steps < 1:
+        raise DataError("--key_words_num and --ig_steps must be at least 1")
+    set_seed(args.seed)
+    dataset = Path(args.dataset_dir)
+    trained = load_trained(args)
+    input_path = dataset / args.interpret_input_file
+    rows = read_interpret_rows(input_path)
+    probs = text_probs(trained.model, trained.tokenizer, [r.text for r in rows], args.max_seq_length)
+    html_rows, text_lines = [], []
+    for number, (row, row_probs) in enumerate(tqdm(list(zip(rows, probs)), desc="Interpreting", disable=None), 1):
+        gold, predicted, explain = labels_of_interest(row, row_probs, trained, input_path)
+        item = encode(trained.tokenizer, row.text, args.max_seq_length)
+        for label in explain:
+            scores = word_scores(trained.model, trained.tokenizer, item, label, args.interpreter, args.ig_steps)
+            words = key_words(item.words, scores, args.key_words_num)
+            name, prob = trained.labels[label], float(row_probs[label])
+            status = f"{'gold' if label in gold else 'not gold'} / {'predicted' if label in predicted else 'not predicted'}"
+            text_lines.append(f"{row.text}\t{name}\t{prob:.4f}\t{status}\t"
+                              + ", ".join(f"{w} ({s:+.3f})" for w, s in words))
+            html_rows.append(f"<tr><td>{number}</td><td>{html.escape(name)}</td><td>{prob:.3f}</td><td>{status}</td>"
+                             f"<td>{html.escape(', '.join(w for w, _ in words))}</td>"
+                             f"<td>{html_marks(item.words, scores)}</td></tr>")
+    html_path, text_path = dataset / f"{args.output_prefix}.html", dataset / f"{args.output_prefix}.txt"
+    html_path.write_text(HTML_HEAD.replace("{interpreter}", args.interpreter) + "\n".join(html_rows)
+                         + "\n</table></body></html>\n", encoding="utf-8")
+    text_path.write_text("Text\tLabel\tProbability\tGold / Predicted\tKey words\n" + "\n".join(text_lines) + "\n",
+                         encoding="utf-8")
+    logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path} "
+                f"and {text_path}")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(parser.parse_args()))
