@@ -6,7 +6,7 @@ of interest (predicted or gold).
 
 - `ig`: integrated gradients on the word embeddings, from a baseline that zeroes the embeddings of
   the text's tokens ([CLS]/[SEP] kept); the attributions sum to logit(text) - logit(baseline)
-  (completeness, tested).
+  (completeness, tested; it needs compat.grad_wrt_inputs around a Paddle LayerNorm gradient defect).
 - `grad`: gradient x input at the text (one step of the above).
 - `lime`: a weighted ridge regression of the label's probability on which words are kept, over
   random word maskings ([UNK] for masked tokens).
@@ -21,6 +21,8 @@ import jieba
 import numpy as np
 import paddle
 from sklearn.linear_model import Ridge
+
+from compat import grad_wrt_inputs
 
 
 INTERPRETERS = ("ig", "lime", "grad")
@@ -68,7 +70,7 @@ def integrated_gradients(model, item: Encoded, label: int, steps: int = 50) -> t
     path = baseline + alphas * (embeds - baseline)
     path.stop_gradient = False
     logits = _forward(model, path, item)[:, label]
-    (grads,) = paddle.grad(logits.sum(), path)
+    (grads,) = grad_wrt_inputs(logits.sum(), [path], model)
     attributions = ((embeds - baseline) * grads.mean(axis=0, keepdim=True)).sum(axis=-1)
     with paddle.no_grad():
         ends = _forward(model, paddle.concat([embeds, baseline]), item)[:, label].numpy()
@@ -80,7 +82,7 @@ def gradient_times_input(model, item: Encoded, label: int) -> np.ndarray:
     with paddle.no_grad():
         embeds = word_embeddings(paddle.to_tensor(item.input_ids))
     embeds.stop_gradient = False
-    (grads,) = paddle.grad(_forward(model, embeds, item)[:, label].sum(), embeds)
+    (grads,) = grad_wrt_inputs(_forward(model, embeds, item)[:, label].sum(), [embeds], model)
     return (embeds * grads).sum(axis=-1).numpy()[0]
 
 
