@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 
 from common import load_trained, write_rows  # noqa: E402
-from utils import DataError, format_labels, load_examples, logger, multi_hot, run_cli, set_seed, text_probs  # noqa: E402
+from utils import (DataError, format_labels, load_examples, logger, multi_hot, run_cli, set_seed,  # noqa: E402
+                   text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)

@@ -74,7 +74,8 @@ def main(args: argparse.Namespace) -> None:
             scores = word_scores(trained.model, trained.tokenizer, item, label, args.interpreter, args.ig_steps)
             words = key_words(item.words, scores, args.key_words_num)
             name, prob = trained.labels[label], float(row_probs[label])
-            status = f"{'gold' if label in gold else 'not gold'} / {'predicted' if label in predicted else 'not predicted'}"
+            status = (f"{'gold' if label in gold else 'not gold'} / "
+                      f"{'predicted' if label in predicted else 'not predicted'}")
             text_lines.append(f"{row.text}\t{name}\t{prob:.4f}\t{status}\t"
                               + ", ".join(f"{w} ({s:+.3f})" for w, s in words))
             html_rows.append(f"<tr><td>{number}</td><td>{html.escape(name)}</td><td>{prob:.3f}</td><td>{status}</td>"

@@ -30,7 +30,8 @@ import paddle
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from inference import VARIANTS, TextPipeline, create_backend, load_export, load_export_tokenizer, parity_rows  # noqa: E402
+from inference import (VARIANTS, TextPipeline, create_backend, load_export, load_export_tokenizer,  # noqa: E402
+                       parity_rows)
 from scratch_model import create_scratch_model  # noqa: E402
 from utils import (load_examples, load_model, load_tokenizer, model_inputs, multi_hot, read_label_list,  # noqa: E402
                    save_checkpoint, set_device, text_probs)
@@ -219,7 +220,8 @@ def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> N
     for row in rows:
         print(f"| {row['variant']} | {row['max_abs_diff']:.1e} | {row['changed_decisions']:.2%} | "
               f"{100 * row['micro_f1']:.2f} | {100 * row['macro_f1']:.2f} | "
-              f"{100 * (row['micro_f1'] - rows[0]['micro_f1']):+.2f} / {100 * (row['macro_f1'] - rows[0]['macro_f1']):+.2f} |")
+              f"{100 * (row['micro_f1'] - rows[0]['micro_f1']):+.2f} / "
+              f"{100 * (row['macro_f1'] - rows[0]['macro_f1']):+.2f} |")
 
 
 def main() -> None:
@@ -231,7 +233,8 @@ def main() -> None:
     checkpoints = [Path(c) for c in args.trained_checkpoint]
     for checkpoint in checkpoints:
         if not (checkpoint / "config.json").is_file():
-            sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass --trained_checkpoint")
+            sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass "
+                     f"--trained_checkpoint")
     for i, checkpoint in enumerate(checkpoints):
         accuracy_table(args, checkpoint, dataset, out / f"trained_export_{i}")
     speed_tables(args, dataset, out)

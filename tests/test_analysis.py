@@ -111,7 +111,7 @@ def test_sparse_selection_is_deterministic_and_respects_counts(analysed, trained
     for _ in range(2):
         result = run_script("analysis/sparse.py", *args)
         assert result.returncode == 0, result.stderr[-3000:]
-        outputs.append(((data / "sparse.txt").read_text(encoding="utf-8"), (data / "support.txt").read_text(encoding="utf-8")))
+        outputs.append([(data / name).read_text(encoding="utf-8") for name in ("sparse.txt", "support.txt")])
     assert outputs[0] == outputs[1]
     sparse = load_examples(data / "sparse.txt", LABELS)
     dev_texts = {e.text for e in iter_examples(data / "dev.txt")}
@@ -156,7 +156,8 @@ def test_integrated_gradients_complete_and_other_interpreters_score_every_word(t
     item = encode(tokenizer, "今天的足球比赛冠军是谁，股票基金怎么样", 128)
     for label in (0, 1, 3):
         attributions, logit, baseline_logit = integrated_gradients(model, item, label, steps=300)
-        assert attributions.sum() == pytest.approx(logit - baseline_logit, abs=0.02 + 0.01 * abs(logit - baseline_logit))
+        difference = logit - baseline_logit
+        assert attributions.sum() == pytest.approx(difference, abs=0.02 + 0.01 * abs(difference))
         assert np.all(attributions[item.token_words < 0] == 0)  # [CLS]/[SEP] are part of the baseline
     for interpreter in ("grad", "lime"):
         scores = word_scores(model, tokenizer, item, 0, interpreter)
@@ -169,7 +170,8 @@ def test_read_interpret_rows_accepts_one_to_three_columns(tmp_path):
     path = tmp_path / "bad_case.txt"
     path.write_text("Text\tLabel\tPrediction\n甲\t体育\t财经\n乙\t体育\n丙\n\n", encoding="utf-8")
     rows = read_interpret_rows(path)
-    assert [(r.text, r.label, r.prediction) for r in rows] == [("甲", "体育", "财经"), ("乙", "体育", ""), ("丙", "", "")]
+    assert [(r.text, r.label, r.prediction) for r in rows] == [
+        ("甲", "体育", "财经"), ("乙", "体育", ""), ("丙", "", "")]
     path.write_text("甲\t体育\t财经\t多余\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad_case.txt:1: 4 TAB-separated columns"):
         read_interpret_rows(path)
