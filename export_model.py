@@ -19,7 +19,7 @@ from inference import (ERNIE_INPUTS, ERNIE_M_INPUTS, EXPORT_PREFIX, META_FILE, T
                        convert_to_onnx, create_backend, export_static_graph, load_export, log_parity, parity_rows,
                        write_meta)
 from utils import (DataError, checkpoint_thresholds, load_examples, load_model, load_tokenizer, logger, multi_hot,
-                   resolve_label_list, run_cli, set_device, text_probs)
+                   plain_vocabulary, resolve_label_list, run_cli, set_device, text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -36,8 +36,7 @@ parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation 
 def probe_texts(tokenizer, count: int, seed: int = 0) -> list[str]:
     """Random texts from the vocabulary, of many lengths, when no dev file is given."""
     rng = random.Random(seed)
-    pieces = [t for t in tokenizer.vocab.token_to_idx if not (t.startswith("[") or t.startswith("##"))
-              and not t.startswith("<")] or ["a"]
+    pieces = plain_vocabulary(tokenizer) or ["a"]
     return ["".join(rng.choices(pieces, k=rng.randint(1, 120))) for _ in range(count)]
 
 

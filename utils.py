@@ -258,6 +258,11 @@ def load_tokenizer(model_name: str):
     return _from_pretrained(AutoTokenizer.from_pretrained, model_name)
 
 
+def plain_vocabulary(tokenizer) -> list[str]:
+    """Vocabulary entries that are ordinary text: no special tokens ([CLS], <unk>), no ## continuations."""
+    return [token for token in tokenizer.vocab.token_to_idx if not token.startswith(("[", "##", "<"))]
+
+
 def load_model(model_name: str, num_labels: int | None = None):
     """Load a sequence-classification model (a fresh head when the checkpoint has none of this size)."""
     kwargs = {} if num_labels is None else {"num_classes": num_labels}

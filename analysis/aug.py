@@ -16,8 +16,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then augment.py
 
 from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary  # noqa: E402
-from utils import (DataError, format_labels, load_examples, load_tokenizer, logger, read_label_list,  # noqa: E402
-                   run_cli)
+from utils import (DataError, format_labels, load_examples, load_tokenizer, logger, plain_vocabulary,  # noqa: E402
+                   read_label_list, run_cli)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -38,8 +38,7 @@ parser.add_argument("--seed", type=int, default=3, help="Random seed of the augm
 def vocabulary(args: argparse.Namespace) -> list[str]:
     if args.aug_type != "random" or args.aug_strategy in ("delete", "swap"):
         return []
-    tokenizer = load_tokenizer(args.params_path)
-    return [token for token in tokenizer.vocab.token_to_idx if not token.startswith(("[", "##", "<"))]
+    return plain_vocabulary(load_tokenizer(args.params_path))
 
 
 def main(args: argparse.Namespace) -> None:

@@ -135,7 +135,9 @@ class PaddleNLPAugmenter:
         return [r for r in flat if r.strip() and r != text]
 
 
-def read_custom_dictionary(path: str | Path) -> dict[str, list[str]]:
+def read_custom_dictionary(path: str | Path | None) -> dict[str, list[str]]:
+    if path is None:
+        raise DataError('--aug_type custom needs --custom_file words.json ({"word": ["replacement", ...]})')
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -20,7 +20,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary  # noqa: E402
 from common import load_trained, top_k_similar, write_rows  # noqa: E402
 from utils import (DataError, classifier_features, format_labels, iter_examples, load_examples, logger,  # noqa: E402
-                   run_cli, set_seed)
+                   plain_vocabulary, run_cli, set_seed)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -118,9 +118,9 @@ def main(args: argparse.Namespace) -> None:
 
 def augment_rows(rows: list[tuple[str, str]], args: argparse.Namespace, tokenizer) -> list[tuple[str, str]]:
     """One augmented copy of each support row; rows that cannot be changed are kept as they are."""
-    vocabulary = [t for t in tokenizer.vocab.token_to_idx if not t.startswith(("[", "##", "<"))]
-    custom = read_custom_dictionary(args.custom_file or "") if args.aug_type == "custom" else None
-    augmenter = build_augmenter(args.aug_strategy, args.aug_type, 1, 0.1, vocabulary, custom, args.seed)
+    custom = read_custom_dictionary(args.custom_file) if args.aug_type == "custom" else None
+    augmenter = build_augmenter(args.aug_strategy, args.aug_type, 1, 0.1, plain_vocabulary(tokenizer), custom,
+                                args.seed)
     augmented, unchanged = [], 0
     for text, labels in rows:
         new = augmenter.augment(text)

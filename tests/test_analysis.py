@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import LABELS, ROOT, run_script
-from utils import DataError, iter_examples, load_examples, load_model, load_tokenizer, read_label_list
+from utils import (DataError, iter_examples, load_examples, load_model, load_tokenizer, plain_vocabulary,
+                   read_label_list)
 
 sys.path.insert(0, str(ROOT / "analysis"))
 from augment import build_augmenter  # noqa: E402
@@ -194,7 +195,7 @@ def test_support_selection_and_dirty_ranking_rules():
 
 def test_offline_augmentation_keeps_labels_and_never_returns_empty_text(keyword_data, trained, tmp_path):
     texts = [e.text for e in iter_examples(keyword_data / "train.txt")][:100] + ["足球", "。"]
-    vocabulary = [t for t in load_tokenizer(str(trained[0])).vocab.token_to_idx if not t.startswith(("[", "##"))]
+    vocabulary = plain_vocabulary(load_tokenizer(str(trained[0])))
     custom = {"足球": ["蹴鞠"], "股票": ["证券", "股份"]}
     for strategy in ("mix", "substitute", "insert", "delete", "swap"):
         for aug_type in ("random", "custom"):
@@ -239,3 +240,6 @@ def test_download_only_types_fail_with_the_offline_alternatives(keyword_data, tm
     result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
                         tmp_path / "aug.txt", "--aug_type", "custom", "--custom_file", _write(tmp_path / "b.json", "{"))
     assert result.returncode == 2 and "not valid JSON" in result.stderr
+    result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
+                        tmp_path / "aug.txt", "--aug_type", "custom")
+    assert result.returncode == 2 and "--aug_type custom needs --custom_file words.json" in result.stderr
