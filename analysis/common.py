@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import (DataError, checkpoint_thresholds, load_model, load_tokenizer, read_lines,  # noqa: E402
-                   resolve_label_list, set_device)
+                   resolve_label_list, set_device, set_seed)
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -31,6 +31,8 @@ class TrainedModel:
 def load_trained(args: argparse.Namespace) -> TrainedModel:
     """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file."""
     set_device(args.device)
+    if getattr(args, "seed", None) is not None:
+        set_seed(args.seed)
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)

@@ -19,8 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 
 from common import load_trained, write_rows  # noqa: E402
-from utils import (DataError, format_labels, load_examples, logger, multi_hot, run_cli, set_seed,  # noqa: E402
-                   text_probs)
+from utils import DataError, format_labels, load_examples, logger, multi_hot, run_cli, text_probs  # noqa: E402
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -52,7 +51,6 @@ def main(args: argparse.Namespace) -> None:
         raise DataError("--dirty_num and --batch_size must be at least 1")
     if not 0.0 <= args.dirty_threshold < 1.0:
         raise DataError(f"--dirty_threshold must lie in [0, 1), got {args.dirty_threshold}")
-    set_seed(args.seed)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     train = load_examples(dataset / args.train_file, trained.labels)

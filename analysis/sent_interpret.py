@@ -16,7 +16,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 
 from common import load_trained, read_interpret_rows, top_k_similar  # noqa: E402
 from utils import (DataError, classifier_features, format_labels, load_examples, logger, run_cli,  # noqa: E402
-                   set_seed, text_probs)
+                   text_probs)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -37,7 +37,6 @@ parser.add_argument("--interpret_result_file", type=str, default="sent_interpret
 def main(args: argparse.Namespace) -> None:
     if args.top_k < 1 or args.batch_size < 1:
         raise DataError("--top_k and --batch_size must be at least 1")
-    set_seed(args.seed)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     rows = read_interpret_rows(dataset / args.interpret_input_file)

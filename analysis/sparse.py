@@ -20,7 +20,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary  # noqa: E402
 from common import load_trained, top_k_similar, write_rows  # noqa: E402
 from utils import (DataError, classifier_features, format_labels, iter_examples, load_examples, logger,  # noqa: E402
-                   plain_vocabulary, run_cli, set_seed)
+                   plain_vocabulary, run_cli)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -74,7 +74,6 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> None:
     check_args(args)
-    set_seed(args.seed)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     featurize = lambda texts: classifier_features(trained.model, trained.tokenizer, texts,  # noqa: E731

@@ -21,7 +21,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
 
 from common import InterpretRow, TrainedModel, load_trained, read_interpret_rows  # noqa: E402
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores  # noqa: E402
-from utils import DataError, logger, run_cli, set_seed, text_probs  # noqa: E402
+from utils import DataError, logger, run_cli, text_probs  # noqa: E402
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -60,7 +60,6 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
 def main(args: argparse.Namespace) -> None:
     if args.key_words_num < 1 or args.ig_steps < 1:
         raise DataError("--key_words_num and --ig_steps must be at least 1")
-    set_seed(args.seed)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     input_path = dataset / args.interpret_input_file
