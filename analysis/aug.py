@@ -13,9 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then augment.py
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then augment.py and common.py
 
 from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary  # noqa: E402
+from common import write_rows  # noqa: E402
 from utils import (DataError, format_labels, load_examples, load_tokenizer, logger, plain_vocabulary,  # noqa: E402
                    read_label_list, run_cli)
 
@@ -50,16 +51,14 @@ def main(args: argparse.Namespace) -> None:
     augmenter = build_augmenter(args.aug_strategy, args.aug_type, args.create_n, args.aug_percent,
                                 vocabulary(args), custom, args.seed)
     examples = load_examples(train_path, label_list)
-    written = unchanged = 0
-    with open(aug_path, "w", encoding="utf-8") as out:
-        for example in tqdm(examples, desc="Augmenting", unit="row", disable=None):
-            new_texts = augmenter.augment(example.text)
-            unchanged += not new_texts
-            for text in new_texts:
-                out.write(f"{text}\t{format_labels(example.labels, label_list)}\n" if example.labels else f"{text}\n")
-                written += 1
+    rows, unchanged = [], 0
+    for example in tqdm(examples, desc="Augmenting", unit="row", disable=None):
+        new_texts = augmenter.augment(example.text)
+        unchanged += not new_texts
+        rows += [(text, format_labels(example.labels, label_list)) for text in new_texts]
+    write_rows(aug_path, rows)
     method = args.aug_strategy if args.aug_strategy in ("delete", "swap") else f"{args.aug_strategy} {args.aug_type}"
-    logger.info(f"{written} augmented rows from {len(examples)} rows ({method}) saved in {aug_path}; "
+    logger.info(f"{len(rows)} augmented rows from {len(examples)} rows ({method}) saved in {aug_path}; "
                 f"{unchanged} rows gave no new text (too short, or no dictionary word in them)")
 
 

@@ -59,11 +59,14 @@ def _forward(model, embeds: paddle.Tensor, item: Encoded) -> paddle.Tensor:
     return model(**kwargs)
 
 
+@paddle.no_grad()
+def _word_embeddings(model, item: Encoded) -> paddle.Tensor:
+    return getattr(model, model.base_model_prefix).embeddings.word_embeddings(paddle.to_tensor(item.input_ids))
+
+
 def integrated_gradients(model, item: Encoded, label: int, steps: int = 50) -> tuple[np.ndarray, float, float]:
     """Token attributions, logit at the text and logit at the baseline."""
-    word_embeddings = getattr(model, model.base_model_prefix).embeddings.word_embeddings
-    with paddle.no_grad():
-        embeds = word_embeddings(paddle.to_tensor(item.input_ids))
+    embeds = _word_embeddings(model, item)
     keep = paddle.to_tensor((item.token_words < 0).astype("float32")[None, :, None])
     baseline = embeds * keep  # special tokens stay, the text's tokens become zero vectors
     alphas = paddle.to_tensor(((np.arange(steps) + 0.5) / steps).astype("float32")[:, None, None])
@@ -78,9 +81,7 @@ def integrated_gradients(model, item: Encoded, label: int, steps: int = 50) -> t
 
 
 def gradient_times_input(model, item: Encoded, label: int) -> np.ndarray:
-    word_embeddings = getattr(model, model.base_model_prefix).embeddings.word_embeddings
-    with paddle.no_grad():
-        embeds = word_embeddings(paddle.to_tensor(item.input_ids))
+    embeds = _word_embeddings(model, item)
     embeds.stop_gradient = False
     (grads,) = grad_wrt_inputs(_forward(model, embeds, item)[:, label].sum(), [embeds], model)
     return (embeds * grads).sum(axis=-1).numpy()[0]

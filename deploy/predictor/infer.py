@@ -72,13 +72,15 @@ def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
                         f"(it takes token_type_ids); drop the flag or re-export with --multilingual")
 
 
-def calibration_texts(dataset: Path, fallback: list[str]) -> list[str]:
-    """Texts for INT8 calibration: the training file if present, else the texts being labelled."""
-    train_file = dataset / "train.txt"
-    source = [e.text for e in iter_examples(train_file)] if train_file.is_file() else fallback
-    logger.info(f"Calibrating INT8 on {min(len(source), CALIBRATION_SIZE)} texts of "
-                f"{train_file if train_file.is_file() else 'the input'}")
-    return source[:CALIBRATION_SIZE]
+def calibration_texts(dataset: Path, input_file: Path) -> list[str]:
+    """Texts for INT8 calibration: the start of the training file if present, else of the input file.
+
+    Read only when an INT8 model is built for the first time.
+    """
+    source = dataset / "train.txt" if (dataset / "train.txt").is_file() else input_file
+    texts = [e.text for e in islice(iter_examples(source), CALIBRATION_SIZE)]
+    logger.info(f"Calibrating INT8 on {len(texts)} texts of {source}")
+    return texts
 
 
 def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
@@ -114,11 +116,12 @@ def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresh
     model = load_model(args.params_path)
     reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size)
     pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
-    calibration = calibration_texts(Path(args.dataset_dir), texts)
+    perf_file = Path(args.dataset_dir) / f"{args.perf_dataset}.txt"
     variants = {}
     for backend, precision in VARIANTS[args.device]:
         engine = create_backend(export, backend, precision, args.device, args.device_id, args.num_threads,
-                                lambda: pipeline.feeds(pipeline.encode(calibration)))
+                                lambda: pipeline.feeds(pipeline.encode(calibration_texts(perf_file.parent,
+                                                                                         perf_file))))
         variants[engine.label] = pipeline.probs(engine, texts)
     rows = parity_rows(reference, variants, thresholds, labels)
     log_parity(rows)
@@ -145,9 +148,8 @@ def main(args: argparse.Namespace) -> None:
     if args.output_file and Path(args.output_file).resolve() == data_path.resolve():
         raise DataError(f"--output_file {args.output_file} would overwrite the input {data_path}")
     pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
-    sample = [e.text for e in islice(iter_examples(data_path), CALIBRATION_SIZE)]
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
-                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, sample))))
+                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, data_path))))
     predictor = Predictor(export, backend, tokenizer, args.max_seq_length, args.batch_size, thresholds)
     if args.perf:
         examples = load_examples(data_path, export.labels)
