@@ -8,18 +8,14 @@ error, not a file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 
-from inference import (ERNIE_INPUTS, ERNIE_M_INPUTS, EXPORT_PREFIX, META_FILE, TextPipeline, check_fp32_parity,
-                       convert_to_onnx, create_backend, export_static_graph, load_export, log_parity, parity_rows,
-                       write_meta)
+from inference import EXPORT_PREFIX, META_FILE, deploy_input_names, export_checked
 from utils import (DataError, checkpoint_thresholds, load_examples, load_model, load_tokenizer, logger, multi_hot,
-                   plain_vocabulary, resolve_label_list, run_cli, set_device, text_probs)
+                   plain_vocabulary, resolve_label_list, run_cli, set_device)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -60,37 +56,11 @@ def export(args: argparse.Namespace) -> None:
     label_file = Path(args.dataset_dir or args.params_path) / "label.txt"
     label_list = resolve_label_list(model, label_file)
     thresholds = checkpoint_thresholds(model)
-    takes_token_types = "token_type_ids" in tokenizer("测试")
-    if not args.multilingual and not takes_token_types:
-        logger.info("The tokenizer produces no token_type_ids (ERNIE-M): exporting input_ids only, as --multilingual")
-    input_names = ERNIE_INPUTS if takes_token_types and not args.multilingual else ERNIE_M_INPUTS
+    input_names = deploy_input_names(tokenizer, args.multilingual)
     texts, labels = parity_texts(args, tokenizer, label_list)
-    reference = text_probs(model, tokenizer, texts, args.max_seq_length)  # before to_static rewrites forward
-
-    output = Path(args.output_path)
-    output.mkdir(parents=True, exist_ok=True)
-    prefix = output / EXPORT_PREFIX
-    export_static_graph(model, prefix, input_names)
-    convert_to_onnx(prefix, output / "model.onnx")
-    tokenizer.save_pretrained(str(output))
-    write_meta(output, EXPORT_PREFIX, label_list, thresholds, input_names)
-
-    exported = load_export(prefix)
-    pipeline = TextPipeline(exported, tokenizer, args.max_seq_length)
-    variants = {}
-    for backend in ("onnxruntime", "paddle"):
-        engine = create_backend(exported, backend, "fp32", num_threads=os.cpu_count() or 1)
-        variants[engine.label] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, variants, thresholds, labels)
-    log_parity(rows)
-    try:
-        check_fp32_parity(rows)
-    except DataError:
-        for written in [*output.glob(f"{EXPORT_PREFIX}.*"), output / "model.onnx", output / META_FILE]:
-            written.unlink(missing_ok=True)  # a model that answers differently must not be deployed
-        raise
-    (output / "parity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    logger.info(f"Exported {len(label_list)}-label model to {output}/: {EXPORT_PREFIX}.* (Paddle Inference), "
+    export_checked(model, tokenizer, Path(args.output_path), EXPORT_PREFIX, label_list, thresholds, input_names,
+                   texts, labels, args.max_seq_length)
+    logger.info(f"Exported {len(label_list)}-label model to {args.output_path}/: {EXPORT_PREFIX}.* (Paddle Inference), "
                 f"model.onnx, tokenizer, {META_FILE}; FP32 parity checked on {len(texts)} "
                 f"{'dev' if labels is not None else 'random'} texts")
 

@@ -31,7 +31,8 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from scipy.special import expit
 
 from metric import MetricReport
-from utils import WINDOW_BATCHES, DataError, batched, check_label_list, load_tokenizer, logger, read_label_list
+from utils import (WINDOW_BATCHES, DataError, batched, check_label_list, load_tokenizer, logger, read_label_list,
+                   text_probs)
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
@@ -107,6 +108,49 @@ def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresho
     meta = {"model_prefix": prefix_name, "onnx": ONNX_FILE, "input_names": list(input_names),
             "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds]}
     (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def deploy_input_names(tokenizer, multilingual: bool = False) -> tuple[str, ...]:
+    """The exported graph's inputs: ERNIE-M tokenizers make no token_type_ids, so neither does its graph."""
+    if not multilingual and "token_type_ids" not in tokenizer("测试"):
+        logger.info("The tokenizer produces no token_type_ids (ERNIE-M): exporting input_ids only, as --multilingual")
+        return ERNIE_M_INPUTS
+    return ERNIE_M_INPUTS if multilingual else ERNIE_INPUTS
+
+
+def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
+                   input_names: Sequence[str], texts: Sequence[str], labels: np.ndarray | None,
+                   max_seq_length: int) -> list[dict]:
+    """Write a deployable directory and prove it answers like the dygraph model.
+
+    Static graph `<prefix_name>.*`, model.onnx, tokenizer and metadata go to `output`; then both
+    FP32 runtimes are compared with dygraph on `texts`. A failing export is deleted (a model that
+    answers differently must not be deployed) and reported as a DataError. Returns the parity rows.
+    """
+    reference = text_probs(model, tokenizer, texts, max_seq_length)  # before to_static rewrites forward
+    output.mkdir(parents=True, exist_ok=True)
+    prefix = output / prefix_name
+    export_static_graph(model, prefix, input_names)
+    convert_to_onnx(prefix, output / ONNX_FILE)
+    tokenizer.save_pretrained(str(output))
+    write_meta(output, prefix_name, label_list, thresholds, input_names)
+
+    exported = load_export(prefix)
+    pipeline = TextPipeline(exported, tokenizer, max_seq_length)
+    variants = {}
+    for backend in ("onnxruntime", "paddle"):
+        engine = create_backend(exported, backend, "fp32", num_threads=os.cpu_count() or 1)
+        variants[engine.label] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, variants, np.asarray(thresholds, dtype="float32"), labels)
+    log_parity(rows)
+    try:
+        check_fp32_parity(rows)
+    except DataError:
+        for written in [*output.glob(f"{prefix_name}.*"), output / ONNX_FILE, output / META_FILE]:
+            written.unlink(missing_ok=True)
+        raise
+    (output / "parity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
 
 
 def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathLike | None = None) -> ExportInfo:

@@ -20,9 +20,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from metric import MetricReport, tune_thresholds
-from utils import (DataError, check_label_list, convert_example, evaluate, has_trained_head, init_classifier_bias,
-                   load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
-                   multi_hot, predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed, write_settings)
+from utils import (DataError, build_optimizer, check_label_list, convert_example, evaluate, has_trained_head,
+                   init_classifier_bias, load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
+                   multi_hot, predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed,
+                   write_settings)
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -72,13 +73,6 @@ def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
     if args.warmup or args.warmup_steps > 0:
         return LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_steps)
     return args.learning_rate
-
-
-def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:
-    """AdamW without weight decay on biases and LayerNorm parameters, as in the reference."""
-    decay_params = {p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])}
-    return paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=model.parameters(),
-                                  weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
 
 
 def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[str]) -> None:
@@ -180,6 +174,11 @@ def train(args: argparse.Namespace) -> None:
     logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
     if args.tune_thresholds and rank == 0:
         save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, dev_loader, label_list, args)
+    if world_size > 1:
+        # Leave together: a rank that exits while rank 0 (host of the TCP store) is still saving made
+        # the launcher abort rank 0 after its last log line in one CI run.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def save_tuned_thresholds(model, tokenizer, dev_loader, label_list: list[str], args: argparse.Namespace) -> None:

@@ -18,7 +18,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import paddle
 from paddlenlp.data import DataCollatorWithPadding
-from paddlenlp.transformers import AutoModelForSequenceClassification, AutoTokenizer
+import paddlenlp.transformers
+from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from paddlenlp.utils.log import logger  # the one logger of every script, as in the reference
 from tqdm import tqdm
 
@@ -264,9 +265,65 @@ def plain_vocabulary(tokenizer) -> list[str]:
 
 
 def load_model(model_name: str, num_labels: int | None = None):
-    """Load a sequence-classification model (a fresh head when the checkpoint has none of this size)."""
+    """Load a sequence-classification model (a fresh head when the checkpoint has none of this size).
+
+    Width-pruned checkpoints (prune.py) are narrower than their config says: they are built full
+    size, narrowed to the stored width, and only then given their weights.
+    """
     kwargs = {} if num_labels is None else {"num_classes": num_labels}
-    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
+    pruned = pruned_width(model_name)
+    if pruned is None:
+        return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
+    config = _from_pretrained(AutoConfig.from_pretrained, model_name, **kwargs)
+    model = getattr(paddlenlp.transformers, config.architectures[0])(config)
+    narrow_encoder(model, pruned["num_attention_heads"], pruned["intermediate_size"])
+    model.set_state_dict(paddle.load(str(Path(model_name) / "model_state.pdparams")))
+    return model
+
+
+def pruned_width(model_name: str) -> dict | None:
+    """The `pruned_width` entry prune.py stores in config.json ({width_mult, heads, FFN size}), if any."""
+    config_file = Path(model_name) / "config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8")).get("pruned_width")
+
+
+def encoder_layers(model) -> list[paddle.nn.TransformerEncoderLayer]:
+    """The transformer layers of an ERNIE-family classifier (post-norm paddle.nn layers)."""
+    base = getattr(model, model.base_model_prefix, None)
+    layers = list(getattr(getattr(base, "encoder", None), "layers", []))
+    if not layers or not all(isinstance(layer, paddle.nn.TransformerEncoderLayer) and not layer.normalize_before
+                             for layer in layers):
+        raise DataError(f"{type(model).__name__}: width pruning needs an ERNIE-style encoder of "
+                        f"paddle.nn.TransformerEncoderLayer (post-norm)")
+    return layers
+
+
+def _narrow_linear(linear: paddle.nn.Linear, rows: int | None = None, cols: int | None = None) -> paddle.nn.Linear:
+    """A smaller Linear holding the first `rows` inputs and/or `cols` outputs of `linear`."""
+    weight = linear.weight[:rows, :cols]
+    narrow = paddle.nn.Linear(weight.shape[0], weight.shape[1])
+    narrow.weight.set_value(weight)
+    narrow.bias.set_value(linear.bias[:cols])
+    return narrow
+
+
+def narrow_encoder(model, num_heads: int, intermediate_size: int) -> None:
+    """Keep the first `num_heads` attention heads and `intermediate_size` FFN neurons of every layer.
+
+    prune.py orders heads and neurons by importance first, so the first ones are the ones to keep.
+    The hidden size is unchanged, so embeddings, pooler and classifier stay as they are.
+    """
+    for layer in encoder_layers(model):
+        attn = layer.self_attn
+        width = num_heads * attn.head_dim
+        attn.q_proj, attn.k_proj, attn.v_proj = (_narrow_linear(p, cols=width)
+                                                 for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        attn.out_proj = _narrow_linear(attn.out_proj, rows=width)
+        attn.num_heads = num_heads
+        layer.linear1 = _narrow_linear(layer.linear1, cols=intermediate_size)
+        layer.linear2 = _narrow_linear(layer.linear2, rows=intermediate_size)
 
 
 def has_trained_head(model_name: str, num_labels: int) -> bool:
@@ -492,6 +549,13 @@ def evaluate(model, loader: paddle.io.DataLoader, pad_token_id: int, thresholds,
     micro_f1, macro_f1 = metric.accumulate()
     logger.info("eval loss: %.5f, micro f1 score: %.5f, macro f1 score: %.5f" % (loss, micro_f1, macro_f1))
     return metric
+
+
+def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:
+    """AdamW without weight decay on biases and LayerNorm parameters, as in the reference."""
+    decay_params = {p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])}
+    return paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=model.parameters(),
+                                  weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
 
 
 def write_settings(args, save_dir: str | os.PathLike) -> None:
