@@ -8,6 +8,7 @@ import pytest
 
 import export_model
 import predict
+import prune
 import train
 from conftest import ROOT
 
@@ -56,3 +57,22 @@ INFER_DEFAULTS = {
     "batch_size": 32, "device": "gpu", "device_id": 0, "perf": False, "dataset_dir": "d", "perf_dataset": "dev",
     "multilingual": False, "backend": "onnxruntime",
 }
+
+
+PRUNE_DEFAULTS = {  # paddlenlp 2.8.1 CompressionArguments defaults, as the reference's PdArgumentParser has them
+    "device": "gpu", "params_dir": "./checkpoint/", "max_seq_length": 128, "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8, "learning_rate": 5e-5, "num_train_epochs": 1.0, "logging_steps": 100,
+    "save_steps": 100, "seed": 42, "width_mult_list": ["3/4"], "max_steps": -1, "warmup_ratio": 0.1,
+    "weight_decay": 0.0,
+}
+
+
+def test_prune_reference_arguments_and_defaults(capsys):
+    args = vars(prune.parser.parse_args(["--dataset_dir", "d", "--output_dir", "o"]))
+    assert {k: args[k] for k in PRUNE_DEFAULTS} == PRUNE_DEFAULTS
+    args = prune.parser.parse_args(["--dataset_dir", "d", "--output_dir", "o", "--width_mult_list", "3/4", "2/3",
+                                    "1/2"])
+    assert args.width_mult_list == ["3/4", "2/3", "1/2"]
+    with pytest.raises(SystemExit):
+        prune.parser.parse_args(["--dataset_dir", "d"])
+    assert "--output_dir" in capsys.readouterr().err
