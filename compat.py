@@ -1,13 +1,15 @@
 """Workarounds for defects of the pinned upstream packages, each naming its defect.
 
 tests/test_compat.py fails when a workaround stops working or when the upstream defect is gone
-(then the workaround should be deleted).
+(then the workaround should be deleted). Patches of upstream classes are applied once, when this
+module is imported.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import paddle
+from paddlenlp.server import predictor as server_predictor
 
 
 def grad_wrt_inputs(output: paddle.Tensor, inputs: Sequence[paddle.Tensor], model: paddle.nn.Layer
@@ -24,3 +26,26 @@ def grad_wrt_inputs(output: paddle.Tensor, inputs: Sequence[paddle.Tensor], mode
     scales = [layer.weight for layer in model.sublayers()
               if isinstance(layer, paddle.nn.LayerNorm) and layer.weight is not None and not layer.weight.stop_gradient]
     return paddle.grad(output, [*inputs, *scales])[:len(inputs)]
+
+
+UPSTREAM_SERVER_CREATE_PREDICTOR = server_predictor.Predictor._create_predictor
+
+
+def _server_predictor_from_export(self) -> None:
+    """Replaces paddlenlp.server.predictor.Predictor._create_predictor (SimpleServer's model loader).
+
+    Defect (paddlenlp 2.8.1 on Paddle 3): it only looks for pre-PIR `<name>.pdmodel` programs, so
+    SimpleServer.register on a Paddle 3 export (`<name>.json`) fails with "The model path do not
+    include the inference model, please check!"; past that, `_is_int8_model` walks legacy program
+    blocks and the CPU config enables memory_optimize_pass, which fails under PIR. The same engine
+    (Paddle Inference) is built by inference.create_backend from the export's metadata instead.
+    """
+    from inference import create_backend, export_prefix_in, load_export
+
+    self.export = load_export(export_prefix_in(self._model_path))
+    device, _, index = self._device.partition(":")
+    self.backend = create_backend(self.export, "paddle", self._precision, device, int(index or 0), self._num_threads)
+    self._predictor_type, self._output_num = "paddle_inference", 1
+
+
+server_predictor.Predictor._create_predictor = _server_predictor_from_export

@@ -424,6 +424,44 @@ def load_export_tokenizer(export: ExportInfo, override: str | None = None):
     return load_tokenizer(override or str(export.directory))
 
 
+# ------------------------------------------------------------------------------------ serving
+
+MAX_REQUEST_TEXTS = 256  # texts one serving request may carry
+
+
+def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS) -> list[str]:
+    """The texts of a serving request (a string or a list of strings), or a DataError saying why not."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts:
+        raise DataError("'text' must be a string or a non-empty list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(f"text[{i}] is {type(text).__name__}, not a string")
+    if len(texts) > max_texts:
+        raise DataError(f"{len(texts)} texts in one request; at most {max_texts}")
+    return texts
+
+
+def predicted_labels(probs: np.ndarray, labels: Sequence[str], thresholds) -> tuple[list[list[str]], list[list[float]]]:
+    """Per row: the names of the labels above their threshold and their probabilities (maybe none)."""
+    chosen = np.asarray(probs) > np.asarray(thresholds)
+    names = [[labels[j] for j in np.flatnonzero(row)] for row in chosen]
+    confidences = [[round(float(p), 6) for p in prob_row[row]] for prob_row, row in zip(np.asarray(probs), chosen)]
+    return names, confidences
+
+
+def export_prefix_in(directory: str | os.PathLike) -> Path:
+    """The model prefix of an export directory (float32, pruned_model, or a reference export's name)."""
+    directory = Path(directory)
+    meta_file = directory / META_FILE
+    if meta_file.is_file():
+        return directory / json.loads(meta_file.read_text(encoding="utf-8"))["model_prefix"]
+    params = sorted(directory.glob("*.pdiparams"))
+    if not params:
+        raise DataError(f"{directory} holds no exported model (*.pdiparams); run export_model.py first")
+    return params[0].with_suffix("")
+
+
 # ------------------------------------------------------------------------------- parity check
 
 FP32_TOLERANCE = 1e-4  # max |Δprob| allowed between an FP32 variant and the dygraph model

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import paddle
+import pytest
+from paddlenlp.server import predictor as server_predictor
 
 import compat
+from inference import TextPipeline, create_backend, load_export, load_export_tokenizer
 
 
 def layer_norm_model(weight: np.ndarray) -> paddle.nn.Layer:
@@ -59,3 +62,31 @@ def test_grad_wrt_inputs_is_right():
     x = leaf(x0)
     (grad,) = compat.grad_wrt_inputs(objective(model, x, upstream), [x], model)
     np.testing.assert_allclose(grad.numpy(), finite_difference(model, x0, upstream), atol=1e-6)
+
+
+def bare_server_predictor(model_path: str):
+    """paddlenlp's SimpleServer Predictor with its attributes set but no model loaded yet."""
+    predictor = server_predictor.Predictor.__new__(server_predictor.Predictor)
+    predictor._model_path, predictor._default_static_model_path = model_path, "auto_static"
+    predictor._precision, predictor._device, predictor._num_threads = "fp32", "cpu", 1
+    return predictor
+
+
+@pytest.mark.slow
+def test_simple_server_predictor_still_cannot_find_a_paddle3_export(exported):
+    export_dir, _ = exported
+    with pytest.raises(RuntimeError, match="The model path do not include the inference model"):
+        compat.UPSTREAM_SERVER_CREATE_PREDICTOR(bare_server_predictor(str(export_dir)))
+
+
+@pytest.mark.slow
+def test_patched_simple_server_predictor_runs_the_export(exported):
+    export_dir, _ = exported
+    predictor = server_predictor.Predictor(str(export_dir), "fp32", "cpu")
+    assert server_predictor.Predictor._create_predictor is compat._server_predictor_from_export
+    export = load_export(export_dir / "float32")
+    pipeline = TextPipeline(export, load_export_tokenizer(export))
+    feed = pipeline.feeds(pipeline.encode(["足球比赛", "学校考试老师"]))[0]
+    expected = create_backend(export, "onnxruntime", "fp32").run(feed)
+    assert predictor.backend.label == "paddle fp32"
+    assert np.abs(predictor.backend.run(feed) - expected).max() < 1e-4

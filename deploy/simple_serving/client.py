@@ -1,0 +1,62 @@
+"""Send texts to the SimpleServer (server.py) and print the labels it returns."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--max_seq_len", default=128, type=int, help="The maximum total input sequence length after tokenization.")
+parser.add_argument("--batch_size", default=1, type=int, help="Batch size the server uses for these texts.")
+parser.add_argument("--prob_limit", default=None, type=float, help="One threshold for every label; by default the server uses the exported per-label thresholds.")
+parser.add_argument("--url", default="http://127.0.0.1:8189/models/cls_multi_label", help="The server's model route.")
+parser.add_argument("--input_file", default=None, help="Texts to label, one per line (default: three example sentences).")
+parser.add_argument("--timeout", default=60, type=float, help="Seconds to wait for the answer.")
+# yapf: enable
+
+EXAMPLES = [
+    "经审理查明，原告王某某与被告刘某某于1996年经人介绍相识，后二人自由恋爱，婚后育有一子。",
+    "2015年3月，被告离家外出务工，双方分居至今，原告诉至本院，要求与被告离婚。",
+    "被告未按照调解协议约定的期限支付抚养费。",
+]
+
+
+def classify(url: str, texts: list[str], parameters: dict, timeout: float) -> dict:
+    """POST the texts; returns the decoded JSON answer, or raises RuntimeError with the server's reason."""
+    body = json.dumps({"data": {"text": texts}, "parameters": parameters}, ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        raise RuntimeError(f"HTTP {err.code}: {err.read().decode('utf-8', 'replace')}") from None
+    except urllib.error.URLError as err:
+        raise RuntimeError(f"cannot reach {url}: {err.reason} (is server.py running?)") from None
+
+
+def main() -> None:
+    args = parser.parse_args()
+    if args.input_file:
+        with open(args.input_file, encoding="utf-8-sig") as handle:
+            texts = [line.rstrip("\r\n") for line in handle if line.strip()]
+    else:
+        texts = EXAMPLES
+    parameters = {"max_seq_len": args.max_seq_len, "batch_size": args.batch_size}
+    if args.prob_limit is not None:
+        parameters["prob_limit"] = args.prob_limit
+    try:
+        result = classify(args.url, texts, parameters, args.timeout)["result"]
+    except RuntimeError as err:
+        sys.exit(f"error: {err}")
+    for text, names, probs in zip(texts, result["label"], result["confidence"]):
+        print(f"text: {text}")
+        print(f"label: {','.join(names)}")
+        print(f"confidence: {','.join(f'{p:.3f}' for p in probs)}")
+        print("-" * 20)
+
+
+if __name__ == "__main__":
+    main()

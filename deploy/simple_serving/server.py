@@ -1,0 +1,73 @@
+"""PaddleNLP SimpleServer for an export directory: POST /models/cls_multi_label.
+
+Start it from this directory (as in the reference):
+
+    paddlenlp server server:app --host 0.0.0.0 --port 8189
+
+The export directory is ../../export unless EXPORT_DIR says otherwise (any directory written by
+export_model.py or prune.py). Responses name the labels and honour the exported per-label
+thresholds unless the request sends `prob_limit`; bad requests get HTTP 422 with the reason.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from fastapi import HTTPException
+from paddlenlp import SimpleServer
+from paddlenlp.server import BaseModelHandler, BasePostHandler
+from scipy.special import expit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import compat  # noqa: E402,F401  (SimpleServer's model loader, patched for Paddle 3 exports)
+from inference import TextPipeline, predicted_labels, request_texts  # noqa: E402
+from utils import DataError  # noqa: E402
+
+EXPORT_DIR = os.environ.get("EXPORT_DIR", "../../export")
+
+
+def parameter(parameters: dict, name: str, default, kind: type, low: float, high: float):
+    value = parameters.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+            or (kind is int and value != int(value)):
+        raise DataError(f"parameter {name} must be {'an integer' if kind is int else 'a number'} in "
+                        f"[{low:g}, {high:g}], got {value!r}")
+    return kind(value)
+
+
+class MultiLabelModelHandler(BaseModelHandler):
+    """Tokenize, batch by length and run the export, exactly as deploy/predictor does."""
+
+    @classmethod
+    def process(cls, predictor, tokenizer, data, parameters):
+        try:
+            if not isinstance(data, dict) or "text" not in data:
+                raise DataError("the request's 'data' must be an object with a 'text' field")
+            texts = request_texts(data["text"])
+            max_seq_len = parameter(parameters, "max_seq_len", 128, int, 2, 2048)
+            batch_size = parameter(parameters, "batch_size", 32, int, 1, 1024)
+            prob_limit = parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
+        except DataError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        pipeline = TextPipeline(predictor.export, tokenizer, max_seq_len, batch_size)
+        logits = pipeline.logits(predictor.backend, pipeline.encode(texts))
+        thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(logits[0]), prob_limit)
+        return {"logits": logits, "labels": predictor.export.labels, "thresholds": thresholds}
+
+
+class MultiLabelPostHandler(BasePostHandler):
+    """Label names and probabilities per text (an empty list when no label passes its threshold)."""
+
+    @classmethod
+    def process(cls, data, parameters):
+        names, confidences = predicted_labels(expit(data["logits"]), data["labels"], data["thresholds"])
+        return {"label": names, "confidence": confidences}
+
+
+app = SimpleServer()
+app.register("models/cls_multi_label", model_path=EXPORT_DIR, tokenizer_name=EXPORT_DIR,
+             model_handler=MultiLabelModelHandler, post_handler=MultiLabelPostHandler, device_id=-1)

@@ -1,0 +1,124 @@
+"""deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+from inference import MAX_REQUEST_TEXTS, TextPipeline, create_backend, load_export, load_export_tokenizer, \
+    predicted_labels
+
+pytestmark = pytest.mark.slow
+SERVING = ROOT / "deploy/simple_serving"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    """`paddlenlp server server:app` on an ephemeral port, serving the exported test model."""
+    export_dir, _ = exported
+    port = free_port()
+    log = tmp_path_factory.mktemp("simple_serving") / "server.log"
+    env = {**os.environ, "EXPORT_DIR": str(export_dir), "PYTHONWARNINGS": "ignore"}
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", "server:app", "--host",
+                                    "127.0.0.1", "--port", str(port)], cwd=SERVING, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/models/cls_multi_label"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    assert process.poll() is None, log.read_text()[-3000:]
+    yield url, export_dir
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def offline_labels(export_dir: Path, texts: list[str]) -> list[list[str]]:
+    """What deploy/predictor answers for these texts (ONNX Runtime FP32, exported thresholds)."""
+    export = load_export(export_dir / "float32")
+    pipeline = TextPipeline(export, load_export_tokenizer(export))
+    probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts)
+    return predicted_labels(probs, export.labels, export.thresholds)[0]
+
+
+def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
+    url, export_dir = server
+    texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
+    texts += ["", "的了在是"]  # an empty text and one without any keyword (no label predicted)
+    status, answer = post(url, {"data": {"text": texts}, "parameters": {"batch_size": 8}})
+    assert status == 200
+    expected = offline_labels(export_dir, texts)
+    assert answer["result"]["label"] == expected
+    assert [] in expected and any(len(names) > 1 for names in expected)
+    assert all(len(p) == len(n) and all(0.5 < x <= 1 for x in p)
+               for p, n in zip(answer["result"]["confidence"], answer["result"]["label"]))
+
+
+def test_prob_limit_replaces_the_exported_thresholds(server):
+    url, _ = server
+    status, answer = post(url, {"data": {"text": "足球比赛股票"}, "parameters": {"prob_limit": 0.0}})
+    assert status == 200
+    assert len(answer["result"]["label"][0]) == 5  # every label is above 0
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"data": {"text": [1, "a"]}}, "text[0] is int, not a string"),
+    ({"data": {"text": []}}, "'text' must be a string or a non-empty list of strings"),
+    ({"data": {"text": ["a"] * (MAX_REQUEST_TEXTS + 1)}}, f"{MAX_REQUEST_TEXTS + 1} texts in one request; at most"),
+    ({"data": {"sentence": "a"}}, "the request's 'data' must be an object with a 'text' field"),
+    ({"data": {"text": "a"}, "parameters": {"max_seq_len": "long"}}, "parameter max_seq_len must be an integer"),
+    ({"data": {"text": "a"}, "parameters": {"prob_limit": 2}}, "parameter prob_limit must be a number in [0, 1]"),
+])
+def test_malformed_requests_get_422_and_the_server_keeps_serving(server, body, reason):
+    url, _ = server
+    status, answer = post(url, body)
+    assert status == 422 and reason in answer["detail"]
+    status, answer = post(url, {"data": {"text": ["学校考试"]}})
+    assert status == 200 and answer["result"]["label"] == [["教育"]]
+
+
+def test_invalid_json_and_unknown_fields_are_refused(server):
+    url, _ = server
+    assert post(url, b"not json")[0] == 422
+    assert post(url, {"data": {"text": "a"}, "extra": 1})[0] == 422
+    assert post(url, {"data": {"text": ["学校考试"]}})[0] == 200
+
+
+def test_client_prints_label_names(server, tmp_path):
+    url, export_dir = server
+    (tmp_path / "texts.txt").write_text("学校考试\n足球比赛和股票\n", encoding="utf-8")
+    result = run_script("deploy/simple_serving/client.py", "--url", url, "--input_file", tmp_path / "texts.txt")
+    assert result.returncode == 0, result.stderr
+    labels = [line[len("label: "):] for line in result.stdout.splitlines() if line.startswith("label: ")]
+    assert labels == [",".join(names) for names in offline_labels(export_dir, ["学校考试", "足球比赛和股票"])]
+    result = run_script("deploy/simple_serving/client.py", "--url", url.replace("cls_multi_label", "nothing"))
+    assert result.returncode == 1 and "error: HTTP 404" in result.stderr
