@@ -1,0 +1,122 @@
+"""Generate the Triton model repository for an export directory.
+
+    python deploy/triton_serving/build_repo.py --export_dir ./export --output_dir deploy/triton_serving/models
+
+Tensor names, the label count, labels, thresholds and the tokenizer all come from the export, so
+nothing in the repository is edited by hand:
+
+    seqcls              ensemble: INPUT (string) -> label (string), confidence (fp32 x labels)
+    tokenizer           python: the export's tokenizer -> input_ids[, token_type_ids]
+    seqcls_model        the export's model.onnx: platform onnxruntime_onnx (--platform onnxruntime,
+                        as in the NGC Triton image, CPU or GPU) or python running ONNX Runtime
+                        (--platform python, for servers without the ONNX Runtime backend)
+    seqcls_postprocess  python: sigmoid, per-label thresholds, label names, every row of the batch
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from inference import (ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export,  # noqa: E402
+                       load_export_tokenizer)
+from utils import DataError, logger, run_cli  # noqa: E402
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--export_dir", default="./export", help="Directory written by export_model.py or prune.py.")
+parser.add_argument("--output_dir", default="./models", help="The model repository to (re)create.")
+parser.add_argument("--platform", choices=["onnxruntime", "python"], default="onnxruntime", help="How seqcls_model runs the ONNX model.")
+parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Instance kind of seqcls_model (onnxruntime platform).")
+parser.add_argument("--max_batch_size", type=int, default=64, help="Largest batch Triton forms.")
+parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--num_threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default).")
+# yapf: enable
+
+SOURCES = Path(__file__).resolve().parent / "python_models"
+
+
+def tensor(name: str, data_type: str, dims: list[int]) -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
+
+
+def config(name: str, head: str, max_batch_size: int, inputs: list[str], outputs: list[str], tail: str = "") -> str:
+    inputs_text, outputs_text = ",\n".join(inputs), ",\n".join(outputs)
+    return (f'name: "{name}"\n{head}\nmax_batch_size: {max_batch_size}\n'
+            f'input [\n{inputs_text}\n]\noutput [\n{outputs_text}\n]\n{tail}')
+
+
+def parameter(key: str, value) -> str:
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+
+
+def ensemble_step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    maps = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+    maps += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+    return f'    {{\n      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
+
+
+def write_model(repo: Path, name: str, config_text: str, source: str | None = None) -> Path:
+    version = repo / name / "1"
+    version.mkdir(parents=True)
+    (repo / name / "config.pbtxt").write_text(config_text, encoding="utf-8")
+    if source:
+        shutil.copy(SOURCES / source, version / "model.py")
+    return version
+
+
+def build(args: argparse.Namespace) -> None:
+    if args.max_batch_size < 1 or args.max_seq_length < 2:
+        raise DataError("--max_batch_size must be at least 1 and --max_seq_length at least 2")
+    export = load_export(export_prefix_in(args.export_dir))
+    onnx_file = ensure_onnx(export.model_prefix, export.directory)
+    repo = Path(args.output_dir)
+    if repo.exists():
+        shutil.rmtree(repo)
+    num_labels, inputs = len(export.labels), export.input_names
+    batch = args.max_batch_size
+    cpu = "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+
+    tokenizer_dir = write_model(repo, "tokenizer", config(
+        "tokenizer", 'backend: "python"', batch, [tensor("INPUT", "TYPE_STRING", [1])],
+        [tensor(name, "TYPE_INT64", [-1]) for name in inputs],
+        cpu + parameter("max_seq_length", args.max_seq_length)), "tokenizer.py")
+    load_export_tokenizer(export).save_pretrained(str(tokenizer_dir / "tokenizer"))
+
+    model_inputs = [tensor(name, "TYPE_INT64", [-1]) for name in inputs]
+    model_outputs = [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])]
+    threads = parameter("intra_op_thread_count", args.num_threads)
+    if args.platform == "onnxruntime":
+        kind = "KIND_GPU" if args.device == "gpu" else "KIND_CPU"
+        model_dir = write_model(repo, "seqcls_model", config(
+            "seqcls_model", 'platform: "onnxruntime_onnx"', batch, model_inputs, model_outputs,
+            f"instance_group [ {{ count: 1 kind: {kind} }} ]\n" + threads))
+    else:
+        model_dir = write_model(repo, "seqcls_model", config(
+            "seqcls_model", 'backend: "python"', batch, model_inputs, model_outputs, cpu + threads), "seqcls_model.py")
+    shutil.copy(onnx_file, model_dir / ONNX_FILE)
+
+    post_dir = write_model(repo, "seqcls_postprocess", config(
+        "seqcls_postprocess", 'backend: "python"', batch, [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])],
+        [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])], cpu),
+        "seqcls_postprocess.py")
+    (post_dir / "labels.json").write_text(json.dumps(
+        {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds]}, ensure_ascii=False, indent=1),
+        encoding="utf-8")
+
+    steps = [ensemble_step("tokenizer", {"INPUT": "INPUT"}, {name: name for name in inputs}),
+             ensemble_step("seqcls_model", {name: name for name in inputs}, {OUTPUT_NAME: OUTPUT_NAME}),
+             ensemble_step("seqcls_postprocess", {OUTPUT_NAME: OUTPUT_NAME},
+                           {"label": "label", "confidence": "confidence"})]
+    write_model(repo, "seqcls", config(
+        "seqcls", 'platform: "ensemble"', batch, [tensor("INPUT", "TYPE_STRING", [1])],
+        [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])],
+        "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"))
+    logger.info(f"Triton model repository for {num_labels} labels ({args.platform} seqcls_model) written to {repo}/")
+
+
+if __name__ == "__main__":
+    run_cli(lambda: build(parser.parse_args()))

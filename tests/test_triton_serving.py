@@ -1,0 +1,148 @@
+"""deploy/triton_serving: the generated repository served by a real tritonserver on 127.0.0.1."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import LABELS, ROOT, run_script
+from inference import TextPipeline, create_backend, load_export, load_export_tokenizer, predicted_labels
+
+pytestmark = pytest.mark.slow
+TRITON = ROOT / "deploy/triton_serving"
+
+
+def load_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, TRITON / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def triton(exported, tmp_path_factory):
+    """build_repo.py (python platform) on the test export, then tritonserver on ephemeral ports."""
+    export_dir, _ = exported
+    root = tmp_path_factory.mktemp("triton")
+    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
+                        root / "models", "--platform", "python", "--max_batch_size", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_server = load_module("run_server")
+    server = run_server.prepare_server(root / "work")
+    http_port, grpc_port = free_ports(2)
+    log = root / "server.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(run_server.server_command(server, root / "models", "127.0.0.1", http_port,
+                                                             grpc_port),
+                                   env=run_server.server_environment(), stdout=log_file, stderr=subprocess.STDOUT)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if client.is_server_ready():
+                break
+        except Exception:  # not listening yet
+            pass
+        time.sleep(1)
+    assert process.poll() is None and client.is_server_ready(), log.read_text()[-4000:]
+    yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "export": export_dir,
+           "repo": root / "models"}
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def offline(export_dir, texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """deploy/predictor's answer: comma-joined names and probabilities (ONNX Runtime FP32)."""
+    export = load_export(export_dir / "float32")
+    probs = TextPipeline(export, load_export_tokenizer(export)).probs(create_backend(export, "onnxruntime", "fp32"),
+                                                                      texts)
+    return [",".join(names) for names in predicted_labels(probs, export.labels, export.thresholds)[0]], probs
+
+
+def dev_texts(keyword_data) -> list[str]:
+    return [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_row_of_a_batch_is_labelled_like_the_offline_predictor(triton, keyword_data):
+    runner = load_module("seqcls_grpc_client").SyncTritonRunner(triton["grpc"], "seqcls")
+    texts = ["的了在是", *dev_texts(keyword_data)[:62], ""]  # first row has no label; 64 = max_batch_size
+    labels, probs = runner.run(texts)
+    expected_labels, expected_probs = offline(triton["export"], texts)
+    assert labels == expected_labels
+    assert labels[0] == "" and sum(bool(label) for label in labels[1:]) > 50
+    assert probs.shape == (64, len(LABELS)) and np.abs(probs - expected_probs).max() < 1e-4
+
+
+def test_http_client_and_malformed_requests(triton):
+    client = httpclient.InferenceServerClient(triton["http"])
+
+    def request(name: str, data: np.ndarray, datatype: str):
+        infer_input = httpclient.InferInput(name, list(data.shape), datatype)
+        infer_input.set_data_from_numpy(data)
+        return client.infer("seqcls", [infer_input])
+
+    good = np.array([["学校考试".encode()], ["足球比赛股票".encode()]], dtype=np.object_)
+    for name, data, datatype, reason in (
+            ("TEXT", good, "BYTES", "unexpected inference input 'TEXT'"),
+            ("INPUT", np.ones((1, 1), dtype=np.int64), "INT64", "data-type is 'INT64', but model 'seqcls' expects"),
+            ("INPUT", np.array([[b"a"]] * 65, dtype=np.object_), "BYTES", "batch-size must be <= 64")):
+        with pytest.raises(InferenceServerException, match=reason):
+            request(name, data, datatype)
+        labels = [row[0].decode() for row in request("INPUT", good, "BYTES").as_numpy("label")]
+        assert labels == ["教育", "体育,财经"]
+
+
+@pytest.mark.parametrize("script, protocol", [("seqcls_grpc_client.py", "grpc"), ("seqcls_http_client.py", "http")])
+def test_clients_print_label_names(triton, keyword_data, tmp_path, script, protocol):
+    texts = dev_texts(keyword_data)[:40]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_script(f"deploy/triton_serving/{script}", "--url", triton[protocol], "--input_file",
+                        tmp_path / "texts.txt", "--batch_size", "16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = [line[len("label: "):] for line in result.stdout.splitlines() if line.startswith("label: ")]
+    assert printed == offline(triton["export"], texts)[0]
+
+
+def test_client_reports_a_server_that_is_not_there():
+    (port,) = free_ports(1)
+    result = run_script("deploy/triton_serving/seqcls_http_client.py", "--url", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and result.stderr.startswith("error: ")
+
+
+def test_onnxruntime_platform_repository_matches_the_export(exported, tmp_path):
+    export_dir, _ = exported
+    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
+                        tmp_path / "models", "--device", "gpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = (tmp_path / "models/seqcls_model/config.pbtxt").read_text(encoding="utf-8")
+    assert 'platform: "onnxruntime_onnx"' in model and "kind: KIND_GPU" in model
+    assert '{ name: "logits" data_type: TYPE_FP32 dims: [ 5 ] }' in model
+    assert sorted(p.name for p in (tmp_path / "models/seqcls_model/1").iterdir()) == ["model.onnx"]
+    labels = json.loads((tmp_path / "models/seqcls_postprocess/1/labels.json").read_text(encoding="utf-8"))
+    assert labels["labels"] == LABELS and len(labels["thresholds"]) == 5
+    assert (tmp_path / "models/tokenizer/1/tokenizer/vocab.txt").is_file()
+    assert (tmp_path / "models/seqcls/1").is_dir()
+
+
+def test_build_repo_refuses_a_directory_without_export(tmp_path):
+    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", tmp_path, "--output_dir",
+                        tmp_path / "models")
+    assert result.returncode == 2
+    assert f"{tmp_path} holds no exported model (*.pdiparams); run export_model.py first" in result.stderr
