@@ -1,0 +1,54 @@
+"""What goes in and out of the Paddle Serving pipeline, as plain functions (tested without Paddle Serving).
+
+Requests carry the texts as a JSON list of strings under the key `sentence` (the reference sent
+the repr of a numpy array and eval()ed it on the server: remote code execution). Responses carry
+JSON lists of label names and probabilities, labels and thresholds taken from the export.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy.special import expit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from inference import ExportInfo, TextPipeline, predicted_labels, request_texts  # noqa: E402
+from utils import DataError  # noqa: E402
+
+INPUT_KEY = "sentence"
+
+
+def encode_request(texts: Sequence[str]) -> dict[str, str]:
+    """The client's feed: {"sentence": '["text", ...]'}."""
+    return {INPUT_KEY: json.dumps(list(texts), ensure_ascii=False)}
+
+
+def parse_request(input_dict: dict) -> list[str]:
+    """The texts of a request, or a DataError saying what is wrong with it."""
+    if INPUT_KEY not in input_dict:
+        raise DataError(f"the request has no '{INPUT_KEY}' key")
+    try:
+        value = json.loads(input_dict[INPUT_KEY])
+    except (TypeError, json.JSONDecodeError):
+        raise DataError(f"'{INPUT_KEY}' must be a JSON list of strings") from None
+    return request_texts(value)
+
+
+def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_length: int) -> dict[str, np.ndarray]:
+    """int64 feeds named after the export's inputs, padded to the longest text of the request."""
+    pipeline = TextPipeline(export, tokenizer, max_seq_length)
+    return pipeline.pad(pipeline.encode(texts), range(len(texts)))
+
+
+def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo) -> dict[str, str]:
+    """The model's only output -> {"label": '[["name", ...], ...]', "confidence": '[[p, ...], ...]'}."""
+    (logits,) = fetch_dict.values()
+    names, confidences = predicted_labels(expit(np.asarray(logits)), export.labels, export.thresholds)
+    return {"label": json.dumps(names, ensure_ascii=False), "confidence": json.dumps(confidences)}
+
+
+def decode_response(values: dict[str, str]) -> tuple[list[list[str]], list[list[float]]]:
+    return json.loads(values["label"]), json.loads(values["confidence"])

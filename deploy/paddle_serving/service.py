@@ -1,0 +1,50 @@
+"""Paddle Serving pipeline service `seq_cls` for an export directory.
+
+    python service.py --export_dir ../../export --max_seq_length 128
+
+Paddle Serving 0.9 needs Python <= 3.9 and Paddle 2.x (see README.md); the request and response
+handling lives in pipeline_io.py and is tested with this project's Python.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from paddle_serving_server.web_service import Op, WebService
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from inference import export_prefix_in, load_export, load_export_tokenizer  # noqa: E402
+from pipeline_io import parse_request, postprocess, preprocess  # noqa: E402
+from utils import DataError  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")
+parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the tokenizer.")
+args = parser.parse_args()
+EXPORT = load_export(export_prefix_in(args.export_dir))
+TOKENIZER = load_export_tokenizer(EXPORT)
+
+
+class SeqClsOp(Op):
+    def preprocess(self, input_dicts, data_id, log_id):
+        (_, input_dict), = input_dicts.items()
+        try:
+            texts = parse_request(input_dict)
+        except DataError as err:  # an error answer for this request; the service keeps serving
+            return {}, True, 400, str(err)
+        return preprocess(texts, EXPORT, TOKENIZER, args.max_seq_length), False, None, ""
+
+    def postprocess(self, input_dicts, fetch_dict, data_id, log_id):
+        return postprocess(fetch_dict, EXPORT), None, ""
+
+
+class SeqClsService(WebService):
+    def get_pipeline_response(self, read_op):
+        return SeqClsOp(name="seq_cls", input_ops=[read_op])
+
+
+if __name__ == "__main__":
+    service = SeqClsService(name="seq_cls")
+    service.prepare_pipeline_config("config.yml")
+    service.run_service()

@@ -1,0 +1,54 @@
+"""deploy/paddle_serving/pipeline_io.py: the pipeline's request and response handling, round-tripped.
+
+Paddle Serving itself does not install on Python 3.11 (README); its Op calls exactly these functions.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from inference import MAX_REQUEST_TEXTS, TextPipeline, create_backend, load_export, load_export_tokenizer, \
+    predicted_labels
+from utils import DataError
+
+spec = importlib.util.spec_from_file_location("pipeline_io", ROOT / "deploy/paddle_serving/pipeline_io.py")
+pipeline_io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pipeline_io)
+
+
+@pytest.mark.slow
+def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exported):
+    export_dir, _ = exported
+    export = load_export(export_dir / "float32")
+    tokenizer = load_export_tokenizer(export)
+    texts = ["足球比赛股票", "的了在是", "学校考试老师", ""]
+    feed_dict = pipeline_io.encode_request(texts)  # what rpc_client.py / http_client.py send
+    assert json.loads(feed_dict["sentence"]) == texts
+    feeds = pipeline_io.preprocess(pipeline_io.parse_request(feed_dict), export, tokenizer, 128)
+    assert sorted(feeds) == ["input_ids", "token_type_ids"] and feeds["input_ids"].dtype == np.int64
+    logits = create_backend(export, "paddle", "fp32").run(feeds)
+    answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export)  # any fetch name
+    assert all(isinstance(value, str) for value in answer.values())  # the pipeline sends strings
+    labels, confidences = pipeline_io.decode_response(answer)
+    probs = TextPipeline(export, tokenizer).probs(create_backend(export, "onnxruntime", "fp32"), texts)
+    assert labels == predicted_labels(probs, export.labels, export.thresholds)[0]
+    assert labels[0] == ["体育", "财经"] and labels[1] == [] and labels[2] == ["教育"]
+    assert [len(c) for c in confidences] == [len(names) for names in labels]
+
+
+@pytest.mark.parametrize("request_dict, reason", [
+    ({"text": "[]"}, "the request has no 'sentence' key"),
+    ({"sentence": "np.array([b'x'], dtype=object)"}, "'sentence' must be a JSON list of strings"),
+    ({"sentence": "__import__('os').system('true')"}, "'sentence' must be a JSON list of strings"),
+    ({"sentence": None}, "'sentence' must be a JSON list of strings"),
+    ({"sentence": "[1]"}, "text[0] is int, not a string"),
+    ({"sentence": "{}"}, "'text' must be a string or a non-empty list of strings"),
+    ({"sentence": json.dumps(["a"] * (MAX_REQUEST_TEXTS + 1))}, "texts in one request; at most"),
+])
+def test_malformed_requests_are_refused_never_evaluated(request_dict, reason):
+    with pytest.raises(DataError, match=reason.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        pipeline_io.parse_request(request_dict)
