@@ -12,7 +12,6 @@ requests are sent, and the load afterwards shows whether the server survived the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -20,8 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deploy/triton_serving"))
+sys.path.insert(0, str(ROOT / "deploy/simple_serving"))
 import run_server  # noqa: E402
+from client import post  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 
 from inference import (TextPipeline, create_backend, export_prefix_in, load_export, load_export_tokenizer,  # noqa: E402
@@ -61,16 +60,6 @@ def wait_until(ready, process: subprocess.Popen, timeout: float = 180) -> None:
     raise RuntimeError("server did not become ready")
 
 
-def post_json(url: str, body: dict | bytes) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, {}
-
-
 class SimpleServingTarget:
     name = "SimpleServing (paddlenlp server, Paddle Inference FP32)"
 
@@ -89,12 +78,12 @@ class SimpleServingTarget:
         return self
 
     def labels(self, text: str) -> list[str] | None:
-        status, answer = post_json(self.url, {"data": {"text": [text]}})
+        status, answer = post(self.url, {"data": {"text": [text]}})
         return answer["result"]["label"][0] if status == 200 else None
 
     def malformed(self) -> list[int]:
         bodies = [b"not json", {"data": {"text": [1]}}, {"data": {"text": []}}, {"data": {"text": ["a"] * 10000}}]
-        return [post_json(self.url, body)[0] for body in bodies]
+        return [post(self.url, body)[0] for body in bodies]
 
 
 class TritonTarget:

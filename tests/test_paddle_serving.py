@@ -21,7 +21,7 @@ spec.loader.exec_module(pipeline_io)
 
 
 @pytest.mark.slow
-def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exported):
+def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exported, capsys):
     export_dir, _ = exported
     export = load_export(export_dir / "float32")
     tokenizer = load_export_tokenizer(export)
@@ -38,6 +38,9 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
     assert labels == predicted_labels(probs, export.labels, export.thresholds)[0]
     assert labels[0] == ["体育", "财经"] and labels[1] == [] and labels[2] == ["教育"]
     assert [len(c) for c in confidences] == [len(names) for names in labels]
+    pipeline_io.print_labels(texts, answer, "data")
+    assert capsys.readouterr().out.splitlines()[:6] == [
+        "data:  足球比赛股票", "label:  体育,财经", "-" * 20, "data:  的了在是", "label:  ", "-" * 20]
 
 
 @pytest.mark.parametrize("request_dict, reason", [

@@ -1,14 +1,12 @@
 """deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,22 +17,16 @@ from inference import MAX_REQUEST_TEXTS, TextPipeline, create_backend, load_expo
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
+spec = importlib.util.spec_from_file_location("client", SERVING / "client.py")
+client = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(client)
+post = client.post
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def post(url: str, body: bytes | dict) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 @pytest.fixture(scope="module")

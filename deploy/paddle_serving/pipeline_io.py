@@ -19,6 +19,15 @@ from inference import ExportInfo, TextPipeline, predicted_labels, request_texts 
 from utils import DataError  # noqa: E402
 
 INPUT_KEY = "sentence"
+EXAMPLES = ["原告与被告婚后育有一子", "双方分居至今，原告要求离婚"]
+
+
+def client_texts(input_file: str | None) -> list[str]:
+    """The clients' texts: the non-blank lines of input_file, or two examples."""
+    if input_file is None:
+        return EXAMPLES
+    with open(input_file, encoding="utf-8-sig") as handle:
+        return [line.rstrip("\r\n") for line in handle if line.strip()]
 
 
 def encode_request(texts: Sequence[str]) -> dict[str, str]:
@@ -52,3 +61,12 @@ def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo) -> dict[s
 
 def decode_response(values: dict[str, str]) -> tuple[list[list[str]], list[list[float]]]:
     return json.loads(values["label"]), json.loads(values["confidence"])
+
+
+def print_labels(texts: Sequence[str], values: dict[str, str], text_key: str) -> None:
+    """The clients' output, as in the reference: `<text_key>:  text`, `label:  names`, a rule."""
+    labels, _ = decode_response(values)
+    for text, names in zip(texts, labels):
+        print(f"{text_key}: ", text)
+        print("label: ", ",".join(names))
+        print("-" * 20)

@@ -24,17 +24,29 @@ EXAMPLES = [
 ]
 
 
-def classify(url: str, texts: list[str], parameters: dict, timeout: float) -> dict:
-    """POST the texts; returns the decoded JSON answer, or raises RuntimeError with the server's reason."""
-    body = json.dumps({"data": {"text": texts}, "parameters": parameters}, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
+    """POST JSON; returns (HTTP status, decoded answer); raises RuntimeError when there is no server."""
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+            return response.status, json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as err:
-        raise RuntimeError(f"HTTP {err.code}: {err.read().decode('utf-8', 'replace')}") from None
+        text = err.read().decode("utf-8", "replace")
+        try:
+            return err.code, json.loads(text)
+        except json.JSONDecodeError:
+            return err.code, {"detail": text}
     except urllib.error.URLError as err:
         raise RuntimeError(f"cannot reach {url}: {err.reason} (is server.py running?)") from None
+
+
+def classify(url: str, texts: list[str], parameters: dict, timeout: float) -> dict:
+    """The server's result for these texts, or RuntimeError with the server's reason."""
+    status, answer = post(url, {"data": {"text": texts}, "parameters": parameters}, timeout)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {json.dumps(answer, ensure_ascii=False)}")
+    return answer["result"]
 
 
 def main() -> None:
@@ -48,7 +60,7 @@ def main() -> None:
     if args.prob_limit is not None:
         parameters["prob_limit"] = args.prob_limit
     try:
-        result = classify(args.url, texts, parameters, args.timeout)["result"]
+        result = classify(args.url, texts, parameters, args.timeout)
     except RuntimeError as err:
         sys.exit(f"error: {err}")
     for text, names, probs in zip(texts, result["label"], result["confidence"]):
