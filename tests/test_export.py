@@ -146,14 +146,14 @@ def test_export_errors(trained, tmp_path):
 
 
 def test_failed_parity_leaves_no_deployable_model(trained, tmp_path, monkeypatch):
-    real_rows = export_model.parity_rows
+    real_rows = inference.parity_rows
 
     def corrupted(*args):
         rows = real_rows(*args)
         rows[1]["max_abs_diff"] = 0.5  # as if the ONNX graph answered differently
         return rows
 
-    monkeypatch.setattr(export_model, "parity_rows", corrupted)
+    monkeypatch.setattr(inference, "parity_rows", corrupted)
     output = tmp_path / "export"
     args = export_model.parser.parse_args(["--params_path", str(trained[0]), "--output_path", str(output),
                                            "--parity_samples", "8"])
