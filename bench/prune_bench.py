@@ -97,8 +97,9 @@ def print_table(title: str, models: dict[str, tuple[Path, Path]], results: dict[
     print(header + (" dev micro / macro F1 | test micro / macro F1 |" if with_f1 else ""))
     print("|---" * (header.count("|") - 1 + (2 if with_f1 else 0)) + "|")
     for name, (_, checkpoint) in models.items():
+        heads_ffn = shape(checkpoint)
         for variant, (speed, f1) in results[name].items():
-            line = f"| {name} | {shape(checkpoint)} | {variant} | {speed:.1f} | {speed / base:.2f} |"
+            line = f"| {name} | {heads_ffn} | {variant} | {speed:.1f} | {speed / base:.2f} |"
             if with_f1:
                 line += "".join(f" {100 * f1[s][0]:.2f} / {100 * f1[s][1]:.2f} |" for s in ("dev", "test"))
             print(line)
