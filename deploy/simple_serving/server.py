@@ -28,7 +28,8 @@ from utils import DataError  # noqa: E402
 EXPORT_DIR = os.environ.get("EXPORT_DIR", "../../export")
 
 
-def parameter(parameters: dict, name: str, default, kind: type, low: float, high: float):
+def parameter(parameters: dict, name: str, default, kind: type, low: float, high: float) -> int | float | None:
+    """One request parameter, checked: JSON lets clients send any type, and a bad one must be a 422."""
     value = parameters.get(name, default)
     if value is None:
         return None
