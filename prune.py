@@ -33,9 +33,9 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
 from inference import deploy_input_names, export_checked
-from utils import (DataError, build_optimizer, checkpoint_thresholds, convert_example, encoder_layers, evaluate,
+from utils import (DataError, build_optimizer, checkpoint_labels, checkpoint_thresholds, convert_example, encoder_layers, evaluate,
                    load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs, multi_hot,
-                   narrow_encoder, read_label_list, resolve_label_list, run_cli, save_checkpoint, set_device, set_seed,
+                   narrow_encoder, resolve_label_list, run_cli, save_checkpoint, set_device, set_seed,
                    write_settings)
 
 # yapf: disable
@@ -94,6 +94,16 @@ def width_name(width: Fraction) -> str:
 
 def kept_units(width: Fraction, num_heads: int, intermediate_size: int) -> tuple[int, int]:
     return int(width * num_heads), int(width * intermediate_size)
+
+
+def narrow_to_width(model, width: Fraction) -> None:
+    """Cut the model down to its first heads and neurons at this width, and record the width in its
+    config so that utils.load_model can rebuild the narrow model from a saved checkpoint."""
+    layer = encoder_layers(model)[0]
+    heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
+    narrow_encoder(model, heads, neurons)
+    model.config.pruned_width = {"width_mult": str(width), "num_attention_heads": heads,
+                                 "intermediate_size": neurons}
 
 
 # ------------------------------------------------------------------------- elastic encoder
@@ -287,11 +297,7 @@ class Pruner:
         """The student's sub-network of this width as an ordinary (smaller) model."""
         model = copy.deepcopy(self.teacher)
         model.set_state_dict(self.student.state_dict())
-        layer = encoder_layers(model)[0]
-        heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
-        narrow_encoder(model, heads, neurons)
-        model.config.pruned_width = {"width_mult": str(width), "num_attention_heads": heads,
-                                     "intermediate_size": neurons}
+        narrow_to_width(model, width)
         model.eval()
         return model
 
@@ -301,12 +307,12 @@ class Pruner:
                         self.thresholds)
 
 
-def export_width(directory: Path, texts: list[str], labels: np.ndarray, max_seq_length: int) -> None:
+def export_width(directory: Path, texts: list[str], labels: np.ndarray | None, max_seq_length: int) -> None:
     """Export a saved width like export_model.py does, as pruned_model.* plus ONNX, with parity."""
     model = load_model(str(directory))
     model.eval()
     tokenizer = load_tokenizer(str(directory))
-    export_checked(model, tokenizer, directory, PRUNED_PREFIX, list(model.config.multi_label_names),
+    export_checked(model, tokenizer, directory, PRUNED_PREFIX, checkpoint_labels(model),
                    checkpoint_thresholds(model), deploy_input_names(tokenizer), texts, labels, max_seq_length)
 
 
@@ -323,8 +329,7 @@ def check_args(args: argparse.Namespace) -> list[Fraction]:
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if not Path(args.params_dir).is_dir():
         raise DataError(f"--params_dir {args.params_dir} is not a checkpoint directory (train.py --save_dir)")
-    widths = sorted({parse_width(text) for text in args.width_mult_list}, reverse=True)
-    return widths
+    return sorted({parse_width(text) for text in args.width_mult_list}, reverse=True)
 
 
 def prune(args: argparse.Namespace) -> None:
@@ -334,11 +339,10 @@ def prune(args: argparse.Namespace) -> None:
     set_seed(args.seed)
     set_device(args.device)
     dataset = Path(args.dataset_dir)
-    label_list = read_label_list(dataset / "label.txt")
     teacher = load_model(args.params_dir)
     if getattr(teacher.config, "pruned_width", None):
         raise DataError(f"--params_dir {args.params_dir} is already pruned; prune the unpruned checkpoint instead")
-    resolve_label_list(teacher, dataset / "label.txt")
+    label_list = resolve_label_list(teacher, dataset / "label.txt")
     layers = encoder_layers(teacher)
     check_widths(widths, layers[0].self_attn.num_heads)
     teacher.eval()

@@ -15,7 +15,6 @@ FP32 in the same run. All timings run in this one process on --num_threads threa
 from __future__ import annotations
 
 import argparse
-import copy
 import shlex
 import subprocess
 import sys
@@ -29,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from infer_bench import export, medium_checkpoint, timed_batches  # noqa: E402
 
-from inference import TextPipeline, create_backend, export_checked, load_export, load_export_tokenizer  # noqa: E402
+from inference import TextPipeline, create_backend, load_export, load_export_tokenizer  # noqa: E402
 from metric import MetricReport  # noqa: E402
-from prune import PRUNED_PREFIX, kept_units, width_name  # noqa: E402
-from utils import (checkpoint_thresholds, encoder_layers, load_examples, load_model, load_tokenizer,  # noqa: E402
-                   multi_hot, narrow_encoder, set_device)
+from prune import PRUNED_PREFIX, export_width, narrow_to_width, width_name  # noqa: E402
+from utils import (checkpoint_labels, checkpoint_thresholds, encoder_layers, load_examples, load_model,  # noqa: E402
+                   load_tokenizer, multi_hot, save_checkpoint, set_device)
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
@@ -129,16 +128,10 @@ def medium_tables(args, dataset: Path, out: Path) -> None:
         width, directory = Fraction(text), out / "medium_pruned" / width_name(Fraction(text))
         if not (directory / "export_meta.json").is_file():
             model = load_model(str(checkpoint))
-            layer = encoder_layers(model)[0]
-            heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
-            narrow_encoder(model, heads, neurons)
-            model.eval()
-            export_checked(copy.deepcopy(model), load_tokenizer(str(checkpoint)), directory, PRUNED_PREFIX,
-                           model.config.multi_label_names, checkpoint_thresholds(model),
-                           ("input_ids", "token_type_ids"), [e.text for e in dev], None, 128)
-            model.config.pruned_width = {"width_mult": text, "num_attention_heads": heads,
-                                         "intermediate_size": neurons}
-            model.save_pretrained(str(directory))
+            narrow_to_width(model, width)
+            save_checkpoint(model, load_tokenizer(str(checkpoint)), directory, checkpoint_labels(model),
+                            checkpoint_thresholds(model))
+            export_width(directory, [e.text for e in dev], None, 128)
         models[f"width {text}"] = (directory / PRUNED_PREFIX, directory)
     results = {name: measure(prefix, dataset, args, with_f1=False) for name, (prefix, _) in models.items()}
     print_table(f"ernie-3.0-medium-zh shape (6 layers, hidden 768, 12 heads, FFN 3072), random weights, narrowed "

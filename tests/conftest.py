@@ -112,3 +112,14 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
                         "--dataset_dir", keyword_data)
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stderr
+
+
+def offline_predictions(export_dir: Path, texts: list[str]):
+    """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported thresholds): the servers
+    must give the same. Returns (label names per text, probabilities)."""
+    from inference import TextPipeline, create_backend, load_export, load_export_tokenizer, predicted_labels
+
+    export = load_export(export_dir / "float32")
+    probs = TextPipeline(export, load_export_tokenizer(export)).probs(create_backend(export, "onnxruntime", "fp32"),
+                                                                      texts)
+    return predicted_labels(probs, export.labels, export.thresholds)[0], probs

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
-from inference import MAX_REQUEST_TEXTS, TextPipeline, create_backend, load_export, load_export_tokenizer, \
-    predicted_labels
+from conftest import ROOT, offline_predictions, run_script
+from inference import MAX_REQUEST_TEXTS
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
@@ -54,21 +53,13 @@ def server(exported, tmp_path_factory):
     process.wait(timeout=30)
 
 
-def offline_labels(export_dir: Path, texts: list[str]) -> list[list[str]]:
-    """What deploy/predictor answers for these texts (ONNX Runtime FP32, exported thresholds)."""
-    export = load_export(export_dir / "float32")
-    pipeline = TextPipeline(export, load_export_tokenizer(export))
-    probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts)
-    return predicted_labels(probs, export.labels, export.thresholds)[0]
-
-
 def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
     url, export_dir = server
     texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
     texts += ["", "的了在是"]  # an empty text and one without any keyword (no label predicted)
     status, answer = post(url, {"data": {"text": texts}, "parameters": {"batch_size": 8}})
     assert status == 200
-    expected = offline_labels(export_dir, texts)
+    expected = offline_predictions(export_dir, texts)[0]
     assert answer["result"]["label"] == expected
     assert [] in expected and any(len(names) > 1 for names in expected)
     assert all(len(p) == len(n) and all(0.5 < x <= 1 for x in p)
@@ -111,6 +102,6 @@ def test_client_prints_label_names(server, tmp_path):
     result = run_script("deploy/simple_serving/client.py", "--url", url, "--input_file", tmp_path / "texts.txt")
     assert result.returncode == 0, result.stderr
     labels = [line[len("label: "):] for line in result.stdout.splitlines() if line.startswith("label: ")]
-    assert labels == [",".join(names) for names in offline_labels(export_dir, ["学校考试", "足球比赛和股票"])]
+    assert labels == [",".join(names) for names in offline_predictions(export_dir, ["学校考试", "足球比赛和股票"])[0]]
     result = run_script("deploy/simple_serving/client.py", "--url", url.replace("cls_multi_label", "nothing"))
     assert result.returncode == 1 and "error: HTTP 404" in result.stderr

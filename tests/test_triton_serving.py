@@ -12,8 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import LABELS, ROOT, run_script
-from inference import TextPipeline, create_backend, load_export, load_export_tokenizer, predicted_labels
+from conftest import LABELS, ROOT, offline_predictions, run_script
 
 pytestmark = pytest.mark.slow
 TRITON = ROOT / "deploy/triton_serving"
@@ -69,11 +68,9 @@ def triton(exported, tmp_path_factory):
 
 
 def offline(export_dir, texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """deploy/predictor's answer: comma-joined names and probabilities (ONNX Runtime FP32)."""
-    export = load_export(export_dir / "float32")
-    probs = TextPipeline(export, load_export_tokenizer(export)).probs(create_backend(export, "onnxruntime", "fp32"),
-                                                                      texts)
-    return [",".join(names) for names in predicted_labels(probs, export.labels, export.thresholds)[0]], probs
+    """The offline answer in Triton's form: comma-joined names per text, and probabilities."""
+    names, probs = offline_predictions(export_dir, texts)
+    return [",".join(row) for row in names], probs
 
 
 def dev_texts(keyword_data) -> list[str]:
