@@ -104,9 +104,12 @@ def convert_to_onnx(prefix: Path, onnx_file: Path) -> None:
     onnx.save(model, str(onnx_file))
 
 
-def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresholds, input_names) -> None:
+def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresholds, input_names,
+               extra: dict | None = None) -> None:
+    """export_meta.json; `extra` holds what one kind of model needs besides (few-shot: its template)."""
     meta = {"model_prefix": prefix_name, "onnx": ONNX_FILE, "input_names": list(input_names),
-            "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds]}
+            "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds],
+            **(extra or {})}
     (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
@@ -121,25 +124,35 @@ def deploy_input_names(tokenizer, multilingual: bool = False) -> tuple[str, ...]
 def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
                    input_names: Sequence[str], texts: Sequence[str], labels: np.ndarray | None,
                    max_seq_length: int) -> list[dict]:
-    """Write a deployable directory and prove it answers like the dygraph model.
-
-    Static graph `<prefix_name>.*`, model.onnx, tokenizer and metadata go to `output`; then both
-    FP32 runtimes are compared with dygraph on `texts`. A failing export is deleted (a model that
-    answers differently must not be deployed) and reported as a DataError. Returns the parity rows.
-    """
+    """Write a deployable directory of a sequence classifier and prove it answers like the dygraph model."""
     reference = text_probs(model, tokenizer, texts, max_seq_length)  # before to_static rewrites forward
+    return write_checked_export(
+        lambda prefix: export_static_graph(model, prefix, input_names), reference, tokenizer, output, prefix_name,
+        label_list, thresholds, input_names, texts, labels,
+        make_pipeline=lambda exported: TextPipeline(exported, tokenizer, max_seq_length))
+
+
+def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndarray, tokenizer, output: Path,
+                         prefix_name: str, label_list: Sequence[str], thresholds, input_names: Sequence[str],
+                         texts: Sequence[str], labels: np.ndarray | None,
+                         make_pipeline: Callable[[ExportInfo], "TextPipeline"], extra_meta: dict | None = None
+                         ) -> list[dict]:
+    """Static graph `<prefix_name>.*` (written by `write_graph`), model.onnx, tokenizer and metadata go
+    to `output`; then both FP32 runtimes are compared with the dygraph probabilities `reference` of
+    `texts`. A failing export is deleted (a model that answers differently must not be deployed) and
+    reported as a DataError. Returns the parity rows.
+    """
     output.mkdir(parents=True, exist_ok=True)
     prefix = output / prefix_name
-    export_static_graph(model, prefix, input_names)
+    write_graph(prefix)
     convert_to_onnx(prefix, output / ONNX_FILE)
     tokenizer.save_pretrained(str(output))
-    write_meta(output, prefix_name, label_list, thresholds, input_names)
+    write_meta(output, prefix_name, label_list, thresholds, input_names, extra_meta)
 
-    exported = load_export(prefix)
-    pipeline = TextPipeline(exported, tokenizer, max_seq_length)
+    pipeline = make_pipeline(load_export(prefix))
     variants = {}
     for backend in ("onnxruntime", "paddle"):
-        engine = create_backend(exported, backend, "fp32", num_threads=os.cpu_count() or 1)
+        engine = create_backend(pipeline.export, backend, "fp32", num_threads=os.cpu_count() or 1)
         variants[engine.label] = pipeline.probs(engine, texts)
     rows = parity_rows(reference, variants, np.asarray(thresholds, dtype="float32"), labels)
     log_parity(rows)

@@ -80,25 +80,37 @@ def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-def read_label_list(path: str | os.PathLike) -> list[str]:
-    """Read label.txt: one name per line, line order = class id. Trailing blank lines are allowed."""
-    names: list[str] = []
+def read_label_entries(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number, stripped line) of every label line; trailing blank lines are allowed."""
+    entries: list[tuple[int, str]] = []
     blank_line = 0
-    seen: dict[str, int] = {}
     for line_no, line in read_lines(path):
-        name = line.strip()
-        if not name:
+        entry = line.strip()
+        if not entry:
             blank_line = blank_line or line_no
             continue
         if blank_line:
             raise DataError(f"{path}:{blank_line}: blank label name (every line of the label file must name a label)")
+        entries.append((line_no, entry))
+    if not entries:
+        raise DataError(f"{path}: the label file is empty")
+    return entries
+
+
+def check_unique_labels(path: str | os.PathLike, names: Iterable[tuple[int, str]]) -> None:
+    """Refuse a label named twice; `names` are (line number, label name)."""
+    seen: dict[str, int] = {}
+    for line_no, name in names:
         if name in seen:
             raise DataError(f"{path}:{line_no}: duplicate label {name!r} (first on line {seen[name]})")
         seen[name] = line_no
-        names.append(name)
-    if not names:
-        raise DataError(f"{path}: the label file is empty")
-    return names
+
+
+def read_label_list(path: str | os.PathLike) -> list[str]:
+    """Read label.txt: one name per line, line order = class id."""
+    entries = read_label_entries(path)
+    check_unique_labels(path, entries)
+    return [name for _, name in entries]
 
 
 @dataclass
@@ -230,13 +242,14 @@ def _offline_hint(model_name: str) -> str:
         f"create a local model and pass its directory instead:\n"
         f"  python scratch_model.py --dataset_dir data --output_dir ./scratch_model "
         f"--preset {model_name if model_name.startswith('ernie-3.0-') else 'tiny'}\n"
-        f"  python train.py --model_name ./scratch_model ...\n"
+        f"  python train.py --model_name ./scratch_model ...   "
+        f"(few-shot/train.py: --model_name_or_path ./scratch_model)\n"
         f"or copy a downloaded model directory (config.json, model_state.pdparams, vocab.txt, "
         f"tokenizer_config.json) to this machine and pass its path as --model_name."
     )
 
 
-def _from_pretrained(loader: Callable, model_name: str, **kwargs):
+def from_pretrained(loader: Callable, model_name: str, **kwargs):
     """Load from a local directory or a reference model name, with clear errors for both."""
     if os.path.isdir(model_name):
         try:
@@ -256,7 +269,7 @@ def _from_pretrained(loader: Callable, model_name: str, **kwargs):
 
 
 def load_tokenizer(model_name: str):
-    return _from_pretrained(AutoTokenizer.from_pretrained, model_name)
+    return from_pretrained(AutoTokenizer.from_pretrained, model_name)
 
 
 def plain_vocabulary(tokenizer) -> list[str]:
@@ -273,8 +286,8 @@ def load_model(model_name: str, num_labels: int | None = None):
     kwargs = {} if num_labels is None else {"num_classes": num_labels}
     pruned = pruned_width(model_name)
     if pruned is None:
-        return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
-    config = _from_pretrained(AutoConfig.from_pretrained, model_name, **kwargs)
+        return from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
+    config = from_pretrained(AutoConfig.from_pretrained, model_name, **kwargs)
     model = getattr(paddlenlp.transformers, config.architectures[0])(config)
     narrow_encoder(model, pruned["num_attention_heads"], pruned["intermediate_size"])
     model.set_state_dict(paddle.load(str(Path(model_name) / "model_state.pdparams")))

@@ -1,0 +1,82 @@
+"""Label the texts of data.txt with an exported few-shot prompt model on ONNX Runtime.
+
+Same command line as PaddleNLP's multi_label/few-shot/infer.py. The template, tokenizer and
+label order come from the directory written by `train.py --do_export` (the reference re-sorted the
+labels and loaded the pretrained weights again just to rebuild the template); batches of texts of
+any lengths are padded with the attention mask the graph was exported for.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then prompt_io.py
+
+from inference import create_backend, load_export, load_export_tokenizer, predicted_labels  # noqa: E402
+from prompt_io import PromptPipeline, load_template, read_label_words  # noqa: E402
+from utils import DataError, format_prediction, load_examples, logger, run_cli  # noqa: E402
+
+# yapf: disable
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--model_path_prefix", type=str, required=True, help="The path prefix of inference model to be used, e.g. checkpoints/export/model.")
+parser.add_argument("--model_name", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory (the reference's default was ernie-3.0-base-zh).")
+parser.add_argument("--data_dir", default=None, type=str, help="The directory with data.txt to label (and label.txt, checked against the export's labels when present).")
+parser.add_argument("--max_length", default=128, type=int, help="The maximum total input sequence length after tokenization, prompt included.")
+parser.add_argument("--use_fp16", action="store_true", help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
+parser.add_argument("--batch_size", default=200, type=int, help="Batch size per GPU/CPU for predicting.")
+parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
+parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to run model, defaults to gpu.")
+parser.add_argument("--device_id", default=0, type=int, help="Select which gpu device to run model.")
+parser.add_argument("--output_file", default=None, type=str, help="Write `text<TAB>label,label` lines here instead of logging each prediction.")
+# yapf: enable
+
+
+def check_args(args: argparse.Namespace) -> Path:
+    """The data file to label."""
+    for name in ("batch_size", "max_length", "num_threads"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.data_dir is None:
+        raise DataError("--data_dir is required: the directory holding data.txt, one text per line")
+    return Path(args.data_dir) / "data.txt"
+
+
+def check_label_file(label_file: Path, export_labels: list[str]) -> None:
+    """label.txt next to data.txt must name the labels the model was trained on."""
+    file_labels = set(read_label_words(label_file))
+    if file_labels != set(export_labels):
+        raise DataError(f"{label_file} does not match the exported model's labels: only in the file: "
+                        f"{sorted(file_labels - set(export_labels))}, only in the model: "
+                        f"{sorted(set(export_labels) - file_labels)}")
+
+
+def main() -> None:
+    args = parser.parse_args()
+    data_file = check_args(args)
+    export = load_export(args.model_path_prefix)
+    if (data_file.parent / "label.txt").is_file():
+        check_label_file(data_file.parent / "label.txt", export.labels)
+    tokenizer = load_export_tokenizer(export, args.model_name)
+    pipeline = PromptPipeline(export, load_template(export, tokenizer, args.max_length), args.batch_size)
+    backend = create_backend(export, "onnxruntime", "fp16" if args.use_fp16 else "fp32", args.device,
+                             args.device_id, args.num_threads)
+
+    texts = [example.text for example in load_examples(data_file, None)]
+    probs = pipeline.probs(backend, texts)
+    if args.output_file:
+        lines = [format_prediction(text, row, export.thresholds, export.labels) for text, row in zip(texts, probs)]
+        Path(args.output_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        logger.info(f"{len(texts)} predictions written to {args.output_file}")
+        return
+    for text, names in zip(texts, predicted_labels(probs, export.labels, export.thresholds)[0]):
+        logger.info(f"input data: {text}")
+        logger.info(f"labels: {', '.join(names)}")
+        logger.info("-----------------------------")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,174 @@
+"""Few-shot multi-label classification by prompt learning (PaddleNLP Prompt API).
+
+Same command line as PaddleNLP's multi_label/few-shot/train.py: the text is wrapped in a template
+with a [MASK], a SoftVerbalizer turns the masked-LM head into one output per label (initialised
+from the label words), and the model is tuned with BCE. Unlike the reference, test.txt is
+optional, an unknown label stops the run with its line number, and --do_export also writes the
+ONNX model, the tokenizer and the label order, checked against the dygraph model.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then prompt_io.py
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+from paddlenlp.datasets import MapDataset  # noqa: E402
+from paddlenlp.prompt import (AutoTemplate, PromptModelForSequenceClassification, PromptTrainer,  # noqa: E402
+                              PromptTuningArguments, SoftVerbalizer)
+from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumentParser  # noqa: E402
+from paddlenlp.transformers import AutoModelForMaskedLM  # noqa: E402
+from scipy.special import expit  # noqa: E402
+
+from inference import ExportInfo, write_checked_export  # noqa: E402
+from metric import MetricReport  # noqa: E402
+from prompt_io import (DygraphBackend, PromptCollator, PromptPipeline, input_spec, load_prompt_examples,  # noqa: E402
+                       read_label_words, template_meta)
+from utils import (DataError, format_prediction, from_pretrained, load_tokenizer, logger, run_cli,  # noqa: E402
+                   set_device, set_seed)
+
+PARITY_TEXTS = 200  # dev texts on which the export must answer like the dygraph model
+
+
+@dataclass
+class DataArguments:
+    data_dir: str = field(default="./data", metadata={"help": "Path to a dataset which includes train.txt, dev.txt, label.txt, and optionally test.txt and data.txt."})
+    prompt: str = field(default=None, metadata={"help": "The input prompt for tuning, e.g. 这句话包含的要素有 or {'soft': '这句话包含的要素有'}{'mask'}{'text': 'text_a'}."})
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default="ernie-3.0-base-zh", metadata={"help": "A reference model name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py."})
+    export_type: str = field(default="paddle", metadata={"help": "The type to export: paddle or onnx. Both write the static graph and model.onnx."})
+    dropout: float = field(default=0.1, metadata={"help": "The dropout used for pretrained model."})
+
+
+def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments) -> None:
+    if model_args.export_type not in ("paddle", "onnx"):
+        raise DataError(f"--export_type must be paddle or onnx, got {model_args.export_type!r}")
+    if not 0.0 <= model_args.dropout < 1.0:
+        raise DataError(f"--dropout must lie in [0, 1), got {model_args.dropout}")
+    if training_args.max_seq_length < 8:
+        raise DataError(f"--max_seq_length must be at least 8, got {training_args.max_seq_length}")
+    data_dir = Path(data_args.data_dir)
+    needed = ["label.txt"] + ["train.txt"] * training_args.do_train + ["dev.txt"] * (
+        training_args.do_train or training_args.do_eval)
+    missing = [name for name in dict.fromkeys(needed) if not (data_dir / name).is_file()]
+    if missing:
+        raise DataError(f"--data_dir {data_dir}: missing {', '.join(missing)}")
+
+
+def early_stopping(training_args: PromptTuningArguments) -> list:
+    """The reference's early stopping (patience 4), when the arguments let it work at all."""
+    if (training_args.evaluation_strategy != IntervalStrategy.NO and training_args.load_best_model_at_end
+            and training_args.metric_for_best_model):
+        return [EarlyStoppingCallback(early_stopping_patience=4, early_stopping_threshold=0.0)]
+    logger.info("Early stopping is off: it needs --evaluation_strategy epoch --save_strategy epoch "
+                "--metric_for_best_model macro_f1_score --load_best_model_at_end")
+    return []
+
+
+def compute_metrics(eval_preds) -> dict[str, float]:
+    metric = MetricReport()
+    metric.update(expit(eval_preds.predictions), eval_preds.label_ids)
+    micro_f1_score, macro_f1_score = metric.accumulate()
+    return {"micro_f1_score": micro_f1_score, "macro_f1_score": macro_f1_score}
+
+
+def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str], output_dir: Path) -> None:
+    """Test metrics with a per-label report, and the predictions as `text<TAB>label,label` lines."""
+    result = trainer.predict(MapDataset(list(examples)))
+    trainer.log_metrics("test", result.metrics)
+    probs = expit(result.predictions)
+    report = MetricReport(label_names=labels)
+    report.update(probs, result.label_ids)
+    report.report()
+    thresholds = np.full(len(labels), 0.5, dtype="float32")
+    lines = [format_prediction(example["text_a"], row, thresholds, labels) for example, row in zip(examples, probs)]
+    predictions_file = output_dir / "test_predictions.txt"
+    predictions_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    logger.info(f"Test predictions written to {predictions_file}")
+
+
+def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassification, labels: list[str],
+           dev_examples: list[dict] | None, output_dir: Path) -> None:
+    """Static graph + ONNX + tokenizer + label order, proven to answer like the dygraph model."""
+    export_dir = output_dir / "export"
+    spec = input_spec(prompt_model)
+    input_names = [item.name for item in spec]
+    thresholds = np.full(len(labels), 0.5, dtype="float32")
+    examples = (dev_examples or [{"text_a": "测试"}])[:PARITY_TEXTS]
+    texts = [example["text_a"] for example in examples]
+    targets = np.asarray([example["labels"] for example in examples]) if dev_examples else None
+    if not dev_examples:
+        logger.warning("No dev.txt: the export is checked against the dygraph model on one sample text only")
+
+    def make_pipeline(exported: ExportInfo) -> PromptPipeline:
+        return PromptPipeline(exported, prompt_model.template)
+
+    before_export = ExportInfo(export_dir, export_dir / "model", labels, thresholds, input_names)
+    reference = make_pipeline(before_export).probs(DygraphBackend(prompt_model), texts)
+    write_checked_export(
+        lambda prefix: trainer.export_model(str(prefix.parent), input_spec=spec, export_type="paddle"),
+        reference, trainer.tokenizer, export_dir, "model", labels, thresholds, input_names, texts, targets,
+        make_pipeline, extra_meta=template_meta(prompt_model))
+    logger.info(f"Exported to {export_dir}: model.json/.pdiparams, model.onnx, template and label order")
+
+
+def main() -> None:
+    parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    check_args(model_args, data_args, training_args)
+    training_args.print_config(model_args, "Model")
+    training_args.print_config(data_args, "Data")
+    set_device(training_args.device)
+    set_seed(training_args.seed)  # the masked-LM head of a scratch model is initialised at load
+    data_dir, output_dir = Path(data_args.data_dir), Path(training_args.output_dir)
+
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    model = from_pretrained(AutoModelForMaskedLM.from_pretrained, model_args.model_name_or_path,
+                            hidden_dropout_prob=model_args.dropout, attention_probs_dropout_prob=model_args.dropout)
+    try:
+        template = AutoTemplate.create_from(data_args.prompt, tokenizer, training_args.max_seq_length, model=model)
+    except (ValueError, KeyError, SyntaxError) as err:
+        raise DataError(f"--prompt {data_args.prompt!r} is not a valid template: {err}") from None
+    logger.info(f"Using template: {template.prompt}")
+    label_words = read_label_words(data_dir / "label.txt")
+    verbalizer = SoftVerbalizer({label: [word] for label, word in label_words.items()}, tokenizer, model)
+    labels = list(verbalizer.labels)  # the model's output order: label names sorted
+
+    splits = {name: load_prompt_examples(data_dir / f"{name}.txt", labels) if (data_dir / f"{name}.txt").is_file()
+              else None for name in ("train", "dev", "test")}
+    prompt_model = PromptModelForSequenceClassification(model, template, verbalizer, freeze_plm=training_args.freeze_plm,
+                                                        freeze_dropout=training_args.freeze_dropout)
+    input_names = [item.name for item in input_spec(prompt_model)]
+    trainer = PromptTrainer(model=prompt_model, tokenizer=tokenizer, args=training_args,
+                            criterion=paddle.nn.BCEWithLogitsLoss(),
+                            data_collator=PromptCollator(tokenizer.pad_token_id, input_names),
+                            train_dataset=MapDataset(list(splits["train"])) if training_args.do_train else None,
+                            eval_dataset=MapDataset(list(splits["dev"])) if splits["dev"] else None, callbacks=early_stopping(training_args),
+                            compute_metrics=compute_metrics)
+
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        trainer.log_metrics("eval", trainer.evaluate())
+    if training_args.do_predict:
+        if splits["test"] is None:
+            logger.warning(f"--do_predict: no test.txt in {data_dir}, nothing to predict")
+        else:
+            predict_test(trainer, splits["test"], labels, output_dir)
+    if training_args.do_export and trainer.is_world_process_zero():
+        export(trainer, prompt_model, labels, splits["dev"], output_dir)
+
+
+if __name__ == "__main__":
+    run_cli(main)
