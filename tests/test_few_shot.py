@@ -1,0 +1,199 @@
+"""few-shot/: prompt learning on the tiny scratch model, its export and ONNX inference."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import LABELS, ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "few-shot"))
+
+from prompt_io import pad_features, read_label_words  # noqa: E402
+from utils import PAD_MASK_VALUE, DataError  # noqa: E402
+
+SOFT_PROMPT = "{'soft': '这句话包含的要素有'}{'mask'}{'text': 'text_a'}"
+# Out of order and partly with words, so the tests see the `==` syntax and the model's sorted order.
+LABEL_LINES = ["科技", "体育==运动", "财经==金融", "娱乐==明星", "教育"]
+TRAIN_ARGS = ["--device", "cpu", "--max_seq_length", "64", "--learning_rate", "1e-3", "--ppt_learning_rate", "1e-2",
+              "--per_device_train_batch_size", "16", "--warmup_steps", "20", "--dropout", "0", "--logging_steps", "10"]
+
+
+def few_shot_data(keyword_data: Path, target: Path, files=("train.txt", "dev.txt", "test.txt", "data.txt")) -> Path:
+    target.mkdir(parents=True)
+    for name in files:
+        shutil.copy(keyword_data / name, target / name)
+    (target / "label.txt").write_text("\n".join(LABEL_LINES) + "\n", encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="module")
+def prompt_run(keyword_data, scratch_model, tmp_path_factory):
+    """The reference's recommended command (soft prompt, early stopping) on the keyword data."""
+    root = tmp_path_factory.mktemp("few_shot")
+    data = few_shot_data(keyword_data, root / "data")
+    output = root / "checkpoints"
+    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                        "--output_dir", output, "--prompt", SOFT_PROMPT, "--do_train", "--do_eval", "--do_predict",
+                        "--do_export", "--num_train_epochs", "4", "--evaluation_strategy", "epoch",
+                        "--save_strategy", "epoch", "--save_total_limit", "1", "--load_best_model_at_end",
+                        "--metric_for_best_model", "macro_f1_score", *TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, output, result.stderr
+
+
+def test_label_words_file_syntax(tmp_path):
+    label_file = tmp_path / "label.txt"
+    label_file.write_text("婚后有子女==子女\n限制行为能力子女抚养\n家庭##婚姻##离婚\n\n", encoding="utf-8")
+    assert read_label_words(label_file) == {"婚后有子女": "子女", "限制行为能力子女抚养": "限制行为能力子女抚养",
+                                            "家庭##婚姻##离婚": "离婚"}
+    for content, message in (("a==x\nb==\n", "label.txt:2: expected `label` or `label==word`, got 'b=='"),
+                             ("a\n==x\n", "label.txt:2: no label name before '=='"),
+                             ("a==x\na==y\n", "label.txt:2: duplicate label 'a' (first on line 1)"),
+                             ("a==x==y\n", "label.txt:1: expected `label` or `label==word`"),
+                             ("a\n\nb\n", "label.txt:2: blank label name")):
+        label_file.write_text(content, encoding="utf-8")
+        with pytest.raises(DataError) as err:
+            read_label_words(label_file)
+        assert str(err.value).startswith(f"{label_file}:") and message in str(err.value)
+
+
+def test_padding_masks_the_padding_and_flattens_mask_positions():
+    features = [{"input_ids": [1, 5, 6, 3, 2], "token_type_ids": [0] * 5, "position_ids": [0, 1, 2, 3, 4],
+                 "soft_token_ids": [0, 1, 2, 0, 0], "masked_positions": [3]},
+                {"input_ids": [1, 7, 3, 2], "token_type_ids": [0] * 4, "position_ids": [0, 1, 2, 3],
+                 "soft_token_ids": [0, 1, 0, 0], "masked_positions": [2]}]
+    names = ["input_ids", "token_type_ids", "position_ids", "attention_mask", "masked_positions"]
+    batch = pad_features(features, pad_token_id=0, input_names=names)
+    assert set(batch) == set(names)  # soft_token_ids only when the graph takes them
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 3, 2], [1, 7, 3, 2, 0]]
+    assert batch["attention_mask"].shape == (2, 1, 1, 5) and batch["attention_mask"].dtype == np.float32
+    assert batch["attention_mask"][:, 0, 0].tolist() == [[0] * 5, [0] * 4 + [PAD_MASK_VALUE]]
+    assert batch["masked_positions"].tolist() == [3, 5 + 2]  # row * padded length + position
+    with_soft = pad_features(features, 0, names + ["soft_token_ids"])
+    assert with_soft["soft_token_ids"].tolist() == [[0, 1, 2, 0, 0], [0, 1, 0, 0, 0]]
+
+
+@pytest.mark.slow
+def test_prompt_training_learns_and_reports_test_metrics(prompt_run):
+    data, output, log = prompt_run
+    assert "Using template: [{'soft': '这句话包含的要素有'}, {'mask': None}, {'text': 'text_a'}]" in log
+    results = json.loads((output / "all_results.json").read_text(encoding="utf-8"))
+    assert results["train_loss"] < 0.5
+    dev_f1 = [float(line.split("eval_macro_f1_score: ")[1].split(",")[0])
+              for line in log.splitlines() if "eval_macro_f1_score: " in line]
+    assert max(dev_f1) > 0.7, dev_f1  # keyword data: a model that learns at all gets far above chance
+    assert "test_macro_f1_score" in log and "classification report" in log
+    assert json.loads((output / "verbalizer_config.json").read_text(encoding="utf-8")) == {
+        "体育": ["运动"], "娱乐": ["明星"], "教育": ["教育"], "科技": ["科技"], "财经": ["金融"]}
+    predictions = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
+    test_lines = (data / "test.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[0] for line in predictions] == [line.split("\t")[0] for line in test_lines]
+    assert all(set(filter(None, line.split("\t")[1].split(","))) <= set(LABELS) for line in predictions)
+
+
+@pytest.mark.slow
+def test_export_stores_label_order_and_answers_like_dygraph(prompt_run):
+    _, output, log = prompt_run
+    export_dir = output / "export"
+    meta = json.loads((export_dir / "export_meta.json").read_text(encoding="utf-8"))
+    assert meta["labels"] == sorted(LABELS)  # the verbalizer's order, not label.txt's
+    assert meta["input_names"] == ["input_ids", "token_type_ids", "position_ids", "attention_mask",
+                                   "masked_positions", "soft_token_ids"]
+    for name in ("model.json", "model.pdiparams", "model.onnx", "template_config.json", "vocab.txt"):
+        assert (export_dir / name).is_file(), name
+    rows = json.loads((export_dir / "parity.json").read_text(encoding="utf-8"))
+    assert [row["variant"] for row in rows] == ["dygraph", "onnxruntime fp32", "paddle fp32"]
+    assert all(row["max_abs_diff"] < 1e-5 for row in rows)
+
+
+@pytest.mark.slow
+def test_onnx_inference_labels_equal_the_dygraph_predictions(prompt_run, tmp_path):
+    data, output, _ = prompt_run
+    dygraph = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert sum(bool(line.split("\t")[1]) for line in dygraph) > len(dygraph) / 2  # a real comparison
+    infer_data = tmp_path / "infer"
+    infer_data.mkdir()
+    (infer_data / "data.txt").write_text("\n".join(line.split("\t")[0] for line in dygraph) + "\n", encoding="utf-8")
+    out_file = tmp_path / "labels.txt"
+    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model", "--data_dir",
+                        infer_data, "--device", "cpu", "--batch_size", "7", "--max_length", "64",
+                        "--output_file", out_file)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out_file.read_text(encoding="utf-8").splitlines() == dygraph
+
+
+@pytest.mark.slow
+def test_onnx_inference_logs_label_names(prompt_run, tmp_path):
+    data, output, _ = prompt_run
+    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                        "--data_dir", data, "--device", "cpu", "--max_length", "64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()
+    assert result.stderr.count("input data: ") == len(texts)
+    label_lines = [line.split(" - labels: ")[1].replace("\x1b[0m", "") for line in result.stderr.splitlines()
+                   if " - labels: " in line]
+    assert len(label_lines) == len(texts)
+    assert any(label_lines) and all(set(filter(None, line.split(", "))) <= set(LABELS) for line in label_lines)
+
+
+@pytest.mark.slow
+def test_inference_refuses_a_label_file_that_does_not_match(prompt_run, tmp_path):
+    data, output, _ = prompt_run
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(data / "data.txt", other / "data.txt")
+    (other / "label.txt").write_text("体育\n财经\n科技\n娱乐\n军事\n", encoding="utf-8")
+    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                        "--data_dir", other, "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "does not match the exported model's labels: only in the file: ['军事'], only in the model: ['教育']" \
+        in result.stderr
+
+
+@pytest.mark.slow
+def test_hard_prompt_without_test_file_trains_and_exports(keyword_data, scratch_model, tmp_path):
+    data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt", "dev.txt"))
+    output = tmp_path / "checkpoints"
+    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                        "--output_dir", output, "--prompt", "这句话包含的要素有", "--do_train", "--do_predict",
+                        "--do_export", "--max_steps", "5", *TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--do_predict: no test.txt in" in result.stderr
+    assert "Early stopping is off" in result.stderr
+    meta = json.loads((output / "export" / "export_meta.json").read_text(encoding="utf-8"))
+    assert meta["input_names"] == ["input_ids", "token_type_ids", "position_ids", "attention_mask",
+                                   "masked_positions"]  # a hard prompt has no soft tokens
+
+
+@pytest.mark.slow
+def test_unknown_label_is_an_error_with_its_line(keyword_data, scratch_model, tmp_path):
+    data = few_shot_data(keyword_data, tmp_path / "data", files=("dev.txt",))
+    (data / "train.txt").write_text("足球比赛\t体育\n股票基金\t财经,军事\n", encoding="utf-8")
+    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                        "--output_dir", tmp_path / "out", "--do_train", *TRAIN_ARGS)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{data / 'train.txt'}:2: unknown label '军事' (not in the label file)" in result.stderr
+
+
+@pytest.mark.slow
+def test_prompt_needs_exactly_one_mask(keyword_data, scratch_model, tmp_path):
+    data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt", "dev.txt"))
+    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                        "--output_dir", tmp_path / "out", "--do_train", "--prompt",
+                        "{'text': 'text_a'}{'mask'}{'mask'}", *TRAIN_ARGS)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the prompt must hold exactly one {'mask'}, found 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
+    export_dir, _ = exported
+    result = run_script("few-shot/infer.py", "--model_path_prefix", export_dir / "float32",
+                        "--data_dir", keyword_data, "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
