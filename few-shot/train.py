@@ -47,7 +47,16 @@ class ModelArguments:
     dropout: float = field(default=0.1, metadata={"help": "The dropout used for pretrained model."})
 
 
-def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments) -> None:
+@dataclass
+class EarlyStoppingArguments:
+    early_stopping_patience: int = field(default=4, metadata={"help": "Stop after this many evaluations without improvement of --metric_for_best_model (the reference's fixed value is 4)."})
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "The improvement that counts as one."})
+
+
+def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments,
+               stopping: EarlyStoppingArguments) -> None:
+    if stopping.early_stopping_patience < 1:
+        raise DataError(f"--early_stopping_patience must be at least 1, got {stopping.early_stopping_patience}")
     if model_args.export_type not in ("paddle", "onnx"):
         raise DataError(f"--export_type must be paddle or onnx, got {model_args.export_type!r}")
     if not 0.0 <= model_args.dropout < 1.0:
@@ -62,11 +71,11 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
         raise DataError(f"--data_dir {data_dir}: missing {', '.join(missing)}")
 
 
-def early_stopping(training_args: PromptTuningArguments) -> list:
-    """The reference's early stopping (patience 4), when the arguments let it work at all."""
+def early_stopping(training_args: PromptTuningArguments, stopping: EarlyStoppingArguments) -> list:
+    """The reference's early stopping, when the arguments let it work at all (it asserted otherwise)."""
     if (training_args.evaluation_strategy != IntervalStrategy.NO and training_args.load_best_model_at_end
             and training_args.metric_for_best_model):
-        return [EarlyStoppingCallback(early_stopping_patience=4, early_stopping_threshold=0.0)]
+        return [EarlyStoppingCallback(stopping.early_stopping_patience, stopping.early_stopping_threshold)]
     logger.info("Early stopping is off: it needs --evaluation_strategy epoch --save_strategy epoch "
                 "--metric_for_best_model macro_f1_score --load_best_model_at_end")
     return []
@@ -120,9 +129,9 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
 
 
 def main() -> None:
-    parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    check_args(model_args, data_args, training_args)
+    parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
+    model_args, data_args, training_args, stopping = parser.parse_args_into_dataclasses()
+    check_args(model_args, data_args, training_args, stopping)
     training_args.print_config(model_args, "Model")
     training_args.print_config(data_args, "Data")
     set_device(training_args.device)
@@ -150,7 +159,8 @@ def main() -> None:
                             criterion=paddle.nn.BCEWithLogitsLoss(),
                             data_collator=PromptCollator(tokenizer.pad_token_id, input_names),
                             train_dataset=MapDataset(list(splits["train"])) if training_args.do_train else None,
-                            eval_dataset=MapDataset(list(splits["dev"])) if splits["dev"] else None, callbacks=early_stopping(training_args),
+                            eval_dataset=MapDataset(list(splits["dev"])) if splits["dev"] else None,
+                            callbacks=early_stopping(training_args, stopping),
                             compute_metrics=compute_metrics)
 
     if training_args.do_train:

@@ -1,0 +1,121 @@
+"""Few-shot: prompt learning (few-shot/train.py) against plain fine-tuning (train.py) on K examples per label.
+
+Usage: python bench/few_shot_bench.py [--dataset_dir ../shared/data/divorce] [--shots 4] [--seeds 1 2 3]
+
+For each seed, K training and K dev sentences per label are drawn from train.txt (the reference's
+80-sentence divorce split has this shape); both methods start from the same scratch model (its
+vocabulary built from all of train.txt and dev.txt, texts only) and stop early on dev macro F1
+with the same patience (10 by default: from random weights, 4 stops before learning has begun).
+Micro/macro F1 on the full test.txt at threshold 0.5, plus a TF-IDF baseline fitted on the same
+split, are printed per seed and as mean ± std, as a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from accuracy import f1_pair, run, tfidf_baseline  # noqa: E402
+from utils import load_examples, multi_hot, read_label_list, read_lines  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--out_dir", default=str(ROOT / "bench/out/few_shot"))
+parser.add_argument("--shots", type=int, default=4, help="training (and dev) sentences per label")
+parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+parser.add_argument("--prompt", default="这句话包含的要素有")
+parser.add_argument("--preset", default="tiny")
+parser.add_argument("--dropout", type=float, default=0.1)
+parser.add_argument("--epochs", type=int, default=100, help="upper bound; both methods stop early")
+parser.add_argument("--patience", type=int, default=10, help="epochs without a better dev macro F1 before stopping")
+parser.add_argument("--batch_size", type=int, default=8)
+parser.add_argument("--learning_rate", type=float, default=1e-3)
+parser.add_argument("--ppt_learning_rate", type=float, default=1e-2)
+parser.add_argument("--warmup_steps", type=int, default=20)
+parser.add_argument("--max_seq_length", type=int, default=128)
+
+METHODS = ("prompt (few-shot/train.py)", "fine-tune (train.py)", "TF-IDF + logistic regression")
+
+
+def draw_split(dataset: Path, labels: list[str], shots: int, seed: int, target: Path) -> None:
+    """K labelled sentences per label for train, K more for dev (a sentence counts for all its labels)."""
+    lines = dict(read_lines(dataset / "train.txt"))
+    examples = [e for e in load_examples(dataset / "train.txt", labels) if e.labels]
+    random.Random(seed).shuffle(examples)
+    used: set[int] = set()
+    target.mkdir(parents=True, exist_ok=True)
+    for part in ("train", "dev"):
+        chosen = []
+        for label in range(len(labels)):
+            candidates = [e for e in examples if label in e.labels and e.line_no not in used]
+            for example in candidates[:shots]:
+                used.add(example.line_no)
+                chosen.append(lines[example.line_no])
+        (target / f"{part}.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    for name in ("test.txt", "label.txt"):
+        (target / name).write_bytes((dataset / name).read_bytes())
+
+
+def test_f1(pred_file: Path, dataset: Path, labels: list[str]) -> tuple[float, float]:
+    gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
+    return f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
+
+
+def run_seed(args: argparse.Namespace, dataset: Path, labels: list[str], scratch: Path, seed: int
+             ) -> dict[str, tuple[float, float]]:
+    out = Path(args.out_dir) / f"seed{seed}"
+    split = out / "data"
+    draw_split(dataset, labels, args.shots, seed, split)
+    common = ["--max_seq_length", args.max_seq_length, "--learning_rate", args.learning_rate]
+    run("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", scratch,
+        "--output_dir", out / "prompt", "--prompt", args.prompt, "--dropout", args.dropout,
+        "--ppt_learning_rate", args.ppt_learning_rate, "--do_train", "--do_predict",
+        "--num_train_epochs", args.epochs, "--per_device_train_batch_size", args.batch_size,
+        "--per_device_eval_batch_size", 32, "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
+        "--evaluation_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", 1,
+        "--load_best_model_at_end", "--metric_for_best_model", "macro_f1_score",
+        "--early_stopping_patience", args.patience, "--seed", seed, *common,
+        log=out / "prompt.log")
+    run("train.py", "--device", "cpu", "--dataset_dir", split, "--model_name", scratch, "--save_dir",
+        out / "finetune", "--epochs", args.epochs, "--early_stop", "--early_stop_nums", args.patience,
+        "--batch_size", args.batch_size, "--warmup", "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
+        "--seed", seed, *common, log=out / "finetune.log")
+    run("predict.py", "--device", "cpu", "--dataset_dir", split, "--data_file", "test.txt", "--params_path",
+        out / "finetune", "--output_file", out / "finetune_test.txt", "--max_seq_length", args.max_seq_length,
+        log=out / "predict.log")
+    return {METHODS[0]: test_f1(out / "prompt" / "test_predictions.txt", split, labels),
+            METHODS[1]: test_f1(out / "finetune_test.txt", split, labels),
+            METHODS[2]: tfidf_baseline(split, labels)}
+
+
+def main() -> None:
+    args = parser.parse_args()
+    dataset, out = Path(args.dataset_dir), Path(args.out_dir)
+    labels = read_label_list(dataset / "label.txt")
+    start = time.time()
+    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
+        "--dropout", args.dropout, log=out / "scratch_model.log")
+    results = {seed: run_seed(args, dataset, labels, out / "scratch", seed) for seed in args.seeds}
+
+    print(f"\n### {dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
+          f"scratch {args.preset} (dropout {args.dropout}), batch {args.batch_size}, lr {args.learning_rate} "
+          f"(prompt parameters {args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev "
+          f"macro F1 (patience {args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
+          f"{(time.time() - start) / 60:.1f} min\n")
+    print("| method | " + " | ".join(f"seed {s} micro / macro" for s in args.seeds) + " | mean micro F1 | mean macro F1 |")
+    print("|---" * (len(args.seeds) + 3) + "|")
+    for method in METHODS:
+        scores = np.asarray([results[seed][method] for seed in args.seeds]) * 100
+        cells = [f"{micro:.2f} / {macro:.2f}" for micro, macro in scores]
+        mean, std = scores.mean(0), scores.std(0)
+        print(f"| {method} | " + " | ".join(cells) + f" | {mean[0]:.2f} ± {std[0]:.2f} | {mean[1]:.2f} ± {std[1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
