@@ -10,6 +10,7 @@ from typing import Sequence
 
 import paddle
 from paddlenlp.server import predictor as server_predictor
+from paddlenlp.trainer import Trainer
 
 
 def grad_wrt_inputs(output: paddle.Tensor, inputs: Sequence[paddle.Tensor], model: paddle.nn.Layer
@@ -49,3 +50,22 @@ def _server_predictor_from_export(self) -> None:
 
 
 server_predictor.Predictor._create_predictor = _server_predictor_from_export
+
+
+UPSTREAM_SAVE_CHECKPOINT = Trainer._save_checkpoint
+
+
+def _save_checkpoint_then_rotate(self, model, metrics=None) -> None:
+    """Replaces paddlenlp.trainer.Trainer._save_checkpoint (used by few-shot/train.py's PromptTrainer).
+
+    Defect (paddlenlp 2.8.1): old checkpoints are deleted only when `args.local_rank == 0`, but a
+    single-process run has local_rank -1, so --save_total_limit is ignored and every evaluation's
+    checkpoint (weights and optimizer state) stays on disk: 35 directories after a 35-epoch
+    few-shot run with limit 1, about 1.4 GB each for ernie-3.0-base.
+    """
+    UPSTREAM_SAVE_CHECKPOINT(self, model, metrics)
+    if self.args.local_rank == -1 and self.args.should_save_model_state:
+        self._rotate_checkpoints(use_mtime=True, output_dir=self.args.output_dir)
+
+
+Trainer._save_checkpoint = _save_checkpoint_then_rotate

@@ -24,6 +24,7 @@ from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumen
 from paddlenlp.transformers import AutoModelForMaskedLM  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
+import compat  # noqa: E402,F401  (applies the Trainer checkpoint-rotation fix)
 from inference import ExportInfo, write_checked_export  # noqa: E402
 from metric import MetricReport  # noqa: E402
 from prompt_io import (DygraphBackend, PromptCollator, PromptPipeline, input_spec, load_prompt_examples,  # noqa: E402

@@ -1,10 +1,13 @@
 """compat.py: each workaround still works, and each upstream defect still exists (else delete it)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import paddle
 import pytest
 from paddlenlp.server import predictor as server_predictor
+from paddlenlp.trainer import Trainer, TrainingArguments
 
 import compat
 from inference import TextPipeline, create_backend, load_export, load_export_tokenizer
@@ -90,3 +93,27 @@ def test_patched_simple_server_predictor_runs_the_export(exported):
     expected = create_backend(export, "onnxruntime", "fp32").run(feed)
     assert predictor.backend.label == "paddle fp32"
     assert np.abs(predictor.backend.run(feed) - expected).max() < 1e-4
+
+
+def tiny_trainer(output_dir) -> Trainer:
+    args = TrainingArguments(output_dir=str(output_dir), device="cpu", save_total_limit=1, report_to=["none"])
+    trainer = Trainer(model=paddle.nn.Linear(2, 2), args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=3)
+    return trainer
+
+
+def checkpoints_after_three_saves(trainer: Trainer, save) -> list[str]:
+    for step in (1, 2, 3):
+        trainer.state.global_step = step
+        save(trainer, trainer.model)
+    return sorted(path.name for path in Path(trainer.args.output_dir).glob("checkpoint-*"))
+
+
+def test_single_process_trainer_still_ignores_save_total_limit(tmp_path):
+    kept = checkpoints_after_three_saves(tiny_trainer(tmp_path), compat.UPSTREAM_SAVE_CHECKPOINT)
+    assert kept == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]  # if this fails, drop the patch
+
+
+def test_patched_trainer_keeps_save_total_limit_checkpoints(tmp_path):
+    assert Trainer._save_checkpoint is compat._save_checkpoint_then_rotate
+    assert checkpoints_after_three_saves(tiny_trainer(tmp_path), Trainer._save_checkpoint) == ["checkpoint-3"]

@@ -88,6 +88,7 @@ def test_prompt_training_learns_and_reports_test_metrics(prompt_run):
               for line in log.splitlines() if "eval_macro_f1_score: " in line]
     assert max(dev_f1) > 0.7, dev_f1  # keyword data: a model that learns at all gets far above chance
     assert "test_macro_f1_score" in log and "classification report" in log
+    assert 1 <= len(list(output.glob("checkpoint-*"))) <= 2  # --save_total_limit 1: the best and the last
     assert json.loads((output / "verbalizer_config.json").read_text(encoding="utf-8")) == {
         "体育": ["运动"], "娱乐": ["明星"], "教育": ["教育"], "科技": ["科技"], "财经": ["金融"]}
     predictions = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
