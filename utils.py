@@ -484,10 +484,11 @@ class LengthGroupedBatchSampler(paddle.io.Sampler):
 
 
 def make_loader(features: Sequence[dict], tokenizer, batch_size: int, shuffle: bool = False, seed: int = 0,
-                num_replicas: int = 1, rank: int = 0) -> paddle.io.DataLoader:
+                num_replicas: int = 1, rank: int = 0, collate: Callable | None = None) -> paddle.io.DataLoader:
+    """Length-grouped batches, padded per batch by `collate` (default: pad the token ids)."""
     sampler = LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, shuffle=shuffle,
                                         seed=seed, num_replicas=num_replicas, rank=rank)
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pd")
+    collate = collate or DataCollatorWithPadding(tokenizer, return_tensors="pd")
     return paddle.io.DataLoader(features, batch_sampler=sampler, collate_fn=collate, return_list=True)
 
 

@@ -1,11 +1,13 @@
 """Few-shot: prompt learning (few-shot/train.py) against plain fine-tuning (train.py) on K examples per label.
 
 Usage: python bench/few_shot_bench.py [--dataset_dir ../shared/data/divorce] [--shots 4] [--seeds 1 2 3]
+                                      [--mlm_epochs 0 30]
 
 For each seed, K training and K dev sentences per label are drawn from train.txt (the reference's
-80-sentence divorce split has this shape); both methods start from the same scratch model (its
-vocabulary built from all of train.txt and dev.txt, texts only) and stop early on dev macro F1
-with the same patience (10 by default: from random weights, 4 stops before learning has begun).
+80-sentence divorce split has this shape); both methods start from the same scratch model and
+stop early on dev macro F1 with the same patience (10 by default: from random weights, 4 stops
+before learning has begun). Scratch models: random weights, and the same model pretrained as a
+masked LM on all train.txt/dev.txt texts (labels unused), the offline stand-in for pretraining.
 Micro/macro F1 on the full test.txt at threshold 0.5, plus a TF-IDF baseline fitted on the same
 split, are printed per seed and as mean ± std, as a Markdown table.
 """
@@ -31,6 +33,9 @@ parser.add_argument("--shots", type=int, default=4, help="training (and dev) sen
 parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
 parser.add_argument("--prompt", default="这句话包含的要素有")
 parser.add_argument("--preset", default="tiny")
+parser.add_argument("--mlm_epochs", type=int, nargs="+", default=[0, 30],
+                    help="scratch models to compare: 0 = random weights, N = masked-LM pretrained N epochs")
+parser.add_argument("--mlm_learning_rate", type=float, default=5e-4)
 parser.add_argument("--dropout", type=float, default=0.1)
 parser.add_argument("--epochs", type=int, default=100, help="upper bound; both methods stop early")
 parser.add_argument("--patience", type=int, default=10, help="epochs without a better dev macro F1 before stopping")
@@ -39,9 +44,6 @@ parser.add_argument("--learning_rate", type=float, default=1e-3)
 parser.add_argument("--ppt_learning_rate", type=float, default=1e-2)
 parser.add_argument("--warmup_steps", type=int, default=20)
 parser.add_argument("--max_seq_length", type=int, default=128)
-
-METHODS = ("prompt (few-shot/train.py)", "fine-tune (train.py)", "TF-IDF + logistic regression")
-
 
 def draw_split(dataset: Path, labels: list[str], shots: int, seed: int, target: Path) -> None:
     """K labelled sentences per label for train, K more for dev (a sentence counts for all its labels)."""
@@ -67,11 +69,9 @@ def test_f1(pred_file: Path, dataset: Path, labels: list[str]) -> tuple[float, f
     return f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
 
 
-def run_seed(args: argparse.Namespace, dataset: Path, labels: list[str], scratch: Path, seed: int
-             ) -> dict[str, tuple[float, float]]:
-    out = Path(args.out_dir) / f"seed{seed}"
-    split = out / "data"
-    draw_split(dataset, labels, args.shots, seed, split)
+def run_methods(args: argparse.Namespace, split: Path, labels: list[str], scratch: Path, seed: int, out: Path
+                ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Test F1 of prompt learning and of plain fine-tuning, both from `scratch`."""
     common = ["--max_seq_length", args.max_seq_length, "--learning_rate", args.learning_rate]
     run("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", scratch,
         "--output_dir", out / "prompt", "--prompt", args.prompt, "--dropout", args.dropout,
@@ -89,9 +89,12 @@ def run_seed(args: argparse.Namespace, dataset: Path, labels: list[str], scratch
     run("predict.py", "--device", "cpu", "--dataset_dir", split, "--data_file", "test.txt", "--params_path",
         out / "finetune", "--output_file", out / "finetune_test.txt", "--max_seq_length", args.max_seq_length,
         log=out / "predict.log")
-    return {METHODS[0]: test_f1(out / "prompt" / "test_predictions.txt", split, labels),
-            METHODS[1]: test_f1(out / "finetune_test.txt", split, labels),
-            METHODS[2]: tfidf_baseline(split, labels)}
+    return (test_f1(out / "prompt" / "test_predictions.txt", split, labels),
+            test_f1(out / "finetune_test.txt", split, labels))
+
+
+def model_name(mlm_epochs: int) -> str:
+    return "random init" if mlm_epochs == 0 else f"MLM-pretrained {mlm_epochs} epochs"
 
 
 def main() -> None:
@@ -99,19 +102,33 @@ def main() -> None:
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     labels = read_label_list(dataset / "label.txt")
     start = time.time()
-    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
-        "--dropout", args.dropout, log=out / "scratch_model.log")
-    results = {seed: run_seed(args, dataset, labels, out / "scratch", seed) for seed in args.seeds}
+    results: dict[str, dict[int, tuple[float, float]]] = {}
+    for seed in args.seeds:
+        split = out / f"seed{seed}" / "data"
+        draw_split(dataset, labels, args.shots, seed, split)
+        results.setdefault("TF-IDF + logistic regression (same split)", {})[seed] = tfidf_baseline(split, labels)
+    for mlm_epochs in args.mlm_epochs:
+        scratch = out / f"scratch_mlm{mlm_epochs}"
+        run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", args.preset,
+            "--dropout", args.dropout, "--mlm_epochs", mlm_epochs, "--mlm_learning_rate", args.mlm_learning_rate,
+            log=out / f"scratch_mlm{mlm_epochs}.log")
+        for seed in args.seeds:
+            prompt, finetune = run_methods(args, out / f"seed{seed}" / "data", labels, scratch, seed,
+                                           out / f"seed{seed}" / f"mlm{mlm_epochs}")
+            results.setdefault(f"prompt (few-shot/train.py), {model_name(mlm_epochs)}", {})[seed] = prompt
+            results.setdefault(f"fine-tune (train.py), {model_name(mlm_epochs)}", {})[seed] = finetune
 
     print(f"\n### {dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
-          f"scratch {args.preset} (dropout {args.dropout}), batch {args.batch_size}, lr {args.learning_rate} "
+          f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "
+          f"{args.mlm_learning_rate}), batch {args.batch_size}, lr {args.learning_rate} "
           f"(prompt parameters {args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev "
           f"macro F1 (patience {args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
           f"{(time.time() - start) / 60:.1f} min\n")
-    print("| method | " + " | ".join(f"seed {s} micro / macro" for s in args.seeds) + " | mean micro F1 | mean macro F1 |")
+    print("| method, model | " + " | ".join(f"seed {s} micro / macro" for s in args.seeds)
+          + " | mean micro F1 | mean macro F1 |")
     print("|---" * (len(args.seeds) + 3) + "|")
-    for method in METHODS:
-        scores = np.asarray([results[seed][method] for seed in args.seeds]) * 100
+    for method, per_seed in results.items():
+        scores = np.asarray([per_seed[seed] for seed in args.seeds]) * 100
         cells = [f"{micro:.2f} / {macro:.2f}" for micro, macro in scores]
         mean, std = scores.mean(0), scores.std(0)
         print(f"| {method} | " + " | ".join(cells) + f" | {mean[0]:.2f} ± {std[0]:.2f} | {mean[1]:.2f} ± {std[1]:.2f} |")

@@ -1,12 +1,16 @@
 """scratch_model.py presets and vocabularies, the model loader's errors, ERNIE-M end to end."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import paddle
 import pytest
-from paddlenlp.transformers import AutoTokenizer, ErnieConfig
+from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, ErnieConfig
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
 from conftest import run_script
-from scratch_model import PRESETS, model_config
+from scratch_model import PRESETS, masked_token_loss, model_config
 from utils import DataError, iter_examples
 
 SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -76,3 +80,42 @@ def test_ernie_m_without_token_type_ids_trains_and_predicts(keyword_data, ernie_
                         ernie_m_trained, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(out.read_text(encoding="utf-8").splitlines()) == 100
+
+
+def test_masked_token_loss_averages_over_masked_tokens_only():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 3, 5)).astype("float32")
+    labels = np.array([[-100, 4, -100], [1, -100, -100]])
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(log_probs[0, 1, 4] + log_probs[1, 0, 1]) / 2
+    loss = masked_token_loss(paddle.to_tensor(logits), paddle.to_tensor(labels))
+    assert abs(float(loss) - expected) < 1e-5
+
+
+@pytest.mark.slow
+def test_mlm_pretraining_trains_encoder_and_head_for_both_trainers(keyword_data, scratch_model, tmp_path):
+    out = tmp_path / "mlm"
+    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--mlm_epochs", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    losses = [float(line.split("masked-token loss ")[1].split()[0].replace("\x1b[0m", ""))
+              for line in result.stderr.splitlines() if "masked-token loss" in line]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+    assert "masked-LM pretrained for 2 epochs" in result.stderr
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"] == ["ErnieForMaskedLM"]
+    pretrained = paddle.load(str(out / "model_state.pdparams"))
+    random = paddle.load(str(scratch_model / "model_state.pdparams"))  # same data and seed, no pretraining
+    name = "encoder.layers.0.linear1.weight"
+    assert not np.allclose(pretrained["ernie." + name].numpy(), random[name].numpy())
+    classifier = AutoModelForSequenceClassification.from_pretrained(str(out), num_classes=5)
+    np.testing.assert_array_equal(classifier.ernie.encoder.layers[0].linear1.weight.numpy(),
+                                  pretrained["ernie." + name].numpy())
+    masked_lm = AutoModelForMaskedLM.from_pretrained(str(out))
+    np.testing.assert_array_equal(masked_lm.cls.predictions.transform.weight.numpy(),
+                                  pretrained["cls.predictions.transform.weight"].numpy())
+
+
+def test_mlm_pretraining_needs_ernie(keyword_data, tmp_path):
+    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
+                        "--model_type", "ernie-m", "--mlm_epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--mlm_epochs needs --model_type ernie" in result.stderr
