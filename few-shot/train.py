@@ -35,6 +35,7 @@ from utils import (DataError, format_prediction, from_pretrained, load_tokenizer
 PARITY_TEXTS = 200  # dev texts on which the export must answer like the dygraph model
 
 
+# yapf: disable
 @dataclass
 class DataArguments:
     data_dir: str = field(default="./data", metadata={"help": "Path to a dataset which includes train.txt, dev.txt, label.txt, and optionally test.txt and data.txt."})
@@ -52,6 +53,7 @@ class ModelArguments:
 class EarlyStoppingArguments:
     early_stopping_patience: int = field(default=4, metadata={"help": "Stop after this many evaluations without improvement of --metric_for_best_model (the reference's fixed value is 4)."})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "The improvement that counts as one."})
+# yapf: enable
 
 
 def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments,
@@ -64,6 +66,10 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
         raise DataError(f"--dropout must lie in [0, 1), got {model_args.dropout}")
     if training_args.max_seq_length < 8:
         raise DataError(f"--max_seq_length must be at least 8, got {training_args.max_seq_length}")
+    resume = training_args.resume_from_checkpoint
+    if resume is not None and not Path(resume, "template_config.json").is_file():
+        raise DataError(f"--resume_from_checkpoint {resume}: no template_config.json there (not a checkpoint "
+                        f"directory written by few-shot/train.py)")
     data_dir = Path(data_args.data_dir)
     needed = ["label.txt"] + ["train.txt"] * training_args.do_train + ["dev.txt"] * (
         training_args.do_train or training_args.do_eval)

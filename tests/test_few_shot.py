@@ -198,3 +198,18 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
                         "--data_dir", keyword_data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
+
+
+@pytest.mark.slow
+def test_bad_arguments_are_clear_errors(keyword_data, tmp_path):
+    data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt",))
+    cases = {("--do_train",): f"--data_dir {data}: missing dev.txt",
+             ("--do_export", "--resume_from_checkpoint", tmp_path): f"--resume_from_checkpoint {tmp_path}: no "
+                                                                      "template_config.json there",
+             ("--do_train", "--early_stopping_patience", "0"): "--early_stopping_patience must be at least 1",
+             ("--do_export", "--export_type", "tflite"): "--export_type must be paddle or onnx, got 'tflite'"}
+    for extra, message in cases.items():
+        result = run_script("few-shot/train.py", "--device", "cpu", "--data_dir", data, "--output_dir",
+                            tmp_path / "out", *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr
