@@ -16,7 +16,8 @@ from paddle.static import InputSpec
 from paddlenlp.prompt import AutoTemplate, PromptModelForSequenceClassification, Template
 
 from inference import META_FILE, Backend, ExportInfo, TextPipeline
-from utils import PAD_MASK_VALUE, DataError, check_unique_labels, load_examples, multi_hot, read_label_entries
+from utils import (PAD_MASK_VALUE, DataError, check_unique_labels, load_examples, logger, multi_hot,
+                   read_label_entries)
 
 WORD_SEPARATOR = "=="  # label.txt: `label==word`
 SEQUENCE_INPUTS = ("input_ids", "token_type_ids", "position_ids", "soft_token_ids", "encoder_ids")
@@ -162,7 +163,8 @@ class _EmbeddingTable:
 
 def template_meta(model: PromptModelForSequenceClassification) -> dict:
     """What infer.py needs besides the export's files to rebuild the template."""
-    return {"prompt": {"embedding_size": int(model.plm.get_input_embeddings().weight.shape[1])}}
+    return {"prompt": {"embedding_size": int(model.plm.get_input_embeddings().weight.shape[1]),
+                       "max_seq_length": model.template.prompt_tokenizer.max_length}}
 
 
 def load_template(export: ExportInfo, tokenizer, max_length: int) -> Template:
@@ -171,5 +173,9 @@ def load_template(export: ExportInfo, tokenizer, max_length: int) -> Template:
     if "prompt" not in meta:
         raise DataError(f"{export.directory} is not a few-shot export (no template in {META_FILE}): "
                         f"run few-shot/train.py --do_export, or use deploy/predictor/infer.py for this model")
+    trained_length = meta["prompt"]["max_seq_length"]
+    if max_length < trained_length:
+        logger.warning(f"--max_length {max_length} is shorter than the {trained_length} tokens the model was "
+                       f"trained with: longer texts are cut more than in training")
     table = _EmbeddingTable(len(tokenizer), meta["prompt"]["embedding_size"])
     return AutoTemplate.load_from(str(export.directory), tokenizer, max_length, model=table)

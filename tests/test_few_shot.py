@@ -132,8 +132,9 @@ def test_onnx_inference_labels_equal_the_dygraph_predictions(prompt_run, tmp_pat
 def test_onnx_inference_logs_label_names(prompt_run, tmp_path):
     data, output, _ = prompt_run
     result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
-                        "--data_dir", data, "--device", "cpu", "--max_length", "64")
+                        "--data_dir", data, "--device", "cpu", "--max_length", "32")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "--max_length 32 is shorter than the 64 tokens the model was trained with" in result.stderr
     texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()
     assert result.stderr.count("input data: ") == len(texts)
     label_lines = [line.split(" - labels: ")[1].replace("\x1b[0m", "") for line in result.stderr.splitlines()
