@@ -40,6 +40,8 @@ def check_args(args: argparse.Namespace) -> Path:
     for name in ("batch_size", "max_length", "num_threads"):
         if getattr(args, name) < 1:
             raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.use_fp16 and args.device != "gpu":
+        raise DataError("--use_fp16 needs --device gpu (FP16 inference runs on the GPU only)")
     if args.data_dir is None:
         raise DataError("--data_dir is required: the directory holding data.txt, one text per line")
     return Path(args.data_dir) / "data.txt"

@@ -144,7 +144,7 @@ def test_onnx_inference_logs_label_names(prompt_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_inference_refuses_a_label_file_that_does_not_match(prompt_run, tmp_path):
+def test_inference_refuses_bad_input(prompt_run, tmp_path):
     data, output, _ = prompt_run
     other = tmp_path / "other"
     other.mkdir()
@@ -155,6 +155,9 @@ def test_inference_refuses_a_label_file_that_does_not_match(prompt_run, tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "does not match the exported model's labels: only in the file: ['军事'], only in the model: ['教育']" \
         in result.stderr
+    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                        "--data_dir", data, "--device", "cpu", "--use_fp16")
+    assert result.returncode == 2 and "--use_fp16 needs --device gpu" in result.stderr
 
 
 @pytest.mark.slow
