@@ -45,6 +45,7 @@ parser.add_argument("--ppt_learning_rate", type=float, default=1e-2)
 parser.add_argument("--warmup_steps", type=int, default=20)
 parser.add_argument("--max_seq_length", type=int, default=128)
 
+
 def draw_split(dataset: Path, labels: list[str], shots: int, seed: int, target: Path) -> None:
     """K labelled sentences per label for train, K more for dev (a sentence counts for all its labels)."""
     lines = dict(read_lines(dataset / "train.txt"))
