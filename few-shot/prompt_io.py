@@ -49,7 +49,8 @@ def load_prompt_examples(path: str | os.PathLike, labels: Sequence[str]) -> list
     """A data file as prompt examples: `text_a` and a float multi-hot over `labels`.
 
     An unknown label stops the run with its line number (the reference silently dropped it).
-    PromptTrainer encodes a MapDataset in place, so callers wrap a copy and keep these.
+    PromptTrainer maps the MapDataset it gets to template encodings, so callers keep these lists
+    (texts for predictions and the parity check) and hand the trainer a MapDataset over them.
     """
     examples = load_examples(path, labels)
     targets = multi_hot(examples, len(labels))
@@ -139,9 +140,9 @@ class DygraphBackend(Backend):
 
     def __init__(self, model: PromptModelForSequenceClassification):
         self.model = model
+        self.model.eval()
 
     def run(self, feed):
-        self.model.eval()
         with paddle.no_grad():
             return self.model(**{name: paddle.to_tensor(array) for name, array in feed.items()}).numpy()
 

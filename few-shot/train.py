@@ -17,6 +17,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then prompt_io
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
+from paddle.static import InputSpec  # noqa: E402
 from paddlenlp.datasets import MapDataset  # noqa: E402
 from paddlenlp.prompt import (AutoTemplate, PromptModelForSequenceClassification, PromptTrainer,  # noqa: E402
                               PromptTuningArguments, SoftVerbalizer)
@@ -97,7 +98,7 @@ def compute_metrics(eval_preds) -> dict[str, float]:
 
 def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str], output_dir: Path) -> None:
     """Test metrics with a per-label report, and the predictions as `text<TAB>label,label` lines."""
-    result = trainer.predict(MapDataset(list(examples)))
+    result = trainer.predict(MapDataset(examples))
     trainer.log_metrics("test", result.metrics)
     probs = expit(result.predictions)
     report = MetricReport(label_names=labels)
@@ -110,11 +111,10 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     logger.info(f"Test predictions written to {predictions_file}")
 
 
-def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassification, labels: list[str],
-           dev_examples: list[dict] | None, output_dir: Path) -> None:
+def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassification, spec: list[InputSpec],
+           labels: list[str], dev_examples: list[dict] | None, output_dir: Path) -> None:
     """Static graph + ONNX + tokenizer + label order, proven to answer like the dygraph model."""
     export_dir = output_dir / "export"
-    spec = input_spec(prompt_model)
     input_names = [item.name for item in spec]
     thresholds = np.full(len(labels), 0.5, dtype="float32")
     examples = (dev_examples or [{"text_a": "测试"}])[:PARITY_TEXTS]
@@ -161,12 +161,12 @@ def main() -> None:
               else None for name in ("train", "dev", "test")}
     prompt_model = PromptModelForSequenceClassification(model, template, verbalizer, freeze_plm=training_args.freeze_plm,
                                                         freeze_dropout=training_args.freeze_dropout)
-    input_names = [item.name for item in input_spec(prompt_model)]
+    spec = input_spec(prompt_model)
     trainer = PromptTrainer(model=prompt_model, tokenizer=tokenizer, args=training_args,
                             criterion=paddle.nn.BCEWithLogitsLoss(),
-                            data_collator=PromptCollator(tokenizer.pad_token_id, input_names),
-                            train_dataset=MapDataset(list(splits["train"])) if training_args.do_train else None,
-                            eval_dataset=MapDataset(list(splits["dev"])) if splits["dev"] else None,
+                            data_collator=PromptCollator(tokenizer.pad_token_id, [item.name for item in spec]),
+                            train_dataset=MapDataset(splits["train"]) if training_args.do_train else None,
+                            eval_dataset=MapDataset(splits["dev"]) if splits["dev"] else None,
                             callbacks=early_stopping(training_args, stopping),
                             compute_metrics=compute_metrics)
 
@@ -184,7 +184,7 @@ def main() -> None:
         else:
             predict_test(trainer, splits["test"], labels, output_dir)
     if training_args.do_export and trainer.is_world_process_zero():
-        export(trainer, prompt_model, labels, splits["dev"], output_dir)
+        export(trainer, prompt_model, spec, labels, splits["dev"], output_dir)
 
 
 if __name__ == "__main__":
