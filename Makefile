@@ -8,9 +8,10 @@ export PYTHONWARNINGS := ignore
 
 .PHONY: venv demo test clean
 
-$(INSTALLED): requirements.txt
+$(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)
@@ -28,6 +29,7 @@ demo: $(INSTALLED)
 	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
 test: $(INSTALLED)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean:

@@ -39,9 +39,10 @@ def _server_predictor_from_export(self) -> None:
     SimpleServer.register on a Paddle 3 export (`<name>.json`) fails with "The model path do not
     include the inference model, please check!"; past that, `_is_int8_model` walks legacy program
     blocks and the CPU config enables memory_optimize_pass, which fails under PIR. The same engine
-    (Paddle Inference) is built by inference.create_backend from the export's metadata instead.
+    (Paddle Inference) is built by backends.create_backend from the export's metadata instead.
     """
-    from inference import create_backend, export_prefix_in, load_export
+    from backends import create_backend
+    from exporting import export_prefix_in, load_export
 
     self.export = load_export(export_prefix_in(self._model_path))
     device, _, index = self._device.partition(":")

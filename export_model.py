@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from inference import EXPORT_PREFIX, META_FILE, deploy_input_names, export_checked
-from utils import (DataError, checkpoint_thresholds, load_examples, load_model, load_tokenizer, logger, multi_hot,
-                   plain_vocabulary, resolve_label_list, run_cli, set_device)
+from data_io import load_examples, multi_hot
+from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
+from modeling import checkpoint_thresholds, load_model, load_tokenizer, plain_vocabulary, resolve_label_list
+from parity import export_checked
+from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -65,5 +67,9 @@ def export(args: argparse.Namespace) -> None:
                 f"{'dev' if labels is not None else 'random'} texts")
 
 
+def main(argv: list[str] | None = None) -> None:
+    export(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    run_cli(lambda: export(parser.parse_args()))
+    run_cli(main)

@@ -10,11 +10,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from utils import (WINDOW_BATCHES, DataError, ReadStats, batched, checkpoint_thresholds, format_prediction,
-                   iter_examples, load_model, load_tokenizer, logger, resolve_label_list, run_cli, set_device,
-                   text_probs)
+from data_io import write_predictions
+from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list, text_probs
+from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -30,11 +29,6 @@ parser.add_argument("--threshold", type=float, default=None, help="One global de
 parser.add_argument("--output_probs", action="store_true", help="Add a third column with every label's probability as JSON.")
 # yapf: enable
 
-def count_lines(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
-
-
 def predict(args: argparse.Namespace) -> None:
     if args.batch_size < 1 or args.max_seq_length < 1:
         raise DataError("--batch_size and --max_seq_length must be at least 1")
@@ -43,8 +37,6 @@ def predict(args: argparse.Namespace) -> None:
     set_device(args.device)
     dataset = Path(args.dataset_dir)
     data_path = dataset / args.data_file
-    if Path(args.output_file).resolve() == data_path.resolve():
-        raise DataError(f"--output_file {args.output_file} would overwrite the input {data_path}")
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)
@@ -53,22 +45,15 @@ def predict(args: argparse.Namespace) -> None:
     thresholds = (np.full(len(label_list), args.threshold, dtype="float32") if args.threshold is not None
                   else checkpoint_thresholds(model))
 
-    stats = ReadStats()
-    examples = iter_examples(data_path, stats=stats)
-    progress = tqdm(total=count_lines(data_path), desc="Predicting", unit="line", disable=None)
-    with open(args.output_file, "w", encoding="utf-8") as out:
-        for window in batched(examples, args.batch_size * WINDOW_BATCHES):
-            probs = text_probs(model, tokenizer, [e.text for e in window], args.max_seq_length, args.batch_size)
-            for example, example_probs in zip(window, probs):
-                out.write(format_prediction(example.text, example_probs, thresholds, label_list,
-                                            args.output_probs) + "\n")
-            progress.update(window[-1].line_no - progress.n)
-    progress.close()
-    if stats.examples == 0:
-        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
-    logger.info(stats.summary(data_path))
+    write_predictions(data_path, args.output_file,
+                      lambda texts: text_probs(model, tokenizer, texts, args.max_seq_length, args.batch_size),
+                      thresholds, label_list, args.batch_size, args.output_probs)
     logger.info(f"Prediction results save in {args.output_file}.")
 
 
+def main(argv: list[str] | None = None) -> None:
+    predict(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    run_cli(lambda: predict(parser.parse_args()))
+    run_cli(main)

@@ -32,11 +32,35 @@ from paddle.nn.layer.transformer import _convert_attention_mask
 from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
-from inference import deploy_input_names, export_checked
-from utils import (DataError, build_optimizer, checkpoint_labels, checkpoint_thresholds, convert_example, encoder_layers, evaluate,
-                   load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs, multi_hot,
-                   narrow_encoder, resolve_label_list, run_cli, save_checkpoint, set_device, set_seed,
-                   write_settings)
+from data_io import load_examples, multi_hot
+from exporting import deploy_input_names
+from losses import get_loss
+from modeling import (
+    checkpoint_labels,
+    checkpoint_thresholds,
+    dygraph_pipeline,
+    encoder_layers,
+    kept_units,
+    load_model,
+    load_tokenizer,
+    model_inputs,
+    narrow_to_width,
+    resolve_label_list,
+    save_checkpoint,
+)
+from parity import export_checked
+from pipeline import TextPipeline
+from training import (
+    LabelledRows,
+    StepState,
+    TrainingLoop,
+    build_optimizer,
+    encode_examples,
+    evaluate,
+    labelled_batch,
+    labelled_batches,
+)
+from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +82,7 @@ parser.add_argument("--seed", default=42, type=int, help="Random seed.")
 parser.add_argument("--width_mult_list", nargs="+", default=["3/4"], help="Widths to keep, e.g. '3/4' '2/3' '1/2'; width x heads must be an integer.")
 # yapf: enable
 
+LOSS = get_loss("bce")  # each label is its own yes/no question, for importance and distillation alike
 HIDDEN_DISTILL_WEIGHT = 0.1  # the reference's lambda_distill on embedding and layer outputs
 PARITY_SAMPLES = 256  # dev texts in each width's export parity check
 PRUNED_PREFIX = "pruned_model"
@@ -90,20 +115,6 @@ def check_widths(widths: list[Fraction], num_heads: int) -> None:
 def width_name(width: Fraction) -> str:
     """The reference's directory name: width_mult_ + round(w, 2), e.g. width_mult_0.75, width_mult_0.67."""
     return f"width_mult_{round(float(width), 2)}"
-
-
-def kept_units(width: Fraction, num_heads: int, intermediate_size: int) -> tuple[int, int]:
-    return int(width * num_heads), int(width * intermediate_size)
-
-
-def narrow_to_width(model, width: Fraction) -> None:
-    """Cut the model down to its first heads and neurons at this width, and record the width in its
-    config so that utils.load_model can rebuild the narrow model from a saved checkpoint."""
-    layer = encoder_layers(model)[0]
-    heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
-    narrow_encoder(model, heads, neurons)
-    model.config.pruned_width = {"width_mult": str(width), "num_attention_heads": heads,
-                                 "intermediate_size": neurons}
 
 
 # ------------------------------------------------------------------------- elastic encoder
@@ -155,8 +166,8 @@ def set_width(model, width: Fraction) -> None:
 # --------------------------------------------------------------------------------- importance
 
 
-def compute_importance(model, loader, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Head and FFN-neuron importance on a labelled loader, as DynaBERT scores them.
+def compute_importance(model, pipeline: TextPipeline, data: LabelledRows) -> tuple[np.ndarray, np.ndarray]:
+    """Head and FFN-neuron importance on labelled rows, as DynaBERT scores them, with the training loss.
 
     Head: sum over batches of |d loss / d gate| for a gate of ones on each head's output.
     Neuron j: |sum_i w1[i,j] g1[i,j] + b1[j] gb1[j]| + |sum_k w2[j,k] g2[j,k]| per batch, summed.
@@ -170,9 +181,9 @@ def compute_importance(model, loader, pad_id: int) -> tuple[np.ndarray, np.ndarr
     head_scores = np.zeros([len(layers), layers[0].self_attn.num_heads], dtype="float64")
     neuron_scores = np.zeros([len(layers), layers[0].linear1.weight.shape[1]], dtype="float64")
     model.eval()  # no dropout: the scores describe the model as it predicts
-    for batch in tqdm(loader, desc="Importance", leave=False, disable=None):
-        logits = model(**model_inputs(batch, pad_id))
-        loss = F.binary_cross_entropy_with_logits(logits, paddle.cast(batch["labels"], "float32"))
+    for rows in tqdm(pipeline.batches(data.rows), desc="Importance", leave=False, disable=None):
+        batch = labelled_batch(pipeline, data, rows)
+        loss = LOSS(model(**model_inputs(batch, pipeline.tokenizer.pad_token_id)), batch["labels"])
         loss.backward()
         for i, (layer, gate) in enumerate(zip(layers, gates)):
             head_scores[i] += np.abs(gate.grad.numpy())
@@ -215,7 +226,7 @@ def distillation_loss(student_outputs, teacher_outputs) -> paddle.Tensor:
     0.1 x MSE on the embedding output and every layer output."""
     student_logits, student_hidden = student_outputs
     teacher_logits, teacher_hidden = teacher_outputs
-    loss = F.binary_cross_entropy_with_logits(student_logits, F.sigmoid(teacher_logits))
+    loss = LOSS(student_logits, F.sigmoid(teacher_logits))
     hidden = sum(F.mse_loss(s, t) for s, t in zip(student_hidden, teacher_hidden))
     return loss + HIDDEN_DISTILL_WEIGHT * hidden
 
@@ -227,10 +238,9 @@ class Pruner:
     """The DynaBERT loop: one student with shared weights, a frozen teacher, every width per step."""
 
     def __init__(self, args: argparse.Namespace, teacher, tokenizer, label_list: list[str],
-                 widths: list[Fraction], dev_loader) -> None:
+                 widths: list[Fraction], pipeline: TextPipeline, dev: LabelledRows) -> None:
         self.args, self.tokenizer, self.label_list, self.widths = args, tokenizer, label_list, widths
-        self.teacher, self.dev_loader = teacher, dev_loader
-        self.pad_id = tokenizer.pad_token_id
+        self.teacher, self.pipeline, self.dev = teacher, pipeline, dev
         self.thresholds = checkpoint_thresholds(teacher)
         self.student = copy.deepcopy(teacher)
         self.best = {width: -1.0 for width in widths}
@@ -239,53 +249,49 @@ class Pruner:
     def prepare(self) -> None:
         """Score heads and neurons on dev and put the most important first."""
         make_elastic(self.student)
-        head_scores, neuron_scores = compute_importance(self.student, self.dev_loader, self.pad_id)
+        head_scores, neuron_scores = compute_importance(self.student, self.pipeline, self.dev)
         reorder_by_importance(self.student, head_scores, neuron_scores)
         logger.info("Heads and FFN neurons re-ordered by importance on dev")
 
-    def train(self, train_loader, total_steps: int) -> None:
+    def train_step(self, batch: dict) -> paddle.Tensor:
+        """Distil the teacher into every width; the gradients of all widths add up before the one
+        optimizer step. Returns the last width's loss (the logged one)."""
+        inputs = model_inputs(batch, self.tokenizer.pad_token_id)
+        with paddle.no_grad():
+            teacher_outputs = self.teacher(**inputs, output_hidden_states=True)
+        self.student.train()
+        for width in self.widths:
+            set_width(self.student, width)
+            loss = distillation_loss(self.student(**inputs, output_hidden_states=True), teacher_outputs)
+            loss.backward()
+        return loss
+
+    def train(self, batches, total_steps: int) -> None:
         args = self.args
         warmup = math.ceil(args.warmup_ratio * total_steps)
         lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, warmup)
         optimizer = build_optimizer(self.student, lr_scheduler, args.weight_decay)
         self.evaluate_widths(global_step=0)  # the merely re-ordered sub-networks are candidates too
-        global_step, epoch, tic = 0, 0, time.time()
-        progress = tqdm(total=total_steps, desc="Pruning", disable=None)
-        while global_step < total_steps:
-            epoch += 1
-            train_loader.batch_sampler.set_epoch(epoch)
-            for step, batch in enumerate(train_loader, start=1):
-                inputs = model_inputs(batch, self.pad_id)
-                with paddle.no_grad():
-                    teacher_outputs = self.teacher(**inputs, output_hidden_states=True)
-                self.student.train()
-                for width in self.widths:
-                    set_width(self.student, width)
-                    loss = distillation_loss(self.student(**inputs, output_hidden_states=True), teacher_outputs)
-                    loss.backward()  # gradients of all widths add up before the one optimizer step
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.clear_grad()
-                global_step += 1
-                progress.update(1)
-                if global_step % args.logging_steps == 0:
-                    logger.info("global step %d, epoch: %d, batch: %d, lr: %.3e, loss: %f, speed: %.2f step/s"
-                                % (global_step, epoch, step, optimizer.get_lr(), float(loss),
-                                   args.logging_steps / (time.time() - tic)))
-                    tic = time.time()
-                if global_step % args.save_steps == 0 or global_step == total_steps:
-                    self.evaluate_widths(global_step)
-                    tic = time.time()
-                if global_step == total_steps:
-                    break
-        progress.close()
+
+        def log_line(state: StepState) -> str:
+            return ("global step %d, epoch: %d, batch: %d, lr: %.3e, loss: %f, speed: %.2f step/s"
+                    % (state.global_step, state.epoch, state.step, state.lr, float(state.loss), state.speed))
+
+        def on_step_end(state: StepState) -> bool:
+            if state.global_step % args.save_steps and state.global_step != total_steps:
+                return False
+            self.evaluate_widths(state.global_step)
+            return True
+
+        TrainingLoop(self.student, batches, self.train_step, optimizer, lr_scheduler, total_steps, log_line,
+                     args.logging_steps, description="Pruning").run(on_step_end=on_step_end)
 
     def evaluate_widths(self, global_step: int) -> None:
         for width in self.widths:
             tic = time.time()
             logger.info(f"width_mult {round(float(width), 2)} (step {global_step}):")
             set_width(self.student, width)
-            _, macro_f1 = evaluate(self.student, self.dev_loader, self.pad_id, self.thresholds,
+            _, macro_f1 = evaluate(self.student, self.pipeline, self.dev, LOSS, self.thresholds,
                                    self.label_list).accumulate()
             if macro_f1 > self.best[width]:
                 self.best[width] = macro_f1
@@ -352,14 +358,13 @@ def prune(args: argparse.Namespace) -> None:
         logger.info(f"width {width}: {heads} of {layers[0].self_attn.num_heads} heads, "
                     f"{neurons} of {layers[0].linear1.weight.shape[1]} FFN neurons per layer")
 
-    def loader(file_name: str, batch_size: int, shuffle: bool):
-        examples = load_examples(dataset / file_name, label_list)
-        features = [convert_example(e, tokenizer, args.max_seq_length, len(label_list)) for e in examples]
-        return examples, make_loader(features, tokenizer, batch_size, shuffle=shuffle, seed=args.seed)
-
-    _, train_loader = loader("train.txt", args.per_device_train_batch_size, shuffle=True)
-    dev_examples, dev_loader = loader("dev.txt", args.per_device_eval_batch_size, shuffle=False)
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * len(train_loader))
+    train_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_train_batch_size)
+    dev_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_eval_batch_size)
+    train_data = encode_examples(train_pipeline, load_examples(dataset / "train.txt", label_list), len(label_list))
+    dev_examples = load_examples(dataset / "dev.txt", label_list)
+    dev_data = encode_examples(dev_pipeline, dev_examples, len(label_list))
+    batches = labelled_batches(train_pipeline, train_data, args.per_device_train_batch_size, args.seed)
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * len(batches))
 
     output = Path(args.output_dir)
     for width in widths:
@@ -368,11 +373,11 @@ def prune(args: argparse.Namespace) -> None:
     write_settings(args, output)
 
     logger.info("Teacher's evaluation starts.")
-    evaluate(teacher, dev_loader, tokenizer.pad_token_id, checkpoint_thresholds(teacher), label_list)
-    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_loader)
+    evaluate(teacher, dev_pipeline, dev_data, LOSS, checkpoint_thresholds(teacher), label_list)
+    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data)
     pruner.prepare()
     logger.info("DynaBERT training starts. This period will cost some time.")
-    pruner.train(train_loader, total_steps)
+    pruner.train(batches, total_steps)
 
     sample = random.Random(0).sample(dev_examples, min(PARITY_SAMPLES, len(dev_examples)))
     texts, labels = [e.text for e in sample], multi_hot(sample, len(label_list))
@@ -384,5 +389,9 @@ def prune(args: argparse.Namespace) -> None:
     logger.info("Pruning is finished using DynaBERT strategy.")
 
 
+def main(argv: list[str] | None = None) -> None:
+    prune(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    run_cli(lambda: prune(parser.parse_args()))
+    run_cli(main)

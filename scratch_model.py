@@ -13,15 +13,27 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import paddle
 import sentencepiece as spm
 from paddlenlp.data import DataCollatorForLanguageModeling
-from paddlenlp.transformers import (AutoTokenizer, BasicTokenizer, ErnieConfig, ErnieForMaskedLM, ErnieMConfig,
-                                    ErnieMModel, ErnieMTokenizer, ErnieModel, ErnieTokenizer, LinearDecayWithWarmup)
-from tqdm import tqdm
+from paddlenlp.transformers import (
+    AutoTokenizer,
+    BasicTokenizer,
+    ErnieConfig,
+    ErnieForMaskedLM,
+    ErnieMConfig,
+    ErnieMModel,
+    ErnieModel,
+    ErnieMTokenizer,
+    ErnieTokenizer,
+    LinearDecayWithWarmup,
+)
 
-from utils import DataError, build_optimizer, iter_examples, logger, make_loader, model_inputs, run_cli
-
+from data_io import iter_examples
+from modeling import model_inputs
+from training import StepState, TrainBatches, TrainingLoop, build_optimizer
+from utils import DataError, logger, run_cli
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
 # recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes. Without
@@ -140,22 +152,26 @@ def pretrain_mlm(output: Path, texts: list[str], epochs: int, batch_size: int, l
     features = [tokenizer(text, max_length=max_seq_length, truncation=True, return_special_tokens_mask=True)
                 for text in texts]
     collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="pd")
-    loader = make_loader(features, tokenizer, batch_size, shuffle=True, seed=seed, collate=collate)
-    scheduler = LinearDecayWithWarmup(learning_rate, epochs * len(loader), warmup=0.1)
+    batches = TrainBatches([len(f["input_ids"]) for f in features], batch_size,
+                           lambda batch: collate([features[i] for i in batch]), seed=seed)
+    scheduler = LinearDecayWithWarmup(learning_rate, epochs * len(batches), warmup=0.1)
     optimizer = build_optimizer(model, scheduler, weight_decay=0.01)
-    model.train()
-    for epoch in range(epochs):
-        loader.batch_sampler.set_epoch(epoch)
-        total = 0.0
-        for batch in tqdm(loader, desc=f"MLM epoch {epoch + 1}/{epochs}", leave=False):
-            logits = model(**model_inputs(batch, tokenizer.pad_token_id), return_dict=True).logits
-            loss = masked_token_loss(logits, batch["labels"])
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.clear_grad()
-            total += float(loss)
-        logger.info(f"MLM epoch {epoch + 1}/{epochs}: masked-token loss {total / len(loader):.4f}")
+    epoch_loss = []
+
+    def train_step(batch: dict) -> paddle.Tensor:
+        logits = model(**model_inputs(batch, tokenizer.pad_token_id), return_dict=True).logits
+        loss = masked_token_loss(logits, batch["labels"])
+        loss.backward()
+        epoch_loss.append(float(loss))
+        return loss
+
+    def on_epoch_end(state: StepState) -> bool:
+        logger.info(f"MLM epoch {state.epoch}/{epochs}: masked-token loss {np.mean(epoch_loss):.4f}")
+        epoch_loss.clear()
+        return False
+
+    TrainingLoop(model, batches, train_step, optimizer, scheduler, epochs * len(batches),
+                 description="MLM pretraining").run(on_epoch_end=on_epoch_end)
     model.save_pretrained(str(output))
 
 
@@ -198,8 +214,8 @@ def create_scratch_model(dataset_dir: str, output_dir: str, preset: str = "tiny"
     return output
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     overrides = {name: getattr(args, name) for name in
                  ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
     overrides["hidden_dropout_prob"] = overrides["attention_probs_dropout_prob"] = args.dropout

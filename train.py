@@ -16,14 +16,31 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from data_io import load_examples, multi_hot, read_label_list
+from losses import LOSSES, get_loss
 from metric import MetricReport, tune_thresholds
-from utils import (DataError, build_optimizer, check_label_list, convert_example, evaluate, has_trained_head,
-                   init_classifier_bias, load_examples, load_model, load_tokenizer, logger, make_loader, model_inputs,
-                   multi_hot, predict_probs, read_label_list, run_cli, save_checkpoint, set_device, set_seed,
-                   write_settings)
+from modeling import (
+    check_label_list,
+    dygraph_pipeline,
+    has_trained_head,
+    init_classifier_bias,
+    load_model,
+    load_tokenizer,
+    model_inputs,
+    save_checkpoint,
+)
+from pipeline import sigmoid
+from training import (
+    StepState,
+    TrainingLoop,
+    build_optimizer,
+    encode_examples,
+    evaluate,
+    labelled_batches,
+    predict_logits,
+)
+from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -48,6 +65,7 @@ parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--threshold", type=float, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
 parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="Initial bias of a freshly initialised classifier head: the log-odds of each label's training frequency (prior) or 0.")
+parser.add_argument("--loss", choices=list(LOSSES), default="bce", help="Training loss (losses.py); the logged eval loss is the same loss.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
 # yapf: enable
 
@@ -90,13 +108,15 @@ def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[st
     logger.info(f"Loaded parameters from {state_file}")
 
 
-def train(args: argparse.Namespace) -> None:
+def train(args: argparse.Namespace) -> dict:
+    """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
     set_seed(args.seed)
     set_device(args.device)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size > 1:
         dist.init_parallel_env()
+    started = time.time()
 
     dataset = Path(args.dataset_dir)
     label_list = read_label_list(dataset / args.label_file)
@@ -109,96 +129,103 @@ def train(args: argparse.Namespace) -> None:
         init_classifier_bias(model, multi_hot(train_examples, len(label_list)).mean(0))
     if args.init_from_ckpt:
         load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
-    pad_id = tokenizer.pad_token_id
 
-    def features(examples):
-        return [convert_example(e, tokenizer, args.max_seq_length, len(label_list)) for e in examples]
-
-    train_loader = make_loader(features(train_examples), tokenizer, args.batch_size, shuffle=True, seed=args.seed,
-                               num_replicas=world_size, rank=rank)
-    dev_loader = make_loader(features(dev_examples), tokenizer, args.batch_size)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size)
+    train_data = encode_examples(pipeline, train_examples, len(label_list))
+    dev_data = encode_examples(pipeline, dev_examples, len(label_list))
+    batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank)
     if world_size > 1:
         model = paddle.DataParallel(model)
 
-    total_steps = len(train_loader) * args.epochs
+    total_steps = len(batches) * args.epochs
     lr_scheduler = build_lr_scheduler(args, total_steps)
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
-    criterion = paddle.nn.BCEWithLogitsLoss()
+    loss_function = get_loss(args.loss)
     thresholds = np.full(len(label_list), args.threshold, dtype="float32")
 
     if rank == 0:
         os.makedirs(args.save_dir, exist_ok=True)
         write_settings(args, args.save_dir)
+        write_json(Path(args.save_dir, "args.json"), vars(args))
 
-    best_macro_f1, early_stop_count, global_step = -1.0, 0, 0
-    tic = time.time()
-    with logging_redirect_tqdm(loggers=[logger.logger]):
-        progress = tqdm(total=total_steps, desc="Training", disable=None if rank == 0 else True)
-        for epoch in range(1, args.epochs + 1):
-            if args.early_stop and early_stop_count >= args.early_stop_nums:
-                logger.info("Early stop!")
-                break
-            train_loader.batch_sampler.set_epoch(epoch)
-            model.train()
-            for step, batch in enumerate(train_loader, start=1):
-                labels = paddle.cast(batch["labels"], "float32")
-                logits = model(**model_inputs(batch, pad_id))
-                loss = criterion(logits, labels)
-                loss.backward()
-                optimizer.step()
-                if not isinstance(lr_scheduler, float):
-                    lr_scheduler.step()
-                optimizer.clear_grad()
-                global_step += 1
-                progress.update(1)
-                if global_step % args.logging_steps == 0 and rank == 0:
-                    logger.info(
-                        "global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
-                        % (global_step, epoch, step, float(loss), args.logging_steps / (time.time() - tic),
-                           optimizer.get_lr())
-                    )
-                    tic = time.time()
+    def train_step(batch: dict) -> paddle.Tensor:
+        loss = loss_function(model(**model_inputs(batch, tokenizer.pad_token_id)), batch["labels"])
+        loss.backward()
+        return loss
 
-            early_stop_count += 1
-            _, macro_f1 = evaluate(model, dev_loader, pad_id, thresholds, label_list).accumulate()
-            if macro_f1 > best_macro_f1:
-                early_stop_count = 0
-                best_macro_f1 = macro_f1
-                if rank == 0:
-                    save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds)
-            logger.info("Current best macro f1 score: %.5f" % best_macro_f1)
-            tic = time.time()
-        progress.close()
+    def log_line(state: StepState) -> str:
+        return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
+                % (state.global_step, state.epoch, state.step, float(state.loss), state.speed, state.lr))
 
-    logger.info("Final best macro f1 score: %.5f" % best_macro_f1)
+    loop = TrainingLoop(model, batches, train_step, optimizer, lr_scheduler, total_steps, log_line,
+                        args.logging_steps, main_process=rank == 0)
+    best = {"macro_f1": -1.0}
+    epochs_without_gain = 0
+
+    def on_epoch_end(state: StepState) -> bool:
+        nonlocal epochs_without_gain
+        epochs_without_gain += 1
+        figures = evaluate(model, pipeline, dev_data, loss_function, thresholds, label_list).figures()
+        if figures["macro_f1"] > best["macro_f1"]:
+            epochs_without_gain = 0
+            best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
+                        global_step=state.global_step)
+            if rank == 0:
+                save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds)
+        logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
+        if args.early_stop and epochs_without_gain >= args.early_stop_nums:
+            loop.request_stop()
+        return True
+
+    last = loop.run(on_epoch_end=on_epoch_end)
+
+    logger.info("Final best macro f1 score: %.5f" % best["macro_f1"])
     logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
+    results = {"best_dev": {"micro_f1": best["micro_f1"], "macro_f1": best["macro_f1"]},
+               "best_epoch": best["epoch"], "best_global_step": best["global_step"],
+               "epochs_run": last.epoch, "global_steps": last.global_step, "loss": args.loss,
+               "thresholds": [float(t) for t in thresholds]}
     if args.tune_thresholds and rank == 0:
-        save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, dev_loader, label_list, args)
+        results.update(save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, pipeline,
+                                             dev_data, label_list, args))
+    results["train_time_s"] = round(time.time() - started, 1)
+    if rank == 0:
+        write_json(Path(args.save_dir, "results.json"), results)
     if world_size > 1:
         # Leave together: a rank that exits while rank 0 (host of the TCP store) is still saving made
         # the launcher abort rank 0 after its last log line in one CI run.
         dist.barrier()
         dist.destroy_process_group()
+    return results
 
 
-def save_tuned_thresholds(model, tokenizer, dev_loader, label_list: list[str], args: argparse.Namespace) -> None:
+def save_tuned_thresholds(model, tokenizer, pipeline, dev_data, label_list: list[str],
+                          args: argparse.Namespace) -> dict:
     """Reload the best checkpoint, tune per-label thresholds on dev and store them with it."""
     model.set_dict(paddle.load(str(Path(args.save_dir, "model_state.pdparams"))))
-    probs, labels, _ = predict_probs(model, dev_loader, tokenizer.pad_token_id)
-    tuned = tune_thresholds(probs, labels, args.threshold)
-    report_thresholds(probs, labels, np.full(len(label_list), args.threshold), tuned, label_list)
+    probs = sigmoid(predict_logits(model, pipeline, dev_data.rows))
+    tuned = tune_thresholds(probs, dev_data.targets, args.threshold)
+    tuned_dev = report_thresholds(probs, dev_data.targets, np.full(len(label_list), args.threshold), tuned,
+                                  label_list)
     save_checkpoint(model, tokenizer, args.save_dir, label_list, tuned)
     logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
+    return {"thresholds": [float(t) for t in tuned], "tuned_dev": tuned_dev}
 
 
-def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> None:
+def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> dict:
+    """Log dev F1 with the global and the tuned thresholds; returns the tuned figures."""
     for name, values in (("global", global_thresholds), ("tuned", tuned)):
         metric = MetricReport(thresholds=values)
         metric.update(probs, labels)
         micro_f1, macro_f1 = metric.accumulate()
         logger.info(f"dev with {name} thresholds: micro f1 score: {micro_f1:.5f}, macro f1 score: {macro_f1:.5f}")
     logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
+    return {"micro_f1": micro_f1, "macro_f1": macro_f1}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return train(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parser.parse_args()))
+    run_cli(main)

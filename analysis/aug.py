@@ -7,18 +7,15 @@ delete/swap strategies run offline (analysis/augment.py).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
+from common import write_rows
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then augment.py and common.py
-
-from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary  # noqa: E402
-from common import write_rows  # noqa: E402
-from utils import (DataError, format_labels, load_examples, load_tokenizer, logger, plain_vocabulary,  # noqa: E402
-                   read_label_list, run_cli)
+from data_io import format_labels, load_examples, read_label_list
+from modeling import load_tokenizer, plain_vocabulary
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -42,7 +39,8 @@ def vocabulary(args: argparse.Namespace) -> list[str]:
     return plain_vocabulary(load_tokenizer(args.params_path))
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     train_path, aug_path = Path(args.train_path), Path(args.aug_path)
     if aug_path.resolve() == train_path.resolve():
         raise DataError(f"--aug_path {aug_path} would overwrite the training file")
@@ -63,4 +61,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

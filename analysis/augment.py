@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import jieba
 from paddlenlp.dataaug import WordInsert, WordSubstitute  # importing starts no download
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils import DataError  # noqa: E402
+from utils import DataError
 
 STRATEGIES = ("mix", "substitute", "insert", "delete", "swap")
 AUG_TYPES = ("synonym", "homonym", "mlm", "random", "custom")

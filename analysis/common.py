@@ -6,16 +6,14 @@ a data file (text<TAB>labels) or bare texts; this module reads all three the sam
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils import (DataError, checkpoint_thresholds, load_model, load_tokenizer, read_lines,  # noqa: E402
-                   resolve_label_list, set_device, set_seed)
+from data_io import read_lines
+from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list
+from utils import DataError, set_device, set_seed
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 

@@ -10,16 +10,14 @@ sum of |alpha|), highest first.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import load_trained, write_rows
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
-
-from common import load_trained, write_rows  # noqa: E402
-from utils import DataError, format_labels, load_examples, logger, multi_hot, run_cli, text_probs  # noqa: E402
+from data_io import format_labels, load_examples, multi_hot
+from modeling import text_probs
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -46,7 +44,8 @@ def rank_dirty(labels: np.ndarray, probs: np.ndarray, threshold: float) -> tuple
     return order, total
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     if args.dirty_num < 1 or args.batch_size < 1:
         raise DataError("--dirty_num and --batch_size must be at least 1")
     if not 0.0 <= args.dirty_threshold < 1.0:
@@ -68,4 +67,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

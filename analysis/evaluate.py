@@ -10,21 +10,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from common import BAD_CASE_HEADER, TrainedModel, load_trained
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
-
-from common import BAD_CASE_HEADER, TrainedModel, load_trained  # noqa: E402
-from metric import MetricReport  # noqa: E402
-from utils import DataError, Example, format_labels, load_examples, logger, multi_hot, run_cli, text_probs  # noqa: E402
+from data_io import Example, format_labels, load_examples, multi_hot
+from metric import MetricReport
+from modeling import text_probs
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -112,7 +110,8 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
     plt.close(figure)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_seq_length < 1:
         raise DataError("--batch_size and --max_seq_length must be at least 1")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
@@ -136,4 +135,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

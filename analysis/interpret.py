@@ -24,7 +24,6 @@ from sklearn.linear_model import Ridge
 
 from compat import grad_wrt_inputs
 
-
 INTERPRETERS = ("ig", "lime", "grad")
 jieba.setLogLevel(60)
 

@@ -8,15 +8,13 @@ shows a labelling inconsistency or a missing kind of example.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
+from common import load_trained, read_interpret_rows, top_k_similar
 
-from common import load_trained, read_interpret_rows, top_k_similar  # noqa: E402
-from utils import (DataError, classifier_features, format_labels, load_examples, logger, run_cli,  # noqa: E402
-                   text_probs)
+from data_io import format_labels, load_examples
+from modeling import classifier_features, text_probs
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -34,7 +32,8 @@ parser.add_argument("--interpret_result_file", type=str, default="sent_interpret
 # yapf: enable
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         raise DataError("--top_k and --batch_size must be at least 1")
     dataset = Path(args.dataset_dir)
@@ -60,4 +59,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

@@ -9,18 +9,15 @@ augmented training rows (default), duplicated rows, or unlabelled texts to annot
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
+from common import load_trained, top_k_similar, write_rows
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py
-
-from augment import AUG_TYPES, build_augmenter, read_custom_dictionary  # noqa: E402
-from common import load_trained, top_k_similar, write_rows  # noqa: E402
-from utils import (DataError, classifier_features, format_labels, iter_examples, load_examples, logger,  # noqa: E402
-                   plain_vocabulary, run_cli)
+from data_io import format_labels, iter_examples, load_examples
+from modeling import classifier_features, plain_vocabulary
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -72,7 +69,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--support_threshold is a cosine similarity in [-1, 1), got {args.support_threshold}")
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     check_args(args)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
@@ -131,4 +129,4 @@ def augment_rows(rows: list[tuple[str, str]], args: argparse.Namespace, tokenize
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

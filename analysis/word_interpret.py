@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import html
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import InterpretRow, TrainedModel, load_trained, read_interpret_rows
+from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then common.py and interpret.py
-
-from common import InterpretRow, TrainedModel, load_trained, read_interpret_rows  # noqa: E402
-from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores  # noqa: E402
-from utils import DataError, logger, run_cli, text_probs  # noqa: E402
+from modeling import text_probs
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -57,7 +54,8 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
     return gold, predicted, sorted(gold | predicted) or [int(np.argmax(probs))]
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     if args.key_words_num < 1 or args.ig_steps < 1:
         raise DataError("--key_words_num and --ig_steps must be at least 1")
     dataset = Path(args.dataset_dir)
@@ -90,4 +88,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

@@ -19,10 +19,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
+from data_io import load_examples, multi_hot, read_label_list
+from metric import MetricReport
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metric import MetricReport  # noqa: E402
-from utils import load_examples, multi_hot, read_label_list  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))

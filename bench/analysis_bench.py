@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_io import format_labels, load_examples, multi_hot, read_label_list
+from metric import MetricReport
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metric import MetricReport  # noqa: E402
-from utils import format_labels, load_examples, multi_hot, read_label_list  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from accuracy import f1_pair, run, tfidf_baseline
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from accuracy import f1_pair, run, tfidf_baseline  # noqa: E402
-from utils import load_examples, multi_hot, read_label_list, read_lines  # noqa: E402
+from data_io import load_examples, multi_hot, read_label_list, read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__)

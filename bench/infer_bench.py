@@ -28,13 +28,16 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from backends import create_backend, variants
+from data_io import load_examples, multi_hot, read_label_list
+from exporting import load_export, load_export_tokenizer
+from modeling import DygraphRunner, load_model, load_tokenizer, save_checkpoint, text_probs
+from parity import parity_rows
+from pipeline import TextPipeline
+from scratch_model import create_scratch_model
+from utils import batched, set_device
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from inference import (VARIANTS, TextPipeline, create_backend, load_export, load_export_tokenizer,  # noqa: E402
-                       parity_rows)
-from scratch_model import create_scratch_model  # noqa: E402
-from utils import (load_examples, load_model, load_tokenizer, model_inputs, multi_hot, read_label_list,  # noqa: E402
-                   save_checkpoint, set_device, text_probs)
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
@@ -47,21 +50,6 @@ parser.add_argument("--padded_texts", type=int, default=64, help="texts timed in
 parser.add_argument("--dygraph_texts", type=int, default=128, help="dygraph is slow: time it on fewer texts")
 
 
-class DygraphBackend:
-    """The trained dygraph model behind the Backend interface (feeds are padded with pad id 0)."""
-
-    label = "dygraph fp32"
-
-    def __init__(self, model, pad_token_id: int):
-        self.model, self.pad = model, pad_token_id
-        model.eval()
-
-    @paddle.no_grad()
-    def run(self, feed):
-        batch = {k: paddle.to_tensor(v) for k, v in feed.items()}
-        return self.model(**model_inputs(batch, self.pad)).numpy()
-
-
 def timed_batches(pipeline: TextPipeline, backend, texts: list[str], batch_size: int, pad_to: int | None = None
                   ) -> tuple[float, list[float]]:
     """One warm-up pass, then a timed pass: (samples/s, per-batch ms), tokenization included."""
@@ -70,7 +58,8 @@ def timed_batches(pipeline: TextPipeline, backend, texts: list[str], batch_size:
         times = []
         start = time.perf_counter()
         encoded = pipeline.encode(texts)
-        for rows in pipeline.batches(encoded, sort_by_length=pad_to is None):
+        in_order = [list(rows) for rows in batched(range(len(encoded)), batch_size)]
+        for rows in (pipeline.batches(encoded) if pad_to is None else in_order):
             t0 = time.perf_counter()
             feed = pipeline.pad(encoded, rows)
             if pad_to is not None:
@@ -147,10 +136,10 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
     checkpoint = medium_checkpoint(dataset, out)
     export_info = load_export(export(checkpoint, out / "medium_export", dataset))
     tokenizer = load_export_tokenizer(export_info)
-    pipeline = TextPipeline(export_info, tokenizer, 128)
+    pipeline = TextPipeline(tokenizer, export_info.input_names, 128)
     texts = [e.text for e in load_examples(dataset / "dev.txt", export_info.labels)]
     train_texts = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
-    lengths = [len(ids) for ids in pipeline.encode(texts)["input_ids"]]
+    lengths = pipeline.encode(texts).lengths
     mean_len = float(np.mean(lengths))
     model = load_model(str(checkpoint))
     flops_real, flops_128 = flops_per_sample(model.config, mean_len), flops_per_sample(model.config, 128)
@@ -158,8 +147,8 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
           f"mean {mean_len:.1f} tokens (max 128); {args.num_threads} threads.")
     print(f"FLOP per sample: {flops_real / 1e9:.2f} G at the mean length, {flops_128 / 1e9:.2f} G at 128 tokens.\n")
 
-    engines = {"dygraph fp32": DygraphBackend(model, tokenizer.pad_token_id)}
-    for backend, precision in VARIANTS["cpu"]:
+    engines = {"dygraph fp32": DygraphRunner(model, tokenizer.pad_token_id)}
+    for backend, precision in variants("cpu"):
         engines[f"{backend} {precision}"] = create_backend(
             export_info, backend, precision, "cpu", 0, args.num_threads,
             lambda: pipeline.feeds(pipeline.encode(train_texts)))
@@ -201,13 +190,13 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
 def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> None:
     export_info = load_export(export(checkpoint, export_dir, dataset))
     tokenizer = load_export_tokenizer(export_info)
-    pipeline = TextPipeline(export_info, tokenizer, 128)
+    pipeline = TextPipeline(tokenizer, export_info.input_names, 128)
     examples = load_examples(dataset / "test.txt", export_info.labels)
     texts, labels = [e.text for e in examples], multi_hot(examples, len(export_info.labels))
     train_texts = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
     reference = text_probs(load_model(str(checkpoint)), load_tokenizer(str(checkpoint)), texts, 128)
     variants = {}
-    for backend, precision in VARIANTS["cpu"]:
+    for backend, precision in variants("cpu"):
         engine = create_backend(export_info, backend, precision, "cpu", 0, args.num_threads,
                                 lambda: pipeline.feeds(pipeline.encode(train_texts)))
         variants[f"{backend} {precision}"] = pipeline.probs(engine, texts)

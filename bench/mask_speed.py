@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import paddle
+from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paddlenlp.data import DataCollatorWithPadding  # noqa: E402
-from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer  # noqa: E402
-
-from scratch_model import build_vocab  # noqa: E402
-from utils import (LengthGroupedBatchSampler, convert_example, load_examples, model_inputs,  # noqa: E402
-                   read_label_list, set_device)
+from data_io import load_examples, read_label_list
+from modeling import dygraph_pipeline, model_inputs
+from pipeline import length_grouped_batches
+from scratch_model import build_vocab
+from training import encode_examples, labelled_batch
+from utils import set_device
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/divorce"))
@@ -100,15 +99,15 @@ def real_data_table(model, optimizer, args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "vocab.txt").write_text("\n".join(build_vocab(e.text for e in examples)), encoding="utf-8")
         tokenizer = ErnieTokenizer(str(Path(tmp, "vocab.txt")))
-    features = [convert_example(e, tokenizer, args.max_seq_length, len(labels)) for e in examples]
-    lengths = [len(f["input_ids"]) for f in features]
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pd")
-    random_batches = list(paddle.io.BatchSampler(range(len(features)), batch_size=args.batch_size, shuffle=True))
-    grouped_batches = list(LengthGroupedBatchSampler(lengths, args.batch_size, shuffle=True, seed=0))
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length)
+    data = encode_examples(pipeline, examples, len(labels))
+    lengths = data.rows.lengths.tolist()
+    random_batches = list(paddle.io.BatchSampler(range(len(lengths)), batch_size=args.batch_size, shuffle=True))
+    grouped_batches = length_grouped_batches(lengths, args.batch_size, np.random.default_rng(0))
 
     def runner(batches, fast_mask: bool):
         def run(step: int) -> float:
-            batch = collate([features[i] for i in batches[step % len(batches)]])
+            batch = labelled_batch(pipeline, data, batches[step % len(batches)])
             inputs = model_inputs(batch, 0) if fast_mask else {"input_ids": batch["input_ids"],
                                                                "token_type_ids": batch["token_type_ids"]}
             return train_step(model, optimizer, inputs, paddle.cast(batch["labels"], "float32"))
@@ -126,7 +125,7 @@ def real_data_table(model, optimizer, args) -> None:
         "grouped": 1 - sum(lengths) / sum(max(lengths[i] for i in b) * len(b) for b in grouped_batches),
     }
     base = means["reference: random batches, -1e4 mask"]
-    print(f"\n### Batches of {dataset.name}/train.txt ({len(features)} examples, max_seq_length "
+    print(f"\n### Batches of {dataset.name}/train.txt ({len(lengths)} examples, max_seq_length "
           f"{args.max_seq_length}, batch {args.batch_size}; mean of the first {args.steps} batches of an epoch)\n")
     print(f"padding share: random batches {padding['random']:.0%}, length-grouped {padding['grouped']:.0%}\n")
     print("| batching | s/step | epoch estimate (s) | speed-up |\n|---|---|---|---|")

@@ -22,17 +22,25 @@ from fractions import Fraction
 from pathlib import Path
 
 import paddle
+from infer_bench import export, medium_checkpoint, timed_batches
+
+from backends import create_backend
+from data_io import load_examples, multi_hot
+from exporting import load_export, load_export_tokenizer
+from metric import MetricReport
+from modeling import (
+    checkpoint_labels,
+    checkpoint_thresholds,
+    encoder_layers,
+    load_model,
+    load_tokenizer,
+    save_checkpoint,
+)
+from pipeline import TextPipeline
+from prune import PRUNED_PREFIX, export_width, narrow_to_width, width_name
+from utils import set_device
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from infer_bench import export, medium_checkpoint, timed_batches  # noqa: E402
-
-from inference import TextPipeline, create_backend, load_export, load_export_tokenizer  # noqa: E402
-from metric import MetricReport  # noqa: E402
-from prune import PRUNED_PREFIX, export_width, narrow_to_width, width_name  # noqa: E402
-from utils import (checkpoint_labels, checkpoint_thresholds, encoder_layers, load_examples, load_model,  # noqa: E402
-                   load_tokenizer, multi_hot, save_checkpoint, set_device)
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
@@ -63,7 +71,7 @@ def run_prune(args, dataset: Path, output: Path) -> None:
 def measure(prefix: Path, dataset: Path, args, with_f1: bool) -> dict[str, tuple]:
     """Per variant: samples/s on dev, and (micro, macro) F1 on dev and test when asked."""
     export_info = load_export(prefix)
-    pipeline = TextPipeline(export_info, load_export_tokenizer(export_info), 128)
+    pipeline = TextPipeline(load_export_tokenizer(export_info), export_info.input_names, 128)
     splits = {name: load_examples(dataset / f"{name}.txt", export_info.labels) for name in ("dev", "test")}
     calibration = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
     results = {}

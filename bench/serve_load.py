@@ -12,6 +12,7 @@ requests are sent, and the load afterwards shows whether the server survived the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import subprocess
@@ -22,18 +23,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tritonclient.http as httpclient
+
+from backends import create_backend
+from data_io import load_examples
+from exporting import export_prefix_in, load_export, load_export_tokenizer
+from pipeline import TextPipeline, predicted_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "deploy/triton_serving"))
-sys.path.insert(0, str(ROOT / "deploy/simple_serving"))
-import run_server  # noqa: E402
-from client import post  # noqa: E402
-import tritonclient.http as httpclient  # noqa: E402
 
-from inference import (TextPipeline, create_backend, export_prefix_in, load_export, load_export_tokenizer,  # noqa: E402
-                       predicted_labels)
-from utils import load_examples  # noqa: E402
+
+def load_script(relative: str):
+    """A deploy script as a module: the deploy/ folders hold scripts, not packages."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_server = load_script("deploy/triton_serving/run_server.py")
+post = load_script("deploy/simple_serving/client.py").post
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default=str(ROOT / "bench/out/infer/trained_export_0"))
@@ -170,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     export = load_export(export_prefix_in(args.export_dir))
     texts = [e.text for e in load_examples(Path(args.dataset_dir) / "dev.txt", export.labels)]
-    probs = TextPipeline(export, load_export_tokenizer(export)).probs(create_backend(export, "onnxruntime", "fp32"),
+    probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)
     expected = predicted_labels(probs, export.labels, export.thresholds)[0]
     rows = []

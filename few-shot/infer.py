@@ -8,17 +8,16 @@ any lengths are padded with the attention mask the graph was exported for.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import psutil
+from prompt_io import PromptPipeline, load_template, read_label_words
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then prompt_io.py
-
-from inference import create_backend, load_export, load_export_tokenizer, predicted_labels  # noqa: E402
-from prompt_io import PromptPipeline, load_template, read_label_words  # noqa: E402
-from utils import DataError, format_prediction, load_examples, logger, run_cli  # noqa: E402
+from backends import create_backend
+from data_io import format_prediction, load_examples
+from exporting import load_export, load_export_tokenizer
+from pipeline import predicted_labels
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -56,8 +55,8 @@ def check_label_file(label_file: Path, export_labels: list[str]) -> None:
                         f"{sorted(set(export_labels) - file_labels)}")
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     data_file = check_args(args)
     export = load_export(args.model_path_prefix)
     if (data_file.parent / "label.txt").is_file():

@@ -15,9 +15,11 @@ import paddle
 from paddle.static import InputSpec
 from paddlenlp.prompt import AutoTemplate, PromptModelForSequenceClassification, Template
 
-from inference import META_FILE, Backend, ExportInfo, TextPipeline
-from utils import (PAD_MASK_VALUE, DataError, check_unique_labels, load_examples, logger, multi_hot,
-                   read_label_entries)
+from data_io import check_unique_labels, load_examples, multi_hot, read_label_entries
+from exporting import META_FILE, ExportInfo
+from modeling import PAD_MASK_VALUE
+from pipeline import EncodedRows, TextPipeline, pad_sequences
+from utils import DataError, logger
 
 WORD_SEPARATOR = "=="  # label.txt: `label==word`
 SEQUENCE_INPUTS = ("input_ids", "token_type_ids", "position_ids", "soft_token_ids", "encoder_ids")
@@ -85,13 +87,8 @@ def pad_features(features: Sequence[dict], pad_token_id: int, input_names: Seque
     """
     lengths = [len(feature["input_ids"]) for feature in features]
     width = max(lengths)
-    batch = {}
-    for name in SEQUENCE_INPUTS:
-        if name in input_names:
-            array = np.full((len(features), width), pad_token_id if name == "input_ids" else 0, dtype="int64")
-            for row, feature in enumerate(features):
-                array[row, :len(feature[name])] = feature[name]
-            batch[name] = array
+    batch = {name: pad_sequences([feature[name] for feature in features], pad_token_id if name == "input_ids" else 0)
+             for name in SEQUENCE_INPUTS if name in input_names}
     mask = np.full((len(features), 1, 1, width), PAD_MASK_VALUE, dtype="float32")
     for row, length in enumerate(lengths):
         mask[row, ..., :length] = 0.0
@@ -117,26 +114,27 @@ class PromptCollator:
 
 
 class PromptPipeline(TextPipeline):
-    """TextPipeline for prompt models: texts are wrapped by the template before padding."""
+    """TextPipeline for prompt models: texts are wrapped by the template, and a padded batch also
+    carries the attention mask and the [MASK] positions the verbalizer reads."""
 
     def __init__(self, export: ExportInfo, template: Template, batch_size: int = 32):
-        super().__init__(export, template.tokenizer, template.prompt_tokenizer.max_length, batch_size)
+        super().__init__(template.tokenizer, export.input_names, template.prompt_tokenizer.max_length, batch_size)
         self.template = template
 
-    def encode(self, texts: Sequence[str]) -> dict[str, list]:
+    def encode(self, texts: Sequence[str]) -> EncodedRows:
         features = [self.template({"text_a": text}) for text in texts]
-        return {name: [feature[name] for feature in features] for name in features[0]
-                if name in self.export.input_names}
+        return EncodedRows({name: [feature[name] for feature in features] for name in features[0]
+                            if name in self.input_names}, np.arange(len(texts)), len(texts))
 
-    def pad(self, encoded: dict[str, list], rows: Sequence[int]) -> dict[str, np.ndarray]:
-        features = [{name: values[row] for name, values in encoded.items()} for row in rows]
-        return pad_features(features, self.tokenizer.pad_token_id, self.export.input_names)
+    def pad(self, rows: EncodedRows, batch: Sequence[int]) -> dict[str, np.ndarray]:
+        features = [{name: values[row] for name, values in rows.features.items()} for row in batch]
+        return pad_features(features, self.tokenizer.pad_token_id, self.input_names)
 
 
-class DygraphBackend(Backend):
-    """The trained dygraph prompt model behind the Backend interface, for the export's parity check."""
+class DygraphRunner:
+    """The trained dygraph prompt model as a runner of the pipeline, for the export's parity check."""
 
-    name = "dygraph"
+    label = "dygraph"
 
     def __init__(self, model: PromptModelForSequenceClassification):
         self.model = model

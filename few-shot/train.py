@@ -8,30 +8,40 @@ ONNX model, the tokenizer and the label order, checked against the dygraph model
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the project core, then prompt_io.py
+import numpy as np
+import paddle
+from paddle.static import InputSpec
+from paddlenlp.datasets import MapDataset
+from paddlenlp.prompt import (
+    AutoTemplate,
+    PromptModelForSequenceClassification,
+    PromptTrainer,
+    PromptTuningArguments,
+    SoftVerbalizer,
+)
+from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumentParser
+from paddlenlp.transformers import AutoModelForMaskedLM
+from prompt_io import (
+    DygraphRunner,
+    PromptCollator,
+    PromptPipeline,
+    input_spec,
+    load_prompt_examples,
+    read_label_words,
+    template_meta,
+)
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from paddle.static import InputSpec  # noqa: E402
-from paddlenlp.datasets import MapDataset  # noqa: E402
-from paddlenlp.prompt import (AutoTemplate, PromptModelForSequenceClassification, PromptTrainer,  # noqa: E402
-                              PromptTuningArguments, SoftVerbalizer)
-from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumentParser  # noqa: E402
-from paddlenlp.transformers import AutoModelForMaskedLM  # noqa: E402
-from scipy.special import expit  # noqa: E402
-
-import compat  # noqa: E402,F401  (applies the Trainer checkpoint-rotation fix)
-from inference import ExportInfo, write_checked_export  # noqa: E402
-from metric import MetricReport  # noqa: E402
-from prompt_io import (DygraphBackend, PromptCollator, PromptPipeline, input_spec, load_prompt_examples,  # noqa: E402
-                       read_label_words, template_meta)
-from utils import (DataError, format_prediction, from_pretrained, load_tokenizer, logger, run_cli,  # noqa: E402
-                   set_device, set_seed)
+import compat  # noqa: F401  (applies the Trainer checkpoint-rotation fix)
+from data_io import format_prediction
+from exporting import ExportInfo
+from metric import MetricReport
+from modeling import from_pretrained, load_tokenizer
+from parity import write_checked_export
+from pipeline import sigmoid
+from utils import DataError, logger, run_cli, set_device, set_seed
 
 PARITY_TEXTS = 200  # dev texts on which the export must answer like the dygraph model
 
@@ -91,7 +101,7 @@ def early_stopping(training_args: PromptTuningArguments, stopping: EarlyStopping
 
 def compute_metrics(eval_preds) -> dict[str, float]:
     metric = MetricReport()
-    metric.update(expit(eval_preds.predictions), eval_preds.label_ids)
+    metric.update(sigmoid(eval_preds.predictions), eval_preds.label_ids)
     micro_f1_score, macro_f1_score = metric.accumulate()
     return {"micro_f1_score": micro_f1_score, "macro_f1_score": macro_f1_score}
 
@@ -100,7 +110,7 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     """Test metrics with a per-label report, and the predictions as `text<TAB>label,label` lines."""
     result = trainer.predict(MapDataset(examples))
     trainer.log_metrics("test", result.metrics)
-    probs = expit(result.predictions)
+    probs = sigmoid(result.predictions)
     report = MetricReport(label_names=labels)
     report.update(probs, result.label_ids)
     report.report()
@@ -127,7 +137,7 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
         return PromptPipeline(exported, prompt_model.template)
 
     before_export = ExportInfo(export_dir, export_dir / "model", labels, thresholds, input_names)
-    reference = make_pipeline(before_export).probs(DygraphBackend(prompt_model), texts)
+    reference = make_pipeline(before_export).probs(DygraphRunner(prompt_model), texts)
     write_checked_export(
         lambda prefix: trainer.export_model(str(prefix.parent), input_spec=spec, export_type="paddle"),
         reference, trainer.tokenizer, export_dir, "model", labels, thresholds, input_names, texts, targets,
@@ -135,9 +145,9 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
     logger.info(f"Exported to {export_dir}: model.json/.pdiparams, model.onnx, template and label order")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
-    model_args, data_args, training_args, stopping = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args, stopping = parser.parse_args_into_dataclasses(args=argv)
     check_args(model_args, data_args, training_args, stopping)
     training_args.print_config(model_args, "Model")
     training_args.print_config(data_args, "Data")

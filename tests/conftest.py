@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LABELS = ["体育", "财经", "科技", "娱乐", "教育"]
 KEYWORDS = {
@@ -120,6 +119,6 @@ def offline_predictions(export_dir: Path, texts: list[str]):
     from inference import TextPipeline, create_backend, load_export, load_export_tokenizer, predicted_labels
 
     export = load_export(export_dir / "float32")
-    probs = TextPipeline(export, load_export_tokenizer(export)).probs(create_backend(export, "onnxruntime", "fp32"),
+    probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)
     return predicted_labels(probs, export.labels, export.thresholds)[0], probs

@@ -5,21 +5,19 @@ import csv
 import json
 import re
 import shutil
-import sys
 
 import numpy as np
 import pytest
+from augment import build_augmenter
+from common import read_interpret_rows
+from conftest import LABELS, run_script
+from dirty import rank_dirty
+from interpret import encode, integrated_gradients, word_scores
+from sparse import select_support
 
-from conftest import LABELS, ROOT, run_script
-from utils import (DataError, iter_examples, load_examples, load_model, load_tokenizer, plain_vocabulary,
-                   read_label_list)
-
-sys.path.insert(0, str(ROOT / "analysis"))
-from augment import build_augmenter  # noqa: E402
-from common import read_interpret_rows  # noqa: E402
-from dirty import rank_dirty  # noqa: E402
-from interpret import encode, integrated_gradients, word_scores  # noqa: E402
-from sparse import select_support  # noqa: E402
+from data_io import iter_examples, load_examples, read_label_list
+from modeling import load_model, load_tokenizer, plain_vocabulary
+from utils import DataError
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils import LengthGroupedBatchSampler
-
 LENGTHS = np.random.default_rng(0).integers(5, 128, size=1003).tolist()
 
 

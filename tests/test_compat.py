@@ -10,7 +10,9 @@ from paddlenlp.server import predictor as server_predictor
 from paddlenlp.trainer import Trainer, TrainingArguments
 
 import compat
-from inference import TextPipeline, create_backend, load_export, load_export_tokenizer
+from backends import create_backend
+from exporting import load_export, load_export_tokenizer
+from pipeline import TextPipeline
 
 
 def layer_norm_model(weight: np.ndarray) -> paddle.nn.Layer:
@@ -88,7 +90,7 @@ def test_patched_simple_server_predictor_runs_the_export(exported):
     predictor = server_predictor.Predictor(str(export_dir), "fp32", "cpu")
     assert server_predictor.Predictor._create_predictor is compat._server_predictor_from_export
     export = load_export(export_dir / "float32")
-    pipeline = TextPipeline(export, load_export_tokenizer(export))
+    pipeline = TextPipeline(load_export_tokenizer(export), export.input_names)
     feed = pipeline.feeds(pipeline.encode(["足球比赛", "学校考试老师"]))[0]
     expected = create_backend(export, "onnxruntime", "fp32").run(feed)
     assert predictor.backend.label == "paddle fp32"

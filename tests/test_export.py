@@ -5,15 +5,19 @@ import json
 import os
 import shutil
 
+import inference
 import numpy as np
 import onnx
 import pytest
+from conftest import LABELS, run_script
 
 import export_model
-import inference
-from conftest import LABELS, run_script
-from inference import TextPipeline, create_backend, load_export, load_export_tokenizer
-from utils import DataError, iter_examples, load_model, load_tokenizer, text_probs
+from backends import create_backend
+from data_io import iter_examples
+from exporting import load_export, load_export_tokenizer
+from modeling import load_model, load_tokenizer, text_probs
+from pipeline import TextPipeline
+from utils import DataError
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +52,7 @@ def test_fp32_backends_equal_dygraph(exported, trained, keyword_data, backend):
     texts = dev_texts(keyword_data)
     reference = text_probs(load_model(str(trained[0])), load_tokenizer(str(trained[0])), texts, 128)
     export = load_export(output / "float32")
-    pipeline = TextPipeline(export, load_export_tokenizer(export), 128, batch_size=7)
+    pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, 128, batch_size=7)
     probs = pipeline.probs(create_backend(export, backend, "fp32", num_threads=2), texts)
     assert np.abs(probs - reference).max() < 1e-4
 
@@ -58,7 +62,7 @@ def test_int8_is_built_once_then_reused_and_rebuilt_when_the_model_changes(expor
     output = tmp_path / "export"
     shutil.copytree(exported[0], output)
     export = load_export(output / "float32")
-    pipeline = TextPipeline(export, load_export_tokenizer(export), 128)
+    pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, 128)
     texts = dev_texts(keyword_data)
     fp32 = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts)
     int8 = pipeline.probs(create_backend(export, "onnxruntime", "int8"), texts)
@@ -84,7 +88,7 @@ def test_openvino_int8_and_bf16_keep_the_decisions(exported, keyword_data, tmp_p
     output = tmp_path / "export"
     shutil.copytree(exported[0], output)
     export = load_export(output / "float32")
-    pipeline = TextPipeline(export, load_export_tokenizer(export), 128)
+    pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, 128)
     texts = dev_texts(keyword_data)
     calls = []
 

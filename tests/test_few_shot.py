@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import LABELS, run_script
+from prompt_io import pad_features, read_label_words
 
-from conftest import LABELS, ROOT, run_script
-
-sys.path.insert(0, str(ROOT / "few-shot"))
-
-from prompt_io import pad_features, read_label_words  # noqa: E402
-from utils import PAD_MASK_VALUE, DataError  # noqa: E402
+from modeling import PAD_MASK_VALUE
+from utils import DataError
 
 SOFT_PROMPT = "{'soft': '这句话包含的要素有'}{'mask'}{'text': 'text_a'}"
 # Out of order and partly with words, so the tests see the `==` syntax and the model's sorted order.

@@ -5,7 +5,6 @@ import re
 import shutil
 
 import pytest
-
 from conftest import run_script
 
 pytestmark = pytest.mark.slow

@@ -6,12 +6,13 @@ import json
 import numpy as np
 import paddle
 import pytest
+from conftest import run_script
 from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, ErnieConfig
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
-from conftest import run_script
+from data_io import iter_examples
 from scratch_model import PRESETS, masked_token_loss, model_config
-from utils import DataError, iter_examples
+from utils import DataError
 
 SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 

@@ -9,10 +9,12 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from inference import MAX_REQUEST_TEXTS, TextPipeline, create_backend, load_export, load_export_tokenizer, \
-    predicted_labels
+
+from backends import create_backend
+from exporting import load_export, load_export_tokenizer
+from pipeline import TextPipeline, predicted_labels
+from serving import MAX_REQUEST_TEXTS
 from utils import DataError
 
 spec = importlib.util.spec_from_file_location("pipeline_io", ROOT / "deploy/paddle_serving/pipeline_io.py")
@@ -34,7 +36,7 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
     answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export)  # any fetch name
     assert all(isinstance(value, str) for value in answer.values())  # the pipeline sends strings
     labels, confidences = pipeline_io.decode_response(answer)
-    probs = TextPipeline(export, tokenizer).probs(create_backend(export, "onnxruntime", "fp32"), texts)
+    probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)
     assert labels == predicted_labels(probs, export.labels, export.thresholds)[0]
     assert labels[0] == ["体育", "财经"] and labels[1] == [] and labels[2] == ["教育"]
     assert [len(c) for c in confidences] == [len(names) for names in labels]

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import inference
 import numpy as np
 import pytest
 
-import inference
-from inference import ExportInfo, TextPipeline, cached, check_fp32_parity, check_variant, parity_rows
+from backends import check_variant
+from exporting import ExportInfo, cached
+from parity import check_fp32_parity, parity_rows
+from pipeline import TextPipeline
 from utils import DataError
 
 

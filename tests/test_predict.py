@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_script
-from utils import load_examples, read_label_list
+
+from data_io import load_examples, read_label_list
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,15 @@ import numpy as np
 import onnx
 import paddle
 import pytest
+from conftest import LABELS, run_script
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
 import prune
-from conftest import LABELS, run_script
-from inference import TextPipeline, create_backend, load_export
-from utils import (DataError, encoder_layers, load_model, load_tokenizer, make_loader, model_inputs, narrow_encoder,
-                   text_probs)
+from backends import create_backend
+from exporting import load_export
+from modeling import encoder_layers, load_model, load_tokenizer, model_inputs, narrow_encoder, text_probs
+from pipeline import TextPipeline
+from utils import DataError
 
 PRUNE_ARGS = ["--device", "cpu", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
               "--learning_rate", "1e-4", "--logging_steps", "2"]
@@ -176,7 +178,7 @@ def test_pruned_model_answers_the_same_through_onnx_and_dygraph(pruned_half, key
     tokenizer = load_tokenizer(str(directory))
     dygraph = text_probs(model, tokenizer, texts, 128)
     export = load_export(directory / "pruned_model")
-    onnx_probs = TextPipeline(export, tokenizer).probs(create_backend(export, "onnxruntime", "fp32"), texts)
+    onnx_probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)
     assert np.abs(onnx_probs - dygraph).max() < 1e-5
     # and deploy/predictor labels texts exactly as predict.py does with the pruned checkpoint
     result = run_script("deploy/predictor/infer.py", "--device", "cpu", "--model_path_prefix",

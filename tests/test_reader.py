@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_script
-from utils import DataError, ReadStats, iter_examples, load_examples, read_label_list
+from data_io import ReadStats, iter_examples, load_examples, read_label_list
+from utils import DataError
 
 LABELS = ["离婚", "子女", "财产"]
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}

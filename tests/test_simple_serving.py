@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, offline_predictions, run_script
-from inference import MAX_REQUEST_TEXTS
+
+from serving import MAX_REQUEST_TEXTS
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"

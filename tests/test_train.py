@@ -12,12 +12,13 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from conftest import RECIPE, ROOT, make_keyword_dataset, run_script
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
-from conftest import RECIPE, ROOT, make_keyword_dataset, run_script
+from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
+from modeling import model_inputs
 from train import build_lr_scheduler, parser
-from utils import load_examples, model_inputs, multi_hot, read_label_list
 
 pytestmark = pytest.mark.slow
 

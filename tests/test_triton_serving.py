@@ -10,9 +10,8 @@ import time
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from conftest import LABELS, ROOT, offline_predictions, run_script
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow
 TRITON = ROOT / "deploy/triton_serving"

@@ -7,16 +7,14 @@ JSON lists of label names and probabilities, labels and thresholds taken from th
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.special import expit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from inference import ExportInfo, TextPipeline, predicted_labels, request_texts  # noqa: E402
-from utils import DataError  # noqa: E402
+from exporting import ExportInfo
+from pipeline import TextPipeline, predicted_labels, sigmoid
+from serving import request_texts
+from utils import DataError
 
 INPUT_KEY = "sentence"
 EXAMPLES = ["原告与被告婚后育有一子", "双方分居至今，原告要求离婚"]
@@ -48,14 +46,14 @@ def parse_request(input_dict: dict) -> list[str]:
 
 def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_length: int) -> dict[str, np.ndarray]:
     """int64 feeds named after the export's inputs, padded to the longest text of the request."""
-    pipeline = TextPipeline(export, tokenizer, max_seq_length)
-    return pipeline.pad(pipeline.encode(texts), range(len(texts)))
+    pipeline = TextPipeline(tokenizer, export.input_names, max_seq_length)
+    return pipeline.pad(pipeline.encode(texts), list(range(len(texts))))
 
 
 def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo) -> dict[str, str]:
     """The model's only output -> {"label": '[["name", ...], ...]', "confidence": '[[p, ...], ...]'}."""
     (logits,) = fetch_dict.values()
-    names, confidences = predicted_labels(expit(np.asarray(logits)), export.labels, export.thresholds)
+    names, confidences = predicted_labels(sigmoid(np.asarray(logits)), export.labels, export.thresholds)
     return {"label": json.dumps(names, ensure_ascii=False), "confidence": json.dumps(confidences)}
 
 

@@ -8,15 +8,12 @@ handling lives in pipeline_io.py and is tested with this project's Python.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from paddle_serving_server.web_service import Op, WebService
+from pipeline_io import parse_request, postprocess, preprocess
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from inference import export_prefix_in, load_export, load_export_tokenizer  # noqa: E402
-from pipeline_io import parse_request, postprocess, preprocess  # noqa: E402
-from utils import DataError  # noqa: E402
+from exporting import export_prefix_in, load_export, load_export_tokenizer
+from utils import DataError
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")

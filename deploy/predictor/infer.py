@@ -8,23 +8,20 @@ dygraph model on the dev file.
 from __future__ import annotations
 
 import argparse
-import sys
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import psutil
+from predictor import Predictor
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]  # the project core, then predictor.py
-
-from inference import (CALIBRATION_SIZE, VARIANTS, ExportInfo, TextPipeline,  # noqa: E402
-                       check_fp32_parity, create_backend, load_export, load_export_tokenizer, log_parity,
-                       parity_rows)
-from predictor import Predictor  # noqa: E402
-from utils import (WINDOW_BATCHES, DataError, ReadStats, batched, format_prediction,  # noqa: E402
-                   iter_examples, load_examples, load_model, load_tokenizer, logger, multi_hot, run_cli,
-                   set_device, text_probs)
+from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
+from data_io import ReadStats, iter_examples, load_examples, multi_hot, write_predictions
+from exporting import ExportInfo, load_export, load_export_tokenizer
+from modeling import load_model, load_tokenizer, text_probs
+from parity import check_fp32_parity, log_parity, parity_rows
+from pipeline import WINDOW_BATCHES, TextPipeline
+from utils import DataError, batched, logger, run_cli, set_device
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
@@ -34,7 +31,7 @@ parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum
 parser.add_argument("--use_fp16", action='store_true', help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
 parser.add_argument("--use_quantize", action='store_true', help="Whether to use INT8 quantization (dynamic with onnxruntime, calibrated with openvino), only takes effect when deploying on cpu.")
 parser.add_argument("--use_bf16", action='store_true', help="Whether to use bfloat16 on cpu (openvino or paddle backend; needs AVX-512 BF16 or AMX).")
-parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "paddle", "openvino"], help="Inference engine running the exported model.")
+parser.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="Inference engine running the exported model.")
 parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
 parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to train model, defaults to gpu.")
@@ -84,27 +81,19 @@ def calibration_texts(dataset: Path, input_file: Path) -> list[str]:
 
 
 def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
-    """Stream the data file window by window; write lines or log them as the reference does."""
+    """Write `text<TAB>labels` lines with --output_file, else log each prediction as the reference does."""
+    if args.output_file:
+        write_predictions(data_path, args.output_file, lambda texts: predictor.predict(texts)[0], predictor.thresholds,
+                          predictor.labels, args.batch_size, args.output_probs)
+        logger.info(f"Prediction results save in {args.output_file}.")
+        return
     stats = ReadStats()
-    out = open(args.output_file, "w", encoding="utf-8") if args.output_file else None
-    try:
-        for window in batched(iter_examples(data_path, stats=stats), args.batch_size * WINDOW_BATCHES):
-            texts = [e.text for e in window]
-            probs, label_ids = predictor.predict(texts)
-            if out is None:
-                predictor.printer(texts, label_ids)
-                continue
-            for text, text_probs_row in zip(texts, probs):
-                out.write(format_prediction(text, text_probs_row, predictor.thresholds, predictor.export.labels,
-                                            args.output_probs) + "\n")
-    finally:
-        if out is not None:
-            out.close()
+    for window in batched(iter_examples(data_path, stats=stats), args.batch_size * WINDOW_BATCHES):
+        texts = [e.text for e in window]
+        predictor.printer(texts, predictor.predict(texts)[1])
     if stats.examples == 0:
         raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
     logger.info(stats.summary(data_path))
-    if out is not None:
-        logger.info(f"Prediction results save in {args.output_file}.")
 
 
 def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresholds: np.ndarray) -> None:
@@ -115,20 +104,21 @@ def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresh
                         f"is not a directory")
     model = load_model(args.params_path)
     reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size)
-    pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
+    pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size)
     perf_file = Path(args.dataset_dir) / f"{args.perf_dataset}.txt"
-    variants = {}
-    for backend, precision in VARIANTS[args.device]:
+    probs = {}
+    for backend, precision in variants(args.device):
         engine = create_backend(export, backend, precision, args.device, args.device_id, args.num_threads,
                                 lambda: pipeline.feeds(pipeline.encode(calibration_texts(perf_file.parent,
                                                                                          perf_file))))
-        variants[engine.label] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, variants, thresholds, labels)
+        probs[engine.label] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, probs, thresholds, labels)
     log_parity(rows)
     check_fp32_parity(rows)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     precision = precision_of(args)
     if args.device == "cpu" or args.backend == "paddle" or args.check_parity:
         set_device(args.device)  # ONNX Runtime on GPU needs onnxruntime-gpu, not a CUDA build of Paddle
@@ -145,12 +135,10 @@ def main(args: argparse.Namespace) -> None:
         return
 
     data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
-    if args.output_file and Path(args.output_file).resolve() == data_path.resolve():
-        raise DataError(f"--output_file {args.output_file} would overwrite the input {data_path}")
-    pipeline = TextPipeline(export, tokenizer, args.max_seq_length, args.batch_size)
+    pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size)
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
                              lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, data_path))))
-    predictor = Predictor(export, backend, tokenizer, args.max_seq_length, args.batch_size, thresholds)
+    predictor = Predictor(pipeline, backend, export.labels, thresholds)
     if args.perf:
         examples = load_examples(data_path, export.labels)
         texts = [e.text for e in examples]
@@ -161,4 +149,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parser.parse_args()))
+    run_cli(main)

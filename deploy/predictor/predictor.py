@@ -1,57 +1,54 @@
 """The reference's Predictor: an exported model on one backend, with printing, evaluation and timing.
 
-The work itself (tokenizing, length-sorted batching, the backends, cached INT8/FP16 models) lives
-in the project's `inference.py`, shared with export_model.py and the servers.
+The work itself (tokenizing, length-grouped batching, thresholds) is the project's text pipeline
+(`pipeline.py`) and the engines are the project's backends (`backends.py`), shared with
+export_model.py and the servers.
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.special import expit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from inference import Backend, ExportInfo, TextPipeline  # noqa: E402
-from metric import MetricReport  # noqa: E402
-from utils import format_labels, logger  # noqa: E402
+from backends import Backend
+from data_io import format_labels
+from metric import MetricReport
+from pipeline import EncodedRows, TextPipeline, chosen_label_ids, sigmoid
+from utils import logger
 
 
 class Predictor:
-    def __init__(self, export: ExportInfo, backend: Backend, tokenizer, max_seq_length: int, batch_size: int,
-                 thresholds: np.ndarray):
-        self.export = export
+    def __init__(self, pipeline: TextPipeline, backend: Backend, labels: Sequence[str], thresholds: np.ndarray):
+        self.pipeline = pipeline
         self.backend = backend
-        self.pipeline = TextPipeline(export, tokenizer, max_seq_length, batch_size)
+        self.labels = list(labels)
         self.thresholds = thresholds
 
-    def preprocess(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+    def preprocess(self, texts: Sequence[str]) -> EncodedRows:
         return self.pipeline.encode(texts)
 
-    def infer_batch(self, encoded: dict[str, list[list[int]]]) -> np.ndarray:
-        return self.pipeline.logits(self.backend, encoded)
+    def infer_batch(self, encoded: EncodedRows) -> np.ndarray:
+        return self.pipeline.outputs(self.backend, encoded)
 
     def postprocess(self, logits: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-        probs = expit(logits)
-        return probs, [np.flatnonzero(row > self.thresholds).tolist() for row in probs]
+        probs = sigmoid(logits)
+        return probs, chosen_label_ids(probs, self.thresholds)
 
     def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[int]]]:
         if not texts:
-            return np.zeros((0, len(self.export.labels)), dtype="float32"), []
+            return np.zeros((0, len(self.labels)), dtype="float32"), []
         return self.postprocess(self.infer_batch(self.preprocess(texts)))
 
     def printer(self, texts: Sequence[str], label_ids: Sequence[Sequence[int]]) -> None:
         for text, ids in zip(texts, label_ids):
             logger.info(f"input data: {text}")
-            logger.info(f"labels: {format_labels(ids, self.export.labels)}")
+            logger.info(f"labels: {format_labels(ids, self.labels)}")
             logger.info("----------------------------")
 
     def evaluate(self, texts: Sequence[str], labels: np.ndarray) -> MetricReport:
         probs, _ = self.predict(texts)
-        metric = MetricReport(thresholds=self.thresholds, label_names=self.export.labels)
+        metric = MetricReport(thresholds=self.thresholds, label_names=self.labels)
         metric.update(probs, labels)
         micro_f1, macro_f1 = metric.accumulate()
         logger.info("micro f1: %.2f, macro f1: %.2f" % (micro_f1 * 100, macro_f1 * 100))

@@ -49,8 +49,8 @@ def classify(url: str, texts: list[str], parameters: dict, timeout: float) -> di
     return answer["result"]
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     if args.input_file:
         with open(args.input_file, encoding="utf-8-sig") as handle:
             texts = [line.rstrip("\r\n") for line in handle if line.strip()]

@@ -11,19 +11,16 @@ thresholds unless the request sends `prob_limit`; bad requests get HTTP 422 with
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 from fastapi import HTTPException
 from paddlenlp import SimpleServer
 from paddlenlp.server import BaseModelHandler, BasePostHandler
-from scipy.special import expit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import compat  # noqa: E402,F401  (SimpleServer's model loader, patched for Paddle 3 exports)
-from inference import TextPipeline, predicted_labels, request_texts  # noqa: E402
-from utils import DataError  # noqa: E402
+import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
+from pipeline import TextPipeline, predicted_labels, sigmoid
+from serving import request_texts
+from utils import DataError
 
 EXPORT_DIR = os.environ.get("EXPORT_DIR", "../../export")
 
@@ -54,8 +51,8 @@ class MultiLabelModelHandler(BaseModelHandler):
             prob_limit = parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
         except DataError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
-        pipeline = TextPipeline(predictor.export, tokenizer, max_seq_len, batch_size)
-        logits = pipeline.logits(predictor.backend, pipeline.encode(texts))
+        pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size)
+        logits = pipeline.outputs(predictor.backend, pipeline.encode(texts))
         thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(logits[0]), prob_limit)
         return {"logits": logits, "labels": predictor.export.labels, "thresholds": thresholds}
 
@@ -65,7 +62,7 @@ class MultiLabelPostHandler(BasePostHandler):
 
     @classmethod
     def process(cls, data, parameters):
-        names, confidences = predicted_labels(expit(data["logits"]), data["labels"], data["thresholds"])
+        names, confidences = predicted_labels(sigmoid(data["logits"]), data["labels"], data["thresholds"])
         return {"label": names, "confidence": confidences}
 
 

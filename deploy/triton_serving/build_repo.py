@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from inference import (ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export,  # noqa: E402
-                       load_export_tokenizer)
-from utils import DataError, logger, run_cli  # noqa: E402
+import pipeline
+from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +83,7 @@ def build(args: argparse.Namespace) -> None:
         [tensor(name, "TYPE_INT64", [-1]) for name in inputs],
         cpu + parameter("max_seq_length", args.max_seq_length)), "tokenizer.py")
     load_export_tokenizer(export).save_pretrained(str(tokenizer_dir / "tokenizer"))
+    shutil.copy(pipeline.__file__, tokenizer_dir / "pipeline.py")  # the one text pipeline, not a second copy of it
 
     model_inputs = [tensor(name, "TYPE_INT64", [-1]) for name in inputs]
     model_outputs = [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])]
@@ -103,6 +102,7 @@ def build(args: argparse.Namespace) -> None:
         "seqcls_postprocess", 'backend: "python"', batch, [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])],
         [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])], cpu),
         "seqcls_postprocess.py")
+    shutil.copy(pipeline.__file__, post_dir / "pipeline.py")
     (post_dir / "labels.json").write_text(json.dumps(
         {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds]}, ensure_ascii=False, indent=1),
         encoding="utf-8")
@@ -118,5 +118,9 @@ def build(args: argparse.Namespace) -> None:
     logger.info(f"Triton model repository for {num_labels} labels ({args.platform} seqcls_model) written to {repo}/")
 
 
+def main(argv: list[str] | None = None) -> None:
+    build(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    run_cli(lambda: build(parser.parse_args()))
+    run_cli(main)

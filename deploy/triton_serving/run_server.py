@@ -62,8 +62,8 @@ def server_command(server: Path, repository: Path, host: str, http_port: int, gr
             "--exit-on-error", "true", "--strict-readiness", "true"]
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     repository = Path(args.model_repository)
     if not (repository / "seqcls" / "config.pbtxt").is_file():
         sys.exit(f"error: {repository} is not a model repository (run build_repo.py first)")

@@ -1,18 +1,25 @@
 """Triton python model `seqcls_postprocess`: logits -> label names and probabilities, every row.
 
 `label` is one string per text: the comma-joined names of the labels above their exported
-threshold ("" when none is); `confidence` holds every label's probability, in label order.
+threshold ("" when none is); `confidence` holds every label's probability, in label order. The
+decision is the project's text pipeline (copied next to this file by build_repo.py).
 """
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("pipeline", HERE / "pipeline.py")
+pipeline = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pipeline)
+
 
 class TritonPythonModel:
     def initialize(self, args):
-        meta = json.loads((Path(__file__).parent / "labels.json").read_text(encoding="utf-8"))
+        meta = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
         self.labels = meta["labels"]
         self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
 
@@ -20,10 +27,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
-            probs = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-            names = [",".join(label for label, chosen in zip(self.labels, row) if chosen)
-                     for row in probs > self.thresholds]
-            label = np.array([[name.encode("utf-8")] for name in names], dtype=np.object_)
+            probs = pipeline.sigmoid(logits).astype(np.float32)
+            names, _ = pipeline.predicted_labels(probs, self.labels, self.thresholds)
+            label = np.array([[",".join(row).encode("utf-8")] for row in names], dtype=np.object_)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("label", label), pb_utils.Tensor("confidence", probs)]))
         return responses

@@ -1,36 +1,36 @@
 """Triton python model `tokenizer`: texts (TYPE_STRING [1]) -> padded token ids per model input.
 
-Uses the export's own tokenizer (copied next to this file by build_repo.py), the same call as
-deploy/predictor, so a text gets the same ids online and offline.
+Uses the export's own tokenizer and the project's text pipeline (both copied next to this file by
+build_repo.py), the same code as deploy/predictor, so a text gets the same ids online and offline.
 """
+import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 from paddlenlp.transformers import AutoTokenizer
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("pipeline", HERE / "pipeline.py")
+pipeline = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pipeline)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.max_seq_length = int(config["parameters"]["max_seq_length"]["string_value"])
-        self.output_names = [output["name"] for output in config["output"]]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parent / "tokenizer"))
+        output_names = [output["name"] for output in config["output"]]
+        max_seq_length = int(config["parameters"]["max_seq_length"]["string_value"])
+        tokenizer = AutoTokenizer.from_pretrained(str(HERE / "tokenizer"))
+        self.pipeline = pipeline.TextPipeline(tokenizer, output_names, max_seq_length)
 
     def execute(self, requests):
         responses = []
         for request in requests:
             rows = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
             texts = [row[0].decode("utf-8") if isinstance(row[0], bytes) else str(row[0]) for row in rows]
-            encoded = self.tokenizer(texts, max_length=self.max_seq_length, truncation=True)
-            width = max(len(ids) for ids in encoded["input_ids"])
-            outputs = []
-            for name in self.output_names:
-                pad = self.tokenizer.pad_token_id if name == "input_ids" else 0
-                array = np.full((len(texts), width), pad, dtype=np.int64)
-                for i, ids in enumerate(encoded[name]):
-                    array[i, :len(ids)] = ids
-                outputs.append(pb_utils.Tensor(name, array))
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            encoded = self.pipeline.encode(texts)
+            feed = self.pipeline.pad(encoded, list(range(len(texts))))
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, feed[name]) for name in self.pipeline.input_names]))
         return responses

@@ -1,0 +1,207 @@
+"""Data files and output formats: `label.txt`, `text<TAB>label,label` files and prediction lines.
+
+Every script reads its data through this module, so the file format, the checks on it and the
+label ids are the same everywhere, and nothing is dropped without being counted.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import WINDOW_BATCHES, chosen_label_ids
+from utils import DataError, batched, logger
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without line ending); accepts a BOM and CRLF line endings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"File not found: {path}")
+    try:
+        with open(path, encoding="utf-8-sig", newline=None) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                yield line_no, line.rstrip("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def read_label_entries(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number, stripped line) of every label line; trailing blank lines are allowed."""
+    entries: list[tuple[int, str]] = []
+    blank_line = 0
+    for line_no, line in read_lines(path):
+        entry = line.strip()
+        if not entry:
+            blank_line = blank_line or line_no
+            continue
+        if blank_line:
+            raise DataError(f"{path}:{blank_line}: blank label name (every line of the label file must name a label)")
+        entries.append((line_no, entry))
+    if not entries:
+        raise DataError(f"{path}: the label file is empty")
+    return entries
+
+
+def check_unique_labels(path: str | os.PathLike, names: Iterable[tuple[int, str]]) -> None:
+    """Refuse a label named twice; `names` are (line number, label name)."""
+    seen: dict[str, int] = {}
+    for line_no, name in names:
+        if name in seen:
+            raise DataError(f"{path}:{line_no}: duplicate label {name!r} (first on line {seen[name]})")
+        seen[name] = line_no
+
+
+def read_label_list(path: str | os.PathLike) -> list[str]:
+    """Read label.txt: one name per line, line order = class id."""
+    entries = read_label_entries(path)
+    check_unique_labels(path, entries)
+    return [name for _, name in entries]
+
+
+@dataclass
+class Example:
+    """One line of a data file: its text and the ids of its labels (empty: no label)."""
+
+    text: str
+    labels: list[int]
+    line_no: int
+
+
+@dataclass
+class ReadStats:
+    """What a read saw, so that nothing is dropped without being counted."""
+
+    examples: int = 0
+    unlabelled: int = 0
+    blank: int = 0
+    label_columns_ignored: int = 0
+
+    def summary(self, path: str | os.PathLike) -> str:
+        parts = [f"{self.examples} examples"]
+        if self.unlabelled:
+            parts.append(f"{self.unlabelled} without labels")
+        if self.blank:
+            parts.append(f"{self.blank} blank lines skipped")
+        if self.label_columns_ignored:
+            parts.append(f"label column ignored on {self.label_columns_ignored} lines")
+        return f"Read {Path(path).name}: " + ", ".join(parts)
+
+
+def _unknown_label_message(path, line_no: int, label: str, label2id: dict[str, int]) -> str:
+    close = difflib.get_close_matches(label, list(label2id), n=1, cutoff=0.0)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{path}:{line_no}: unknown label {label!r} (not in the label file){hint}"
+
+
+def iter_examples(
+    path: str | os.PathLike,
+    label2id: dict[str, int] | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[Example]:
+    """Stream the examples of a `text<TAB>label,label` file.
+
+    With `label2id=None` (prediction input) only the text is used: a second column, if present,
+    is ignored and counted. A line without TAB (or ending in TAB) is an example with no labels.
+    """
+    stats = stats if stats is not None else ReadStats()
+    for line_no, raw in read_lines(path):
+        line = raw.rstrip()
+        if not line.strip():
+            stats.blank += 1
+            continue
+        columns = line.split("\t")
+        if len(columns) > 2:
+            raise DataError(
+                f"{path}:{line_no}: more than one TAB in the line (format is text<TAB>label,label; "
+                f"texts must not contain TAB): {raw!r}"
+            )
+        text = columns[0].strip()
+        if not text:
+            raise DataError(f"{path}:{line_no}: empty text before the TAB: {raw!r}")
+        labels: list[int] = []
+        if len(columns) == 2 and label2id is None:
+            stats.label_columns_ignored += 1
+        elif len(columns) == 2:
+            for item in columns[1].split(","):
+                name = item.strip()
+                if not name:
+                    raise DataError(f"{path}:{line_no}: empty label in {columns[1]!r}")
+                if name not in label2id:
+                    raise DataError(_unknown_label_message(path, line_no, name, label2id))
+                if label2id[name] not in labels:
+                    labels.append(label2id[name])
+        stats.examples += 1
+        stats.unlabelled += not labels and label2id is not None
+        yield Example(text=text, labels=labels, line_no=line_no)
+
+
+def load_examples(path: str | os.PathLike, label_list: Sequence[str] | None) -> list[Example]:
+    """Read a whole data file, log what was read, and refuse a file with no example."""
+    label2id = None if label_list is None else {name: i for i, name in enumerate(label_list)}
+    stats = ReadStats()
+    examples = list(iter_examples(path, label2id, stats))
+    if not examples:
+        raise DataError(f"{path}: no examples (the file has only blank lines)")
+    logger.info(stats.summary(path))
+    return examples
+
+
+def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
+    """The label column of the data format: names joined by a bare comma."""
+    return ",".join(label_list[i] for i in label_ids)
+
+
+def format_prediction(text: str, probs: np.ndarray, thresholds: np.ndarray, label_list: Sequence[str],
+                      output_probs: bool = False) -> str:
+    """One output line: `text<TAB>label,label` (the training format), plus the probabilities as JSON."""
+    line = f"{text}\t{format_labels(chosen_label_ids(probs[None], thresholds)[0], label_list)}"
+    if output_probs:
+        line += "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, probs)}, ensure_ascii=False)
+    return line
+
+
+def multi_hot(examples: Sequence[Example], num_labels: int) -> np.ndarray:
+    """The examples' labels as an (examples x labels) 0/1 matrix."""
+    matrix = np.zeros((len(examples), num_labels), dtype="float32")
+    for row, example in enumerate(examples):
+        matrix[row, example.labels] = 1
+    return matrix
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def write_predictions(data_path: Path, output_file: str | os.PathLike, text_probs: Callable[[list[str]], np.ndarray],
+                      thresholds: np.ndarray, label_list: Sequence[str], batch_size: int,
+                      output_probs: bool = False) -> ReadStats:
+    """Label a text file into `output_file`, one `format_prediction` line per text, in input order.
+
+    The input is streamed in windows of `batch_size * WINDOW_BATCHES` texts, the pipeline's own
+    bucketing window, so a file larger than memory works and batching is as good as on the whole.
+    """
+    if Path(output_file).resolve() == Path(data_path).resolve():
+        raise DataError(f"--output_file {output_file} would overwrite the input {data_path}")
+    if not Path(data_path).is_file():
+        raise DataError(f"File not found: {data_path}")
+    stats = ReadStats()
+    progress = tqdm(total=count_lines(data_path), desc="Predicting", unit="line", disable=None)
+    with open(output_file, "w", encoding="utf-8") as out:
+        for window in batched(iter_examples(data_path, stats=stats), batch_size * WINDOW_BATCHES):
+            probs = text_probs([e.text for e in window])
+            for example, example_probs in zip(window, probs):
+                out.write(format_prediction(example.text, example_probs, thresholds, label_list, output_probs) + "\n")
+            progress.update(window[-1].line_no - progress.n)
+    progress.close()
+    if stats.examples == 0:
+        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
+    logger.info(stats.summary(data_path))
+    return stats

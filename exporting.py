@@ -1,0 +1,164 @@
+"""The export directory: what export_model.py, prune.py and few-shot write for deployment, and how
+every deployment reads it.
+
+An export holds the static graph (`<prefix>.json` + `.pdiparams`), `model.onnx` with stable tensor
+names (`logits` out), the tokenizer and `export_meta.json` (labels and thresholds in output order,
+input names). Exports of the reference, which have no metadata, are read too. ONNX tooling is
+imported only when a conversion actually runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import paddle
+
+from data_io import read_label_list
+from modeling import check_label_list, load_tokenizer, model_input_names
+from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS
+from utils import DataError, logger
+
+EXPORT_PREFIX = "float32"
+ONNX_FILE = "model.onnx"
+META_FILE = "export_meta.json"
+OUTPUT_NAME = "logits"
+
+
+@dataclass
+class ExportInfo:
+    """What an export directory holds; `labels` and `thresholds` are in model output order."""
+
+    directory: Path
+    model_prefix: Path
+    labels: list[str]
+    thresholds: np.ndarray
+    input_names: list[str]
+
+
+def paddle_model_files(prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """The static graph (`.json` from Paddle 3 / PIR, `.pdmodel` before) and its parameters."""
+    prefix = Path(prefix)
+    params = prefix.with_name(prefix.name + ".pdiparams")
+    for suffix in (".json", ".pdmodel"):
+        graph = prefix.with_name(prefix.name + suffix)
+        if graph.is_file() and params.is_file():
+            return graph, params
+    raise DataError(f"--model_path_prefix {prefix}: no {prefix.name}.json or {prefix.name}.pdmodel with "
+                    f"{prefix.name}.pdiparams in {prefix.parent}/ (run export_model.py first)")
+
+
+def export_static_graph(model, prefix: Path, input_names: Sequence[str]) -> None:
+    """paddle.jit.save of the model's forward with dynamic [batch, length] int64 inputs."""
+    spec = [paddle.static.InputSpec([None, None], "int64", name) for name in input_names]
+    static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    paddle.jit.save(static_model, str(prefix))
+
+
+def convert_to_onnx(prefix: Path, onnx_file: Path) -> None:
+    """paddle2onnx, then rename the graph output to `logits` so configs never name `fetch_name_0`."""
+    import onnx
+    import paddle2onnx
+
+    graph_file, params_file = paddle_model_files(prefix)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp, "raw.onnx")
+        paddle2onnx.export(str(graph_file), str(params_file), str(raw), opset_version=13,
+                           enable_onnx_checker=True)
+        model = onnx.load(str(raw))
+    old_name = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old_name else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old_name else name for name in node.input]
+    model.graph.output[0].name = OUTPUT_NAME
+    onnx.save(model, str(onnx_file))
+
+
+def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresholds, input_names,
+               extra: dict | None = None) -> None:
+    """export_meta.json; `extra` holds what one kind of model needs besides (few-shot: its template)."""
+    meta = {"model_prefix": prefix_name, "onnx": ONNX_FILE, "input_names": list(input_names),
+            "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds],
+            **(extra or {})}
+    (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def deploy_input_names(tokenizer, multilingual: bool = False) -> tuple[str, ...]:
+    """The exported graph's inputs: ERNIE-M tokenizers make no token_type_ids, so neither does its graph."""
+    if not multilingual and model_input_names(tokenizer) == ERNIE_M_INPUTS:
+        logger.info("The tokenizer produces no token_type_ids (ERNIE-M): exporting input_ids only, as --multilingual")
+        return ERNIE_M_INPUTS
+    return ERNIE_M_INPUTS if multilingual else ERNIE_INPUTS
+
+
+def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathLike | None = None) -> ExportInfo:
+    """Read an export; `label_file`, when it exists, must agree with the stored labels.
+
+    Exports made by the reference export_model.py have no metadata: their labels then come from
+    `label_file` (required) and every threshold is 0.5.
+    """
+    prefix = Path(model_path_prefix)
+    paddle_model_files(prefix)
+    directory = prefix.parent
+    meta_file = directory / META_FILE
+    file_labels = read_label_list(label_file) if label_file is not None and Path(label_file).is_file() else None
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        labels = meta["labels"]
+        if file_labels is not None:
+            check_label_list(label_file, file_labels, labels)
+        return ExportInfo(directory, prefix, labels, np.asarray(meta["thresholds"], dtype="float32"),
+                          meta["input_names"])
+    if file_labels is None:
+        raise DataError(f"{directory} has no {META_FILE} (not written by this project's export_model.py), so "
+                        f"its labels are unknown: pass a dataset directory with label.txt")
+    import onnx
+
+    input_names = [i.name for i in onnx.load(str(ensure_onnx(prefix, directory)), load_external_data=False).graph.input]
+    return ExportInfo(directory, prefix, file_labels, np.full(len(file_labels), 0.5, dtype="float32"), input_names)
+
+
+def ensure_onnx(prefix: Path, directory: Path) -> Path:
+    """model.onnx of the export; converted once for exports that lack it (reference exports, pruning)."""
+    graph_file, _ = paddle_model_files(prefix)
+    return cached(directory / ONNX_FILE, graph_file, lambda out: convert_to_onnx(prefix, out), "ONNX model")
+
+
+def cached(target: Path, source: Path, build: Callable[[Path], None], what: str) -> Path:
+    """Build `target` from `source` unless a file newer than the source is already there."""
+    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+        logger.info(f"Using cached {what}: {target}")
+        return target
+    if not os.access(target.parent, os.W_OK):
+        raise DataError(f"{target.parent} is read-only, so the {what} cannot be built there: run this once where "
+                        f"the export directory is writable (the file is reused afterwards)")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # never leave a half-written file behind
+        partial = Path(tmp, target.name)
+        build(partial)
+        for built in Path(tmp).iterdir():
+            built.replace(target.parent / built.name)
+    logger.info(f"Built {what} in {time.perf_counter() - start:.1f} s: {target}")
+    return target
+
+
+def export_prefix_in(directory: str | os.PathLike) -> Path:
+    """The model prefix of an export directory (float32, pruned_model, or a reference export's name)."""
+    directory = Path(directory)
+    meta_file = directory / META_FILE
+    if meta_file.is_file():
+        return directory / json.loads(meta_file.read_text(encoding="utf-8"))["model_prefix"]
+    params = sorted(directory.glob("*.pdiparams"))
+    if not params:
+        raise DataError(f"{directory} holds no exported model (*.pdiparams); run export_model.py first")
+    return params[0].with_suffix("")
+
+
+def load_export_tokenizer(export: ExportInfo, override: str | None = None):
+    """The tokenizer saved in the export, unless the user names another one."""
+    return load_tokenizer(override or str(export.directory))

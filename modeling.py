@@ -1,0 +1,300 @@
+"""Models and checkpoints: loading by name or directory, the checkpoint format, pruned checkpoints,
+and the dygraph model as a runner of the text pipeline.
+
+A checkpoint directory is a paddlenlp model and tokenizer whose config.json also stores the label
+list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`) and, for a
+width-pruned model, its width (`pruned_width`): everything later scripts need, written and read
+only here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import paddle
+import paddlenlp.transformers
+from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from data_io import read_label_list
+from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, TextPipeline
+from utils import DataError
+
+REFERENCE_MODEL_NAMES = (
+    "ernie-1.0-large-zh-cw",
+    "ernie-3.0-xbase-zh",
+    "ernie-3.0-base-zh",
+    "ernie-3.0-medium-zh",
+    "ernie-3.0-micro-zh",
+    "ernie-3.0-mini-zh",
+    "ernie-3.0-nano-zh",
+    "ernie-2.0-base-en",
+    "ernie-2.0-large-en",
+    "ernie-m-base",
+    "ernie-m-large",
+)
+
+# Additive attention-mask value for padded positions. paddlenlp uses -1e4; its softmax clamps
+# the exponent at about -88, so padded weights become denormal floats (~4e-39) and the backward
+# pass crawls through denormal arithmetic (a 4-layer ERNIE training step on a padded 32x128 batch:
+# 2.91 s with -1e4, 2.26 s with this value, as fast as the same batch unpadded; bench/mask_speed.py). exp(-50) = 2e-22 is a normal float and still far
+# below float32 resolution next to the real weights, so the outputs are unchanged (tested to 1e-6).
+PAD_MASK_VALUE = -50.0
+
+
+def _offline_hint(model_name: str) -> str:
+    return (
+        f"Could not download '{model_name}' (no network access to the model hub?). To work offline, "
+        f"create a local model and pass its directory instead:\n"
+        f"  python scratch_model.py --dataset_dir data --output_dir ./scratch_model "
+        f"--preset {model_name if model_name.startswith('ernie-3.0-') else 'tiny'}\n"
+        f"  python train.py --model_name ./scratch_model ...   "
+        f"(few-shot/train.py: --model_name_or_path ./scratch_model)\n"
+        f"or copy a downloaded model directory (config.json, model_state.pdparams, vocab.txt, "
+        f"tokenizer_config.json) to this machine and pass its path as --model_name."
+    )
+
+
+def from_pretrained(loader: Callable, model_name: str, **kwargs):
+    """Load from a local directory or a reference model name, with clear errors for both."""
+    if os.path.isdir(model_name):
+        try:
+            return loader(model_name, **kwargs)
+        except Exception as err:  # missing or foreign files surface as OSError, ValueError, KeyError...
+            raise DataError(f"{model_name} does not hold a paddlenlp model and tokenizer (config.json, "
+                            f"model_state.pdparams, tokenizer files): {type(err).__name__}: {err}") from None
+    if model_name not in REFERENCE_MODEL_NAMES:
+        raise DataError(
+            f"--model_name {model_name!r} is neither a local model directory nor one of: "
+            + ", ".join(REFERENCE_MODEL_NAMES)
+        )
+    try:
+        return loader(model_name, **kwargs)
+    except Exception as err:  # paddlenlp raises many kinds of errors for a failed download
+        raise DataError(f"{_offline_hint(model_name)}\n(cause: {type(err).__name__}: {err})") from None
+
+
+def load_tokenizer(model_name: str):
+    return from_pretrained(AutoTokenizer.from_pretrained, model_name)
+
+
+def plain_vocabulary(tokenizer) -> list[str]:
+    """Vocabulary entries that are ordinary text: no special tokens ([CLS], <unk>), no ## continuations."""
+    return [token for token in tokenizer.vocab.token_to_idx if not token.startswith(("[", "##", "<"))]
+
+
+def load_model(model_name: str, num_labels: int | None = None):
+    """Load a sequence-classification model (a fresh head when the checkpoint has none of this size).
+
+    Width-pruned checkpoints (prune.py) are narrower than their config says: they are built full
+    size, narrowed to the stored width, and only then given their weights.
+    """
+    kwargs = {} if num_labels is None else {"num_classes": num_labels}
+    pruned = pruned_width(model_name)
+    if pruned is None:
+        return from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
+    config = from_pretrained(AutoConfig.from_pretrained, model_name, **kwargs)
+    model = getattr(paddlenlp.transformers, config.architectures[0])(config)
+    narrow_encoder(model, pruned["num_attention_heads"], pruned["intermediate_size"])
+    model.set_state_dict(paddle.load(str(Path(model_name) / "model_state.pdparams")))
+    return model
+
+
+def pruned_width(model_name: str) -> dict | None:
+    """The `pruned_width` entry prune.py stores in config.json ({width_mult, heads, FFN size}), if any."""
+    config_file = Path(model_name) / "config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8")).get("pruned_width")
+
+
+def encoder_layers(model) -> list[paddle.nn.TransformerEncoderLayer]:
+    """The transformer layers of an ERNIE-family classifier (post-norm paddle.nn layers)."""
+    base = getattr(model, model.base_model_prefix, None)
+    layers = list(getattr(getattr(base, "encoder", None), "layers", []))
+    if not layers or not all(isinstance(layer, paddle.nn.TransformerEncoderLayer) and not layer.normalize_before
+                             for layer in layers):
+        raise DataError(f"{type(model).__name__}: width pruning needs an ERNIE-style encoder of "
+                        f"paddle.nn.TransformerEncoderLayer (post-norm)")
+    return layers
+
+
+def _narrow_linear(linear: paddle.nn.Linear, rows: int | None = None, cols: int | None = None) -> paddle.nn.Linear:
+    """A smaller Linear holding the first `rows` inputs and/or `cols` outputs of `linear`."""
+    weight = linear.weight[:rows, :cols]
+    narrow = paddle.nn.Linear(weight.shape[0], weight.shape[1])
+    narrow.weight.set_value(weight)
+    narrow.bias.set_value(linear.bias[:cols])
+    return narrow
+
+
+def narrow_encoder(model, num_heads: int, intermediate_size: int) -> None:
+    """Keep the first `num_heads` attention heads and `intermediate_size` FFN neurons of every layer.
+
+    prune.py orders heads and neurons by importance first, so the first ones are the ones to keep.
+    The hidden size is unchanged, so embeddings, pooler and classifier stay as they are.
+    """
+    for layer in encoder_layers(model):
+        attn = layer.self_attn
+        width = num_heads * attn.head_dim
+        attn.q_proj, attn.k_proj, attn.v_proj = (_narrow_linear(p, cols=width)
+                                                 for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        attn.out_proj = _narrow_linear(attn.out_proj, rows=width)
+        attn.num_heads = num_heads
+        layer.linear1 = _narrow_linear(layer.linear1, cols=intermediate_size)
+        layer.linear2 = _narrow_linear(layer.linear2, rows=intermediate_size)
+
+
+def narrow_to_width(model, width: Fraction) -> None:
+    """Cut the model down to its first heads and neurons at this width, and record the width in its
+    config so that `load_model` rebuilds the narrow model from a saved checkpoint."""
+    layer = encoder_layers(model)[0]
+    heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
+    narrow_encoder(model, heads, neurons)
+    model.config.pruned_width = {"width_mult": str(width), "num_attention_heads": heads,
+                                 "intermediate_size": neurons}
+
+
+def kept_units(width: Fraction, num_heads: int, intermediate_size: int) -> tuple[int, int]:
+    """Heads and FFN neurons a layer keeps at this width."""
+    return int(width * num_heads), int(width * intermediate_size)
+
+
+def has_trained_head(model_name: str, num_labels: int) -> bool:
+    """Whether `model_name` holds a classifier head of the right size (else it starts fresh)."""
+    config_file = Path(model_name) / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    is_classifier = any("ForSequenceClassification" in name for name in config.get("architectures", []))
+    stored_labels = len(config.get("id2label") or {}) or config.get("num_classes", 0)
+    return is_classifier and stored_labels == num_labels
+
+
+def init_classifier_bias(model, label_prior: np.ndarray) -> None:
+    """Start each label's logit at the log-odds of its training frequency.
+
+    A fresh head predicts p=0.5 for every label, and BCE spends many epochs pushing all rare labels
+    down before anything is learned; starting at the prior lets a scratch model predict from epoch 2.
+    """
+    prior = np.clip(label_prior, 1e-4, 1 - 1e-4)
+    model.classifier.bias.set_value(np.log(prior / (1 - prior)).astype("float32"))
+
+
+def checkpoint_labels(model) -> list[str] | None:
+    """The label list stored in a model's config by save_checkpoint (None for foreign models)."""
+    names = getattr(model.config, "multi_label_names", None)
+    return list(names) if names else None
+
+
+def checkpoint_thresholds(model, default: float = 0.5) -> np.ndarray:
+    thresholds = getattr(model.config, "multi_label_thresholds", None)
+    num_labels = model.config.num_labels
+    return np.asarray(thresholds if thresholds else [default] * num_labels, dtype="float32")
+
+
+def check_label_list(label_file: str | os.PathLike, file_labels: list[str], model_labels: list[str]) -> None:
+    """Refuse a label.txt that disagrees with the labels the checkpoint was trained with."""
+    if file_labels == model_labels:
+        return
+    if len(file_labels) != len(model_labels):
+        detail = f"{len(file_labels)} labels in the file, {len(model_labels)} in the checkpoint"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(file_labels, model_labels)) if a != b)
+        detail = f"line {i + 1} is {file_labels[i]!r} but the checkpoint's label {i} is {model_labels[i]!r}"
+    raise DataError(
+        f"{label_file} disagrees with the checkpoint ({detail}). The checkpoint stores its own label "
+        f"list: omit the label file or pass the one it was trained with."
+    )
+
+
+def resolve_label_list(model, label_file: str | os.PathLike) -> list[str]:
+    """Labels for a trained model: the checkpoint's own, checked against label_file if present."""
+    model_labels = checkpoint_labels(model)
+    if model_labels is None:
+        labels = read_label_list(label_file)
+        if len(labels) != model.config.num_labels:
+            raise DataError(
+                f"{label_file} has {len(labels)} labels but the model has {model.config.num_labels} outputs"
+            )
+        return labels
+    if Path(label_file).is_file():
+        check_label_list(label_file, read_label_list(label_file), model_labels)
+    return model_labels
+
+
+def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], thresholds) -> None:
+    """Write model, tokenizer, label list and thresholds: everything later scripts need."""
+    model = model._layers if isinstance(model, paddle.DataParallel) else model
+    model.config.multi_label_names = list(label_list)
+    model.config.multi_label_thresholds = [float(t) for t in thresholds]
+    model.config.id2label = {i: name for i, name in enumerate(label_list)}
+    model.config.label2id = {name: i for i, name in enumerate(label_list)}
+    model.save_pretrained(str(save_dir))
+    tokenizer.save_pretrained(str(save_dir))
+
+
+# ------------------------------------------------------------------------- the dygraph model
+
+
+def model_input_names(tokenizer) -> tuple[str, ...]:
+    """The token inputs the tokenizer makes for the model: ERNIE's two, or ERNIE-M's input_ids only."""
+    return ERNIE_INPUTS if "token_type_ids" in tokenizer("测试") else ERNIE_M_INPUTS
+
+
+def model_inputs(batch: dict, pad_token_id: int) -> dict:
+    """The model's keyword inputs for a padded batch of tensors, with our fast additive attention mask."""
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids") if k in batch}
+    padded = (inputs["input_ids"] == pad_token_id).astype("float32")
+    inputs["attention_mask"] = paddle.unsqueeze(padded * PAD_MASK_VALUE, axis=[1, 2])
+    return inputs
+
+
+class DygraphRunner:
+    """The dygraph model behind the pipeline's Runner interface: logits, or with `pooled=True` the
+    encoder's pooled [CLS] vector (the classifier's input, in which the analysis scripts compare texts)."""
+
+    name = "dygraph"
+    precision = "fp32"
+
+    def __init__(self, model, pad_token_id: int, pooled: bool = False):
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.pooled = pooled
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @paddle.no_grad()
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = model_inputs({name: paddle.to_tensor(array) for name, array in feed.items()}, self.pad_token_id)
+        if self.pooled:
+            return getattr(self.model, self.model.base_model_prefix)(**inputs)[1].numpy()
+        return self.model(**inputs).numpy()
+
+
+def dygraph_pipeline(tokenizer, max_seq_length: int, batch_size: int = 32) -> TextPipeline:
+    return TextPipeline(tokenizer, model_input_names(tokenizer), max_seq_length, batch_size)
+
+
+def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32) -> np.ndarray:
+    """Dygraph sigmoid probabilities for raw texts, in input order (the model is left in eval mode)."""
+    model.eval()
+    return dygraph_pipeline(tokenizer, max_seq_length, batch_size).probs(
+        DygraphRunner(model, tokenizer.pad_token_id), texts)
+
+
+def classifier_features(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32
+                        ) -> np.ndarray:
+    """The classifier's input (pooled [CLS] vector) per text, in input order.
+
+    This is the space in which the analysis scripts compare examples (similar training examples,
+    sparse dev data, representer points).
+    """
+    model.eval()
+    pipeline = dygraph_pipeline(tokenizer, max_seq_length, batch_size)
+    return pipeline.outputs(DygraphRunner(model, tokenizer.pad_token_id, pooled=True), pipeline.encode(texts))

@@ -1,0 +1,108 @@
+"""The export's proof: an exported model must answer like the dygraph model it came from.
+
+`write_checked_export` writes an export directory and then runs every FP32 backend on the same
+texts as the dygraph model; an export whose probabilities differ by more than `FP32_TOLERANCE` is
+deleted and reported, never deployed. The same table compares INT8/BF16/FP16 variants.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from backends import create_backend
+from exporting import META_FILE, ONNX_FILE, ExportInfo, convert_to_onnx, export_static_graph, load_export, write_meta
+from metric import MetricReport
+from modeling import text_probs
+from pipeline import TextPipeline
+from utils import DataError, logger
+
+
+def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
+                   input_names: Sequence[str], texts: Sequence[str], labels: np.ndarray | None,
+                   max_seq_length: int) -> list[dict]:
+    """Write a deployable directory of a sequence classifier and prove it answers like the dygraph model."""
+    reference = text_probs(model, tokenizer, texts, max_seq_length)  # before to_static rewrites forward
+    return write_checked_export(
+        lambda prefix: export_static_graph(model, prefix, input_names), reference, tokenizer, output, prefix_name,
+        label_list, thresholds, input_names, texts, labels,
+        make_pipeline=lambda exported: TextPipeline(tokenizer, exported.input_names, max_seq_length))
+
+
+def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndarray, tokenizer, output: Path,
+                         prefix_name: str, label_list: Sequence[str], thresholds, input_names: Sequence[str],
+                         texts: Sequence[str], labels: np.ndarray | None,
+                         make_pipeline: Callable[[ExportInfo], TextPipeline], extra_meta: dict | None = None
+                         ) -> list[dict]:
+    """Static graph `<prefix_name>.*` (written by `write_graph`), model.onnx, tokenizer and metadata go
+    to `output`; then both FP32 runtimes are compared with the dygraph probabilities `reference` of
+    `texts`. A failing export is deleted (a model that answers differently must not be deployed) and
+    reported as a DataError. Returns the parity rows.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    prefix = output / prefix_name
+    write_graph(prefix)
+    convert_to_onnx(prefix, output / ONNX_FILE)
+    tokenizer.save_pretrained(str(output))
+    write_meta(output, prefix_name, label_list, thresholds, input_names, extra_meta)
+
+    export = load_export(prefix)
+    pipeline = make_pipeline(export)
+    variants = {}
+    for backend in ("onnxruntime", "paddle"):
+        engine = create_backend(export, backend, "fp32", num_threads=os.cpu_count() or 1)
+        variants[engine.label] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, variants, np.asarray(thresholds, dtype="float32"), labels)
+    log_parity(rows)
+    try:
+        check_fp32_parity(rows)
+    except DataError:
+        for written in [*output.glob(f"{prefix_name}.*"), output / ONNX_FILE, output / META_FILE]:
+            written.unlink(missing_ok=True)
+        raise
+    (output / "parity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+FP32_TOLERANCE = 1e-4  # max |Δprob| allowed between an FP32 variant and the dygraph model
+
+
+def parity_rows(reference: np.ndarray, variants: dict[str, np.ndarray], thresholds: np.ndarray,
+                labels: np.ndarray | None = None) -> list[dict]:
+    """Per variant: max |Δprob| against the reference, share of label decisions that flip, and F1."""
+    rows = []
+    for name, probs in {"dygraph": reference, **variants}.items():
+        row = {"variant": name, "max_abs_diff": float(np.abs(probs - reference).max()),
+               "changed_decisions": float(((probs > thresholds) != (reference > thresholds)).mean())}
+        if labels is not None:
+            metric = MetricReport(thresholds=thresholds)
+            metric.update(probs, labels)
+            row["micro_f1"], row["macro_f1"] = metric.accumulate()
+        rows.append(row)
+    return rows
+
+
+def log_parity(rows: list[dict]) -> None:
+    has_f1 = "micro_f1" in rows[0]
+    header = f"{'variant':18s} {'max|Δprob|':>11s} {'flipped':>8s}"
+    lines = [header + ("  micro F1  macro F1   ΔF1 (micro/macro)" if has_f1 else "")]
+    for row in rows:
+        line = f"{row['variant']:18s} {row['max_abs_diff']:11.2e} {row['changed_decisions']:8.2%}"
+        if has_f1:
+            delta_micro = 100 * (row["micro_f1"] - rows[0]["micro_f1"])
+            delta_macro = 100 * (row["macro_f1"] - rows[0]["macro_f1"])
+            line += (f"  {100 * row['micro_f1']:8.2f}  {100 * row['macro_f1']:8.2f}   "
+                     f"{delta_micro:+.2f}/{delta_macro:+.2f}")
+        lines.append(line)
+    logger.info("parity against the dygraph model:\n" + "\n".join(lines))
+
+
+def check_fp32_parity(rows: list[dict]) -> None:
+    failed = [row for row in rows if row["variant"].endswith("fp32") and row["max_abs_diff"] > FP32_TOLERANCE]
+    if failed:
+        raise DataError("exported FP32 model differs from the dygraph model: " + ", ".join(
+            f"{row['variant']} max |Δprob| {row['max_abs_diff']:.2e}" for row in failed)
+            + f" (tolerance {FP32_TOLERANCE:g})")
