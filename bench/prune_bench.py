@@ -34,10 +34,11 @@ from modeling import (
     encoder_layers,
     load_model,
     load_tokenizer,
+    narrow_to_width,
     save_checkpoint,
 )
 from pipeline import TextPipeline
-from prune import PRUNED_PREFIX, export_width, narrow_to_width, width_name
+from prune import PRUNED_PREFIX, export_width, width_name
 from utils import set_device
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,17 +1,30 @@
 """Shared fixtures: generated keyword data, a tiny scratch model and one trained checkpoint.
 
 The data is made here so the suite runs on any fresh clone: each label has its own keywords, so a
-model that learns at all must reach a high F1 on it.
+model that learns at all must reach a high F1 on it. Scripts run in this process through their
+`main(argv)` (`run_main`); `run_script` starts a new interpreter only where the process boundary
+is what a test checks (exit status and message of a real command, distributed launch, servers).
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
 import os
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from backends import create_backend
+from exporting import load_export, load_export_tokenizer
+from pipeline import TextPipeline, predicted_labels
+from utils import DataError, logger
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +72,62 @@ def run_script(script: str, *args, env: dict | None = None, cwd: Path | None = N
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
 
 
+@dataclass
+class Completed:
+    """What a script run in-process left behind, shaped like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str  # everything it logged and wrote to stderr
+
+
+_SCRIPTS: dict[str, object] = {}
+
+
+def load_script(script: str):
+    """A script of the project as a module, loaded once; scripts in sub-directories get a module name of
+    their own (few-shot/train.py and train.py, two infer.py) and find their neighbours through the
+    pytest pythonpath, as they do when run."""
+    if script not in _SCRIPTS:
+        if "/" not in script:
+            _SCRIPTS[script] = importlib.import_module(script.removesuffix(".py"))
+        else:
+            name = script.removesuffix(".py").replace("/", "__").replace("-", "_")
+            spec = importlib.util.spec_from_file_location(name, ROOT / script)
+            module = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+            spec.loader.exec_module(module)
+            _SCRIPTS[script] = module
+    return _SCRIPTS[script]
+
+
+def run_main(script: str, *args, cwd: Path | None = None) -> Completed:
+    """Run `python <script> args` in this process through the script's main(argv).
+
+    The log goes where the process's stderr goes, formatted as on the console; a DataError becomes
+    exit status 2 with its message logged (what run_cli does); argparse's exits keep their status;
+    any other exception fails the test with its traceback.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    console = [h for h in logger.logger.handlers
+               if isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.__stderr__)]
+    streams = [handler.setStream(stderr) for handler in console]
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+                contextlib.chdir(cwd or ROOT):
+            try:
+                load_script(script).main([str(arg) for arg in args])
+            except DataError as err:
+                logger.error(str(err))
+                returncode = 2
+            except SystemExit as exit_:
+                returncode = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        for handler, stream in zip(console, streams):
+            handler.setStream(stream)
+    return Completed(returncode, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.fixture(scope="session")
 def keyword_data(tmp_path_factory) -> Path:
     return make_keyword_dataset(tmp_path_factory.mktemp("keyword_data"))
@@ -67,7 +136,7 @@ def keyword_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scratch_model(keyword_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scratch") / "model"
-    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out)
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -80,8 +149,8 @@ RECIPE = ["--batch_size", "16", "--learning_rate", "1e-3", "--warmup", "--warmup
 def trained(keyword_data, scratch_model, tmp_path_factory):
     """One real training run of the tiny recipe; its checkpoint and log serve several tests."""
     save_dir = tmp_path_factory.mktemp("trained") / "checkpoint"
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
-                        "--save_dir", save_dir, "--epochs", "8", "--logging_steps", "5", "--tune_thresholds",
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
+                      "--save_dir", save_dir, "--epochs", "8", "--logging_steps", "5", "--tune_thresholds",
                         *RECIPE)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_dir, result.stderr
@@ -91,11 +160,11 @@ def trained(keyword_data, scratch_model, tmp_path_factory):
 def ernie_m_trained(keyword_data, tmp_path_factory) -> Path:
     """An ERNIE-M-style checkpoint (SentencePiece, no token_type_ids) after one epoch."""
     root = tmp_path_factory.mktemp("ernie_m")
-    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", root / "scratch",
-                        "--model_type", "ernie-m")
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", root / "scratch",
+                      "--model_type", "ernie-m")
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", root / "scratch",
-                        "--save_dir", root / "checkpoint", "--epochs", "1", "--batch_size", "32",
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", root / "scratch",
+                      "--save_dir", root / "checkpoint", "--epochs", "1", "--batch_size", "32",
                         "--learning_rate", "1e-3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "macro f1 score" in result.stderr
@@ -107,8 +176,8 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
     """export_model.py on the trained checkpoint, with the dev file for the parity check."""
     save_dir, _ = trained
     output = tmp_path_factory.mktemp("export") / "export"
-    result = run_script("export_model.py", "--params_path", save_dir, "--output_path", output,
-                        "--dataset_dir", keyword_data)
+    result = run_main("export_model.py", "--params_path", save_dir, "--output_path", output,
+                      "--dataset_dir", keyword_data)
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stderr
 
@@ -116,8 +185,6 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
 def offline_predictions(export_dir: Path, texts: list[str]):
     """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported thresholds): the servers
     must give the same. Returns (label names per text, probabilities)."""
-    from inference import TextPipeline, create_backend, load_export, load_export_tokenizer, predicted_labels
-
     export = load_export(export_dir / "float32")
     probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from augment import build_augmenter
 from common import read_interpret_rows
-from conftest import LABELS, run_script
+from conftest import LABELS, run_main, run_script
 from dirty import rank_dirty
 from interpret import encode, integrated_gradients, word_scores
 from sparse import select_support
@@ -29,8 +29,8 @@ def analysed(trained, keyword_data, tmp_path_factory):
     shutil.copytree(keyword_data, data)
     with open(data / "dev.txt", "a", encoding="utf-8") as dev:  # mislabelled rows: certain bad cases
         dev.write("今天足球比赛冠军\t财经\n股票基金利率\t体育,教育\n学校考试老师\n")
-    result = run_script("analysis/evaluate.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
-                        "--train_file", "train.txt")
+    result = run_main("analysis/evaluate.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
+                      "--train_file", "train.txt")
     assert result.returncode == 0, result.stderr[-3000:]
     return data, result.stderr
 
@@ -55,8 +55,8 @@ def test_evaluate_logs_report_and_writes_its_files(analysed, trained):
     lines = (data / "bad_case.txt").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "Text\tLabel\tPrediction"
     out = data / "predict.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
-                        "--data_file", "dev.txt", "--output_file", out)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
+                      "--data_file", "dev.txt", "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     gold = {e.text: e.labels for e in load_examples(data / "dev.txt", LABELS)}
     predicted = {e.text: e.labels for e in load_examples(out, LABELS)}
@@ -70,8 +70,8 @@ def test_evaluate_logs_report_and_writes_its_files(analysed, trained):
 
 def test_word_interpret_reads_bad_cases_and_writes_reports(analysed, trained):
     data, _ = analysed
-    result = run_script("analysis/word_interpret.py", "--device", "cpu", "--dataset_dir", data, "--params_path",
-                        trained[0])
+    result = run_main("analysis/word_interpret.py", "--device", "cpu", "--dataset_dir", data, "--params_path",
+                      trained[0])
     assert result.returncode == 0, result.stderr[-3000:]
     bad_cases = read_interpret_rows(data / "bad_case.txt")
     lines = (data / "word_interpret.txt").read_text(encoding="utf-8").splitlines()
@@ -84,8 +84,8 @@ def test_word_interpret_reads_bad_cases_and_writes_reports(analysed, trained):
 
 def test_sent_interpret_lists_top_k_training_examples(analysed, trained):
     data, _ = analysed
-    result = run_script("analysis/sent_interpret.py", "--device", "cpu", "--dataset_dir", data, "--params_path",
-                        trained[0], "--top_k", "2")
+    result = run_main("analysis/sent_interpret.py", "--device", "cpu", "--dataset_dir", data, "--params_path",
+                      trained[0], "--top_k", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     blocks = (data / "sent_interpret.txt").read_text(encoding="utf-8").strip().split("\n\n")
     assert len(blocks) == len(read_interpret_rows(data / "bad_case.txt"))
@@ -108,7 +108,7 @@ def test_sparse_selection_is_deterministic_and_respects_counts(analysed, trained
             "--support_num", "15", "--support_threshold", "0.5"]
     outputs = []
     for _ in range(2):
-        result = run_script("analysis/sparse.py", *args)
+        result = run_main("analysis/sparse.py", *args)
         assert result.returncode == 0, result.stderr[-3000:]
         outputs.append([(data / name).read_text(encoding="utf-8") for name in ("sparse.txt", "support.txt")])
     assert outputs[0] == outputs[1]
@@ -118,7 +118,7 @@ def test_sparse_selection_is_deterministic_and_respects_counts(analysed, trained
     support = load_examples(data / "support.txt", LABELS)  # augmented rows keep valid labels
     assert 0 < len(support) <= 15
     assert re.search(r"Average score in sparse data: \d\.\d{4}", result.stderr)
-    result = run_script("analysis/sparse.py", *args[:-2], "--annotate", "--support_threshold", "0.9999")
+    result = run_main("analysis/sparse.py", *args[:-2], "--annotate", "--support_threshold", "0.9999")
     assert result.returncode == 0, result.stderr[-3000:]
     annotate = (data / "support.txt").read_text(encoding="utf-8").splitlines()
     unlabeled = {e.text for e in iter_examples(data / "data.txt")}
@@ -137,8 +137,8 @@ def test_dirty_finds_injected_wrong_labels(trained, keyword_data, tmp_path):
         wrong = [name for name in LABELS if name not in labels.split(",")][:2]
         lines[i] = f"{text}\t{','.join(wrong)}"
     (data / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = run_script("analysis/dirty.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
-                        "--dirty_num", "20")
+    result = run_main("analysis/dirty.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
+                      "--dirty_num", "20")
     assert result.returncode == 0, result.stderr[-3000:]
     dirty = (data / "train_dirty.txt").read_text(encoding="utf-8").splitlines()
     rest = (data / "train_dirty_rest.txt").read_text(encoding="utf-8").splitlines()
@@ -203,9 +203,9 @@ def test_offline_augmentation_keeps_labels_and_never_returns_empty_text(keyword_
                 assert len(new) <= 2 and len(set(new)) == len(new)
                 assert all(t.strip() and t != text for t in new)
     out = tmp_path / "aug.txt"
-    result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path", out,
-                        "--aug_strategy", "substitute", "--aug_type", "custom", "--custom_file",
-                        _write(tmp_path / "c.json", json.dumps(custom, ensure_ascii=False)), "--create_n", "1")
+    result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path", out,
+                      "--aug_strategy", "substitute", "--aug_type", "custom", "--custom_file",
+                      _write(tmp_path / "c.json", json.dumps(custom, ensure_ascii=False)), "--create_n", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     source = {e.text: e.labels for e in load_examples(keyword_data / "train.txt", LABELS)}
     augmented = load_examples(out, read_label_list(keyword_data / "label.txt"))
@@ -235,9 +235,9 @@ def test_download_only_types_fail_with_the_offline_alternatives(keyword_data, tm
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--aug_type synonym needs PaddleNLP's downloaded dictionaries" in result.stderr
     assert "offline alternatives: --aug_type random" in result.stderr and "Traceback" not in result.stderr
-    result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
-                        tmp_path / "aug.txt", "--aug_type", "custom", "--custom_file", _write(tmp_path / "b.json", "{"))
+    result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
+                      tmp_path / "aug.txt", "--aug_type", "custom", "--custom_file", _write(tmp_path / "b.json", "{"))
     assert result.returncode == 2 and "not valid JSON" in result.stderr
-    result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
-                        tmp_path / "aug.txt", "--aug_type", "custom")
+    result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
+                      tmp_path / "aug.txt", "--aug_type", "custom")
     assert result.returncode == 2 and "--aug_type custom needs --custom_file words.json" in result.stderr

@@ -1,17 +1,19 @@
-"""export_model.py and inference.py: self-contained exports, parity with dygraph, cached variants."""
+"""export_model.py, exporting.py, backends.py and parity.py: self-contained exports, parity with dygraph,
+cached variants."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 
-import inference
 import numpy as np
 import onnx
 import pytest
-from conftest import LABELS, run_script
+from conftest import LABELS, run_main
 
+import backends
 import export_model
+import parity
 from backends import create_backend
 from data_io import iter_examples
 from exporting import load_export, load_export_tokenizer
@@ -74,7 +76,7 @@ def test_int8_is_built_once_then_reused_and_rebuilt_when_the_model_changes(expor
     def must_not_run(*_):
         raise AssertionError("the cached INT8 model was rebuilt")
 
-    monkeypatch.setattr(inference, "quantize_onnx_int8", must_not_run)
+    monkeypatch.setattr(backends, "quantize_onnx_int8", must_not_run)
     create_backend(export, "onnxruntime", "int8")
     assert int8_file.stat().st_mtime_ns == built_at
     future = built_at / 1e9 + 10
@@ -106,7 +108,7 @@ def test_openvino_int8_and_bf16_keep_the_decisions(exported, keyword_data, tmp_p
 
 def test_fp16_model_for_gpu_keeps_int64_inputs_and_float_logits(exported, tmp_path):
     target = tmp_path / "fp16_model.onnx"
-    inference.convert_onnx_fp16(exported[0] / "model.onnx", target)
+    backends.convert_onnx_fp16(exported[0] / "model.onnx", target)
     model = onnx.load(str(target))
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT64}
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -115,28 +117,28 @@ def test_fp16_model_for_gpu_keeps_int64_inputs_and_float_logits(exported, tmp_pa
 
 def test_ernie_m_exports_only_input_ids_and_predicts(ernie_m_trained, keyword_data, tmp_path):
     output = tmp_path / "export"
-    result = run_script("export_model.py", "--params_path", ernie_m_trained, "--output_path", output, "--multilingual")
+    result = run_main("export_model.py", "--params_path", ernie_m_trained, "--output_path", output, "--multilingual")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FP32 parity checked on 256 random texts" in result.stderr
     assert [i.name for i in onnx.load(str(output / "model.onnx")).graph.input] == ["input_ids"]
     inferred = tmp_path / "inferred"  # without --multilingual the tokenizer tells that there are no token types
-    result = run_script("export_model.py", "--params_path", ernie_m_trained, "--output_path", inferred)
+    result = run_main("export_model.py", "--params_path", ernie_m_trained, "--output_path", inferred)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exporting input_ids only, as --multilingual" in result.stderr
     assert [i.name for i in onnx.load(str(inferred / "model.onnx")).graph.input] == ["input_ids"]
     predictions = tmp_path / "infer.txt"
-    result = run_script("deploy/predictor/infer.py", "--model_path_prefix", output / "float32", "--dataset_dir",
-                        keyword_data, "--device", "cpu", "--multilingual", "--output_file", predictions)
+    result = run_main("deploy/predictor/infer.py", "--model_path_prefix", output / "float32", "--dataset_dir",
+                      keyword_data, "--device", "cpu", "--multilingual", "--output_file", predictions)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = tmp_path / "predict.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path",
-                        ernie_m_trained, "--output_file", reference)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path",
+                      ernie_m_trained, "--output_file", reference)
     assert result.returncode == 0, result.stderr[-3000:]
     assert predictions.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
 
 
 def test_export_errors(trained, tmp_path):
-    result = run_script("export_model.py", "--params_path", tmp_path / "missing", "--output_path", tmp_path / "e")
+    result = run_main("export_model.py", "--params_path", tmp_path / "missing", "--output_path", tmp_path / "e")
     assert result.returncode == 2
     assert f"--params_path {tmp_path / 'missing'} is not a checkpoint directory" in result.stderr
     foreign = tmp_path / "foreign"  # a checkpoint trained elsewhere: no stored label list
@@ -144,20 +146,20 @@ def test_export_errors(trained, tmp_path):
     config = json.loads((foreign / "config.json").read_text(encoding="utf-8"))
     del config["multi_label_names"]
     (foreign / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    result = run_script("export_model.py", "--params_path", foreign, "--output_path", tmp_path / "e")
+    result = run_main("export_model.py", "--params_path", foreign, "--output_path", tmp_path / "e")
     assert result.returncode == 2
     assert "label.txt" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_failed_parity_leaves_no_deployable_model(trained, tmp_path, monkeypatch):
-    real_rows = inference.parity_rows
+    real_rows = parity.parity_rows
 
     def corrupted(*args):
         rows = real_rows(*args)
         rows[1]["max_abs_diff"] = 0.5  # as if the ONNX graph answered differently
         return rows
 
-    monkeypatch.setattr(inference, "parity_rows", corrupted)
+    monkeypatch.setattr(parity, "parity_rows", corrupted)
     output = tmp_path / "export"
     args = export_model.parser.parse_args(["--params_path", str(trained[0]), "--output_path", str(output),
                                            "--parity_samples", "8"])

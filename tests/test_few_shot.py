@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LABELS, run_script
+from conftest import LABELS, run_main
 from prompt_io import pad_features, read_label_words
 
 from modeling import PAD_MASK_VALUE
@@ -34,11 +34,11 @@ def prompt_run(keyword_data, scratch_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("few_shot")
     data = few_shot_data(keyword_data, root / "data")
     output = root / "checkpoints"
-    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
-                        "--output_dir", output, "--prompt", SOFT_PROMPT, "--do_train", "--do_eval", "--do_predict",
-                        "--do_export", "--num_train_epochs", "4", "--evaluation_strategy", "epoch",
-                        "--save_strategy", "epoch", "--save_total_limit", "1", "--load_best_model_at_end",
-                        "--metric_for_best_model", "macro_f1_score", *TRAIN_ARGS)
+    result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                      "--output_dir", output, "--prompt", SOFT_PROMPT, "--do_train", "--do_eval", "--do_predict",
+                      "--do_export", "--num_train_epochs", "4", "--evaluation_strategy", "epoch",
+                      "--save_strategy", "epoch", "--save_total_limit", "1", "--load_best_model_at_end",
+                      "--metric_for_best_model", "macro_f1_score", *TRAIN_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     return data, output, result.stderr
 
@@ -118,9 +118,9 @@ def test_onnx_inference_labels_equal_the_dygraph_predictions(prompt_run, tmp_pat
     infer_data.mkdir()
     (infer_data / "data.txt").write_text("\n".join(line.split("\t")[0] for line in dygraph) + "\n", encoding="utf-8")
     out_file = tmp_path / "labels.txt"
-    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model", "--data_dir",
-                        infer_data, "--device", "cpu", "--batch_size", "7", "--max_length", "64",
-                        "--output_file", out_file)
+    result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model", "--data_dir",
+                      infer_data, "--device", "cpu", "--batch_size", "7", "--max_length", "64",
+                      "--output_file", out_file)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out_file.read_text(encoding="utf-8").splitlines() == dygraph
 
@@ -128,8 +128,8 @@ def test_onnx_inference_labels_equal_the_dygraph_predictions(prompt_run, tmp_pat
 @pytest.mark.slow
 def test_onnx_inference_logs_label_names(prompt_run, tmp_path):
     data, output, _ = prompt_run
-    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
-                        "--data_dir", data, "--device", "cpu", "--max_length", "32")
+    result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                      "--data_dir", data, "--device", "cpu", "--max_length", "32")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--max_length 32 is shorter than the 64 tokens the model was trained with" in result.stderr
     texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()
@@ -147,13 +147,13 @@ def test_inference_refuses_bad_input(prompt_run, tmp_path):
     other.mkdir()
     shutil.copy(data / "data.txt", other / "data.txt")
     (other / "label.txt").write_text("体育\n财经\n科技\n娱乐\n军事\n", encoding="utf-8")
-    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
-                        "--data_dir", other, "--device", "cpu")
+    result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                      "--data_dir", other, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "does not match the exported model's labels: only in the file: ['军事'], only in the model: ['教育']" \
         in result.stderr
-    result = run_script("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
-                        "--data_dir", data, "--device", "cpu", "--use_fp16")
+    result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                      "--data_dir", data, "--device", "cpu", "--use_fp16")
     assert result.returncode == 2 and "--use_fp16 needs --device gpu" in result.stderr
 
 
@@ -161,9 +161,9 @@ def test_inference_refuses_bad_input(prompt_run, tmp_path):
 def test_hard_prompt_without_test_file_trains_and_exports(keyword_data, scratch_model, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt", "dev.txt"))
     output = tmp_path / "checkpoints"
-    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
-                        "--output_dir", output, "--prompt", "这句话包含的要素有", "--do_train", "--do_predict",
-                        "--do_export", "--max_steps", "5", *TRAIN_ARGS)
+    result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                      "--output_dir", output, "--prompt", "这句话包含的要素有", "--do_train", "--do_predict",
+                      "--do_export", "--max_steps", "5", *TRAIN_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--do_predict: no test.txt in" in result.stderr
     assert "Early stopping is off" in result.stderr
@@ -176,8 +176,8 @@ def test_hard_prompt_without_test_file_trains_and_exports(keyword_data, scratch_
 def test_unknown_label_is_an_error_with_its_line(keyword_data, scratch_model, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data", files=("dev.txt",))
     (data / "train.txt").write_text("足球比赛\t体育\n股票基金\t财经,军事\n", encoding="utf-8")
-    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
-                        "--output_dir", tmp_path / "out", "--do_train", *TRAIN_ARGS)
+    result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                      "--output_dir", tmp_path / "out", "--do_train", *TRAIN_ARGS)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{data / 'train.txt'}:2: unknown label '军事' (not in the label file)" in result.stderr
 
@@ -185,9 +185,9 @@ def test_unknown_label_is_an_error_with_its_line(keyword_data, scratch_model, tm
 @pytest.mark.slow
 def test_prompt_needs_exactly_one_mask(keyword_data, scratch_model, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt", "dev.txt"))
-    result = run_script("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
-                        "--output_dir", tmp_path / "out", "--do_train", "--prompt",
-                        "{'text': 'text_a'}{'mask'}{'mask'}", *TRAIN_ARGS)
+    result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
+                      "--output_dir", tmp_path / "out", "--do_train", "--prompt",
+                      "{'text': 'text_a'}{'mask'}{'mask'}", *TRAIN_ARGS)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the prompt must hold exactly one {'mask'}, found 2" in result.stderr
 
@@ -195,8 +195,8 @@ def test_prompt_needs_exactly_one_mask(keyword_data, scratch_model, tmp_path):
 @pytest.mark.slow
 def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
     export_dir, _ = exported
-    result = run_script("few-shot/infer.py", "--model_path_prefix", export_dir / "float32",
-                        "--data_dir", keyword_data, "--device", "cpu")
+    result = run_main("few-shot/infer.py", "--model_path_prefix", export_dir / "float32",
+                      "--data_dir", keyword_data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
 
@@ -210,7 +210,7 @@ def test_bad_arguments_are_clear_errors(keyword_data, tmp_path):
              ("--do_train", "--early_stopping_patience", "0"): "--early_stopping_patience must be at least 1",
              ("--do_export", "--export_type", "tflite"): "--export_type must be paddle or onnx, got 'tflite'"}
     for extra, message in cases.items():
-        result = run_script("few-shot/train.py", "--device", "cpu", "--data_dir", data, "--output_dir",
-                            tmp_path / "out", *extra)
+        result = run_main("few-shot/train.py", "--device", "cpu", "--data_dir", data, "--output_dir",
+                          tmp_path / "out", *extra)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert message in result.stderr

@@ -5,15 +5,15 @@ import re
 import shutil
 
 import pytest
-from conftest import run_script
+from conftest import run_main
 
 pytestmark = pytest.mark.slow
 INFER = "deploy/predictor/infer.py"
 
 
 def infer(export_dir, dataset, *args):
-    return run_script(INFER, "--model_path_prefix", export_dir / "float32", "--dataset_dir", dataset,
-                      "--device", "cpu", *args)
+    return run_main(INFER, "--model_path_prefix", export_dir / "float32", "--dataset_dir", dataset,
+                    "--device", "cpu", *args)
 
 
 def test_copied_export_alone_predicts_like_predict_py(exported, trained, keyword_data, tmp_path):
@@ -27,8 +27,8 @@ def test_copied_export_alone_predicts_like_predict_py(exported, trained, keyword
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Read data.txt: 100 examples" in result.stderr
     reference = tmp_path / "predict.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
-                        "--output_file", reference)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", trained[0],
+                      "--output_file", reference)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
     # without --output_file every prediction is logged as in the reference
@@ -93,13 +93,13 @@ def test_bad_inputs_give_clear_errors(exported, keyword_data, tmp_path):
     shutil.copy(keyword_data / "label.txt", data / "label.txt")
     assert_error(infer(exported[0], data), "data.txt: no texts to predict (the file has only blank lines)")
     assert_error(infer(exported[0], keyword_data, "--use_bf16"),
-                 "--backend onnxruntime with bf16 on cpu is not available: bf16 runs on CPU with --backend "
-                 "openvino or paddle")
+                 "--backend onnxruntime with bf16 on cpu is not available: bf16 runs with --backend paddle on cpu, "
+                 "--backend openvino on cpu")
     assert_error(infer(exported[0], keyword_data, "--use_fp16", "--use_quantize"),
                  "choose at most one of --use_fp16, --use_quantize and --use_bf16")
     assert_error(infer(exported[0], keyword_data, "--multilingual"), "--multilingual was given but")
     assert_error(infer(exported[0], keyword_data, "--check_parity", "--params_path", tmp_path / "none"),
                  "--check_parity needs the trained checkpoint")
     # the reference's default device is gpu; on a machine without one the error says what to do
-    assert_error(run_script(INFER, "--model_path_prefix", exported[0] / "float32", "--dataset_dir", keyword_data),
-                 "use --device cpu")
+    assert_error(run_main(INFER, "--model_path_prefix", exported[0] / "float32", "--dataset_dir", keyword_data),
+               "use --device cpu")

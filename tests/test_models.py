@@ -6,7 +6,7 @@ import json
 import numpy as np
 import paddle
 import pytest
-from conftest import run_script
+from conftest import run_main, run_script
 from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, ErnieConfig
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
@@ -40,8 +40,8 @@ def test_scratch_vocabulary_covers_every_training_character(keyword_data, scratc
 
 
 def test_scratch_cli_rejects_bad_shape(keyword_data, tmp_path):
-    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
-                        "--hidden_size", "130")
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
+                      "--hidden_size", "130")
     assert result.returncode == 2
     assert "hidden_size 130 is not a multiple of num_attention_heads 4" in result.stderr
 
@@ -61,13 +61,13 @@ def test_named_model_offline_failure_explains_the_offline_way(keyword_data, tmp_
 
 @pytest.mark.slow
 def test_unknown_model_name(keyword_data, tmp_path):
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", "ernie-9",
-                        "--save_dir", tmp_path / "ckpt")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", "ernie-9",
+                      "--save_dir", tmp_path / "ckpt")
     assert result.returncode == 2
     assert "--model_name 'ernie-9' is neither a local model directory nor one of: ernie-1.0-large-zh-cw" \
         in result.stderr
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", keyword_data,
-                        "--save_dir", tmp_path / "ckpt")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", keyword_data,
+                      "--save_dir", tmp_path / "ckpt")
     assert result.returncode == 2
     assert f"{keyword_data} does not hold a paddlenlp model and tokenizer" in result.stderr
 
@@ -77,8 +77,8 @@ def test_ernie_m_without_token_type_ids_trains_and_predicts(keyword_data, ernie_
     tokenizer = AutoTokenizer.from_pretrained(str(ernie_m_trained))
     assert set(tokenizer("足球比赛")) == {"input_ids"}
     out = tmp_path / "out.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path",
-                        ernie_m_trained, "--output_file", out)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path",
+                      ernie_m_trained, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(out.read_text(encoding="utf-8").splitlines()) == 100
 
@@ -96,7 +96,7 @@ def test_masked_token_loss_averages_over_masked_tokens_only():
 @pytest.mark.slow
 def test_mlm_pretraining_trains_encoder_and_head_for_both_trainers(keyword_data, scratch_model, tmp_path):
     out = tmp_path / "mlm"
-    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--mlm_epochs", "2")
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--mlm_epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     losses = [float(line.split("masked-token loss ")[1].split()[0].replace("\x1b[0m", ""))
               for line in result.stderr.splitlines() if "masked-token loss" in line]
@@ -116,7 +116,7 @@ def test_mlm_pretraining_trains_encoder_and_head_for_both_trainers(keyword_data,
 
 
 def test_mlm_pretraining_needs_ernie(keyword_data, tmp_path):
-    result = run_script("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
-                        "--model_type", "ernie-m", "--mlm_epochs", "1")
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
+                      "--model_type", "ernie-m", "--mlm_epochs", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--mlm_epochs needs --model_type ernie" in result.stderr

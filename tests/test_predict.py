@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_script
+from conftest import run_main
 
 from data_io import load_examples, read_label_list
 
@@ -20,8 +20,8 @@ def test_order_blank_lines_windows_and_round_trip(trained, keyword_data, tmp_pat
     (data / "data.txt").write_text("\ufeff" + "\n".join(texts[:50]) + "\n\n\n" + "\n".join(texts[50:]) + "\n",
                                    encoding="utf-8")
     out = tmp_path / "out.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
-                        "--output_file", out, "--batch_size", "1")
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
+                      "--output_file", out, "--batch_size", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Read data.txt: 100 examples, 2 blank lines skipped" in result.stderr
     assert f"Prediction results save in {out}." in result.stderr
@@ -32,16 +32,16 @@ def test_order_blank_lines_windows_and_round_trip(trained, keyword_data, tmp_pat
     assert len(examples) == 100 and any(len(e.labels) > 1 for e in examples) and any(not e.labels for e in examples)
     # the same predictions with a large batch: batching and sorting do not change results
     out_big = tmp_path / "out_big.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
-                        "--output_file", out_big, "--batch_size", "32")
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
+                      "--output_file", out_big, "--batch_size", "32")
     assert out_big.read_text(encoding="utf-8").splitlines() == lines
 
 
 def test_output_probs_and_threshold_override(trained, keyword_data, tmp_path):
     save_dir, _ = trained
     out = tmp_path / "out.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", save_dir,
-                        "--output_file", out, "--output_probs", "--threshold", "0.999999")
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", save_dir,
+                      "--output_file", out, "--output_probs", "--threshold", "0.999999")
     assert result.returncode == 0, result.stderr[-2000:]
     labels = read_label_list(keyword_data / "label.txt")
     for line in out.read_text(encoding="utf-8").splitlines():
@@ -57,11 +57,11 @@ def test_disagreeing_label_file_is_refused(trained, keyword_data, tmp_path):
     data.mkdir()
     (data / "data.txt").write_text("足球比赛\n", encoding="utf-8")
     (data / "label.txt").write_text("体育\n科技\n财经\n娱乐\n教育\n", encoding="utf-8")
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir)
     assert result.returncode == 2
     assert (f"{data / 'label.txt'} disagrees with the checkpoint (line 2 is '科技' but the checkpoint's label 1 "
             f"is '财经')") in result.stderr
     (data / "label.txt").unlink()  # without a label file the checkpoint's own list is used
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
-                        "--output_file", tmp_path / "o.txt")
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
+                      "--output_file", tmp_path / "o.txt")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -9,14 +9,23 @@ import numpy as np
 import onnx
 import paddle
 import pytest
-from conftest import LABELS, run_script
+from conftest import LABELS, run_main
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
 import prune
 from backends import create_backend
 from exporting import load_export
-from modeling import encoder_layers, load_model, load_tokenizer, model_inputs, narrow_encoder, text_probs
+from modeling import (
+    dygraph_pipeline,
+    encoder_layers,
+    load_model,
+    load_tokenizer,
+    model_inputs,
+    narrow_encoder,
+    text_probs,
+)
 from pipeline import TextPipeline
+from training import LabelledRows
 from utils import DataError
 
 PRUNE_ARGS = ["--device", "cpu", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
@@ -107,10 +116,11 @@ def test_importance_is_zero_for_a_head_and_a_neuron_that_contribute_nothing(mode
         values[index] = 0
         param.set_value(values)
     tokenizer = load_tokenizer(str(scratch_model))
-    features = [{**tokenizer(text), "labels": [float(i % 2), 1.0, 0.0, 0.0, 1.0]}
-                for i, text in enumerate(["足球比赛", "股票基金上涨", "学校考试", "新电影明星"])]
+    pipeline = dygraph_pipeline(tokenizer, 128, batch_size=2)
+    texts = ["足球比赛", "股票基金上涨", "学校考试", "新电影明星"]
+    targets = np.asarray([[float(i % 2), 1.0, 0.0, 0.0, 1.0] for i in range(len(texts))], dtype="float32")
     prune.make_elastic(model)
-    heads, neurons = prune.compute_importance(model, make_loader(features, tokenizer, 2), tokenizer.pad_token_id)
+    heads, neurons = prune.compute_importance(model, pipeline, LabelledRows(pipeline.encode(texts), targets))
     assert heads.shape == (2, 4) and neurons.shape == (2, 512)
     assert heads[1, 2] == 0 and neurons[1, 7] == 0
     assert (np.delete(heads[1], 2) > 0).all() and (neurons[0] > 0).mean() > 0.9
@@ -134,8 +144,8 @@ def test_distillation_targets_are_teacher_probabilities_per_label():
 def pruned_half(trained, keyword_data, tmp_path_factory):
     save_dir, _ = trained
     output = tmp_path_factory.mktemp("prune") / "prune"
-    result = run_script("prune.py", "--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir", output,
-                        "--width_mult_list", "1/2", "--max_steps", "6", "--save_steps", "3", *PRUNE_ARGS)
+    result = run_main("prune.py", "--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir", output,
+                      "--width_mult_list", "1/2", "--max_steps", "6", "--save_steps", "3", *PRUNE_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     return output / "width_mult_0.5", result.stderr
 
@@ -181,11 +191,11 @@ def test_pruned_model_answers_the_same_through_onnx_and_dygraph(pruned_half, key
     onnx_probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)
     assert np.abs(onnx_probs - dygraph).max() < 1e-5
     # and deploy/predictor labels texts exactly as predict.py does with the pruned checkpoint
-    result = run_script("deploy/predictor/infer.py", "--device", "cpu", "--model_path_prefix",
-                        directory / "pruned_model", "--dataset_dir", keyword_data, "--output_file", tmp_path / "a.txt")
+    result = run_main("deploy/predictor/infer.py", "--device", "cpu", "--model_path_prefix",
+                      directory / "pruned_model", "--dataset_dir", keyword_data, "--output_file", tmp_path / "a.txt")
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", directory,
-                        "--output_file", tmp_path / "b.txt")
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", directory,
+                      "--output_file", tmp_path / "b.txt")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == (tmp_path / "b.txt").read_text(encoding="utf-8")
     assert len((tmp_path / "a.txt").read_text(encoding="utf-8").splitlines()) == 100
@@ -194,8 +204,8 @@ def test_pruned_model_answers_the_same_through_onnx_and_dygraph(pruned_half, key
 @pytest.mark.slow
 def test_width_that_does_not_divide_the_heads_is_refused_before_training(trained, keyword_data, tmp_path):
     save_dir, _ = trained
-    result = run_script("prune.py", "--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir",
-                        tmp_path / "out", "--width_mult_list", "1/2", "2/3", *PRUNE_ARGS)
+    result = run_main("prune.py", "--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir",
+                      tmp_path / "out", "--width_mult_list", "1/2", "2/3", *PRUNE_ARGS)
     assert result.returncode == 2
     assert "width 2/3 x 4 heads = 2.66667 heads is not an integer; widths this model accepts: 1/4 1/2 3/4 1" in \
         result.stderr
@@ -205,8 +215,8 @@ def test_width_that_does_not_divide_the_heads_is_refused_before_training(trained
 @pytest.mark.slow
 def test_a_pruned_checkpoint_is_not_pruned_again(pruned_half, keyword_data, tmp_path):
     directory, _ = pruned_half
-    result = run_script("prune.py", "--dataset_dir", keyword_data, "--params_dir", directory, "--output_dir",
-                        tmp_path / "out", *PRUNE_ARGS)
+    result = run_main("prune.py", "--dataset_dir", keyword_data, "--params_dir", directory, "--output_dir",
+                      tmp_path / "out", *PRUNE_ARGS)
     assert result.returncode == 2
     assert f"--params_dir {directory} is already pruned; prune the unpruned checkpoint instead" in result.stderr
 

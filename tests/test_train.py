@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from conftest import RECIPE, ROOT, make_keyword_dataset, run_script
+from conftest import RECIPE, ROOT, make_keyword_dataset, run_main
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
 from data_io import load_examples, multi_hot, read_label_list
@@ -30,8 +30,8 @@ def logged(pattern: str, log: str) -> list[tuple[str, ...]]:
 def test_known_answer_tiny_recipe_learns(trained, keyword_data, tmp_path):
     save_dir, _ = trained
     out = tmp_path / "pred.txt"
-    result = run_script("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", save_dir,
-                        "--output_file", out)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path", save_dir,
+                      "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     labels = read_label_list(keyword_data / "label.txt")
     gold = load_examples(keyword_data / "test.txt", labels)
@@ -59,6 +59,28 @@ def test_checkpoint_files_settings_and_log_lines(trained):
     assert re.search(r"Final best macro f1 score: [\d.]+", log)
     assert f"Save best macro f1 text classification model in {save_dir}" in log
     assert "Per-label thresholds tuned on dev saved in" in log
+
+
+def test_results_and_arguments_are_saved_as_data(trained):
+    save_dir, log = trained
+    results = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
+    final = float(logged(r"Final best macro f1 score: ([\d.]+)", log)[0])
+    assert results["best_dev"]["macro_f1"] == pytest.approx(final, abs=5e-6)
+    evals = [(float(micro), float(macro)) for micro, macro in
+             logged(r"eval loss: [\d.]+, micro f1 score: ([\d.]+), macro f1 score: ([\d.]+)", log)]
+    best_epoch = results["best_epoch"]
+    assert results["best_global_step"] == 50 * best_epoch  # 800 examples / batch 16 per epoch
+    assert evals[best_epoch - 1] == pytest.approx((results["best_dev"]["micro_f1"], final), abs=5e-6)
+    assert all(macro <= final + 5e-6 for _, macro in evals)
+    assert results["epochs_run"] == 8 and results["global_steps"] == 400 and results["loss"] == "bce"
+    config = json.loads((save_dir / "config.json").read_text(encoding="utf-8"))
+    assert results["thresholds"] == pytest.approx(config["multi_label_thresholds"])  # the tuned ones, as saved
+    tuned = logged(r"dev with tuned thresholds: micro f1 score: ([\d.]+), macro f1 score: ([\d.]+)", log)[0]
+    assert results["tuned_dev"]["macro_f1"] == pytest.approx(float(tuned[1]), abs=5e-6)
+    assert results["train_time_s"] > 0
+    arguments = json.loads((save_dir / "args.json").read_text(encoding="utf-8"))
+    assert arguments["epochs"] == 8 and arguments["learning_rate"] == 0.001 and arguments["tune_thresholds"] is True
+    assert arguments["model_name"].endswith("model") and arguments["loss"] == "bce"
 
 
 def test_loss_falls_and_lr_follows_warmup_then_decay(trained):
@@ -93,9 +115,9 @@ def test_lr_schedule_never_freezes():
 def test_early_stop_and_best_model_always_saved(keyword_data, scratch_model, tmp_path):
     small = make_keyword_dataset(tmp_path / "small", n_train=48, n_dev=16, seed=3)
     save_dir = tmp_path / "ckpt"
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", small, "--model_name", scratch_model,
-                        "--save_dir", save_dir, "--epochs", "6", "--learning_rate", "0", "--early_stop",
-                        "--early_stop_nums", "2", "--batch_size", "16")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", small, "--model_name", scratch_model,
+                      "--save_dir", save_dir, "--epochs", "6", "--learning_rate", "0", "--early_stop",
+                      "--early_stop_nums", "2", "--batch_size", "16")
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stderr
     # nothing improves after epoch 1, so epochs 2 and 3 use up the patience and epoch 4 never starts
@@ -107,16 +129,16 @@ def test_early_stop_and_best_model_always_saved(keyword_data, scratch_model, tmp
 def test_resume_from_checkpoint_reproduces_its_dev_score(trained, keyword_data, tmp_path):
     save_dir, log = trained
     best = float(logged(r"Final best macro f1 score: ([\d.]+)", log)[0])
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", save_dir,
-                        "--init_from_ckpt", save_dir / "model_state.pdparams", "--save_dir", tmp_path / "resumed",
-                        "--epochs", "1", "--learning_rate", "0")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", save_dir,
+                      "--init_from_ckpt", save_dir / "model_state.pdparams", "--save_dir", tmp_path / "resumed",
+                      "--epochs", "1", "--learning_rate", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(logged(r"macro f1 score: ([\d.]+)", result.stderr)[0]) == pytest.approx(best)
 
 
 def test_init_from_missing_checkpoint_is_an_error(keyword_data, scratch_model, tmp_path):
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
-                        "--init_from_ckpt", tmp_path / "missing.pdparams", "--save_dir", tmp_path / "x")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
+                      "--init_from_ckpt", tmp_path / "missing.pdparams", "--save_dir", tmp_path / "x")
     assert result.returncode == 2
     assert f"--init_from_ckpt {tmp_path / 'missing.pdparams'}: no such checkpoint file" in result.stderr
 
@@ -126,8 +148,8 @@ def test_init_from_checkpoint_with_other_label_order_is_refused(trained, keyword
     data = tmp_path / "data"
     shutil.copytree(keyword_data, data)
     (data / "label.txt").write_text("财经\n体育\n科技\n娱乐\n教育\n", encoding="utf-8")
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", scratch_model,
-                        "--init_from_ckpt", save_dir, "--save_dir", tmp_path / "x")
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", scratch_model,
+                      "--init_from_ckpt", save_dir, "--save_dir", tmp_path / "x")
     assert result.returncode == 2
     assert (f"{data / 'label.txt'} disagrees with the checkpoint (line 1 is '财经' but the checkpoint's "
             f"label 0 is '体育')") in result.stderr

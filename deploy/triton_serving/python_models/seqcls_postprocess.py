@@ -4,17 +4,14 @@
 threshold ("" when none is); `confidence` holds every label's probability, in label order. The
 decision is the project's text pipeline (copied next to this file by build_repo.py).
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 import triton_python_backend_utils as pb_utils
 
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("pipeline", HERE / "pipeline.py")
-pipeline = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pipeline)
 
 
 class TritonPythonModel:

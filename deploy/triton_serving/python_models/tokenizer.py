@@ -3,17 +3,14 @@
 Uses the export's own tokenizer and the project's text pipeline (both copied next to this file by
 build_repo.py), the same code as deploy/predictor, so a text gets the same ids online and offline.
 """
-import importlib.util
 import json
 from pathlib import Path
 
+import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 import triton_python_backend_utils as pb_utils
 from paddlenlp.transformers import AutoTokenizer
 
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("pipeline", HERE / "pipeline.py")
-pipeline = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pipeline)
 
 
 class TritonPythonModel:

@@ -1,0 +1,45 @@
+"""The code's layout promises: core modules import only core modules below them (no cycles, never a
+script), every core module states its job, and no file manipulates sys.path."""
+from __future__ import annotations
+
+import ast
+
+import tomllib
+from conftest import ROOT
+
+# Lowest first: a module may import only modules before it in this list.
+CORE_LAYERS = ["utils", "metric", "pipeline", "data_io", "losses", "modeling", "exporting", "backends", "parity",
+               "training", "serving", "compat"]
+SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model"]
+
+
+def imported_project_modules(module: str) -> set[str]:
+    tree = ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & set(CORE_LAYERS + SCRIPTS)
+
+
+def test_core_modules_import_only_lower_core_modules():
+    for position, module in enumerate(CORE_LAYERS):
+        imported = imported_project_modules(module)
+        assert imported <= set(CORE_LAYERS[:position]), f"{module} imports {sorted(imported - set(CORE_LAYERS[:position]))}"
+
+
+def test_every_root_module_is_installed_and_has_a_docstring():
+    installed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["py-modules"])
+    root_modules = {path.stem for path in ROOT.glob("*.py")}
+    assert root_modules == installed == set(CORE_LAYERS + SCRIPTS)
+    for module in root_modules:
+        assert ast.get_docstring(ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"))), module
+
+
+def test_no_file_manipulates_sys_path():
+    offenders = [str(path.relative_to(ROOT)) for path in ROOT.rglob("*.py")
+                 if ".venv" not in path.parts and "sys.path" in path.read_text(encoding="utf-8")
+                 and path.name != "test_layout.py"]
+    assert offenders == []
