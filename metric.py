@@ -49,13 +49,17 @@ class MetricReport(paddle.metric.Metric):
         probs, labels = _to_numpy(probs), _to_numpy(labels) > 0.5
         preds = probs > np.asarray(self.thresholds, dtype=probs.dtype)
         counts = ((preds & labels).sum(0), (preds & ~labels).sum(0), (~preds & labels).sum(0), labels.sum(0))
+        self.add_counts(counts, exact_matches=int((preds == labels).all(1).sum()), num_examples=len(probs))
+
+    def add_counts(self, counts: tuple[np.ndarray, ...], exact_matches: int, num_examples: int) -> None:
+        """Accumulate one batch's per-label (tp, fp, fn, support) and its exactly matched rows."""
         if self.tp is None:
             self.tp, self.fp, self.fn, self.support = (c.astype("int64") for c in counts)
         else:
             for total, batch in zip((self.tp, self.fp, self.fn, self.support), counts):
                 total += batch
-        self.num_examples += len(probs)
-        self.exact_matches += int((preds == labels).all(1).sum())
+        self.num_examples += num_examples
+        self.exact_matches += exact_matches
 
     def figures(self) -> dict:
         """All figures as plain Python values (JSON-ready)."""

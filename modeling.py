@@ -257,17 +257,10 @@ class DygraphRunner:
     """The dygraph model behind the pipeline's Runner interface: logits, or with `pooled=True` the
     encoder's pooled [CLS] vector (the classifier's input, in which the analysis scripts compare texts)."""
 
-    name = "dygraph"
-    precision = "fp32"
-
     def __init__(self, model, pad_token_id: int, pooled: bool = False):
         self.model = model
         self.pad_token_id = pad_token_id
         self.pooled = pooled
-
-    @property
-    def label(self) -> str:
-        return self.name
 
     @paddle.no_grad()
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:

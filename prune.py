@@ -45,6 +45,7 @@ from modeling import (
     load_tokenizer,
     model_inputs,
     narrow_to_width,
+    pruned_width,
     resolve_label_list,
     save_checkpoint,
 )
@@ -322,6 +323,17 @@ def export_width(directory: Path, texts: list[str], labels: np.ndarray | None, m
                    checkpoint_thresholds(model), deploy_input_names(tokenizer), texts, labels, max_seq_length)
 
 
+def clear_width_dir(directory: Path) -> None:
+    """Remove an older run's output for this width (never mix its files with the new run's), but only
+    a directory that holds a pruned checkpoint: anything else there is the user's and stops the run."""
+    if not directory.exists():
+        return
+    if pruned_width(str(directory)) is None and (not directory.is_dir() or any(directory.iterdir())):
+        raise DataError(f"{directory} exists and does not hold a pruned model of an earlier run; move it away or "
+                        f"choose another --output_dir (nothing was deleted)")
+    shutil.rmtree(directory)
+
+
 def check_args(args: argparse.Namespace) -> list[Fraction]:
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_seq_length", "logging_steps",
                  "save_steps"):
@@ -368,7 +380,7 @@ def prune(args: argparse.Namespace) -> None:
 
     output = Path(args.output_dir)
     for width in widths:
-        shutil.rmtree(output / width_name(width), ignore_errors=True)  # never mix with an older run's files
+        clear_width_dir(output / width_name(width))
     output.mkdir(parents=True, exist_ok=True)
     write_settings(args, output)
 

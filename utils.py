@@ -17,8 +17,6 @@ import numpy as np
 import paddle
 from paddlenlp.utils.log import logger  # the one logger of every script, as in the reference
 
-__all__ = ["DataError", "batched", "logger", "run_cli", "set_device", "set_seed", "write_json", "write_settings"]
-
 
 class DataError(Exception):
     """A problem with the user's input: reported as one clear line and exit status 2."""

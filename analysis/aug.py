@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
-from common import write_rows
 from tqdm import tqdm
 
 from data_io import format_labels, load_examples, read_label_list
 from modeling import load_tokenizer, plain_vocabulary
 from utils import DataError, logger, run_cli
+
+from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
+from common import write_rows
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)

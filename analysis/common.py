@@ -18,6 +18,19 @@ from utils import DataError, set_device, set_seed
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None, seed_help: str | None) -> None:
+    """The reference's arguments of every analysis script that runs the trained model (names and defaults
+    as in the reference); `batch_size` / `seed_help` None leave that argument out."""
+    parser.add_argument("--device", default="gpu", help="Device that runs the model: gpu (the reference's default) or cpu.")
+    parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory: the input files are read from it and the outputs written to it.")
+    parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The trained checkpoint directory (train.py --save_dir).")
+    parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization; longer texts are truncated.")
+    if batch_size is not None:
+        parser.add_argument("--batch_size", default=batch_size, type=int, help="Texts per forward pass of the model.")
+    if seed_help is not None:
+        parser.add_argument("--seed", type=int, default=3, help=seed_help)
+
+
 @dataclass
 class TrainedModel:
     model: object

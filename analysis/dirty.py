@@ -13,20 +13,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import load_trained, write_rows
 
 from data_io import format_labels, load_examples, multi_hot
 from modeling import text_probs
 from utils import DataError, logger, run_cli
 
+from common import add_model_arguments, load_trained, write_rows
+
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
-parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
-parser.add_argument("--batch_size", default=16, type=int, help="Batch size per GPU/CPU for training.")
-parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+add_model_arguments(parser, batch_size=16, seed_help="Random seed.")
 parser.add_argument("--dirty_num", type=int, default=100, help="Number of dirty data. default:100")
 parser.add_argument("--dirty_file", type=str, default="train_dirty.txt", help="Path to save dirty data.")
 parser.add_argument("--rest_file", type=str, default="train_dirty_rest.txt", help="The path of rest data.")

@@ -17,20 +17,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
-from common import BAD_CASE_HEADER, TrainedModel, load_trained
 
 from data_io import Example, format_labels, load_examples, multi_hot
 from metric import MetricReport
 from modeling import text_probs
+from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
+
+from common import BAD_CASE_HEADER, TrainedModel, add_model_arguments, load_trained
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument('--device', default="gpu", help="Select which device to evaluate model, defaults to gpu.")
-parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
-parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
-parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
+add_model_arguments(parser, batch_size=32, seed_help=None)
 parser.add_argument("--train_file", type=str, default=None, help="Also evaluate this training file (e.g. train.txt) to compare fit and generalisation per class.")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
@@ -74,8 +72,7 @@ def write_bad_cases(path: Path, examples: list[Example], probs: np.ndarray, trai
     count = 0
     with open(path, "w", encoding="utf-8") as out:
         out.write(BAD_CASE_HEADER + "\n")
-        for example, example_probs in zip(examples, probs):
-            predicted = np.flatnonzero(example_probs > trained.thresholds).tolist()
+        for example, predicted in zip(examples, chosen_label_ids(probs, trained.thresholds)):
             gold = sorted(set(example.labels))
             if predicted != gold:
                 out.write(f"{example.text}\t{format_labels(gold, trained.labels)}\t"

@@ -10,20 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import load_trained, read_interpret_rows, top_k_similar
-
 from data_io import format_labels, load_examples
 from modeling import classifier_features, text_probs
+from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
+
+from common import add_model_arguments, load_trained, read_interpret_rows, top_k_similar
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
-parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
-parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
-parser.add_argument("--batch_size", default=16, type=int, help="Batch size per GPU/CPU for training.")
-parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+add_model_arguments(parser, batch_size=16, seed_help="Random seed.")
 parser.add_argument("--top_k", type=int, default=3, help="Top K training examples")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
@@ -48,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     out_path = dataset / args.interpret_result_file
     with open(out_path, "w", encoding="utf-8") as out:
         for row, row_probs, neighbours, neighbour_scores in zip(rows, probs, index, scores):
-            prediction = row.prediction or format_labels((row_probs > trained.thresholds).nonzero()[0], trained.labels)
+            prediction = row.prediction or format_labels(chosen_label_ids(row_probs[None], trained.thresholds)[0], trained.labels)
             out.write(f"text: {row.text}\npredict label: {prediction}\nlabel: {row.label}\n"
                       f"examples with positive influence\n")
             for rank, (i, score) in enumerate(zip(neighbours, neighbour_scores), start=1):

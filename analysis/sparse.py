@@ -12,25 +12,21 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
-from common import load_trained, top_k_similar, write_rows
 
 from data_io import format_labels, iter_examples, load_examples
 from modeling import classifier_features, plain_vocabulary
 from utils import DataError, logger, run_cli
 
+from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
+from common import add_model_arguments, load_trained, top_k_similar, write_rows
+
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
-parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory should include train.txt,dev.txt and test.txt files.")
+add_model_arguments(parser, batch_size=16, seed_help="Random seed of the augmentation that --annotate uses.")
 parser.add_argument("--aug_strategy", choices=["duplicate", "substitute", "insert", "delete", "swap"], default='substitute', help="Select data augmentation strategy")
 parser.add_argument("--aug_type", choices=list(AUG_TYPES), default="random", help="Words for substitute/insert: random (model vocabulary, offline; the reference used synonym, which needs PaddleNLP's downloads), custom, synonym, homonym, mlm")
 parser.add_argument("--custom_file", type=str, default=None, help="JSON dictionary {word: [replacements]} for --aug_type custom.")
 parser.add_argument("--annotate", action='store_true', help="Select unlabeled data for annotation")
-parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
-parser.add_argument("--batch_size", default=16, type=int, help="Batch size per GPU/CPU for training.")
-parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
 parser.add_argument("--rationale_num_sparse", type=int, default=3, help="Number of rationales per example for sparse data.")
 parser.add_argument("--rationale_num_support", type=int, default=6, help="Number of rationales per example for support data.")
 parser.add_argument("--sparse_num", type=int, default=100, help="Number of sparse data.")

@@ -13,26 +13,24 @@ import html
 from pathlib import Path
 
 import numpy as np
-from common import InterpretRow, TrainedModel, load_trained, read_interpret_rows
-from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 from tqdm import tqdm
 
 from modeling import text_probs
+from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
+
+from common import InterpretRow, TrainedModel, add_model_arguments, load_trained, read_interpret_rows
+from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument('--device', default="gpu", help="Select which device to run the interpreter, defaults to gpu.")
-parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory holding the input file; the reports are written there too.")
-parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization.")
+add_model_arguments(parser, batch_size=None, seed_help="Random seed (lime's word maskings).")
 parser.add_argument("--interpret_input_file", type=str, default="bad_case.txt", help="Texts to explain: a bad-case file, a labelled data file or one text per line.")
 parser.add_argument("--interpreter", choices=list(INTERPRETERS), default="ig", help="ig (integrated gradients), lime or grad (gradient x input).")
 parser.add_argument("--key_words_num", type=int, default=5, help="Number of key words listed per text and label.")
 parser.add_argument("--ig_steps", type=int, default=50, help="Integration steps of integrated gradients.")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--output_prefix", type=str, default="word_interpret", help="Name of the .html and .txt reports.")
-parser.add_argument("--seed", type=int, default=3, help="Random seed (lime's word maskings).")
 # yapf: enable
 
 
@@ -50,7 +48,7 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
     """(gold, predicted, labels to explain): predicted as written in the file, else by the model."""
     gold = parse_names(row.label, trained.labels, path, row.text)
     predicted = (parse_names(row.prediction, trained.labels, path, row.text) if row.prediction
-                 else set(np.flatnonzero(probs > trained.thresholds).tolist()))
+                 else set(chosen_label_ids(probs[None], trained.thresholds)[0]))
     return gold, predicted, sorted(gold | predicted) or [int(np.argmax(probs))]
 
 

@@ -55,13 +55,7 @@ class SklearnMetricReport(MetricReport):
         preds = probs > np.asarray(self.thresholds, dtype=probs.dtype)
         mcm = multilabel_confusion_matrix(labels, preds)  # (labels, 2, 2): [[tn, fp], [fn, tp]]
         counts = (mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0], mcm[:, 1, 1] + mcm[:, 1, 0])
-        if self.tp is None:
-            self.tp, self.fp, self.fn, self.support = (c.astype("int64") for c in counts)
-        else:
-            for total, batch in zip((self.tp, self.fp, self.fn, self.support), counts):
-                total += batch
-        self.num_examples += len(probs)
-        self.exact_matches += int(accuracy_score(labels, preds, normalize=False))
+        self.add_counts(counts, int(accuracy_score(labels, preds, normalize=False)), len(probs))
 
 
 def make_data(num_rows: int, num_labels: int, labels_per_row: float, global_threshold: bool, seed: int):

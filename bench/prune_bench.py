@@ -22,7 +22,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import paddle
-from infer_bench import export, medium_checkpoint, timed_batches
 
 from backends import create_backend
 from data_io import load_examples, multi_hot
@@ -40,6 +39,8 @@ from modeling import (
 from pipeline import TextPipeline
 from prune import PRUNED_PREFIX, export_width, width_name
 from utils import set_device
+
+from infer_bench import export, medium_checkpoint, timed_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 

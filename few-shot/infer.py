@@ -11,13 +11,14 @@ import argparse
 from pathlib import Path
 
 import psutil
-from prompt_io import PromptPipeline, load_template, read_label_words
 
 from backends import create_backend
 from data_io import format_prediction, load_examples
 from exporting import load_export, load_export_tokenizer
 from pipeline import predicted_labels
 from utils import DataError, logger, run_cli
+
+from prompt_io import PromptPipeline, load_template, read_label_words
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)

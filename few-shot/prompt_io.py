@@ -131,10 +131,8 @@ class PromptPipeline(TextPipeline):
         return pad_features(features, self.tokenizer.pad_token_id, self.input_names)
 
 
-class DygraphRunner:
+class PromptRunner:
     """The trained dygraph prompt model as a runner of the pipeline, for the export's parity check."""
-
-    label = "dygraph"
 
     def __init__(self, model: PromptModelForSequenceClassification):
         self.model = model

@@ -24,15 +24,6 @@ from paddlenlp.prompt import (
 )
 from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumentParser
 from paddlenlp.transformers import AutoModelForMaskedLM
-from prompt_io import (
-    DygraphRunner,
-    PromptCollator,
-    PromptPipeline,
-    input_spec,
-    load_prompt_examples,
-    read_label_words,
-    template_meta,
-)
 
 import compat  # noqa: F401  (applies the Trainer checkpoint-rotation fix)
 from data_io import format_prediction
@@ -42,6 +33,16 @@ from modeling import from_pretrained, load_tokenizer
 from parity import write_checked_export
 from pipeline import sigmoid
 from utils import DataError, logger, run_cli, set_device, set_seed
+
+from prompt_io import (
+    PromptCollator,
+    PromptPipeline,
+    PromptRunner,
+    input_spec,
+    load_prompt_examples,
+    read_label_words,
+    template_meta,
+)
 
 PARITY_TEXTS = 200  # dev texts on which the export must answer like the dygraph model
 
@@ -137,7 +138,7 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
         return PromptPipeline(exported, prompt_model.template)
 
     before_export = ExportInfo(export_dir, export_dir / "model", labels, thresholds, input_names)
-    reference = make_pipeline(before_export).probs(DygraphRunner(prompt_model), texts)
+    reference = make_pipeline(before_export).probs(PromptRunner(prompt_model), texts)
     write_checked_export(
         lambda prefix: trainer.export_model(str(prefix.parent), input_spec=spec, export_type="paddle"),
         reference, trainer.tokenizer, export_dir, "model", labels, thresholds, input_names, texts, targets,

@@ -8,16 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
-from augment import build_augmenter
-from common import read_interpret_rows
-from conftest import LABELS, run_main, run_script
 from dirty import rank_dirty
-from interpret import encode, integrated_gradients, word_scores
 from sparse import select_support
 
 from data_io import iter_examples, load_examples, read_label_list
 from modeling import load_model, load_tokenizer, plain_vocabulary
 from utils import DataError
+
+from augment import build_augmenter
+from common import read_interpret_rows
+from conftest import LABELS, run_main, run_script
+from interpret import encode, integrated_gradients, word_scores
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,13 @@ import importlib.util
 
 import psutil
 import pytest
-from conftest import ROOT
 
 import export_model
 import predict
 import prune
 import train
+
+from conftest import ROOT
 
 TRAIN_DEFAULTS = {
     "device": "gpu", "save_dir": "./checkpoint", "max_seq_length": 128, "model_name": "ernie-3.0-medium-zh",

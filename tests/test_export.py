@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from conftest import LABELS, run_main
 
 import backends
 import export_model
@@ -20,6 +19,8 @@ from exporting import load_export, load_export_tokenizer
 from modeling import load_model, load_tokenizer, text_probs
 from pipeline import TextPipeline
 from utils import DataError
+
+from conftest import LABELS, run_main
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LABELS, run_main
-from prompt_io import pad_features, read_label_words
 
 from modeling import PAD_MASK_VALUE
 from utils import DataError
+
+from conftest import LABELS, run_main
+from prompt_io import pad_features, read_label_words
 
 SOFT_PROMPT = "{'soft': '这句话包含的要素有'}{'mask'}{'text': 'text_a'}"
 # Out of order and partly with words, so the tests see the `==` syntax and the model's sorted order.

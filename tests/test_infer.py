@@ -5,6 +5,7 @@ import re
 import shutil
 
 import pytest
+
 from conftest import run_main
 
 pytestmark = pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 import tomllib
+
 from conftest import ROOT
 
 # Lowest first: a module may import only modules before it in this list.

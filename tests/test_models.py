@@ -6,13 +6,14 @@ import json
 import numpy as np
 import paddle
 import pytest
-from conftest import run_main, run_script
 from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, ErnieConfig
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
 from data_io import iter_examples
 from scratch_model import PRESETS, masked_token_loss, model_config
 from utils import DataError
+
+from conftest import run_main, run_script
 
 SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 

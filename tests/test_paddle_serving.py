@@ -9,13 +9,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
 from pipeline import TextPipeline, predicted_labels
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError
+
+from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("pipeline_io", ROOT / "deploy/paddle_serving/pipeline_io.py")
 pipeline_io = importlib.util.module_from_spec(spec)

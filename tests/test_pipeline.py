@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
 
 import exporting
 from backends import BACKENDS, check_variant, variants
@@ -16,6 +15,8 @@ from exporting import cached
 from parity import check_fp32_parity, parity_rows
 from pipeline import EncodedRows, TextPipeline, chosen_label_ids, pool_rows, predicted_labels, sigmoid
 from utils import DataError
+
+from conftest import ROOT
 
 
 def test_parity_rows_and_fp32_tolerance():

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_main
 
 from data_io import load_examples, read_label_list
+
+from conftest import run_main
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import paddle
 import pytest
-from conftest import LABELS, run_main
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
 import prune
@@ -27,6 +26,8 @@ from modeling import (
 from pipeline import TextPipeline
 from training import LabelledRows
 from utils import DataError
+
+from conftest import LABELS, run_main
 
 PRUNE_ARGS = ["--device", "cpu", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
               "--learning_rate", "1e-4", "--logging_steps", "2"]
@@ -220,3 +221,22 @@ def test_a_pruned_checkpoint_is_not_pruned_again(pruned_half, keyword_data, tmp_
     assert result.returncode == 2
     assert f"--params_dir {directory} is already pruned; prune the unpruned checkpoint instead" in result.stderr
 
+
+
+@pytest.mark.slow
+def test_output_of_an_earlier_run_is_replaced_but_other_files_are_never_deleted(trained, keyword_data, tmp_path):
+    save_dir, _ = trained
+    args = ["--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir", tmp_path / "out",
+            "--width_mult_list", "1/2", "--max_steps", "1", "--save_steps", "1", *PRUNE_ARGS]
+    width_dir = tmp_path / "out" / "width_mult_0.5"
+    width_dir.mkdir(parents=True)
+    (width_dir / "notes.txt").write_text("keep me", encoding="utf-8")
+    result = run_main("prune.py", *args)
+    assert result.returncode == 2
+    assert f"{width_dir} exists and does not hold a pruned model of an earlier run" in result.stderr
+    assert (width_dir / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    (width_dir / "notes.txt").unlink()
+    assert run_main("prune.py", *args).returncode == 0
+    (width_dir / "stale.txt").write_text("from the first run", encoding="utf-8")
+    assert run_main("prune.py", *args).returncode == 0  # its own earlier output is replaced
+    assert not (width_dir / "stale.txt").exists() and (width_dir / "pruned_model.json").is_file()

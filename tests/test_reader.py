@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_io import ReadStats, iter_examples, load_examples, read_label_list
 from utils import DataError
+
+from conftest import run_main, run_script
 
 LABELS = ["离婚", "子女", "财产"]
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
@@ -105,7 +106,18 @@ def test_train_cli_reports_bad_data_with_exit_code_2(tmp_path, train_content, la
         write(tmp_path, "train.txt", train_content)
     write(tmp_path, "dev.txt", "乙\t离婚\n")
     write(tmp_path, "label.txt", label_content)
-    result = run_script("train.py", "--device", "cpu", "--dataset_dir", tmp_path, "--model_name", tmp_path)
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", tmp_path, "--model_name", tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_bad_data_ends_the_process_with_exit_code_2_and_one_message(tmp_path):
+    """The process boundary itself: what a user's shell sees for bad input."""
+    write(tmp_path, "train.txt", "甲\t离昏\n")
+    write(tmp_path, "dev.txt", "乙\t离婚\n")
+    write(tmp_path, "label.txt", "离婚\n子女\n")
+    result = run_script("train.py", "--device", "cpu", "--dataset_dir", tmp_path, "--model_name", tmp_path)
+    assert result.returncode == 2
+    assert "train.txt:1: unknown label '离昏' (not in the label file); did you mean '离婚'?" in result.stderr
     assert "Traceback" not in result.stderr

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, offline_predictions, run_script
 
 from serving import MAX_REQUEST_TEXTS
+
+from conftest import ROOT, offline_predictions, run_script
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"

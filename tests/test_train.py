@@ -12,13 +12,14 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from conftest import RECIPE, ROOT, make_keyword_dataset, run_main
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
 from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
 from modeling import model_inputs
 from train import build_lr_scheduler, parser
+
+from conftest import RECIPE, ROOT, make_keyword_dataset, run_main
 
 pytestmark = pytest.mark.slow
 

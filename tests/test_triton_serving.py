@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from conftest import LABELS, ROOT, offline_predictions, run_script
 from tritonclient.utils import InferenceServerException
+
+from conftest import LABELS, ROOT, offline_predictions, run_main, run_script
 
 pytestmark = pytest.mark.slow
 TRITON = ROOT / "deploy/triton_serving"
@@ -63,7 +64,11 @@ def triton(exported, tmp_path_factory):
     yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "export": export_dir,
            "repo": root / "models"}
     process.terminate()
-    process.wait(timeout=60)
+    try:  # the server waits 30 s (its exit timeout) for the python backend stubs; nothing is in flight here
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def offline(export_dir, texts: list[str]) -> tuple[list[str], np.ndarray]:
@@ -142,3 +147,25 @@ def test_build_repo_refuses_a_directory_without_export(tmp_path):
                         tmp_path / "models")
     assert result.returncode == 2
     assert f"{tmp_path} holds no exported model (*.pdiparams); run export_model.py first" in result.stderr
+
+
+def test_build_repo_replaces_only_what_it_built(exported, tmp_path):
+    export_dir, _ = exported
+    repo = tmp_path / "models"
+    assert run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir", repo,
+                    "--platform", "python").returncode == 0
+    assert (repo / ".build_repo").is_file()
+    result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir", repo,
+                      "--platform", "python")
+    assert result.returncode == 0, result.stderr[-2000:]  # its own repository is rebuilt
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("keep me", encoding="utf-8")
+    result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir", users)
+    assert result.returncode == 2
+    assert f"--output_dir {users} exists and was not built by build_repo.py" in result.stderr
+    assert (users / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    for target in (export_dir, export_dir.parent):
+        result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir", target)
+        assert result.returncode == 2 and f"--output_dir {target} holds the export" in result.stderr
+    assert (export_dir / "model.onnx").is_file()

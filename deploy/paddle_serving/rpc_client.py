@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from paddle_serving_server.pipeline import PipelineClient
+
 from pipeline_io import client_texts, encode_request, print_labels
 
 parser = argparse.ArgumentParser(description=__doc__)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 
 from paddle_serving_server.web_service import Op, WebService
-from pipeline_io import parse_request, postprocess, preprocess
 
 from exporting import export_prefix_in, load_export, load_export_tokenizer
 from utils import DataError
+
+from pipeline_io import parse_request, postprocess, preprocess
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")

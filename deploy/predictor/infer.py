@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from predictor import Predictor
 
 from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
 from data_io import ReadStats, iter_examples, load_examples, multi_hot, write_predictions
@@ -22,6 +21,8 @@ from modeling import load_model, load_tokenizer, text_probs
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import WINDOW_BATCHES, TextPipeline
 from utils import DataError, batched, logger, run_cli, set_device
+
+from predictor import Predictor
 
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__)

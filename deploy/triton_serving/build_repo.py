@@ -26,7 +26,7 @@ from utils import DataError, logger, run_cli
 # yapf: disable
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default="./export", help="Directory written by export_model.py or prune.py.")
-parser.add_argument("--output_dir", default="./models", help="The model repository to (re)create.")
+parser.add_argument("--output_dir", default="./models", help="The model repository to create: a new or empty directory, or one this tool built before (it is replaced).")
 parser.add_argument("--platform", choices=["onnxruntime", "python"], default="onnxruntime", help="How seqcls_model runs the ONNX model.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Instance kind of seqcls_model (onnxruntime platform).")
 parser.add_argument("--max_batch_size", type=int, default=64, help="Largest batch Triton forms.")
@@ -35,6 +35,7 @@ parser.add_argument("--num_threads", type=int, default=0, help="ONNX Runtime int
 # yapf: enable
 
 SOURCES = Path(__file__).resolve().parent / "python_models"
+MARKER = ".build_repo"  # marks a directory this tool built, the only kind it deletes
 
 
 def tensor(name: str, data_type: str, dims: list[int]) -> str:
@@ -66,14 +67,29 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
     return version
 
 
+def clear_output_dir(repo: Path, export_dir: Path) -> None:
+    """Make way for a new repository, deleting only what this tool built before.
+
+    A directory is replaced only if it holds this tool's marker file; the export itself, any
+    directory that contains it and any other non-empty directory are refused, never deleted.
+    """
+    resolved = repo.resolve()
+    if resolved == export_dir.resolve() or resolved in export_dir.resolve().parents:
+        raise DataError(f"--output_dir {repo} holds the export {export_dir}; choose a directory of its own")
+    if (repo / MARKER).is_file():
+        shutil.rmtree(repo)
+    elif repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
+        raise DataError(f"--output_dir {repo} exists and was not built by build_repo.py (no {MARKER}); "
+                        f"choose a new or empty directory, nothing was deleted")
+
+
 def build(args: argparse.Namespace) -> None:
     if args.max_batch_size < 1 or args.max_seq_length < 2:
         raise DataError("--max_batch_size must be at least 1 and --max_seq_length at least 2")
     export = load_export(export_prefix_in(args.export_dir))
     onnx_file = ensure_onnx(export.model_prefix, export.directory)
     repo = Path(args.output_dir)
-    if repo.exists():
-        shutil.rmtree(repo)
+    clear_output_dir(repo, export.directory)
     num_labels, inputs = len(export.labels), export.input_names
     batch = args.max_batch_size
     cpu = "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
@@ -115,6 +131,8 @@ def build(args: argparse.Namespace) -> None:
         "seqcls", 'platform: "ensemble"', batch, [tensor("INPUT", "TYPE_STRING", [1])],
         [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])],
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"))
+    (repo / MARKER).write_text("Built by deploy/triton_serving/build_repo.py; it may delete and rebuild this "
+                               "directory.\n", encoding="utf-8")
     logger.info(f"Triton model repository for {num_labels} labels ({args.platform} seqcls_model) written to {repo}/")
 
 

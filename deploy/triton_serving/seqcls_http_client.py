@@ -1,5 +1,6 @@
 """The HTTP variant of seqcls_grpc_client.py (same arguments and output; default port 8000)."""
 import tritonclient.http as httpclient
+
 from seqcls_grpc_client import main
 
 if __name__ == "__main__":

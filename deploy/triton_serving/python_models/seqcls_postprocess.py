@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 import triton_python_backend_utils as pb_utils
+
+import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 
 HERE = Path(__file__).parent
 

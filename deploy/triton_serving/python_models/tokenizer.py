@@ -6,9 +6,10 @@ build_repo.py), the same code as deploy/predictor, so a text gets the same ids o
 import json
 from pathlib import Path
 
-import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 import triton_python_backend_utils as pb_utils
 from paddlenlp.transformers import AutoTokenizer
+
+import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 
 HERE = Path(__file__).parent
 
