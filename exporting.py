@@ -8,13 +8,15 @@ imported only when a conversion actually runs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import paddle
@@ -60,13 +62,45 @@ def export_static_graph(model, prefix: Path, input_names: Sequence[str]) -> None
     paddle.jit.save(static_model, str(prefix))
 
 
+@contextlib.contextmanager
+def console_output_to_log(tool: str) -> Iterator[None]:
+    """Keep what a tool prints to the process's stdout/stderr off the console: paddle2onnx and its
+    constant folding print progress and temporary paths from C++ and Python, which used to end up in
+    users' logs and documents. If the tool fails, its output is logged as an error; otherwise only a
+    debug line counts it (paddlenlp's logger shows debug lines by default)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as capture, open(capture.fileno(), "w", closefd=False) as text:
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
+            failed = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            capture.seek(0)
+            printed = capture.read().decode("utf-8", errors="replace").strip()
+            if failed and printed:
+                logger.error(f"{tool} printed:\n{printed}")
+            elif printed:
+                logger.debug(f"{tool}: {len(printed.splitlines())} lines of console output not shown")
+
+
 def convert_to_onnx(prefix: Path, onnx_file: Path) -> None:
     """paddle2onnx, then rename the graph output to `logits` so configs never name `fetch_name_0`."""
     import onnx
     import paddle2onnx
 
     graph_file, params_file = paddle_model_files(prefix)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, console_output_to_log("paddle2onnx"):
         raw = Path(tmp, "raw.onnx")
         paddle2onnx.export(str(graph_file), str(params_file), str(raw), opset_version=13,
                            enable_onnx_checker=True)

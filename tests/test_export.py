@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -168,3 +170,17 @@ def test_failed_parity_leaves_no_deployable_model(trained, tmp_path, monkeypatch
         export_model.export(args)
     assert not list(output.glob("float32.*")) and not (output / "model.onnx").exists()
     assert not (output / "export_meta.json").exists()
+
+
+def test_onnx_conversion_prints_nothing_to_the_console(exported, tmp_path):
+    """What reaches a user's terminal is the thing tested, so this runs in a process of its own."""
+    export_dir, _ = exported
+    code = (f"import exporting; from pathlib import Path; "
+            f"exporting.convert_to_onnx(Path({str(export_dir / 'float32')!r}), Path({str(tmp_path / 'm.onnx')!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "m.onnx").is_file()
+    for marker in ("[Paddle2ONNX]", "Folding Constants", "/tmp/tmp", "raw.onnx"):
+        assert marker not in result.stdout and marker not in result.stderr
+    assert "paddle2onnx: " in result.stderr and "lines of console output not shown" in result.stderr

@@ -49,9 +49,11 @@ def test_strict_greater_than_rule_and_reset():
 
 
 def objective(probs, labels, thresholds) -> float:
-    preds = probs > thresholds
-    return (f1_score(labels, preds, average="micro", zero_division=0)
-            + f1_score(labels, preds, average="macro", zero_division=0)) / 2
+    """(micro F1 + macro F1) / 2 by MetricReport (itself checked against scikit-learn above; 3,000 evaluations
+    per case make scikit-learn's validation the slowest part of the suite)."""
+    metric = MetricReport(thresholds=thresholds)
+    metric.update(probs, labels)
+    return sum(metric.accumulate()) / 2
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -40,8 +40,8 @@ def triton(exported, tmp_path_factory):
     """build_repo.py (python platform) on the test export, then tritonserver on ephemeral ports."""
     export_dir, _ = exported
     root = tmp_path_factory.mktemp("triton")
-    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
-                        root / "models", "--platform", "python", "--max_batch_size", "64")
+    result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
+                      root / "models", "--platform", "python", "--max_batch_size", "64")
     assert result.returncode == 0, result.stderr[-2000:]
     run_server = load_module("run_server")
     server = run_server.prepare_server(root / "work")
@@ -129,8 +129,8 @@ def test_client_reports_a_server_that_is_not_there():
 
 def test_onnxruntime_platform_repository_matches_the_export(exported, tmp_path):
     export_dir, _ = exported
-    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
-                        tmp_path / "models", "--device", "gpu")
+    result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
+                      tmp_path / "models", "--device", "gpu")
     assert result.returncode == 0, result.stderr[-2000:]
     model = (tmp_path / "models/seqcls_model/config.pbtxt").read_text(encoding="utf-8")
     assert 'platform: "onnxruntime_onnx"' in model and "kind: KIND_GPU" in model
@@ -143,8 +143,8 @@ def test_onnxruntime_platform_repository_matches_the_export(exported, tmp_path):
 
 
 def test_build_repo_refuses_a_directory_without_export(tmp_path):
-    result = run_script("deploy/triton_serving/build_repo.py", "--export_dir", tmp_path, "--output_dir",
-                        tmp_path / "models")
+    result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", tmp_path, "--output_dir",
+                      tmp_path / "models")
     assert result.returncode == 2
     assert f"{tmp_path} holds no exported model (*.pdiparams); run export_model.py first" in result.stderr
 
