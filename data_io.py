@@ -18,6 +18,8 @@ from tqdm import tqdm
 from pipeline import WINDOW_BATCHES, chosen_label_ids
 from utils import DataError, batched, logger
 
+PREDICTION_HEADER = "text\tlabel"  # first line of predict.py's output, as in the reference
+
 
 def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (line number, line without line ending); accepts a BOM and CRLF line endings."""
@@ -82,13 +84,16 @@ class ReadStats:
     unlabelled: int = 0
     blank: int = 0
     label_columns_ignored: int = 0
+    header: bool = False
 
-    def summary(self, path: str | os.PathLike) -> str:
+    def summary(self, path: str | os.PathLike, blank_lines: str = "skipped") -> str:
         parts = [f"{self.examples} examples"]
+        if self.header:
+            parts.append("header line skipped")
         if self.unlabelled:
             parts.append(f"{self.unlabelled} without labels")
         if self.blank:
-            parts.append(f"{self.blank} blank lines skipped")
+            parts.append(f"{self.blank} blank lines {blank_lines}")
         if self.label_columns_ignored:
             parts.append(f"label column ignored on {self.label_columns_ignored} lines")
         return f"Read {Path(path).name}: " + ", ".join(parts)
@@ -104,17 +109,26 @@ def iter_examples(
     path: str | os.PathLike,
     label2id: dict[str, int] | None = None,
     stats: ReadStats | None = None,
+    keep_blank: bool = False,
 ) -> Iterator[Example]:
     """Stream the examples of a `text<TAB>label,label` file.
 
     With `label2id=None` (prediction input) only the text is used: a second column, if present,
     is ignored and counted. A line without TAB (or ending in TAB) is an example with no labels.
+    A first line `text<TAB>label` is predict.py's header and is skipped, so its output reads back
+    as data. Blank lines are counted and skipped, or with `keep_blank` yielded as empty examples
+    (prediction keeps one output row per input line).
     """
     stats = stats if stats is not None else ReadStats()
     for line_no, raw in read_lines(path):
         line = raw.rstrip()
         if not line.strip():
             stats.blank += 1
+            if keep_blank:
+                yield Example(text="", labels=[], line_no=line_no)
+            continue
+        if line_no == 1 and line == PREDICTION_HEADER and "label" not in (label2id or {}):
+            stats.header = True
             continue
         columns = line.split("\t")
         if len(columns) > 2:
@@ -160,8 +174,9 @@ def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
 
 def format_prediction(text: str, probs: np.ndarray, thresholds: np.ndarray, label_list: Sequence[str],
                       output_probs: bool = False) -> str:
-    """One output line: `text<TAB>label,label` (the training format), plus the probabilities as JSON."""
-    line = f"{text}\t{format_labels(chosen_label_ids(probs[None], thresholds)[0], label_list)}"
+    """One output row as the reference writes it: `text<TAB>name, name` (names joined by comma and space,
+    which the reader accepts as data too), plus every label's probability as JSON with `output_probs`."""
+    line = f"{text}\t{', '.join(label_list[i] for i in chosen_label_ids(probs[None], thresholds)[0])}"
     if output_probs:
         line += "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, probs)}, ensure_ascii=False)
     return line
@@ -183,9 +198,11 @@ def count_lines(path: str | os.PathLike) -> int:
 def write_predictions(data_path: Path, output_file: str | os.PathLike, text_probs: Callable[[list[str]], np.ndarray],
                       thresholds: np.ndarray, label_list: Sequence[str], batch_size: int,
                       output_probs: bool = False) -> ReadStats:
-    """Label a text file into `output_file`, one `format_prediction` line per text, in input order.
+    """Label a text file into `output_file` as the reference's predict.py does: the header `text<TAB>label`,
+    then exactly one row per input line (a blank line gives an empty row), so row N + 1 of the output
+    belongs to line N of the input.
 
-    The input is streamed in windows of `batch_size * WINDOW_BATCHES` texts, the pipeline's own
+    The input is streamed in windows of `batch_size * WINDOW_BATCHES` lines, the pipeline's own
     bucketing window, so a file larger than memory works and batching is as good as on the whole.
     """
     if Path(output_file).resolve() == Path(data_path).resolve():
@@ -195,13 +212,16 @@ def write_predictions(data_path: Path, output_file: str | os.PathLike, text_prob
     stats = ReadStats()
     progress = tqdm(total=count_lines(data_path), desc="Predicting", unit="line", disable=None)
     with open(output_file, "w", encoding="utf-8") as out:
-        for window in batched(iter_examples(data_path, stats=stats), batch_size * WINDOW_BATCHES):
-            probs = text_probs([e.text for e in window])
-            for example, example_probs in zip(window, probs):
-                out.write(format_prediction(example.text, example_probs, thresholds, label_list, output_probs) + "\n")
+        out.write(PREDICTION_HEADER + "\n")
+        for window in batched(iter_examples(data_path, stats=stats, keep_blank=True), batch_size * WINDOW_BATCHES):
+            texts = [e.text for e in window if e.text]
+            rows = iter(text_probs(texts) if texts else [])
+            for example in window:
+                out.write((format_prediction(example.text, next(rows), thresholds, label_list, output_probs)
+                           if example.text else "") + "\n")
             progress.update(window[-1].line_no - progress.n)
     progress.close()
     if stats.examples == 0:
         raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
-    logger.info(stats.summary(data_path))
+    logger.info(stats.summary(data_path, blank_lines="kept as empty rows"))
     return stats

@@ -150,10 +150,10 @@ class TextPipeline:
 
 
 def predicted_labels(probs: np.ndarray, labels: Sequence[str], thresholds
-                     ) -> tuple[list[list[str]], list[list[float]]]:
-    """Per text: the names of the labels above their threshold and their probabilities (maybe none)."""
+                     ) -> tuple[list[list[int]], list[list[str]], list[list[float]]]:
+    """Per text: the ids and names of the labels above their threshold and their probabilities (maybe none)."""
     probs = np.asarray(probs)
     chosen = chosen_label_ids(probs, thresholds)
     names = [[labels[j] for j in ids] for ids in chosen]
     confidences = [[round(float(row[j]), 6) for j in ids] for row, ids in zip(probs, chosen)]
-    return names, confidences
+    return chosen, names, confidences

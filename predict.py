@@ -1,8 +1,8 @@
 """Label new texts with a trained checkpoint.
 
-Writes `text<TAB>label,label` lines in input order (the training format, so the output can be
-read back as data). The input is streamed window by window, so files larger than memory work;
-inside a window texts are batched by length for speed.
+Writes what the reference writes: the header `text<TAB>label`, then one `text<TAB>name, name` row per
+input line, in input order (the suite's reader reads it back as data). The input is streamed window
+by window, so files larger than memory work; inside a window texts are batched by length for speed.
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class SimpleServingTarget:
 
     def labels(self, text: str) -> list[str] | None:
         status, answer = post(self.url, {"data": {"text": [text]}})
-        return answer["result"]["label"][0] if status == 200 else None
+        return answer["result"]["label_names"][0] if status == 200 else None
 
     def malformed(self) -> list[int]:
         bodies = [b"not json", {"data": {"text": [1]}}, {"data": {"text": []}}, {"data": {"text": ["a"] * 10000}}]
@@ -137,7 +137,7 @@ class TritonClient:
     def labels(self, text: str) -> list[str] | None:
         infer_input = httpclient.InferInput("INPUT", [1, 1], "BYTES")
         infer_input.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=object))
-        label = self.client.infer("seqcls", [infer_input]).as_numpy("label")[0][0].decode("utf-8")
+        label = self.client.infer("seqcls", [infer_input]).as_numpy("label_names")[0][0].decode("utf-8")
         return label.split(",") if label else []
 
 
@@ -181,7 +181,7 @@ def main() -> None:
     texts = [e.text for e in load_examples(Path(args.dataset_dir) / "dev.txt", export.labels)]
     probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)
-    expected = predicted_labels(probs, export.labels, export.thresholds)[0]
+    expected = predicted_labels(probs, export.labels, export.thresholds)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

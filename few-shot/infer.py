@@ -31,7 +31,7 @@ parser.add_argument("--batch_size", default=200, type=int, help="Batch size per 
 parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to run model, defaults to gpu.")
 parser.add_argument("--device_id", default=0, type=int, help="Select which gpu device to run model.")
-parser.add_argument("--output_file", default=None, type=str, help="Write `text<TAB>label,label` lines here instead of logging each prediction.")
+parser.add_argument("--output_file", default=None, type=str, help="Write `text<TAB>name, name` lines here instead of logging each prediction.")
 # yapf: enable
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.output_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
         logger.info(f"{len(texts)} predictions written to {args.output_file}")
         return
-    for text, names in zip(texts, predicted_labels(probs, export.labels, export.thresholds)[0]):
+    for text, names in zip(texts, predicted_labels(probs, export.labels, export.thresholds)[1]):
         logger.info(f"input data: {text}")
         logger.info(f"labels: {', '.join(names)}")
         logger.info("-----------------------------")

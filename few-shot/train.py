@@ -108,7 +108,7 @@ def compute_metrics(eval_preds) -> dict[str, float]:
 
 
 def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str], output_dir: Path) -> None:
-    """Test metrics with a per-label report, and the predictions as `text<TAB>label,label` lines."""
+    """Test metrics with a per-label report, and the predictions as `text<TAB>name, name` lines."""
     result = trainer.predict(MapDataset(examples))
     trainer.log_metrics("test", result.metrics)
     probs = sigmoid(result.predictions)

@@ -188,4 +188,4 @@ def offline_predictions(export_dir: Path, texts: list[str]):
     export = load_export(export_dir / "float32")
     probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)
-    return predicted_labels(probs, export.labels, export.thresholds)[0], probs
+    return predicted_labels(probs, export.labels, export.thresholds)[1], probs

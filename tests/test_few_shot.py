@@ -92,7 +92,7 @@ def test_prompt_training_learns_and_reports_test_metrics(prompt_run):
     predictions = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
     test_lines = (data / "test.txt").read_text(encoding="utf-8").splitlines()
     assert [line.split("\t")[0] for line in predictions] == [line.split("\t")[0] for line in test_lines]
-    assert all(set(filter(None, line.split("\t")[1].split(","))) <= set(LABELS) for line in predictions)
+    assert all(set(filter(None, line.split("\t")[1].split(", "))) <= set(LABELS) for line in predictions)
 
 
 @pytest.mark.slow

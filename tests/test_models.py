@@ -81,7 +81,7 @@ def test_ernie_m_without_token_type_ids_trains_and_predicts(keyword_data, ernie_
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_path",
                       ernie_m_trained, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 100
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 100  # header and one row per text
 
 
 def test_masked_token_loss_averages_over_masked_tokens_only():

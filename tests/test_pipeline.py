@@ -111,8 +111,8 @@ def test_decisions_are_strictly_above_each_labels_threshold():
     probs = np.array([[0.9, 0.5, 0.2], [0.1, 0.51, 0.7]])
     thresholds = np.array([0.5, 0.5, 0.7])
     assert chosen_label_ids(probs, thresholds) == [[0], [1]]
-    names, confidences = predicted_labels(probs, ["a", "b", "c"], thresholds)
-    assert names == [["a"], ["b"]] and confidences == [[0.9], [0.51]]
+    ids, names, confidences = predicted_labels(probs, ["a", "b", "c"], thresholds)
+    assert ids == [[0], [1]] and names == [["a"], ["b"]] and confidences == [[0.9], [0.51]]
     assert sigmoid(np.array([0.0], dtype="float32"))[0] == 0.5
 
 

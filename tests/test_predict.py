@@ -24,13 +24,19 @@ def test_order_blank_lines_windows_and_round_trip(trained, keyword_data, tmp_pat
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
                       "--output_file", out, "--batch_size", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Read data.txt: 100 examples, 2 blank lines skipped" in result.stderr
+    assert "Read data.txt: 100 examples, 2 blank lines kept as empty rows" in result.stderr
     assert f"Prediction results save in {out}." in result.stderr
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert [line.split("\t")[0] for line in lines] == texts
+    # the reference's header, then row N + 1 belongs to input line N: blank lines give empty rows
+    assert lines[0] == "text\tlabel" and len(lines) == 1 + 102
+    assert [line.split("\t")[0] for line in lines[1:]] == texts[:50] + ["", ""] + texts[50:]
+    assert lines[51] == lines[52] == ""
     labels = read_label_list(keyword_data / "label.txt")
-    examples = load_examples(out, labels)  # the output reads back as training data
-    assert len(examples) == 100 and any(len(e.labels) > 1 for e in examples) and any(not e.labels for e in examples)
+    names = [line.split("\t")[1] for line in lines[1:] if line]
+    assert any(", " in n for n in names) and all("," not in n.replace(", ", "") for n in names)  # `a, b`
+    examples = load_examples(out, labels)  # the output reads back as training data, header skipped
+    assert [e.text for e in examples] == texts
+    assert any(len(e.labels) > 1 for e in examples) and any(not e.labels for e in examples)
     # the same predictions with a large batch: batching and sorting do not change results
     out_big = tmp_path / "out_big.txt"
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
@@ -45,11 +51,13 @@ def test_output_probs_and_threshold_override(trained, keyword_data, tmp_path):
                       "--output_file", out, "--output_probs", "--threshold", "0.999999")
     assert result.returncode == 0, result.stderr[-2000:]
     labels = read_label_list(keyword_data / "label.txt")
-    for line in out.read_text(encoding="utf-8").splitlines():
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "text\tlabel"
+    for line in lines[1:]:
         text, predicted, probs_json = line.split("\t")
         probs = json.loads(probs_json)
         assert list(probs) == labels and all(0.0 <= p <= 1.0 for p in probs.values())
-        assert (predicted.split(",") if predicted else []) == [n for n, p in probs.items() if p > 0.999999]
+        assert (predicted.split(", ") if predicted else []) == [n for n, p in probs.items() if p > 0.999999]
 
 
 def test_disagreeing_label_file_is_refused(trained, keyword_data, tmp_path):

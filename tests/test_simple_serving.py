@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from serving import MAX_REQUEST_TEXTS
 
-from conftest import ROOT, offline_predictions, run_script
+from conftest import LABELS, ROOT, offline_predictions, run_script
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
@@ -60,11 +61,26 @@ def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
     texts += ["", "的了在是"]  # an empty text and one without any keyword (no label predicted)
     status, answer = post(url, {"data": {"text": texts}, "parameters": {"batch_size": 8}})
     assert status == 200
-    expected = offline_predictions(export_dir, texts)[0]
-    assert answer["result"]["label"] == expected
+    expected, probs = offline_predictions(export_dir, texts)
+    result = answer["result"]
+    assert set(result) == {"label", "confidence", "label_names"}
+    assert result["label_names"] == expected
+    assert result["label"] == [[LABELS.index(name) for name in names] for names in expected]  # ids, as in the reference
     assert [] in expected and any(len(names) > 1 for names in expected)
-    assert all(len(p) == len(n) and all(0.5 < x <= 1 for x in p)
-               for p, n in zip(answer["result"]["confidence"], answer["result"]["label"]))
+    assert result["confidence"] == [[pytest.approx(float(probs[i][j]), abs=1e-5) for j in ids]
+                                    for i, ids in enumerate(result["label"])]
+    status, answer = post(url, {"data": {"text": texts[:3]}, "parameters": {"return_probs": True}})
+    assert status == 200
+    assert np.allclose(answer["result"]["probs"], probs[:3], atol=1e-5)
+
+
+def test_a_reference_client_request_gets_label_ids(server):
+    """The request the reference's client.py sends, answered as the reference answers it."""
+    url, _ = server
+    status, answer = post(url, {"data": {"text": ["学校考试老师", "足球比赛"]},
+                                "parameters": {"max_seq_len": 128, "batch_size": 1, "prob_limit": 0.5}})
+    assert status == 200
+    assert answer["result"]["label"] == [[LABELS.index("教育")], [LABELS.index("体育")]]
 
 
 def test_prob_limit_replaces_the_exported_thresholds(server):
@@ -81,13 +97,14 @@ def test_prob_limit_replaces_the_exported_thresholds(server):
     ({"data": {"sentence": "a"}}, "the request's 'data' must be an object with a 'text' field"),
     ({"data": {"text": "a"}, "parameters": {"max_seq_len": "long"}}, "parameter max_seq_len must be an integer"),
     ({"data": {"text": "a"}, "parameters": {"prob_limit": 2}}, "parameter prob_limit must be a number in [0, 1]"),
+    ({"data": {"text": "a"}, "parameters": {"return_probs": "yes"}}, "parameter return_probs must be true or false"),
 ])
 def test_malformed_requests_get_422_and_the_server_keeps_serving(server, body, reason):
     url, _ = server
     status, answer = post(url, body)
     assert status == 422 and reason in answer["detail"]
     status, answer = post(url, {"data": {"text": ["学校考试"]}})
-    assert status == 200 and answer["result"]["label"] == [["教育"]]
+    assert status == 200 and answer["result"]["label_names"] == [["教育"]]
 
 
 def test_invalid_json_and_unknown_fields_are_refused(server):

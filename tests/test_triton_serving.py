@@ -84,11 +84,35 @@ def dev_texts(keyword_data) -> list[str]:
 def test_every_row_of_a_batch_is_labelled_like_the_offline_predictor(triton, keyword_data):
     runner = load_module("seqcls_grpc_client").SyncTritonRunner(triton["grpc"], "seqcls")
     texts = ["的了在是", *dev_texts(keyword_data)[:62], ""]  # first row has no label; 64 = max_batch_size
-    labels, probs = runner.run(texts)
+    labels, confidences = runner.run(texts)
     expected_labels, expected_probs = offline(triton["export"], texts)
     assert labels == expected_labels
     assert labels[0] == "" and sum(bool(label) for label in labels[1:]) > 50
-    assert probs.shape == (64, len(LABELS)) and np.abs(probs - expected_probs).max() < 1e-4
+    expected_confidences = [[expected_probs[i][LABELS.index(name)] for name in filter(None, row.split(","))]
+                            for i, row in enumerate(expected_labels)]
+    assert [len(row) for row in confidences] == [len(row) for row in expected_confidences]
+    assert all(abs(a - b) < 1e-4 for row, other in zip(confidences, expected_confidences) for a, b in zip(row, other))
+
+
+def test_outputs_keep_the_reference_fields_and_add_names_and_probabilities(triton, keyword_data):
+    """A reference client sends one text and reads `label` as ids and `confidence` as their probabilities."""
+    client = httpclient.InferenceServerClient(triton["http"])
+    texts = ["足球比赛股票", "学校考试老师", "的了在是"]
+    data = np.array([[text.encode()] for text in texts], dtype=np.object_)
+    infer_input = httpclient.InferInput("INPUT", list(data.shape), "BYTES")
+    infer_input.set_data_from_numpy(data)
+    result = client.infer("seqcls", [infer_input])
+    names, probs = offline_predictions(triton["export"], texts)
+    label, confidence = result.as_numpy("label"), result.as_numpy("confidence")
+    assert label.dtype == np.int64 and label.shape == (3, 2)  # padded to the longest row with -1
+    assert label.tolist() == [[LABELS.index("体育"), LABELS.index("财经")], [LABELS.index("教育"), -1], [-1, -1]]
+    assert np.allclose(confidence, [[probs[0][0], probs[0][1]], [probs[1][4], 0], [0, 0]], atol=1e-5)
+    assert [row[0].decode() for row in result.as_numpy("label_names")] == [",".join(row) for row in names]
+    assert np.abs(result.as_numpy("probs") - probs).max() < 1e-4
+    infer_input = httpclient.InferInput("INPUT", [1, 1], "BYTES")  # the reference's one-text request
+    infer_input.set_data_from_numpy(data[1:2])
+    one = client.infer("seqcls", [infer_input], outputs=[httpclient.InferRequestedOutput("label")])
+    assert one.as_numpy("label").tolist() == [[LABELS.index("教育")]]
 
 
 def test_http_client_and_malformed_requests(triton):
@@ -106,7 +130,7 @@ def test_http_client_and_malformed_requests(triton):
             ("INPUT", np.array([[b"a"]] * 65, dtype=np.object_), "BYTES", "batch-size must be <= 64")):
         with pytest.raises(InferenceServerException, match=reason):
             request(name, data, datatype)
-        labels = [row[0].decode() for row in request("INPUT", good, "BYTES").as_numpy("label")]
+        labels = [row[0].decode() for row in request("INPUT", good, "BYTES").as_numpy("label_names")]
         assert labels == ["教育", "体育,财经"]
 
 

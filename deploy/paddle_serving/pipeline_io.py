@@ -2,7 +2,8 @@
 
 Requests carry the texts as a JSON list of strings under the key `sentence` (the reference sent
 the repr of a numpy array and eval()ed it on the server: remote code execution). Responses carry
-JSON lists of label names and probabilities, labels and thresholds taken from the export.
+the reference's `label` (label ids) plus `confidence` and `label_names` as JSON, with the labels and
+thresholds of the export.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from exporting import ExportInfo
-from pipeline import TextPipeline, predicted_labels, sigmoid
-from serving import request_texts
+from pipeline import TextPipeline, sigmoid
+from serving import label_response, request_texts
 from utils import DataError
 
 INPUT_KEY = "sentence"
@@ -51,14 +52,19 @@ def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_leng
 
 
 def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo) -> dict[str, str]:
-    """The model's only output -> {"label": '[["name", ...], ...]', "confidence": '[[p, ...], ...]'}."""
+    """The model's only output -> the reference's `label` (per text, its label ids joined by commas:
+    '["0,3", ""]', which the reference's clients eval()) plus `confidence` ('[[p, ...], ...]', the
+    chosen labels' probabilities) and `label_names` ('[["name", ...], ...]')."""
     (logits,) = fetch_dict.values()
-    names, confidences = predicted_labels(sigmoid(np.asarray(logits)), export.labels, export.thresholds)
-    return {"label": json.dumps(names, ensure_ascii=False), "confidence": json.dumps(confidences)}
+    response = label_response(sigmoid(np.asarray(logits)), export.labels, export.thresholds)
+    return {"label": json.dumps([",".join(map(str, ids)) for ids in response["label"]]),
+            "confidence": json.dumps(response["confidence"]),
+            "label_names": json.dumps(response["label_names"], ensure_ascii=False)}
 
 
 def decode_response(values: dict[str, str]) -> tuple[list[list[str]], list[list[float]]]:
-    return json.loads(values["label"]), json.loads(values["confidence"])
+    """Label names and their probabilities per text."""
+    return json.loads(values["label_names"]), json.loads(values["confidence"])
 
 
 def print_labels(texts: Sequence[str], values: dict[str, str], text_key: str) -> None:

@@ -43,7 +43,7 @@ parser.add_argument("--perf_dataset", choices=['dev', 'test'], default='dev', ty
 parser.add_argument('--multilingual', action='store_true', help='Whether is multilingual task (the export itself records its inputs).')
 parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled data file name inside dataset_dir.")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name inside dataset_dir.")
-parser.add_argument("--output_file", type=str, default=None, help="Write `text<TAB>label,label` lines here instead of logging each prediction.")
+parser.add_argument("--output_file", type=str, default=None, help="Write the predictions here as predict.py does (header, then `text<TAB>name, name` per input line) instead of logging each one.")
 parser.add_argument("--output_probs", action="store_true", help="With --output_file: add every label's probability as JSON.")
 parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
 parser.add_argument("--check_parity", action="store_true", help="Compare every backend and precision with the dygraph model of --params_path on the perf_dataset file.")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         result = classify(args.url, texts, parameters, args.timeout)
     except RuntimeError as err:
         sys.exit(f"error: {err}")
-    for text, names, probs in zip(texts, result["label"], result["confidence"]):
+    for text, names, probs in zip(texts, result["label_names"], result["confidence"]):
         print(f"text: {text}")
         print(f"label: {','.join(names)}")
         print(f"confidence: {','.join(f'{p:.3f}' for p in probs)}")

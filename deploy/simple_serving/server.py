@@ -5,8 +5,10 @@ Start it from this directory (as in the reference):
     paddlenlp server server:app --host 0.0.0.0 --port 8189
 
 The export directory is ../../export unless EXPORT_DIR says otherwise (any directory written by
-export_model.py or prune.py). Responses name the labels and honour the exported per-label
-thresholds unless the request sends `prob_limit`; bad requests get HTTP 422 with the reason.
+export_model.py or prune.py). Responses carry the reference's fields (`label`: label ids,
+`confidence`: their probabilities) plus `label_names`, and `probs` (every label's probability) when
+the request's parameters say `"return_probs": true`. The exported per-label thresholds decide
+unless the request sends `prob_limit`; bad requests get HTTP 422 with the reason.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from paddlenlp import SimpleServer
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
-from pipeline import TextPipeline, predicted_labels, sigmoid
-from serving import request_texts
+from pipeline import TextPipeline, sigmoid
+from serving import label_response, request_texts
 from utils import DataError
 
 EXPORT_DIR = os.environ.get("EXPORT_DIR", "../../export")
@@ -49,6 +51,8 @@ class MultiLabelModelHandler(BaseModelHandler):
             max_seq_len = parameter(parameters, "max_seq_len", 128, int, 2, 2048)
             batch_size = parameter(parameters, "batch_size", 32, int, 1, 1024)
             prob_limit = parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
+            if not isinstance(parameters.get("return_probs", False), bool):
+                raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size)
@@ -58,12 +62,13 @@ class MultiLabelModelHandler(BaseModelHandler):
 
 
 class MultiLabelPostHandler(BasePostHandler):
-    """Label names and probabilities per text (an empty list when no label passes its threshold)."""
+    """The reference's answer (label ids and their probabilities per text, an empty list when no label
+    passes its threshold) plus label names, and every label's probability with `return_probs`."""
 
     @classmethod
     def process(cls, data, parameters):
-        names, confidences = predicted_labels(sigmoid(data["logits"]), data["labels"], data["thresholds"])
-        return {"label": names, "confidence": confidences}
+        return label_response(sigmoid(data["logits"]), data["labels"], data["thresholds"],
+                              with_probs=parameters.get("return_probs", False))
 
 
 app = SimpleServer()

@@ -5,12 +5,17 @@
 Tensor names, the label count, labels, thresholds and the tokenizer all come from the export, so
 nothing in the repository is edited by hand:
 
-    seqcls              ensemble: INPUT (string) -> label (string), confidence (fp32 x labels)
+    seqcls              ensemble: INPUT (string) -> label (int64 ids), confidence (fp32, their probabilities),
+                        label_names (string), probs (fp32 x labels)
     tokenizer           python: the export's tokenizer -> input_ids[, token_type_ids]
     seqcls_model        the export's model.onnx: platform onnxruntime_onnx (--platform onnxruntime,
                         as in the NGC Triton image, CPU or GPU) or python running ONNX Runtime
                         (--platform python, for servers without the ONNX Runtime backend)
-    seqcls_postprocess  python: sigmoid, per-label thresholds, label names, every row of the batch
+    seqcls_postprocess  python: sigmoid, per-label thresholds, label ids and names, every row of the batch
+
+`label` and `confidence` are the reference's outputs (ids of the labels above their threshold and
+their probabilities; in a batch, rows shorter than the longest are padded with id -1 and 0.0);
+`label_names` (the names, comma-joined) and `probs` (every label's probability) are added.
 """
 from __future__ import annotations
 
@@ -36,6 +41,14 @@ parser.add_argument("--num_threads", type=int, default=0, help="ONNX Runtime int
 
 SOURCES = Path(__file__).resolve().parent / "python_models"
 MARKER = ".build_repo"  # marks a directory this tool built, the only kind it deletes
+
+
+ANSWER = ("label", "confidence", "label_names", "probs")  # the ensemble's outputs
+
+
+def answer_tensors(num_labels: int) -> list[str]:
+    return [tensor("label", "TYPE_INT64", [-1]), tensor("confidence", "TYPE_FP32", [-1]),
+            tensor("label_names", "TYPE_STRING", [1]), tensor("probs", "TYPE_FP32", [num_labels])]
 
 
 def tensor(name: str, data_type: str, dims: list[int]) -> str:
@@ -116,8 +129,7 @@ def build(args: argparse.Namespace) -> None:
 
     post_dir = write_model(repo, "seqcls_postprocess", config(
         "seqcls_postprocess", 'backend: "python"', batch, [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])],
-        [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])], cpu),
-        "seqcls_postprocess.py")
+        answer_tensors(num_labels), cpu), "seqcls_postprocess.py")
     shutil.copy(pipeline.__file__, post_dir / "pipeline.py")
     (post_dir / "labels.json").write_text(json.dumps(
         {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds]}, ensure_ascii=False, indent=1),
@@ -125,11 +137,9 @@ def build(args: argparse.Namespace) -> None:
 
     steps = [ensemble_step("tokenizer", {"INPUT": "INPUT"}, {name: name for name in inputs}),
              ensemble_step("seqcls_model", {name: name for name in inputs}, {OUTPUT_NAME: OUTPUT_NAME}),
-             ensemble_step("seqcls_postprocess", {OUTPUT_NAME: OUTPUT_NAME},
-                           {"label": "label", "confidence": "confidence"})]
+             ensemble_step("seqcls_postprocess", {OUTPUT_NAME: OUTPUT_NAME}, {name: name for name in ANSWER})]
     write_model(repo, "seqcls", config(
-        "seqcls", 'platform: "ensemble"', batch, [tensor("INPUT", "TYPE_STRING", [1])],
-        [tensor("label", "TYPE_STRING", [1]), tensor("confidence", "TYPE_FP32", [num_labels])],
+        "seqcls", 'platform: "ensemble"', batch, [tensor("INPUT", "TYPE_STRING", [1])], answer_tensors(num_labels),
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"))
     (repo / MARKER).write_text("Built by deploy/triton_serving/build_repo.py; it may delete and rebuild this "
                                "directory.\n", encoding="utf-8")

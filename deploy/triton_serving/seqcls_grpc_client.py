@@ -38,14 +38,16 @@ class SyncTritonRunner:
         if not self.client.is_model_ready(model_name):
             raise RuntimeError(f"model {model_name} is not ready on {url}")
 
-    def run(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
-        """Comma-joined label names per text ("" when none) and every label's probability."""
+    def run(self, texts: list[str]) -> tuple[list[str], list[list[float]]]:
+        """Comma-joined label names per text ("" when none) and the probabilities of those labels."""
         data = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
         infer_input = self.module.InferInput("INPUT", list(data.shape), "BYTES")
         infer_input.set_data_from_numpy(data)
-        outputs = [self.module.InferRequestedOutput(name) for name in ("label", "confidence")]
+        outputs = [self.module.InferRequestedOutput(name) for name in ("label", "confidence", "label_names")]
         result = self.client.infer(self.model_name, [infer_input], outputs=outputs)
-        return [row[0].decode("utf-8") for row in result.as_numpy("label")], result.as_numpy("confidence")
+        confidences = [[float(p) for i, p in zip(ids, row) if i >= 0]  # -1 pads rows to the batch's longest
+                       for ids, row in zip(result.as_numpy("label"), result.as_numpy("confidence"))]
+        return [row[0].decode("utf-8") for row in result.as_numpy("label_names")], confidences
 
 
 def main(default_url: str = "localhost:8001", client_module=grpcclient) -> None:

@@ -1,8 +1,10 @@
-"""Triton python model `seqcls_postprocess`: logits -> label names and probabilities, every row.
+"""Triton python model `seqcls_postprocess`: logits -> labels, every row of the batch.
 
-`label` is one string per text: the comma-joined names of the labels above their exported
-threshold ("" when none is); `confidence` holds every label's probability, in label order. The
-decision is the project's text pipeline (copied next to this file by build_repo.py).
+`label` (label ids) and `confidence` (their probabilities) are the reference's outputs; a batch's
+rows are padded to its longest with id -1 and probability 0.0. `label_names` holds one string per
+text, the comma-joined names ("" when no label passes its exported threshold); `probs` every
+label's probability. The decision is the project's text pipeline (copied next to this file by
+build_repo.py).
 """
 import json
 from pathlib import Path
@@ -26,8 +28,15 @@ class TritonPythonModel:
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
             probs = pipeline.sigmoid(logits).astype(np.float32)
-            names, _ = pipeline.predicted_labels(probs, self.labels, self.thresholds)
-            label = np.array([[",".join(row).encode("utf-8")] for row in names], dtype=np.object_)
+            ids, names, _ = pipeline.predicted_labels(probs, self.labels, self.thresholds)
+            width = max(len(row) for row in ids)
+            label = np.full((len(ids), width), -1, dtype=np.int64)
+            confidence = np.zeros((len(ids), width), dtype=np.float32)
+            for i, row in enumerate(ids):
+                label[i, :len(row)] = row
+                confidence[i, :len(row)] = probs[i, row]
+            label_names = np.array([[",".join(row).encode("utf-8")] for row in names], dtype=np.object_)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("label", label), pb_utils.Tensor("confidence", probs)]))
+                pb_utils.Tensor("label", label), pb_utils.Tensor("confidence", confidence),
+                pb_utils.Tensor("label_names", label_names), pb_utils.Tensor("probs", probs)]))
         return responses
