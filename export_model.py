@@ -17,17 +17,17 @@ from data_io import load_examples, multi_hot
 from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, plain_vocabulary, resolve_label_list
 from parity import export_checked
-from utils import DataError, logger, run_cli, set_device
+from utils import POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli, set_device
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument('--multilingual', action='store_true', help='Whether is multilingual task')
 parser.add_argument("--params_path", type=str, default='./checkpoint/', help="The path to model parameters to be loaded.")
 parser.add_argument("--output_path", type=str, default='./export', help="The path of model parameter in static graph to be saved.")
 parser.add_argument("--dataset_dir", type=str, default=None, help="Optional dataset directory: its dev file is used for the parity check, its label.txt for checkpoints that store no label list.")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev file name inside dataset_dir.")
-parser.add_argument("--parity_samples", type=int, default=256, help="Number of texts in the export-time parity check.")
-parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the parity-check texts.")
+parser.add_argument("--parity_samples", type=POSITIVE_INT, default=256, help="Number of texts in the export-time parity check.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the parity-check texts.")
 # yapf: enable
 
 
@@ -47,8 +47,6 @@ def parity_texts(args: argparse.Namespace, tokenizer, label_list: list[str]) -> 
 
 
 def export(args: argparse.Namespace) -> None:
-    if args.parity_samples < 1:
-        raise DataError("--parity_samples must be at least 1")
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     set_device("cpu")

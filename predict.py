@@ -13,27 +13,23 @@ import numpy as np
 
 from data_io import write_predictions
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list, text_probs
-from utils import DataError, logger, run_cli, set_device
+from utils import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli, set_device
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
+parser = ArgumentParser(description=__doc__)
+parser.add_argument('--device', default="gpu", help="Select which device runs the model, defaults to gpu.")
 parser.add_argument("--dataset_dir", required=True, type=str, help="Local dataset directory should include data.txt and label.txt")
 parser.add_argument("--output_file", default="output.txt", type=str, help="Save prediction result")
 parser.add_argument("--params_path", default="./checkpoint/", type=str, help="The path to model parameters to be loaded.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
-parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Texts per forward pass of the model.")
 parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled data file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name (optional: checked against the labels stored in the checkpoint)")
-parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
+parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
 parser.add_argument("--output_probs", action="store_true", help="Add a third column with every label's probability as JSON.")
 # yapf: enable
 
 def predict(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.max_seq_length < 1:
-        raise DataError("--batch_size and --max_seq_length must be at least 1")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     set_device(args.device)
     dataset = Path(args.dataset_dir)
     data_path = dataset / args.data_file

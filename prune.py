@@ -61,25 +61,39 @@ from training import (
     labelled_batch,
     labelled_batches,
 )
-from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
+from utils import (
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    SEQ_LENGTH,
+    ArgumentParser,
+    DataError,
+    bounded,
+    logger,
+    run_cli,
+    set_device,
+    set_seed,
+    write_settings,
+)
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--device", default="gpu", help="Device for pruning: cpu or gpu (gpu:N).")
 parser.add_argument("--dataset_dir", required=True, type=str, help="Local dataset directory with train.txt, dev.txt and label.txt.")
 parser.add_argument("--output_dir", required=True, type=str, help="Where width_mult_<w>/ directories are written.")
 parser.add_argument("--params_dir", default="./checkpoint/", type=str, help="The fine-tuned checkpoint (model and tokenizer) to prune.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="Truncation length of the texts.")
-parser.add_argument("--per_device_train_batch_size", default=8, type=int, help="Training batch size.")
-parser.add_argument("--per_device_eval_batch_size", default=8, type=int, help="Evaluation batch size.")
-parser.add_argument("--learning_rate", default=5e-5, type=float, help="Peak learning rate of AdamW.")
-parser.add_argument("--num_train_epochs", default=1.0, type=float, help="Training epochs (may be fractional).")
-parser.add_argument("--max_steps", default=-1, type=int, help="If > 0: total training steps, overriding --num_train_epochs.")
-parser.add_argument("--warmup_ratio", default=0.1, type=float, help="Share of the steps with linear warmup, then linear decay.")
-parser.add_argument("--weight_decay", default=0.0, type=float, help="AdamW weight decay (not on biases and LayerNorm).")
-parser.add_argument("--logging_steps", default=100, type=int, help="Log the loss every this many steps.")
-parser.add_argument("--save_steps", default=100, type=int, help="Evaluate every width every this many steps (and at the end) and keep its best.")
-parser.add_argument("--seed", default=42, type=int, help="Random seed.")
+parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="Truncation length of the texts.")
+parser.add_argument("--per_device_train_batch_size", default=8, type=POSITIVE_INT, help="Training batch size.")
+parser.add_argument("--per_device_eval_batch_size", default=8, type=POSITIVE_INT, help="Evaluation batch size.")
+parser.add_argument("--learning_rate", default=5e-5, type=POSITIVE_FLOAT, help="Peak learning rate of AdamW.")
+parser.add_argument("--num_train_epochs", default=1.0, type=POSITIVE_FLOAT, help="Training epochs (may be fractional).")
+parser.add_argument("--max_steps", default=-1, type=bounded(int, -1), help="If > 0: total training steps, overriding --num_train_epochs.")
+parser.add_argument("--warmup_ratio", default=0.1, type=bounded(float, 0, 1, high_open=True), help="Share of the steps with linear warmup, then linear decay.")
+parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="AdamW weight decay (not on biases and LayerNorm).")
+parser.add_argument("--logging_steps", default=100, type=POSITIVE_INT, help="Log the loss every this many steps.")
+parser.add_argument("--save_steps", default=100, type=POSITIVE_INT, help="Evaluate every width every this many steps (and at the end) and keep its best.")
+parser.add_argument("--seed", default=42, type=SEED, help="Random seed.")
 parser.add_argument("--width_mult_list", nargs="+", default=["3/4"], help="Widths to keep, e.g. '3/4' '2/3' '1/2'; width x heads must be an integer.")
 # yapf: enable
 
@@ -335,14 +349,6 @@ def clear_width_dir(directory: Path) -> None:
 
 
 def check_args(args: argparse.Namespace) -> list[Fraction]:
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_seq_length", "logging_steps",
-                 "save_steps"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.max_steps <= 0 and args.num_train_epochs <= 0:
-        raise DataError("--num_train_epochs must be positive (or give --max_steps)")
-    if not 0 <= args.warmup_ratio < 1:
-        raise DataError(f"--warmup_ratio must lie in [0, 1), got {args.warmup_ratio}")
     if not Path(args.dataset_dir).is_dir():
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if not Path(args.params_dir).is_dir():

@@ -7,7 +7,6 @@ pretrains the new model as a masked LM on the same texts, the offline stand-in f
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -33,7 +32,18 @@ from paddlenlp.transformers import (
 from data_io import iter_examples
 from modeling import model_inputs
 from training import StepState, TrainBatches, TrainingLoop, build_optimizer
-from utils import DataError, logger, run_cli
+from utils import (
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    SEQ_LENGTH,
+    ArgumentParser,
+    DataError,
+    bounded,
+    logger,
+    run_cli,
+)
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
 # recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes. Without
@@ -56,23 +66,23 @@ COMMON = dict(max_position_embeddings=2048, type_vocab_size=4, use_task_id=True,
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"]
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, type=str, help="Directory with the training file (and dev file) to build the vocabulary from.")
 parser.add_argument("--output_dir", required=True, type=str, help="Where to write the model and tokenizer.")
 parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="Architecture: tiny (the scratch recipe), or the shape of a released ERNIE 3.0 model.")
-parser.add_argument("--num_hidden_layers", default=None, type=int, help="Override the preset's number of layers.")
-parser.add_argument("--hidden_size", default=None, type=int, help="Override the preset's hidden size.")
-parser.add_argument("--num_attention_heads", default=None, type=int, help="Override the preset's number of attention heads.")
-parser.add_argument("--intermediate_size", default=None, type=int, help="Override the preset's feed-forward width.")
-parser.add_argument("--dropout", default=None, type=float, help="Override the preset's hidden and attention dropout.")
+parser.add_argument("--num_hidden_layers", default=None, type=POSITIVE_INT, help="Override the preset's number of layers.")
+parser.add_argument("--hidden_size", default=None, type=POSITIVE_INT, help="Override the preset's hidden size.")
+parser.add_argument("--num_attention_heads", default=None, type=POSITIVE_INT, help="Override the preset's number of attention heads.")
+parser.add_argument("--intermediate_size", default=None, type=POSITIVE_INT, help="Override the preset's feed-forward width.")
+parser.add_argument("--dropout", default=None, type=bounded(float, 0, 1, high_open=True), help="Override the preset's hidden and attention dropout.")
 parser.add_argument("--train_file", default="train.txt", type=str, help="Training file name inside dataset_dir.")
 parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
-parser.add_argument("--seed", default=3, type=int, help="Random seed of the initial weights.")
+parser.add_argument("--seed", default=3, type=SEED, help="Random seed of the initial weights.")
 parser.add_argument("--model_type", default="ernie", choices=["ernie", "ernie-m"], help="ernie (character WordPiece vocabulary) or ernie-m (SentencePiece, no token_type_ids), for multilingual set-ups.")
-parser.add_argument("--mlm_epochs", default=0, type=int, help="Pretrain the new ERNIE as a masked language model on the texts of the training and dev files (labels unused) for this many epochs; 0 leaves it random.")
-parser.add_argument("--mlm_batch_size", default=32, type=int, help="Batch size of the masked-LM pretraining.")
-parser.add_argument("--mlm_learning_rate", default=5e-4, type=float, help="Peak learning rate of the masked-LM pretraining (10%% warmup, then linear decay).")
-parser.add_argument("--mlm_max_seq_length", default=128, type=int, help="Texts are cut to this many tokens for the masked-LM pretraining.")
+parser.add_argument("--mlm_epochs", default=0, type=NON_NEGATIVE_INT, help="Pretrain the new ERNIE as a masked language model on the texts of the training and dev files (labels unused) for this many epochs; 0 leaves it random.")
+parser.add_argument("--mlm_batch_size", default=32, type=POSITIVE_INT, help="Batch size of the masked-LM pretraining.")
+parser.add_argument("--mlm_learning_rate", default=5e-4, type=POSITIVE_FLOAT, help="Peak learning rate of the masked-LM pretraining (10%% warmup, then linear decay).")
+parser.add_argument("--mlm_max_seq_length", default=128, type=SEQ_LENGTH, help="Texts are cut to this many tokens for the masked-LM pretraining.")
 # yapf: enable
 
 
@@ -219,11 +229,6 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {name: getattr(args, name) for name in
                  ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
     overrides["hidden_dropout_prob"] = overrides["attention_probs_dropout_prob"] = args.dropout
-    if args.mlm_epochs < 0:
-        raise DataError(f"--mlm_epochs must be 0 (no pretraining) or more, got {args.mlm_epochs}")
-    for name in ("mlm_batch_size", "mlm_max_seq_length"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
     mlm = None if args.mlm_epochs == 0 else {
         "epochs": args.mlm_epochs, "batch_size": args.mlm_batch_size, "learning_rate": args.mlm_learning_rate,
         "max_seq_length": args.mlm_max_seq_length}

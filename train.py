@@ -40,30 +40,45 @@ from training import (
     labelled_batches,
     predict_logits,
 )
-from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
+from utils import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SEED,
+    SEQ_LENGTH,
+    ArgumentParser,
+    DataError,
+    logger,
+    run_cli,
+    set_device,
+    set_seed,
+    write_json,
+    write_settings,
+)
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument('--device', default="gpu", help="Select which device to train model, defaults to gpu.")
 parser.add_argument("--dataset_dir", required=True, type=str, help="Local dataset directory should include train.txt, dev.txt and label.txt")
 parser.add_argument("--save_dir", default="./checkpoint", type=str, help="The output directory where the model checkpoints will be written.")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
 parser.add_argument('--model_name', default="ernie-3.0-medium-zh", help="A reference model name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py.")
-parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
-parser.add_argument("--learning_rate", default=3e-5, type=float, help="The initial learning rate for Adam.")
-parser.add_argument("--weight_decay", default=0.0, type=float, help="Weight decay if we apply some.")
-parser.add_argument('--early_stop', action='store_true', help='Epoch before early stop.')
-parser.add_argument('--early_stop_nums', type=int, default=4, help='Number of epoch before early stop.')
-parser.add_argument("--epochs", default=10, type=int, help="Total number of training epochs to perform.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--learning_rate", default=3e-5, type=NON_NEGATIVE_FLOAT, help="The initial learning rate for Adam.")
+parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="Weight decay if we apply some.")
+parser.add_argument('--early_stop', action='store_true', help='Stop when dev macro F1 has not improved for --early_stop_nums epochs.')
+parser.add_argument('--early_stop_nums', type=POSITIVE_INT, default=4, help='Number of epoch before early stop.')
+parser.add_argument("--epochs", default=10, type=POSITIVE_INT, help="Total number of training epochs to perform.")
 parser.add_argument('--warmup', action='store_true', help="whether use warmup strategy")
-parser.add_argument("--warmup_steps", default=0, type=int, help="Linear warmup steps over the training process (implies --warmup when > 0).")
-parser.add_argument("--logging_steps", default=5, type=int, help="The interval steps to logging.")
+parser.add_argument("--warmup_steps", default=0, type=NON_NEGATIVE_INT, help="Linear warmup steps over the training process (implies --warmup when > 0).")
+parser.add_argument("--logging_steps", default=5, type=POSITIVE_INT, help="The interval steps to logging.")
 parser.add_argument("--init_from_ckpt", type=str, default=None, help="The path of checkpoint to be loaded (a model_state.pdparams file or a checkpoint directory).")
-parser.add_argument("--seed", type=int, default=3, help="random seed for initialization")
+parser.add_argument("--seed", type=SEED, default=3, help="random seed for initialization")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
-parser.add_argument("--threshold", type=float, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
+parser.add_argument("--threshold", type=PROBABILITY, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
 parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="Initial bias of a freshly initialised classifier head: the log-odds of each label's training frequency (prior) or 0.")
 parser.add_argument("--loss", choices=list(LOSSES), default="bce", help="Training loss (losses.py); the logged eval loss is the same loss.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
@@ -71,13 +86,6 @@ parser.add_argument("--tune_thresholds", action='store_true', help="After traini
 
 
 def check_args(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "epochs", "max_seq_length", "logging_steps", "early_stop_nums"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not 0.0 < args.threshold < 1.0:
-        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
-    if args.warmup_steps < 0:
-        raise DataError(f"--warmup_steps must not be negative, got {args.warmup_steps}")
     if not Path(args.dataset_dir).is_dir():
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
 

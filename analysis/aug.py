@@ -13,24 +13,24 @@ from tqdm import tqdm
 
 from data_io import format_labels, load_examples, read_label_list
 from modeling import load_tokenizer, plain_vocabulary
-from utils import DataError, logger, run_cli
+from utils import POSITIVE_INT, SEED, ArgumentParser, DataError, bounded, logger, run_cli
 
 from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
 from common import write_rows
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("--train_path", type=str, default="../data/train.txt", help="Train dataset file name")
 parser.add_argument("--aug_path", type=str, default="../data/aug.txt", help="Aug dataset file name")
 parser.add_argument("--aug_strategy", choices=list(STRATEGIES), default='substitute', help="Select data augmentation strategy")
 parser.add_argument("--aug_type", choices=list(AUG_TYPES), default='synonym', help="Select data augmentation type for substitute and insert: synonym/homonym/mlm need PaddleNLP's downloads; random and custom run offline")
-parser.add_argument("--create_n", type=int, default=2, help="Number of augmented sequences.")
-parser.add_argument("--aug_percent", type=float, default=0.1, help="Percentage of augmented words in sequences.")
-parser.add_argument('--device', default="gpu", help="Select which device to do data augmentation strategy, defaults to gpu.")
+parser.add_argument("--create_n", type=POSITIVE_INT, default=2, help="Number of augmented sequences.")
+parser.add_argument("--aug_percent", type=bounded(float, 0, 1, low_open=True), default=0.1, help="Percentage of augmented words in sequences.")
+parser.add_argument('--device', default="gpu", help="Accepted for the reference's command line; the augmentation strategies here run without a model, so the device is not used.")
 parser.add_argument("--label_file", type=str, default=None, help="Label file (default: label.txt next to train_path).")
 parser.add_argument("--params_path", type=str, default="../checkpoint/", help="Model directory whose vocabulary --aug_type random draws words from.")
 parser.add_argument("--custom_file", type=str, default=None, help="JSON dictionary {word: [replacements]} for --aug_type custom.")
-parser.add_argument("--seed", type=int, default=3, help="Random seed of the augmentation.")
+parser.add_argument("--seed", type=SEED, default=3, help="Random seed of the augmentation.")
 # yapf: enable
 
 

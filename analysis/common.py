@@ -13,7 +13,7 @@ import numpy as np
 
 from data_io import read_lines
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list
-from utils import DataError, set_device, set_seed
+from utils import POSITIVE_INT, SEED, SEQ_LENGTH, DataError, set_device, set_seed
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -24,11 +24,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None,
     parser.add_argument("--device", default="gpu", help="Device that runs the model: gpu (the reference's default) or cpu.")
     parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory: the input files are read from it and the outputs written to it.")
     parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The trained checkpoint directory (train.py --save_dir).")
-    parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization; longer texts are truncated.")
+    parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization; longer texts are truncated.")
     if batch_size is not None:
-        parser.add_argument("--batch_size", default=batch_size, type=int, help="Texts per forward pass of the model.")
+        parser.add_argument("--batch_size", default=batch_size, type=POSITIVE_INT, help="Texts per forward pass of the model.")
     if seed_help is not None:
-        parser.add_argument("--seed", type=int, default=3, help=seed_help)
+        parser.add_argument("--seed", type=SEED, default=3, help=seed_help)
 
 
 @dataclass

@@ -9,26 +9,25 @@ sum of |alpha|), highest first.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from data_io import format_labels, load_examples, multi_hot
 from modeling import text_probs
-from utils import DataError, logger, run_cli
+from utils import POSITIVE_INT, ArgumentParser, bounded, logger, run_cli
 
 from common import add_model_arguments, load_trained, write_rows
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 add_model_arguments(parser, batch_size=16, seed_help="Random seed.")
-parser.add_argument("--dirty_num", type=int, default=100, help="Number of dirty data. default:100")
+parser.add_argument("--dirty_num", type=POSITIVE_INT, default=100, help="Number of dirty data. default:100")
 parser.add_argument("--dirty_file", type=str, default="train_dirty.txt", help="Path to save dirty data.")
 parser.add_argument("--rest_file", type=str, default="train_dirty_rest.txt", help="The path of rest data.")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
-parser.add_argument("--dirty_threshold", type=float, default="0", help="The threshold to select dirty data.")
+parser.add_argument("--dirty_threshold", type=bounded(float, 0, 1, high_open=True), default=0.0, help="The threshold to select dirty data.")
 # yapf: enable
 
 
@@ -42,10 +41,6 @@ def rank_dirty(labels: np.ndarray, probs: np.ndarray, threshold: float) -> tuple
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.dirty_num < 1 or args.batch_size < 1:
-        raise DataError("--dirty_num and --batch_size must be at least 1")
-    if not 0.0 <= args.dirty_threshold < 1.0:
-        raise DataError(f"--dirty_threshold must lie in [0, 1), got {args.dirty_threshold}")
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     train = load_examples(dataset / args.train_file, trained.labels)

@@ -22,18 +22,18 @@ from data_io import Example, format_labels, load_examples, multi_hot
 from metric import MetricReport
 from modeling import text_probs
 from pipeline import chosen_label_ids
-from utils import DataError, logger, run_cli
+from utils import PROBABILITY, ArgumentParser, logger, run_cli
 
 from common import BAD_CASE_HEADER, TrainedModel, add_model_arguments, load_trained
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 add_model_arguments(parser, batch_size=32, seed_help=None)
 parser.add_argument("--train_file", type=str, default=None, help="Also evaluate this training file (e.g. train.txt) to compare fit and generalisation per class.")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--bad_case_file", type=str, default="bad_case.txt", help="Bad case saving file name")
-parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
+parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
 # yapf: enable
 
 
@@ -109,10 +109,6 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.max_seq_length < 1:
-        raise DataError("--batch_size and --max_seq_length must be at least 1")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     reports = {}

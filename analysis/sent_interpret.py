@@ -7,20 +7,19 @@ shows a labelling inconsistency or a missing kind of example.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from data_io import format_labels, load_examples
 from modeling import classifier_features, text_probs
 from pipeline import chosen_label_ids
-from utils import DataError, logger, run_cli
+from utils import POSITIVE_INT, ArgumentParser, logger, run_cli
 
 from common import add_model_arguments, load_trained, read_interpret_rows, top_k_similar
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 add_model_arguments(parser, batch_size=16, seed_help="Random seed.")
-parser.add_argument("--top_k", type=int, default=3, help="Top K training examples")
+parser.add_argument("--top_k", type=POSITIVE_INT, default=3, help="Top K training examples")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--interpret_input_file", type=str, default="bad_case.txt", help="interpretation file name")
@@ -30,8 +29,6 @@ parser.add_argument("--interpret_result_file", type=str, default="sent_interpret
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        raise DataError("--top_k and --batch_size must be at least 1")
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     rows = read_interpret_rows(dataset / args.interpret_input_file)

@@ -15,23 +15,23 @@ import numpy as np
 
 from data_io import format_labels, iter_examples, load_examples
 from modeling import classifier_features, plain_vocabulary
-from utils import DataError, logger, run_cli
+from utils import POSITIVE_INT, ArgumentParser, bounded, logger, run_cli
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
 from common import add_model_arguments, load_trained, top_k_similar, write_rows
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 add_model_arguments(parser, batch_size=16, seed_help="Random seed of the augmentation that --annotate uses.")
 parser.add_argument("--aug_strategy", choices=["duplicate", "substitute", "insert", "delete", "swap"], default='substitute', help="Select data augmentation strategy")
 parser.add_argument("--aug_type", choices=list(AUG_TYPES), default="random", help="Words for substitute/insert: random (model vocabulary, offline; the reference used synonym, which needs PaddleNLP's downloads), custom, synonym, homonym, mlm")
 parser.add_argument("--custom_file", type=str, default=None, help="JSON dictionary {word: [replacements]} for --aug_type custom.")
 parser.add_argument("--annotate", action='store_true', help="Select unlabeled data for annotation")
-parser.add_argument("--rationale_num_sparse", type=int, default=3, help="Number of rationales per example for sparse data.")
-parser.add_argument("--rationale_num_support", type=int, default=6, help="Number of rationales per example for support data.")
-parser.add_argument("--sparse_num", type=int, default=100, help="Number of sparse data.")
-parser.add_argument("--support_threshold", type=float, default="0.7", help="The threshold to select support data.")
-parser.add_argument("--support_num", type=int, default=100, help="Number of support data.")
+parser.add_argument("--rationale_num_sparse", type=POSITIVE_INT, default=3, help="Number of rationales per example for sparse data.")
+parser.add_argument("--rationale_num_support", type=POSITIVE_INT, default=6, help="Number of rationales per example for support data.")
+parser.add_argument("--sparse_num", type=POSITIVE_INT, default=100, help="Number of sparse data.")
+parser.add_argument("--support_threshold", type=bounded(float, -1, 1, high_open=True), default=0.7, help="The threshold to select support data: a cosine similarity.")
+parser.add_argument("--support_num", type=POSITIVE_INT, default=100, help="Number of support data.")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
@@ -57,17 +57,8 @@ def select_support(index: np.ndarray, scores: np.ndarray, threshold: float, want
     return chosen
 
 
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("rationale_num_sparse", "rationale_num_support", "sparse_num", "support_num", "batch_size"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not -1.0 <= args.support_threshold < 1.0:
-        raise DataError(f"--support_threshold is a cosine similarity in [-1, 1), got {args.support_threshold}")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    check_args(args)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     featurize = lambda texts: classifier_features(trained.model, trained.tokenizer, texts,  # noqa: E731

@@ -8,7 +8,6 @@ label's logit to the words of the text and writes `word_interpret.html` (coloure
 """
 from __future__ import annotations
 
-import argparse
 import html
 from pathlib import Path
 
@@ -17,18 +16,18 @@ from tqdm import tqdm
 
 from modeling import text_probs
 from pipeline import chosen_label_ids
-from utils import DataError, logger, run_cli
+from utils import POSITIVE_INT, ArgumentParser, DataError, logger, run_cli
 
 from common import InterpretRow, TrainedModel, add_model_arguments, load_trained, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 add_model_arguments(parser, batch_size=None, seed_help="Random seed (lime's word maskings).")
 parser.add_argument("--interpret_input_file", type=str, default="bad_case.txt", help="Texts to explain: a bad-case file, a labelled data file or one text per line.")
 parser.add_argument("--interpreter", choices=list(INTERPRETERS), default="ig", help="ig (integrated gradients), lime or grad (gradient x input).")
-parser.add_argument("--key_words_num", type=int, default=5, help="Number of key words listed per text and label.")
-parser.add_argument("--ig_steps", type=int, default=50, help="Integration steps of integrated gradients.")
+parser.add_argument("--key_words_num", type=POSITIVE_INT, default=5, help="Number of key words listed per text and label.")
+parser.add_argument("--ig_steps", type=POSITIVE_INT, default=50, help="Integration steps of integrated gradients.")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--output_prefix", type=str, default="word_interpret", help="Name of the .html and .txt reports.")
 # yapf: enable
@@ -54,8 +53,6 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.key_words_num < 1 or args.ig_steps < 1:
-        raise DataError("--key_words_num and --ig_steps must be at least 1")
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     input_path = dataset / args.interpret_input_file

@@ -11,7 +11,7 @@ import predict
 import prune
 import train
 
-from conftest import ROOT
+from conftest import ROOT, load_script, run_main
 
 TRAIN_DEFAULTS = {
     "device": "gpu", "save_dir": "./checkpoint", "max_seq_length": 128, "model_name": "ernie-3.0-medium-zh",
@@ -77,3 +77,64 @@ def test_prune_reference_arguments_and_defaults(capsys):
     with pytest.raises(SystemExit):
         prune.parser.parse_args(["--dataset_dir", "d"])
     assert "--output_dir" in capsys.readouterr().err
+
+
+# Every script with numeric options, and the arguments it needs before argparse looks at the rest.
+NUMERIC_SCRIPTS = {
+    "train.py": ["--dataset_dir", "d"], "predict.py": ["--dataset_dir", "d"], "export_model.py": [],
+    "scratch_model.py": ["--dataset_dir", "d", "--output_dir", "o"],
+    "prune.py": ["--dataset_dir", "d", "--output_dir", "o"],
+    "deploy/predictor/infer.py": ["--model_path_prefix", "p", "--dataset_dir", "d"],
+    "analysis/evaluate.py": ["--dataset_dir", "d"], "analysis/dirty.py": ["--dataset_dir", "d"],
+    "analysis/sparse.py": ["--dataset_dir", "d"], "analysis/sent_interpret.py": ["--dataset_dir", "d"],
+    "analysis/word_interpret.py": ["--dataset_dir", "d"], "analysis/aug.py": [],
+    "deploy/triton_serving/build_repo.py": [],
+}
+
+
+def numeric_options(script: str) -> list[tuple[str, object]]:
+    """(option, type) of every option that takes a number."""
+    options = []
+    for action in load_script(script).parser._actions:
+        kind = getattr(action.type, "kind", action.type)
+        if kind in (int, float):
+            options.append((action.option_strings[0], action.type))
+    return options
+
+
+def bad_values(parse) -> list[str]:
+    """Values just outside the option's range, and values that are no number at all."""
+    low, high, low_open, high_open = parse.bounds
+    step = 1 if parse.kind is int else 0.5
+    values = ["abc", "nan"] if parse.kind is float else ["abc", "1.5"]
+    if low is not None:
+        values.append(str(low if low_open else low - step))
+    if high is not None:
+        values.append(str(high if high_open else high + step))
+    return values
+
+
+@pytest.mark.parametrize("script", sorted(NUMERIC_SCRIPTS))
+def test_every_numeric_option_refuses_out_of_range_values_in_one_line(script):
+    options = numeric_options(script)
+    assert options, script
+    for option, parse in options:
+        assert hasattr(parse, "bounds"), f"{script} {option} takes any number: give it a utils.bounded type"
+        for value in bad_values(parse):
+            result = run_main(script, *NUMERIC_SCRIPTS[script], option, value)
+            assert result.returncode == 2, (script, option, value)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"error: argument {option}" in lines[0], (script, option, value, lines)
+            assert "(see --help)" in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--seed", "-3", "argument --seed: must be in [0, 4294967295], got -3"),
+    ("--learning_rate", "-1", "argument --learning_rate: must be at least 0, got -1"),
+    ("--weight_decay", "-1", "argument --weight_decay: must be at least 0, got -1"),
+    ("--max_seq_length", "1", "argument --max_seq_length: must be at least 3, got 1"),
+    ("--threshold", "1", "argument --threshold: must be in (0, 1), got 1"),
+])
+def test_train_values_that_used_to_train_anyway_or_crash(option, value, message):
+    result = run_main("train.py", "--dataset_dir", "d", option, value)
+    assert result.returncode == 2 and message in result.stderr

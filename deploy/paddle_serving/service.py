@@ -1,27 +1,26 @@
 """Paddle Serving pipeline service `seq_cls` for an export directory.
 
-    python service.py --export_dir ../../export --max_seq_length 128
+    python service.py --export_dir ../../export --max_seq_length 128 [--model_name ernie-3.0-medium-zh]
 
 Paddle Serving 0.9 needs Python <= 3.9 and Paddle 2.x (see README.md); the request and response
 handling lives in pipeline_io.py and is tested with this project's Python.
 """
 from __future__ import annotations
 
-import argparse
-
 from paddle_serving_server.web_service import Op, WebService
 
 from exporting import export_prefix_in, load_export, load_export_tokenizer
-from utils import DataError
+from utils import SEQ_LENGTH, ArgumentParser, DataError
 
 from pipeline_io import parse_request, postprocess, preprocess
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")
-parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--model_name", default=None, help="The tokenizer (a model name or directory, as in the reference's command); by default the one saved in the export.")
 args = parser.parse_args()
 EXPORT = load_export(export_prefix_in(args.export_dir))
-TOKENIZER = load_export_tokenizer(EXPORT)
+TOKENIZER = load_export_tokenizer(EXPORT, args.model_name)
 
 
 class SeqClsOp(Op):

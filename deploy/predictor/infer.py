@@ -20,32 +20,43 @@ from exporting import ExportInfo, load_export, load_export_tokenizer
 from modeling import load_model, load_tokenizer, text_probs
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import WINDOW_BATCHES, TextPipeline
-from utils import DataError, batched, logger, run_cli, set_device
+from utils import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SEQ_LENGTH,
+    ArgumentParser,
+    DataError,
+    batched,
+    logger,
+    run_cli,
+    set_device,
+)
 
 from predictor import Predictor
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("--model_path_prefix", type=str, required=True, help="The path prefix of inference model to be used, e.g. ../../export/float32.")
 parser.add_argument("--model_name_or_path", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory (the reference's default was ernie-3.0-medium-zh).")
-parser.add_argument("--max_seq_length", default=128, type=int, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
+parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
 parser.add_argument("--use_fp16", action='store_true', help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
 parser.add_argument("--use_quantize", action='store_true', help="Whether to use INT8 quantization (dynamic with onnxruntime, calibrated with openvino), only takes effect when deploying on cpu.")
 parser.add_argument("--use_bf16", action='store_true', help="Whether to use bfloat16 on cpu (openvino or paddle backend; needs AVX-512 BF16 or AMX).")
 parser.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="Inference engine running the exported model.")
-parser.add_argument("--batch_size", default=32, type=int, help="Batch size per GPU/CPU for training.")
-parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
-parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to train model, defaults to gpu.")
-parser.add_argument("--device_id", default=0, type=int, help="Select which gpu device to train model.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Texts per forward pass of the model.")
+parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=POSITIVE_INT, help="num_threads for cpu.")
+parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device runs the model, defaults to gpu.")
+parser.add_argument("--device_id", default=0, type=NON_NEGATIVE_INT, help="Select which gpu runs the model.")
 parser.add_argument("--perf", action='store_true', help="Whether to compute the latency and f1 score of the test set.")
 parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory including data.txt, label.txt (optional: checked against the export's labels), dev.txt and test.txt.")
 parser.add_argument("--perf_dataset", choices=['dev', 'test'], default='dev', type=str, help="evaluate the performance on dev dataset or test dataset")
-parser.add_argument('--multilingual', action='store_true', help='Whether is multilingual task (the export itself records its inputs).')
+parser.add_argument('--multilingual', action='store_true', help='Checked only: the export records its inputs (ERNIE-M: input_ids only), so an export made without --multilingual is refused with this flag.')
 parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled data file name inside dataset_dir.")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name inside dataset_dir.")
 parser.add_argument("--output_file", type=str, default=None, help="Write the predictions here as predict.py does (header, then `text<TAB>name, name` per input line) instead of logging each one.")
 parser.add_argument("--output_probs", action="store_true", help="With --output_file: add every label's probability as JSON.")
-parser.add_argument("--threshold", type=float, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
+parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
 parser.add_argument("--check_parity", action="store_true", help="Compare every backend and precision with the dygraph model of --params_path on the perf_dataset file.")
 parser.add_argument("--params_path", type=str, default="./checkpoint/", help="With --check_parity: the trained dygraph checkpoint that was exported.")
 # yapf: enable
@@ -60,11 +71,6 @@ def precision_of(args: argparse.Namespace) -> str:
 
 
 def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
-    for name in ("batch_size", "max_seq_length", "num_threads"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise DataError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     if args.multilingual and "token_type_ids" in export.input_names:
         raise DataError(f"--multilingual was given but {export.directory} was exported without it "
                         f"(it takes token_type_ids); drop the flag or re-export with --multilingual")

@@ -26,17 +26,17 @@ from pathlib import Path
 
 import pipeline
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
-from utils import DataError, logger, run_cli
+from utils import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default="./export", help="Directory written by export_model.py or prune.py.")
 parser.add_argument("--output_dir", default="./models", help="The model repository to create: a new or empty directory, or one this tool built before (it is replaced).")
 parser.add_argument("--platform", choices=["onnxruntime", "python"], default="onnxruntime", help="How seqcls_model runs the ONNX model.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Instance kind of seqcls_model (onnxruntime platform).")
-parser.add_argument("--max_batch_size", type=int, default=64, help="Largest batch Triton forms.")
-parser.add_argument("--max_seq_length", type=int, default=128, help="Truncation length of the tokenizer.")
-parser.add_argument("--num_threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default).")
+parser.add_argument("--max_batch_size", type=POSITIVE_INT, default=64, help="Largest batch Triton forms.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--num_threads", type=NON_NEGATIVE_INT, default=0, help="ONNX Runtime intra-op threads (0: its default).")
 # yapf: enable
 
 SOURCES = Path(__file__).resolve().parent / "python_models"
@@ -97,8 +97,6 @@ def clear_output_dir(repo: Path, export_dir: Path) -> None:
 
 
 def build(args: argparse.Namespace) -> None:
-    if args.max_batch_size < 1 or args.max_seq_length < 2:
-        raise DataError("--max_batch_size must be at least 1 and --max_seq_length at least 2")
     export = load_export(export_prefix_in(args.export_dir))
     onnx_file = ensure_onnx(export.model_prefix, export.directory)
     repo = Path(args.output_dir)
