@@ -117,6 +117,8 @@ class TextPipeline:
 
     def encode(self, texts: Sequence[str]) -> EncodedRows:
         """One row per text, cut to `max_seq_length` tokens."""
+        if not texts:
+            return EncodedRows({name: [] for name in self.input_names}, np.arange(0), 0)
         encoded = self.tokenizer(list(texts), max_length=self.max_seq_length, truncation=True)
         return EncodedRows({name: encoded[name] for name in self.input_names}, np.arange(len(texts)), len(texts))
 

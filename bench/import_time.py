@@ -5,8 +5,8 @@ load ONNX, ONNX Runtime, OpenVINO, NNCF or paddle2onnx. This compares checkouts 
 run (e.g. a worktree of an older commit and this one), interleaving the runs so that machine noise
 hits both alike, and writes a Markdown table.
 
-    git worktree add /tmp/before <commit>
-    python bench/import_time.py --roots /tmp/before . --out bench/out/import_time.md
+    git worktree add bench/out/before <commit>
+    python bench/import_time.py --roots bench/out/before . --out bench/out/import_time.md
 """
 from __future__ import annotations
 

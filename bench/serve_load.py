@@ -201,7 +201,7 @@ def main() -> None:
 
     print(f"\n{args.clients} concurrent clients × {args.requests} requests of one text each, twice per server "
           f"(malformed requests in between); {len(texts)} dev texts of {Path(args.dataset_dir).name}, "
-          f"export {args.export_dir}; loopback, {os.cpu_count()} cores.\n")
+          f"export {os.path.relpath(args.export_dir, ROOT)}; loopback, {os.cpu_count()} cores.\n")
     print("| server | run | requests | answered | throughput req/s | p50 ms | p95 ms | errors | label mismatches "
           "vs offline |")
     print("|---|---|---|---|---|---|---|---|---|")

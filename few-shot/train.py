@@ -68,6 +68,9 @@ class EarlyStoppingArguments:
 # yapf: enable
 
 
+parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
+
+
 def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments,
                stopping: EarlyStoppingArguments) -> None:
     if stopping.early_stopping_patience < 1:
@@ -147,7 +150,6 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
     model_args, data_args, training_args, stopping = parser.parse_args_into_dataclasses(args=argv)
     check_args(model_args, data_args, training_args, stopping)
     training_args.print_config(model_args, "Model")

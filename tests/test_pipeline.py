@@ -102,6 +102,12 @@ def test_windows_are_pooled_back_per_text_and_identity_pooling_is_todays_output(
     assert np.array_equal(pool_rows(rows, np.arange(len(texts)), len(texts)), rows)
 
 
+def test_no_texts_give_no_outputs_without_running_the_model():
+    backend = RowSumBackend()
+    pipeline = TextPipeline(DigitTokenizer(), ["input_ids"])
+    assert pipeline.outputs(backend, pipeline.encode([])).shape[0] == 0 and backend.shapes == []
+
+
 def test_pooling_refuses_a_text_without_rows():
     with pytest.raises(ValueError, match="text 1 has no encoded row"):
         pool_rows(np.zeros((2, 3)), np.array([0, 2]), 3)
