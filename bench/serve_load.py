@@ -75,7 +75,7 @@ class SimpleServingTarget:
     def __init__(self, export_dir: Path, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/models/cls_multi_label"
-        env = {**os.environ, "EXPORT_DIR": str(export_dir.resolve()), "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "EXPORT_DIR": str(export_dir.resolve()), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", "server:app",
                                          "--host", "127.0.0.1", "--port", str(self.port)],
                                         cwd=ROOT / "deploy/simple_serving", env=env, stdout=log.open("w"),

@@ -36,7 +36,7 @@ def server(exported, tmp_path_factory):
     export_dir, _ = exported
     port = free_port()
     log = tmp_path_factory.mktemp("simple_serving") / "server.log"
-    env = {**os.environ, "EXPORT_DIR": str(export_dir), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "EXPORT_DIR": str(export_dir), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
     with open(log, "w") as log_file:
         process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", "server:app", "--host",
                                     "127.0.0.1", "--port", str(port)], cwd=SERVING, env=env, stdout=log_file,
@@ -123,3 +123,11 @@ def test_client_prints_label_names(server, tmp_path):
     assert labels == [",".join(names) for names in offline_predictions(export_dir, ["学校考试", "足球比赛和股票"])[0]]
     result = run_script("deploy/simple_serving/client.py", "--url", url.replace("cls_multi_label", "nothing"))
     assert result.returncode == 1 and "error: HTTP 404" in result.stderr
+
+
+def test_the_reference_default_gpu_on_a_cpu_build_is_one_clear_error(exported):
+    """The server runs on GPU 0 by default, as the reference's does; without a GPU build it says what to do."""
+    export_dir, _ = exported
+    result = run_script("deploy/simple_serving/server.py", "--export_dir", export_dir, "--port", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "this Paddle build has no GPU support: serve on the CPU with --device cpu" in result.stderr

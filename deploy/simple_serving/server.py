@@ -1,20 +1,31 @@
 """PaddleNLP SimpleServer for an export directory: POST /models/cls_multi_label.
 
-Start it from this directory (as in the reference):
+Start it from this directory as in the reference, with the settings in the environment:
 
     paddlenlp server server:app --host 0.0.0.0 --port 8189
+    DEVICE=cpu EXPORT_DIR=../../export paddlenlp server server:app --host 0.0.0.0 --port 8189
 
-The export directory is ../../export unless EXPORT_DIR says otherwise (any directory written by
-export_model.py or prune.py). Responses carry the reference's fields (`label`: label ids,
-`confidence`: their probabilities) plus `label_names`, and `probs` (every label's probability) when
-the request's parameters say `"return_probs": true`. The exported per-label thresholds decide
-unless the request sends `prob_limit`; bad requests get HTTP 422 with the reason.
+or as a script, with the suite's options:
+
+    python server.py --device cpu --export_dir ../../export --host 0.0.0.0 --port 8189
+
+The model runs on GPU 0 by default, as in the reference (`--device`/`DEVICE`, `--device_id`/`DEVICE_ID`);
+on a Paddle build without GPU support the server says so and stops. The export directory is
+../../export unless `--export_dir`/`EXPORT_DIR` names another (any directory written by export_model.py
+or prune.py). Responses carry the reference's fields (`label`: label ids, `confidence`: their
+probabilities) plus `label_names`, and `probs` (every label's probability) when the request's
+parameters say `"return_probs": true`. The exported per-label thresholds decide unless the request
+sends `prob_limit`; bad requests get HTTP 422 with the reason.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
 import numpy as np
+import paddle
+import uvicorn
 from fastapi import HTTPException
 from paddlenlp import SimpleServer
 from paddlenlp.server import BaseModelHandler, BasePostHandler
@@ -22,9 +33,16 @@ from paddlenlp.server import BaseModelHandler, BasePostHandler
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from pipeline import TextPipeline, sigmoid
 from serving import label_response, request_texts
-from utils import DataError
+from utils import NON_NEGATIVE_INT, ArgumentParser, DataError, logger, run_cli
 
-EXPORT_DIR = os.environ.get("EXPORT_DIR", "../../export")
+# yapf: disable
+parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--export_dir", default=os.environ.get("EXPORT_DIR", "../../export"), help="Directory written by export_model.py or prune.py.")
+parser.add_argument("--device", choices=["gpu", "cpu"], default=os.environ.get("DEVICE", "gpu"), help="Device that runs the model, defaults to gpu (as the reference's server).")
+parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"), help="Which gpu runs the model.")
+parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
+parser.add_argument("--port", type=NON_NEGATIVE_INT, default=8189, help="Port to listen on.")
+# yapf: enable
 
 
 def parameter(parameters: dict, name: str, default, kind: type, low: float, high: float) -> int | float | None:
@@ -71,6 +89,28 @@ class MultiLabelPostHandler(BasePostHandler):
                               with_probs=parameters.get("return_probs", False))
 
 
-app = SimpleServer()
-app.register("models/cls_multi_label", model_path=EXPORT_DIR, tokenizer_name=EXPORT_DIR,
-             model_handler=MultiLabelModelHandler, post_handler=MultiLabelPostHandler, device_id=-1)
+def build_app(export_dir: str, device: str, device_id: int) -> SimpleServer:
+    if device == "gpu" and not paddle.is_compiled_with_cuda():
+        raise DataError("this Paddle build has no GPU support: serve on the CPU with --device cpu "
+                        "(or DEVICE=cpu paddlenlp server server:app ...)")
+    app = SimpleServer()
+    app.register("models/cls_multi_label", model_path=export_dir, tokenizer_name=export_dir,
+                 model_handler=MultiLabelModelHandler, post_handler=MultiLabelPostHandler,
+                 device_id=device_id if device == "gpu" else -1)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    uvicorn.run(build_app(args.export_dir, args.device, args.device_id), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    run_cli(main)
+else:  # imported by `paddlenlp server server:app`: the settings come from the environment
+    try:
+        settings = parser.parse_args([])
+        app = build_app(settings.export_dir, settings.device, settings.device_id)
+    except DataError as err:
+        logger.error(str(err))
+        sys.exit(2)
