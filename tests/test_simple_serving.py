@@ -1,6 +1,7 @@
 """deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
@@ -14,7 +15,7 @@ import pytest
 
 from serving import MAX_REQUEST_TEXTS
 
-from conftest import LABELS, ROOT, offline_predictions, run_script
+from conftest import LABELS, ROOT, offline_predictions, run_main, run_script
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
@@ -30,18 +31,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    """`paddlenlp server server:app` on an ephemeral port, serving the exported test model."""
-    export_dir, _ = exported
+@contextlib.contextmanager
+def running_server(module: str, export_dir: Path, log: Path):
+    """`paddlenlp server <module>:app` on an ephemeral port and on the CPU, serving `export_dir`; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("simple_serving") / "server.log"
     env = {**os.environ, "EXPORT_DIR": str(export_dir), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
     with open(log, "w") as log_file:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", "server:app", "--host",
-                                    "127.0.0.1", "--port", str(port)], cwd=SERVING, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/models/cls_multi_label"
+        process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", f"{module}:app",
+                                    "--host", "127.0.0.1", "--port", str(port)], cwd=SERVING, env=env,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         try:
@@ -50,9 +48,19 @@ def server(exported, tmp_path_factory):
         except OSError:
             time.sleep(0.5)
     assert process.poll() is None, log.read_text()[-3000:]
-    yield url, export_dir
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/models/cls_multi_label"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    """`paddlenlp server server:app` serving the exported test model."""
+    export_dir, _ = exported
+    with running_server("server", export_dir, tmp_path_factory.mktemp("simple_serving") / "server.log") as url:
+        yield url, export_dir
 
 
 def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
@@ -131,3 +139,15 @@ def test_the_reference_default_gpu_on_a_cpu_build_is_one_clear_error(exported):
     result = run_script("deploy/simple_serving/server.py", "--export_dir", export_dir, "--port", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "this Paddle build has no GPU support: serve on the CPU with --device cpu" in result.stderr
+
+
+def test_the_reference_ernie_m_entry_point_serves_an_ernie_m_export(ernie_m_trained, keyword_data, tmp_path):
+    export_dir = tmp_path / "export"
+    result = run_main("export_model.py", "--params_path", ernie_m_trained, "--output_path", export_dir,
+                      "--multilingual")
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()][:20]
+    with running_server("ernie_m_server", export_dir, tmp_path / "server.log") as url:
+        status, answer = post(url, {"data": {"text": texts}})
+    assert status == 200
+    assert answer["result"]["label_names"] == offline_predictions(export_dir, texts)[0]
