@@ -131,6 +131,9 @@ def test_client_prints_label_names(server, tmp_path):
     assert labels == [",".join(names) for names in offline_predictions(export_dir, ["学校考试", "足球比赛和股票"])[0]]
     result = run_script("deploy/simple_serving/client.py", "--url", url.replace("cls_multi_label", "nothing"))
     assert result.returncode == 1 and "error: HTTP 404" in result.stderr
+    nobody = url.replace(url.split(":")[2].split("/")[0], str(free_port()))
+    result = run_script("deploy/simple_serving/client.py", "--url", nobody, "--wait", "2")
+    assert result.returncode == 1 and "cannot reach" in result.stderr and "waited 2 s" in result.stderr
 
 
 def test_the_reference_default_gpu_on_a_cpu_build_is_one_clear_error(exported):

@@ -149,6 +149,8 @@ def test_client_reports_a_server_that_is_not_there():
     (port,) = free_ports(1)
     result = run_script("deploy/triton_serving/seqcls_http_client.py", "--url", f"127.0.0.1:{port}")
     assert result.returncode == 1 and result.stderr.startswith("error: ")
+    result = run_script("deploy/triton_serving/seqcls_http_client.py", "--url", f"127.0.0.1:{port}", "--wait", "2")
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "waited 2 s" in result.stderr
 
 
 def test_onnxruntime_platform_repository_matches_the_export(exported, tmp_path):

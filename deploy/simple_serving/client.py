@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +16,7 @@ parser.add_argument("--prob_limit", default=None, type=float, help="One threshol
 parser.add_argument("--url", default="http://127.0.0.1:8189/models/cls_multi_label", help="The server's model route.")
 parser.add_argument("--input_file", default=None, help="Texts to label, one per line (default: three example sentences).")
 parser.add_argument("--timeout", default=60, type=float, help="Seconds to wait for the answer.")
+parser.add_argument("--wait", default=0, type=float, help="Seconds to wait for a server that is still starting (it loads its model first); 0: fail at once.")
 # yapf: enable
 
 EXAMPLES = [
@@ -41,9 +43,21 @@ def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
         raise RuntimeError(f"cannot reach {url}: {err.reason} (is server.py running?)") from None
 
 
-def classify(url: str, texts: list[str], parameters: dict, timeout: float) -> dict:
-    """The server's result for these texts, or RuntimeError with the server's reason."""
-    status, answer = post(url, {"data": {"text": texts}, "parameters": parameters}, timeout)
+def classify(url: str, texts: list[str], parameters: dict, timeout: float, wait: float = 0) -> dict:
+    """The server's result for these texts, or RuntimeError with the server's reason.
+
+    With `wait`, a server that does not accept connections yet is asked again until `wait` seconds
+    have passed: a readiness check instead of a fixed sleep after starting it.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            status, answer = post(url, {"data": {"text": texts}, "parameters": parameters}, timeout)
+            break
+        except RuntimeError as err:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{err}; waited {wait:g} s" if wait else str(err)) from None
+            time.sleep(1)
     if status != 200:
         raise RuntimeError(f"HTTP {status}: {json.dumps(answer, ensure_ascii=False)}")
     return answer["result"]
@@ -60,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.prob_limit is not None:
         parameters["prob_limit"] = args.prob_limit
     try:
-        result = classify(args.url, texts, parameters, args.timeout)
+        result = classify(args.url, texts, parameters, args.timeout, args.wait)
     except RuntimeError as err:
         sys.exit(f"error: {err}")
     for text, names, probs in zip(texts, result["label_names"], result["confidence"]):

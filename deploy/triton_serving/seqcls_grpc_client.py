@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -24,6 +25,7 @@ def build_parser(default_url: str) -> argparse.ArgumentParser:
     parser.add_argument("--model_name", default="seqcls", help="The ensemble to query.")
     parser.add_argument("--input_file", default=None, help="Texts to label, one per line (default: three examples).")
     parser.add_argument("--batch_size", type=int, default=32, help="Texts per request.")
+    parser.add_argument("--wait", type=float, default=0, help="Seconds to wait for a server that is still loading its models; 0: fail at once.")
     return parser
 
 
@@ -50,6 +52,19 @@ class SyncTritonRunner:
         return [row[0].decode("utf-8") for row in result.as_numpy("label_names")], confidences
 
 
+def connect(url: str, model_name: str, client_module, wait: float) -> SyncTritonRunner:
+    """A runner for a live and ready model, asking again every second for up to `wait` seconds
+    (a readiness check instead of a fixed sleep after starting the server)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return SyncTritonRunner(url, model_name, client_module)
+        except (RuntimeError, InferenceServerException, ConnectionError, OSError) as err:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{err}; waited {wait:g} s" if wait else str(err)) from None
+            time.sleep(1)
+
+
 def main(default_url: str = "localhost:8001", client_module=grpcclient) -> None:
     args = build_parser(default_url).parse_args()
     if args.input_file:
@@ -58,7 +73,7 @@ def main(default_url: str = "localhost:8001", client_module=grpcclient) -> None:
     else:
         texts = EXAMPLES
     try:
-        runner = SyncTritonRunner(args.url, args.model_name, client_module)
+        runner = connect(args.url, args.model_name, client_module, args.wait)
         for start in range(0, len(texts), args.batch_size):
             batch = texts[start:start + args.batch_size]
             labels, probs = runner.run(batch)
