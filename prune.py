@@ -29,6 +29,7 @@ import paddle
 import paddle.distributed as dist
 import paddle.nn.functional as F
 from paddle.nn.layer.transformer import _convert_attention_mask
+from paddlenlp.trainer import CompressionArguments, PdArgumentParser
 from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
@@ -95,6 +96,7 @@ parser.add_argument("--logging_steps", default=100, type=POSITIVE_INT, help="Log
 parser.add_argument("--save_steps", default=100, type=POSITIVE_INT, help="Evaluate every width every this many steps (and at the end) and keep its best.")
 parser.add_argument("--seed", default=42, type=SEED, help="Random seed.")
 parser.add_argument("--width_mult_list", nargs="+", default=["3/4"], help="Widths to keep, e.g. '3/4' '2/3' '1/2'; width x heads must be an integer.")
+parser.add_argument("--strategy", default="dynabert", choices=["dynabert", "dynabert+ptq"], help="DynaBERT width pruning is run, as the reference's script forces; INT8 is done at deployment (deploy/predictor/infer.py --use_quantize).")
 # yapf: enable
 
 LOSS = get_loss("bce")  # each label is its own yes/no question, for importance and distillation alike
@@ -348,6 +350,29 @@ def clear_width_dir(directory: Path) -> None:
     shutil.rmtree(directory)
 
 
+def refuse_unsupported(extra: list[str]) -> None:
+    """Name the reference's CompressionArguments options this loop cannot honour, instead of ignoring them.
+
+    The reference parses paddlenlp's whole CompressionArguments (TrainingArguments and more); this
+    script runs its own FP32 DynaBERT loop and honours the options of its own parser. Any other option
+    is parsed the reference's way, and if it changes anything it is refused with its name;
+    an option CompressionArguments does not know either is an argparse error as before.
+    """
+    if not extra:
+        return
+    compression = PdArgumentParser((CompressionArguments,))
+    probe = ["--output_dir", "unused"]
+    given, unknown = compression.parse_known_args(probe + extra)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    default = vars(compression.parse_args(probe))
+    changed = [f"--{name}" for name, value in vars(given).items() if value != default[name]]
+    if changed:
+        honoured = sorted(option for option in parser._option_string_actions if option not in ("-h", "--help"))
+        raise DataError(f"prune.py cannot honour {', '.join(changed)} (its DynaBERT loop runs in FP32, one step per "
+                        f"batch); the options it honours: {' '.join(honoured)}")
+
+
 def check_args(args: argparse.Namespace) -> list[Fraction]:
     if not Path(args.dataset_dir).is_dir():
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
@@ -408,7 +433,12 @@ def prune(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    prune(parser.parse_args(argv))
+    args, extra = parser.parse_known_args(argv)
+    refuse_unsupported(extra)
+    if args.strategy != "dynabert":
+        logger.info(f"--strategy {args.strategy}: DynaBERT width pruning is run; quantise the exported widths with "
+                    f"deploy/predictor/infer.py --use_quantize")
+    prune(args)
 
 
 if __name__ == "__main__":

@@ -240,3 +240,15 @@ def test_output_of_an_earlier_run_is_replaced_but_other_files_are_never_deleted(
     (width_dir / "stale.txt").write_text("from the first run", encoding="utf-8")
     assert run_main("prune.py", *args).returncode == 0  # its own earlier output is replaced
     assert not (width_dir / "stale.txt").exists() and (width_dir / "pruned_model.json").is_file()
+
+
+def test_reference_compression_options_it_cannot_honour_are_named(trained, keyword_data, tmp_path):
+    save_dir, _ = trained
+    base = ["--dataset_dir", keyword_data, "--params_dir", save_dir, "--output_dir", tmp_path / "out"]
+    result = run_main("prune.py", *base, "--fp16", "--gradient_accumulation_steps", "2")
+    assert result.returncode == 2
+    assert "prune.py cannot honour --gradient_accumulation_steps, --fp16" in result.stderr
+    assert "the options it honours: " in result.stderr and "--width_mult_list" in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = run_main("prune.py", *base, "--no_such_option", "1")
+    assert result.returncode == 2 and "unrecognized arguments: --no_such_option 1" in result.stderr
