@@ -16,30 +16,27 @@ from backends import create_backend
 from data_io import format_prediction, load_examples
 from exporting import load_export, load_export_tokenizer
 from pipeline import predicted_labels
-from utils import DataError, logger, run_cli
+from utils import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli
 
 from prompt_io import PromptPipeline, load_template, read_label_words
 
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("--model_path_prefix", type=str, required=True, help="The path prefix of inference model to be used, e.g. checkpoints/export/model.")
 parser.add_argument("--model_name", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory (the reference's default was ernie-3.0-base-zh).")
 parser.add_argument("--data_dir", default=None, type=str, help="The directory with data.txt to label (and label.txt, checked against the export's labels when present).")
-parser.add_argument("--max_length", default=128, type=int, help="The maximum total input sequence length after tokenization, prompt included.")
+parser.add_argument("--max_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization, prompt included.")
 parser.add_argument("--use_fp16", action="store_true", help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
-parser.add_argument("--batch_size", default=200, type=int, help="Batch size per GPU/CPU for predicting.")
-parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=int, help="num_threads for cpu.")
+parser.add_argument("--batch_size", default=200, type=POSITIVE_INT, help="Batch size per GPU/CPU for predicting.")
+parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=POSITIVE_INT, help="num_threads for cpu.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to run model, defaults to gpu.")
-parser.add_argument("--device_id", default=0, type=int, help="Select which gpu device to run model.")
+parser.add_argument("--device_id", default=0, type=NON_NEGATIVE_INT, help="Select which gpu device to run model.")
 parser.add_argument("--output_file", default=None, type=str, help="Write `text<TAB>name, name` lines here instead of logging each prediction.")
 # yapf: enable
 
 
 def check_args(args: argparse.Namespace) -> Path:
     """The data file to label."""
-    for name in ("batch_size", "max_length", "num_threads"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.use_fp16 and args.device != "gpu":
         raise DataError("--use_fp16 needs --device gpu (FP16 inference runs on the GPU only)")
     if args.data_dir is None:

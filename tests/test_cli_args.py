@@ -88,7 +88,7 @@ NUMERIC_SCRIPTS = {
     "analysis/evaluate.py": ["--dataset_dir", "d"], "analysis/dirty.py": ["--dataset_dir", "d"],
     "analysis/sparse.py": ["--dataset_dir", "d"], "analysis/sent_interpret.py": ["--dataset_dir", "d"],
     "analysis/word_interpret.py": ["--dataset_dir", "d"], "analysis/aug.py": [],
-    "deploy/triton_serving/build_repo.py": [],
+    "deploy/triton_serving/build_repo.py": [], "few-shot/infer.py": ["--model_path_prefix", "p"],
 }
 
 
