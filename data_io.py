@@ -195,15 +195,22 @@ def count_lines(path: str | os.PathLike) -> int:
         return sum(1 for _ in handle)
 
 
+def text_windows(data_path: Path, batch_size: int, stats: ReadStats, keep_blank: bool = False
+                 ) -> Iterator[list[Example]]:
+    """The texts of a prediction input in windows of `batch_size * WINDOW_BATCHES` lines, the pipeline's
+    own bucketing window, so a file larger than memory works and batching is as good as on the whole;
+    a file without any text is refused once it has been read."""
+    yield from batched(iter_examples(data_path, stats=stats, keep_blank=keep_blank), batch_size * WINDOW_BATCHES)
+    if stats.examples == 0:
+        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
+
+
 def write_predictions(data_path: Path, output_file: str | os.PathLike, text_probs: Callable[[list[str]], np.ndarray],
                       thresholds: np.ndarray, label_list: Sequence[str], batch_size: int,
                       output_probs: bool = False) -> ReadStats:
     """Label a text file into `output_file` as the reference's predict.py does: the header `text<TAB>label`,
     then exactly one row per input line (a blank line gives an empty row), so row N + 1 of the output
-    belongs to line N of the input.
-
-    The input is streamed in windows of `batch_size * WINDOW_BATCHES` lines, the pipeline's own
-    bucketing window, so a file larger than memory works and batching is as good as on the whole.
+    belongs to line N of the input. The input is streamed window by window (`text_windows`).
     """
     if Path(output_file).resolve() == Path(data_path).resolve():
         raise DataError(f"--output_file {output_file} would overwrite the input {data_path}")
@@ -213,7 +220,7 @@ def write_predictions(data_path: Path, output_file: str | os.PathLike, text_prob
     progress = tqdm(total=count_lines(data_path), desc="Predicting", unit="line", disable=None)
     with open(output_file, "w", encoding="utf-8") as out:
         out.write(PREDICTION_HEADER + "\n")
-        for window in batched(iter_examples(data_path, stats=stats, keep_blank=True), batch_size * WINDOW_BATCHES):
+        for window in text_windows(data_path, batch_size, stats, keep_blank=True):
             texts = [e.text for e in window if e.text]
             rows = iter(text_probs(texts) if texts else [])
             for example in window:
@@ -221,7 +228,5 @@ def write_predictions(data_path: Path, output_file: str | os.PathLike, text_prob
                            if example.text else "") + "\n")
             progress.update(window[-1].line_no - progress.n)
     progress.close()
-    if stats.examples == 0:
-        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
     logger.info(stats.summary(data_path, blank_lines="kept as empty rows"))
     return stats

@@ -103,12 +103,16 @@ def load_model(model_name: str, num_labels: int | None = None):
     return model
 
 
+def stored_config(directory: str | os.PathLike) -> dict:
+    """The config.json of a model directory as written (empty when there is none), read without
+    building the model: enough to tell what kind of checkpoint the directory holds."""
+    config_file = Path(directory) / "config.json"
+    return json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+
+
 def pruned_width(model_name: str) -> dict | None:
     """The `pruned_width` entry prune.py stores in config.json ({width_mult, heads, FFN size}), if any."""
-    config_file = Path(model_name) / "config.json"
-    if not config_file.is_file():
-        return None
-    return json.loads(config_file.read_text(encoding="utf-8")).get("pruned_width")
+    return stored_config(model_name).get("pruned_width")
 
 
 def encoder_layers(model) -> list[paddle.nn.TransformerEncoderLayer]:
@@ -165,10 +169,7 @@ def kept_units(width: Fraction, num_heads: int, intermediate_size: int) -> tuple
 
 def has_trained_head(model_name: str, num_labels: int) -> bool:
     """Whether `model_name` holds a classifier head of the right size (else it starts fresh)."""
-    config_file = Path(model_name) / "config.json"
-    if not config_file.is_file():
-        return False
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config = stored_config(model_name)
     is_classifier = any("ForSequenceClassification" in name for name in config.get("architectures", []))
     stored_labels = len(config.get("id2label") or {}) or config.get("num_classes", 0)
     return is_classifier and stored_labels == num_labels

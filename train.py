@@ -7,7 +7,6 @@ label list and decision thresholds saved with the checkpoint. Multi-card: run it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
-from data_io import load_examples, multi_hot, read_label_list
+from data_io import load_examples, read_label_list
 from losses import LOSSES, get_loss
 from metric import MetricReport, tune_thresholds
 from modeling import (
@@ -29,6 +28,7 @@ from modeling import (
     load_tokenizer,
     model_inputs,
     save_checkpoint,
+    stored_config,
 )
 from pipeline import sigmoid
 from training import (
@@ -107,11 +107,9 @@ def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[st
     state_file = ckpt / "model_state.pdparams" if ckpt.is_dir() else ckpt
     if not state_file.is_file():
         raise DataError(f"--init_from_ckpt {path}: no such checkpoint file")
-    config_file = state_file.parent / "config.json"
-    if config_file.is_file():
-        stored = json.loads(config_file.read_text(encoding="utf-8")).get("multi_label_names")
-        if stored:
-            check_label_list(label_file, label_list, stored)
+    stored = stored_config(state_file.parent).get("multi_label_names")
+    if stored:
+        check_label_list(label_file, label_list, stored)
     model.set_dict(paddle.load(str(state_file)))
     logger.info(f"Loaded parameters from {state_file}")
 
@@ -133,14 +131,13 @@ def train(args: argparse.Namespace) -> dict:
 
     tokenizer = load_tokenizer(args.model_name)
     model = load_model(args.model_name, len(label_list))
-    if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
-        init_classifier_bias(model, multi_hot(train_examples, len(label_list)).mean(0))
-    if args.init_from_ckpt:
-        load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
-
     pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size)
     train_data = encode_examples(pipeline, train_examples, len(label_list))
     dev_data = encode_examples(pipeline, dev_examples, len(label_list))
+    if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
+        init_classifier_bias(model, train_data.targets.mean(0))
+    if args.init_from_ckpt:
+        load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
     batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank)
     if world_size > 1:
         model = paddle.DataParallel(model)

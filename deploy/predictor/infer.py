@@ -15,11 +15,11 @@ import numpy as np
 import psutil
 
 from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
-from data_io import ReadStats, iter_examples, load_examples, multi_hot, write_predictions
+from data_io import ReadStats, iter_examples, load_examples, multi_hot, text_windows, write_predictions
 from exporting import ExportInfo, load_export, load_export_tokenizer
 from modeling import load_model, load_tokenizer, text_probs
 from parity import check_fp32_parity, log_parity, parity_rows
-from pipeline import WINDOW_BATCHES, TextPipeline
+from pipeline import TextPipeline
 from utils import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -27,7 +27,6 @@ from utils import (
     SEQ_LENGTH,
     ArgumentParser,
     DataError,
-    batched,
     logger,
     run_cli,
     set_device,
@@ -95,11 +94,9 @@ def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path
         logger.info(f"Prediction results save in {args.output_file}.")
         return
     stats = ReadStats()
-    for window in batched(iter_examples(data_path, stats=stats), args.batch_size * WINDOW_BATCHES):
+    for window in text_windows(data_path, args.batch_size, stats):
         texts = [e.text for e in window]
         predictor.printer(texts, predictor.predict(texts)[1])
-    if stats.examples == 0:
-        raise DataError(f"{data_path}: no texts to predict (the file has only blank lines)")
     logger.info(stats.summary(data_path))
 
 
