@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, multi_hot
 from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, plain_vocabulary, resolve_label_list
 from parity import export_checked
-from utils import POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli, set_device
+from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

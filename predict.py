@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import write_predictions
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list, text_probs
-from utils import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli, set_device
+from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

@@ -33,6 +33,16 @@ from paddlenlp.trainer import CompressionArguments, PdArgumentParser
 from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
+from cli import (
+    MINUS_ONE_OR_MORE,
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    SEQ_LENGTH,
+    UNIT_INTERVAL_OPEN,
+    ArgumentParser,
+)
 from data_io import load_examples, multi_hot
 from exporting import deploy_input_names
 from losses import get_loss
@@ -62,21 +72,7 @@ from training import (
     labelled_batch,
     labelled_batches,
 )
-from utils import (
-    NON_NEGATIVE_FLOAT,
-    POSITIVE_FLOAT,
-    POSITIVE_INT,
-    SEED,
-    SEQ_LENGTH,
-    ArgumentParser,
-    DataError,
-    bounded,
-    logger,
-    run_cli,
-    set_device,
-    set_seed,
-    write_settings,
-)
+from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,8 +85,8 @@ parser.add_argument("--per_device_train_batch_size", default=8, type=POSITIVE_IN
 parser.add_argument("--per_device_eval_batch_size", default=8, type=POSITIVE_INT, help="Evaluation batch size.")
 parser.add_argument("--learning_rate", default=5e-5, type=POSITIVE_FLOAT, help="Peak learning rate of AdamW.")
 parser.add_argument("--num_train_epochs", default=1.0, type=POSITIVE_FLOAT, help="Training epochs (may be fractional).")
-parser.add_argument("--max_steps", default=-1, type=bounded(int, -1), help="If > 0: total training steps, overriding --num_train_epochs.")
-parser.add_argument("--warmup_ratio", default=0.1, type=bounded(float, 0, 1, high_open=True), help="Share of the steps with linear warmup, then linear decay.")
+parser.add_argument("--max_steps", default=-1, type=MINUS_ONE_OR_MORE, help="If > 0: total training steps, overriding --num_train_epochs.")
+parser.add_argument("--warmup_ratio", default=0.1, type=UNIT_INTERVAL_OPEN, help="Share of the steps with linear warmup, then linear decay.")
 parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="AdamW weight decay (not on biases and LayerNorm).")
 parser.add_argument("--logging_steps", default=100, type=POSITIVE_INT, help="Log the loss every this many steps.")
 parser.add_argument("--save_steps", default=100, type=POSITIVE_INT, help="Evaluate every width every this many steps (and at the end) and keep its best.")

@@ -29,21 +29,19 @@ from paddlenlp.transformers import (
     LinearDecayWithWarmup,
 )
 
-from data_io import iter_examples
-from modeling import model_inputs
-from training import StepState, TrainBatches, TrainingLoop, build_optimizer
-from utils import (
+from cli import (
     NON_NEGATIVE_INT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
     SEED,
     SEQ_LENGTH,
+    UNIT_INTERVAL_OPEN,
     ArgumentParser,
-    DataError,
-    bounded,
-    logger,
-    run_cli,
 )
+from data_io import iter_examples
+from modeling import model_inputs
+from training import StepState, TrainBatches, TrainingLoop, build_optimizer
+from utils import DataError, logger, run_cli
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
 # recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes. Without
@@ -74,7 +72,7 @@ parser.add_argument("--num_hidden_layers", default=None, type=POSITIVE_INT, help
 parser.add_argument("--hidden_size", default=None, type=POSITIVE_INT, help="Override the preset's hidden size.")
 parser.add_argument("--num_attention_heads", default=None, type=POSITIVE_INT, help="Override the preset's number of attention heads.")
 parser.add_argument("--intermediate_size", default=None, type=POSITIVE_INT, help="Override the preset's feed-forward width.")
-parser.add_argument("--dropout", default=None, type=bounded(float, 0, 1, high_open=True), help="Override the preset's hidden and attention dropout.")
+parser.add_argument("--dropout", default=None, type=UNIT_INTERVAL_OPEN, help="Override the preset's hidden and attention dropout.")
 parser.add_argument("--train_file", default="train.txt", type=str, help="Training file name inside dataset_dir.")
 parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
 parser.add_argument("--seed", default=3, type=SEED, help="Random seed of the initial weights.")

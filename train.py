@@ -16,6 +16,7 @@ import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
+from cli import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEED, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, read_label_list
 from losses import LOSSES, get_loss
 from metric import MetricReport, tune_thresholds
@@ -40,22 +41,7 @@ from training import (
     labelled_batches,
     predict_logits,
 )
-from utils import (
-    NON_NEGATIVE_FLOAT,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    PROBABILITY,
-    SEED,
-    SEQ_LENGTH,
-    ArgumentParser,
-    DataError,
-    logger,
-    run_cli,
-    set_device,
-    set_seed,
-    write_json,
-    write_settings,
-)
+from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

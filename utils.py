@@ -1,14 +1,12 @@
 """What every script shares around its work: the logger, user-facing errors, seeds, devices, files of
 settings and results.
 
-The data format lives in `data_io`, models and checkpoints in `modeling`, the text pipeline in
+Argument parsing conventions live in `cli`, the data format in `data_io`, models and checkpoints in `modeling`, the text pipeline in
 `pipeline`, training in `training`; this module holds only the plumbing of a command-line run.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -31,50 +29,6 @@ def run_cli(main: Callable[[], object]) -> None:
     except DataError as err:
         logger.error(str(err))
         sys.exit(2)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the suite's error style: one line naming the bad option, exit status 2, no usage dump."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def bounded(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False,
-            high_open: bool = False) -> Callable[[str], int | float]:
-    """An argparse `type` that takes `kind` values within the bounds (open or closed) and names the range
-    it expects otherwise, so an out-of-range option stops the script before any work instead of
-    training with a negative learning rate or truncating every text to nothing."""
-    if low is not None and high is not None:
-        expected = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    elif low is not None:
-        expected = f"greater than {low}" if low_open else f"at least {low}"
-    else:
-        expected = f"less than {high}" if high_open else f"at most {high}"
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{'an integer' if kind is int else 'a number'} {expected} is needed, "
-                                             f"got {text!r}") from None
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high or not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
-        return value
-
-    parse.kind, parse.bounds = kind, (low, high, low_open, high_open)  # for the option table of the tests
-    return parse
-
-
-POSITIVE_INT = bounded(int, 1)
-NON_NEGATIVE_INT = bounded(int, 0)
-POSITIVE_FLOAT = bounded(float, 0, low_open=True)
-NON_NEGATIVE_FLOAT = bounded(float, 0)
-PROBABILITY = bounded(float, 0, 1, low_open=True, high_open=True)  # a decision threshold
-SEED = bounded(int, 0, 2**32 - 1)  # NumPy's seed range
-SEQ_LENGTH = bounded(int, 3)  # [CLS], one token, [SEP]: anything shorter drops every text
 
 
 def set_seed(seed: int) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cli import POSITIVE_INT, SEED, ArgumentParser, bounded
 from data_io import format_labels, load_examples, read_label_list
 from modeling import load_tokenizer, plain_vocabulary
-from utils import POSITIVE_INT, SEED, ArgumentParser, DataError, bounded, logger, run_cli
+from utils import DataError, logger, run_cli
 
 from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
 from common import write_rows

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
 from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list
-from utils import POSITIVE_INT, SEED, SEQ_LENGTH, DataError, set_device, set_seed
+from utils import DataError, set_device, set_seed
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import POSITIVE_INT, UNIT_INTERVAL_OPEN, ArgumentParser
 from data_io import format_labels, load_examples, multi_hot
 from modeling import text_probs
-from utils import POSITIVE_INT, ArgumentParser, bounded, logger, run_cli
+from utils import logger, run_cli
 
 from common import add_model_arguments, load_trained, write_rows
 
@@ -27,7 +28,7 @@ parser.add_argument("--dirty_file", type=str, default="train_dirty.txt", help="P
 parser.add_argument("--rest_file", type=str, default="train_dirty_rest.txt", help="The path of rest data.")
 parser.add_argument("--train_file", type=str, default="train.txt", help="Train dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
-parser.add_argument("--dirty_threshold", type=bounded(float, 0, 1, high_open=True), default=0.0, help="The threshold to select dirty data.")
+parser.add_argument("--dirty_threshold", type=UNIT_INTERVAL_OPEN, default=0.0, help="The threshold to select dirty data.")
 # yapf: enable
 
 

@@ -18,11 +18,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from cli import PROBABILITY, ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
 from metric import MetricReport
 from modeling import text_probs
 from pipeline import chosen_label_ids
-from utils import PROBABILITY, ArgumentParser, logger, run_cli
+from utils import logger, run_cli
 
 from common import BAD_CASE_HEADER, TrainedModel, add_model_arguments, load_trained
 

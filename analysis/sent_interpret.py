@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
 from modeling import classifier_features, text_probs
 from pipeline import chosen_label_ids
-from utils import POSITIVE_INT, ArgumentParser, logger, run_cli
+from utils import logger, run_cli
 
 from common import add_model_arguments, load_trained, read_interpret_rows, top_k_similar
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import POSITIVE_INT, ArgumentParser, bounded
 from data_io import format_labels, iter_examples, load_examples
 from modeling import classifier_features, plain_vocabulary
-from utils import POSITIVE_INT, ArgumentParser, bounded, logger, run_cli
+from utils import logger, run_cli
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
 from common import add_model_arguments, load_trained, top_k_similar, write_rows

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cli import POSITIVE_INT, ArgumentParser
 from modeling import text_probs
 from pipeline import chosen_label_ids
-from utils import POSITIVE_INT, ArgumentParser, DataError, logger, run_cli
+from utils import DataError, logger, run_cli
 
 from common import InterpretRow, TrainedModel, add_model_arguments, load_trained, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores

@@ -2,8 +2,9 @@
 
 Same command line as PaddleNLP's multi_label/few-shot/infer.py. The template, tokenizer and
 label order come from the directory written by `train.py --do_export` (the reference re-sorted the
-labels and loaded the pretrained weights again just to rebuild the template); batches of texts of
-any lengths are padded with the attention mask the graph was exported for.
+labels and loaded the pretrained weights again just to rebuild the template); an export made by
+the reference's train.py runs too. Batches of texts of any lengths are padded with the attention
+mask the graph was exported for.
 """
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ from pathlib import Path
 import psutil
 
 from backends import create_backend
-from data_io import format_prediction, load_examples
-from exporting import load_export, load_export_tokenizer
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
+from data_io import ReadStats, text_windows, write_predictions
 from pipeline import predicted_labels
-from utils import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli
+from utils import DataError, logger, run_cli
 
-from prompt_io import PromptPipeline, load_template, read_label_words
+from prompt_io import PromptPipeline, load_prompt_export, load_template, prompt_tokenizer, read_label_words
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
 parser.add_argument("--model_path_prefix", type=str, required=True, help="The path prefix of inference model to be used, e.g. checkpoints/export/model.")
-parser.add_argument("--model_name", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory (the reference's default was ernie-3.0-base-zh).")
+parser.add_argument("--model_name", default=None, type=str, help="The tokenizer to use; defaults to the one saved in the export directory, or (for an export made by the reference) in the training output directory above it.")
 parser.add_argument("--data_dir", default=None, type=str, help="The directory with data.txt to label (and label.txt, checked against the export's labels when present).")
 parser.add_argument("--max_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization, prompt included.")
 parser.add_argument("--use_fp16", action="store_true", help="Whether to use fp16 inference, only takes effect when deploying on gpu.")
@@ -31,7 +32,7 @@ parser.add_argument("--batch_size", default=200, type=POSITIVE_INT, help="Batch 
 parser.add_argument("--num_threads", default=psutil.cpu_count(logical=False), type=POSITIVE_INT, help="num_threads for cpu.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Select which device to run model, defaults to gpu.")
 parser.add_argument("--device_id", default=0, type=NON_NEGATIVE_INT, help="Select which gpu device to run model.")
-parser.add_argument("--output_file", default=None, type=str, help="Write `text<TAB>name, name` lines here instead of logging each prediction.")
+parser.add_argument("--output_file", default=None, type=str, help="Write the predictions here as predict.py does (header, then `text<TAB>name, name` per input line) instead of logging each one.")
 # yapf: enable
 
 
@@ -56,26 +57,30 @@ def check_label_file(label_file: Path, export_labels: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data_file = check_args(args)
-    export = load_export(args.model_path_prefix)
+    prompt_export = load_prompt_export(args.model_path_prefix)
+    export = prompt_export.export
     if (data_file.parent / "label.txt").is_file():
         check_label_file(data_file.parent / "label.txt", export.labels)
-    tokenizer = load_export_tokenizer(export, args.model_name)
-    pipeline = PromptPipeline(export, load_template(export, tokenizer, args.max_length), args.batch_size)
+    tokenizer = prompt_tokenizer(export, args.model_name)
+    pipeline = PromptPipeline(export, load_template(prompt_export, tokenizer, args.max_length), args.batch_size,
+                              prompt_export.mask_heads)
     backend = create_backend(export, "onnxruntime", "fp16" if args.use_fp16 else "fp32", args.device,
                              args.device_id, args.num_threads)
 
-    texts = [example.text for example in load_examples(data_file, None)]
-    probs = pipeline.probs(backend, texts)
     if args.output_file:
-        lines = [format_prediction(text, row, export.thresholds, export.labels) for text, row in zip(texts, probs)]
-        Path(args.output_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        logger.info(f"{len(texts)} predictions written to {args.output_file}")
+        write_predictions(data_file, args.output_file, lambda texts: pipeline.probs(backend, texts), export.thresholds,
+                          export.labels, args.batch_size)
+        logger.info(f"Predictions written to {args.output_file}")
         return
-    for text, names in zip(texts, predicted_labels(probs, export.labels, export.thresholds)[1]):
-        logger.info(f"input data: {text}")
-        logger.info(f"labels: {', '.join(names)}")
-        logger.info("-----------------------------")
-
+    stats = ReadStats()
+    for window in text_windows(data_file, args.batch_size, stats):
+        texts = [example.text for example in window]
+        for text, names in zip(texts, predicted_labels(pipeline.probs(backend, texts), export.labels,
+                                                       export.thresholds)[1]):
+            logger.info(f"input data: {text}")
+            logger.info(f"labels: {', '.join(names)}")
+            logger.info("-----------------------------")
+    logger.info(stats.summary(data_file))
 
 if __name__ == "__main__":
     run_cli(main)

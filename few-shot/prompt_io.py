@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -16,13 +18,15 @@ from paddle.static import InputSpec
 from paddlenlp.prompt import AutoTemplate, PromptModelForSequenceClassification, Template
 
 from data_io import check_unique_labels, load_examples, multi_hot, read_label_entries
-from exporting import META_FILE, ExportInfo
-from modeling import PAD_MASK_VALUE
+from exporting import META_FILE, ExportInfo, ensure_onnx, load_export, paddle_model_files
+from modeling import PAD_MASK_VALUE, load_tokenizer
 from pipeline import EncodedRows, TextPipeline, pad_sequences
 from utils import DataError, logger
 
 WORD_SEPARATOR = "=="  # label.txt: `label==word`
 SEQUENCE_INPUTS = ("input_ids", "token_type_ids", "position_ids", "soft_token_ids", "encoder_ids")
+TEMPLATE_FILE, VERBALIZER_FILE = "template_config.json", "verbalizer_config.json"  # paddlenlp's names
+REFERENCE_EMBEDDING_SIZE = 8  # any width rebuilds a template: the trained soft vectors are in the graph
 
 
 # ------------------------------------------------------------------------------------ data
@@ -78,12 +82,14 @@ def input_spec(model: PromptModelForSequenceClassification) -> list[InputSpec]:
             for spec in model.get_input_spec()]
 
 
-def pad_features(features: Sequence[dict], pad_token_id: int, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+def pad_features(features: Sequence[dict], pad_token_id: int, input_names: Sequence[str],
+                 mask_heads: int | None = None) -> dict[str, np.ndarray]:
     """Template encodings of one batch as model inputs.
 
     Sequences are padded to the batch's longest, the padding is hidden by an additive
-    [batch, 1, 1, length] mask, and mask positions are flattened over the batch (the verbalizer
-    gathers them from the [batch * length, hidden] outputs).
+    [batch, 1, 1, length] mask (broadcast to [batch, mask_heads, length, length] for graphs that
+    fix that shape), and mask positions are flattened over the batch (the verbalizer gathers them
+    from the [batch * length, hidden] outputs).
     """
     lengths = [len(feature["input_ids"]) for feature in features]
     width = max(lengths)
@@ -92,7 +98,7 @@ def pad_features(features: Sequence[dict], pad_token_id: int, input_names: Seque
     mask = np.full((len(features), 1, 1, width), PAD_MASK_VALUE, dtype="float32")
     for row, length in enumerate(lengths):
         mask[row, ..., :length] = 0.0
-    batch["attention_mask"] = mask
+    batch["attention_mask"] = mask if mask_heads is None else np.repeat(np.repeat(mask, mask_heads, 1), width, 2)
     batch["masked_positions"] = np.asarray([row * width + position for row, feature in enumerate(features)
                                             for position in feature["masked_positions"]], dtype="int64")
     return batch
@@ -117,9 +123,10 @@ class PromptPipeline(TextPipeline):
     """TextPipeline for prompt models: texts are wrapped by the template, and a padded batch also
     carries the attention mask and the [MASK] positions the verbalizer reads."""
 
-    def __init__(self, export: ExportInfo, template: Template, batch_size: int = 32):
+    def __init__(self, export: ExportInfo, template: Template, batch_size: int = 32, mask_heads: int | None = None):
         super().__init__(template.tokenizer, export.input_names, template.prompt_tokenizer.max_length, batch_size)
         self.template = template
+        self.mask_heads = mask_heads
 
     def encode(self, texts: Sequence[str]) -> EncodedRows:
         features = [self.template({"text_a": text}) for text in texts]
@@ -128,7 +135,7 @@ class PromptPipeline(TextPipeline):
 
     def pad(self, rows: EncodedRows, batch: Sequence[int]) -> dict[str, np.ndarray]:
         features = [{name: values[row] for name, values in rows.features.items()} for row in batch]
-        return pad_features(features, self.tokenizer.pad_token_id, self.input_names)
+        return pad_features(features, self.tokenizer.pad_token_id, self.input_names, self.mask_heads)
 
 
 class PromptRunner:
@@ -144,6 +151,64 @@ class PromptRunner:
 
 
 # ------------------------------------------------------------------------------- inference
+
+
+@dataclass
+class PromptExport:
+    """A few-shot export, ours or the reference's, as infer.py needs it.
+
+    `mask_heads` is set for exports made with paddlenlp's default input spec (the reference's):
+    their graph fixes the attention mask to [batch, heads, length, length], so the padding mask
+    is broadcast to that shape. `trained_length` is None when the export does not record it.
+    """
+
+    export: ExportInfo
+    embedding_size: int
+    trained_length: int | None
+    mask_heads: int | None
+
+
+def load_prompt_export(model_path_prefix: str | os.PathLike) -> PromptExport:
+    """Our export (export_meta.json), or the reference's: template_config.json and
+    verbalizer_config.json beside the graph, labels in the verbalizer's order (names sorted),
+    thresholds 0.5, inputs and mask shape read from the graph."""
+    prefix = Path(model_path_prefix)
+    paddle_model_files(prefix)
+    directory = prefix.parent
+    if (directory / META_FILE).is_file():
+        export = load_export(prefix)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if "prompt" not in meta:
+            raise DataError(f"{directory} is not a few-shot export (no template in {META_FILE}): "
+                            f"run few-shot/train.py --do_export, or use deploy/predictor/infer.py for this model")
+        return PromptExport(export, meta["prompt"]["embedding_size"], meta["prompt"]["max_seq_length"], None)
+    missing = [name for name in (TEMPLATE_FILE, VERBALIZER_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise DataError(f"{directory} is not a few-shot export: it has no {META_FILE} and no {' or '.join(missing)}")
+    import onnx
+
+    label_words = json.loads((directory / VERBALIZER_FILE).read_text(encoding="utf-8"))
+    labels = sorted(label_words)
+    graph = onnx.load(str(ensure_onnx(prefix, directory)), load_external_data=False).graph
+    shapes = {item.name: [dim.dim_value for dim in item.type.tensor_type.shape.dim] for item in graph.input}
+    mask_shape = shapes.get("attention_mask", [])
+    export = ExportInfo(directory, prefix, labels, np.full(len(labels), 0.5, dtype="float32"), list(shapes))
+    logger.info(f"{directory}: an export without {META_FILE} (the reference's); labels from {VERBALIZER_FILE}, "
+                f"threshold 0.5")
+    return PromptExport(export, REFERENCE_EMBEDDING_SIZE, None,
+                        mask_shape[1] if len(mask_shape) == 4 and mask_shape[1] > 1 else None)
+
+
+def prompt_tokenizer(export: ExportInfo, model_name: str | None):
+    """`--model_name`, else the tokenizer saved in the export, else the one the reference's
+    Trainer saved in the training output directory above its `export/`."""
+    if model_name is not None:
+        return load_tokenizer(model_name)
+    for directory in (export.directory, export.directory.parent):
+        if (directory / "tokenizer_config.json").is_file():
+            return load_tokenizer(str(directory))
+    raise DataError(f"no tokenizer in {export.directory} or {export.directory.parent}: pass --model_name, the model "
+                    f"the export was trained from (the reference's default was ernie-3.0-base-zh)")
 
 
 class _EmbeddingTable:
@@ -164,15 +229,11 @@ def template_meta(model: PromptModelForSequenceClassification) -> dict:
                        "max_seq_length": model.template.prompt_tokenizer.max_length}}
 
 
-def load_template(export: ExportInfo, tokenizer, max_length: int) -> Template:
-    """The template saved next to an export by few-shot/train.py --do_export."""
-    meta = json.loads((export.directory / META_FILE).read_text(encoding="utf-8"))
-    if "prompt" not in meta:
-        raise DataError(f"{export.directory} is not a few-shot export (no template in {META_FILE}): "
-                        f"run few-shot/train.py --do_export, or use deploy/predictor/infer.py for this model")
-    trained_length = meta["prompt"]["max_seq_length"]
-    if max_length < trained_length:
+def load_template(prompt_export: PromptExport, tokenizer, max_length: int) -> Template:
+    """The template saved next to the export (template_config.json)."""
+    trained_length = prompt_export.trained_length
+    if trained_length is not None and max_length < trained_length:
         logger.warning(f"--max_length {max_length} is shorter than the {trained_length} tokens the model was "
                        f"trained with: longer texts are cut more than in training")
-    table = _EmbeddingTable(len(tokenizer), meta["prompt"]["embedding_size"])
-    return AutoTemplate.load_from(str(export.directory), tokenizer, max_length, model=table)
+    table = _EmbeddingTable(len(tokenizer), prompt_export.embedding_size)
+    return AutoTemplate.load_from(str(prompt_export.export.directory), tokenizer, max_length, model=table)

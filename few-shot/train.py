@@ -26,7 +26,18 @@ from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumen
 from paddlenlp.transformers import AutoModelForMaskedLM
 
 import compat  # noqa: F401  (applies the Trainer checkpoint-rotation fix)
-from data_io import format_prediction
+from cli import (
+    MINUS_ONE_OR_MORE,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    UNIT_INTERVAL_OPEN,
+    OneLineErrors,
+    bounded,
+)
+from data_io import PREDICTION_HEADER, format_prediction
 from exporting import ExportInfo
 from metric import MetricReport
 from modeling import from_pretrained, load_tokenizer
@@ -68,19 +79,37 @@ class EarlyStoppingArguments:
 # yapf: enable
 
 
-parser = PdArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
+class PromptArgumentParser(OneLineErrors, PdArgumentParser):
+    """paddlenlp's dataclass parser, as the reference uses, with the suite's one-line errors."""
+
+
+# The range of every numeric option; a paddlenlp version that adds one fails tests/test_cli_args.py.
+OPTION_RANGES = {
+    **dict.fromkeys(["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "eval_accumulation_steps", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
+                     "minimum_eval_times", "early_stopping_patience"], POSITIVE_INT),
+    **dict.fromkeys(["max_steps", "sharding_degree", "sharding_parallel_degree", "tensor_parallel_degree",
+                     "pipeline_parallel_degree", "sep_parallel_degree", "local_rank", "max_evaluate_steps",
+                     "past_index"], MINUS_ONE_OR_MORE),
+    **dict.fromkeys(["warmup_steps", "dataloader_num_workers"], NON_NEGATIVE_INT),
+    **dict.fromkeys(["learning_rate", "ppt_learning_rate", "weight_decay", "ppt_weight_decay", "max_grad_norm",
+                     "num_cycles", "lr_end", "alpha_rdrop", "alpha_rgl", "early_stopping_threshold"],
+                    NON_NEGATIVE_FLOAT),
+    **dict.fromkeys(["adam_epsilon", "ppt_adam_epsilon", "num_train_epochs", "power", "scale_loss"], POSITIVE_FLOAT),
+    **dict.fromkeys(["adam_beta1", "adam_beta2", "ppt_adam_beta1", "ppt_adam_beta2", "warmup_ratio", "dropout"],
+                    UNIT_INTERVAL_OPEN),
+    "seed": SEED,
+    "max_seq_length": bounded(int, 8),  # [CLS], the prompt's mask, [SEP] and a few tokens of text
+}
+parser = PromptArgumentParser((ModelArguments, DataArguments, PromptTuningArguments, EarlyStoppingArguments))
+for action in parser._actions:
+    action.type = OPTION_RANGES.get(action.dest, action.type)
 
 
 def check_args(model_args: ModelArguments, data_args: DataArguments, training_args: PromptTuningArguments,
                stopping: EarlyStoppingArguments) -> None:
-    if stopping.early_stopping_patience < 1:
-        raise DataError(f"--early_stopping_patience must be at least 1, got {stopping.early_stopping_patience}")
     if model_args.export_type not in ("paddle", "onnx"):
         raise DataError(f"--export_type must be paddle or onnx, got {model_args.export_type!r}")
-    if not 0.0 <= model_args.dropout < 1.0:
-        raise DataError(f"--dropout must lie in [0, 1), got {model_args.dropout}")
-    if training_args.max_seq_length < 8:
-        raise DataError(f"--max_seq_length must be at least 8, got {training_args.max_seq_length}")
     resume = training_args.resume_from_checkpoint
     if resume is not None and not Path(resume, "template_config.json").is_file():
         raise DataError(f"--resume_from_checkpoint {resume}: no template_config.json there (not a checkpoint "
@@ -111,7 +140,7 @@ def compute_metrics(eval_preds) -> dict[str, float]:
 
 
 def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str], output_dir: Path) -> None:
-    """Test metrics with a per-label report, and the predictions as `text<TAB>name, name` lines."""
+    """Test metrics with a per-label report, and the predictions in predict.py's format."""
     result = trainer.predict(MapDataset(examples))
     trainer.log_metrics("test", result.metrics)
     probs = sigmoid(result.predictions)
@@ -121,7 +150,7 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     thresholds = np.full(len(labels), 0.5, dtype="float32")
     lines = [format_prediction(example["text_a"], row, thresholds, labels) for example, row in zip(examples, probs)]
     predictions_file = output_dir / "test_predictions.txt"
-    predictions_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    predictions_file.write_text("\n".join([PREDICTION_HEADER, *lines]) + "\n", encoding="utf-8")
     logger.info(f"Test predictions written to {predictions_file}")
 
 

@@ -89,13 +89,17 @@ NUMERIC_SCRIPTS = {
     "analysis/sparse.py": ["--dataset_dir", "d"], "analysis/sent_interpret.py": ["--dataset_dir", "d"],
     "analysis/word_interpret.py": ["--dataset_dir", "d"], "analysis/aug.py": [],
     "deploy/triton_serving/build_repo.py": [], "few-shot/infer.py": ["--model_path_prefix", "p"],
+    "few-shot/train.py": [], "deploy/triton_serving/run_server.py": [], "deploy/simple_serving/client.py": [],
+    "deploy/triton_serving/seqcls_grpc_client.py": [],
 }
 
 
 def numeric_options(script: str) -> list[tuple[str, object]]:
     """(option, type) of every option that takes a number."""
+    module = load_script(script)
+    parser = module.parser if hasattr(module, "parser") else module.build_parser("localhost:0")
     options = []
-    for action in load_script(script).parser._actions:
+    for action in parser._actions:
         kind = getattr(action.type, "kind", action.type)
         if kind in (int, float):
             options.append((action.option_strings[0], action.type))

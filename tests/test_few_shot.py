@@ -6,7 +6,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
+from paddlenlp.prompt import (
+    AutoTemplate,
+    PromptModelForSequenceClassification,
+    PromptTrainer,
+    PromptTuningArguments,
+    SoftVerbalizer,
+)
+from paddlenlp.transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from modeling import PAD_MASK_VALUE
 from utils import DataError
@@ -89,7 +98,8 @@ def test_prompt_training_learns_and_reports_test_metrics(prompt_run):
     assert 1 <= len(list(output.glob("checkpoint-*"))) <= 2  # --save_total_limit 1: the best and the last
     assert json.loads((output / "verbalizer_config.json").read_text(encoding="utf-8")) == {
         "体育": ["运动"], "娱乐": ["明星"], "教育": ["教育"], "科技": ["科技"], "财经": ["金融"]}
-    predictions = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
+    header, *predictions = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert header == "text\tlabel"
     test_lines = (data / "test.txt").read_text(encoding="utf-8").splitlines()
     assert [line.split("\t")[0] for line in predictions] == [line.split("\t")[0] for line in test_lines]
     assert all(set(filter(None, line.split("\t")[1].split(", "))) <= set(LABELS) for line in predictions)
@@ -113,17 +123,57 @@ def test_export_stores_label_order_and_answers_like_dygraph(prompt_run):
 @pytest.mark.slow
 def test_onnx_inference_labels_equal_the_dygraph_predictions(prompt_run, tmp_path):
     data, output, _ = prompt_run
-    dygraph = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
+    header, *dygraph = (output / "test_predictions.txt").read_text(encoding="utf-8").splitlines()
     assert sum(bool(line.split("\t")[1]) for line in dygraph) > len(dygraph) / 2  # a real comparison
     infer_data = tmp_path / "infer"
     infer_data.mkdir()
-    (infer_data / "data.txt").write_text("\n".join(line.split("\t")[0] for line in dygraph) + "\n", encoding="utf-8")
+    texts = [line.split("\t")[0] for line in dygraph]
+    (infer_data / "data.txt").write_text("\n".join(texts[:3] + [""] + texts[3:]) + "\n", encoding="utf-8")
     out_file = tmp_path / "labels.txt"
     result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model", "--data_dir",
                       infer_data, "--device", "cpu", "--batch_size", "7", "--max_length", "64",
                       "--output_file", out_file)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert out_file.read_text(encoding="utf-8").splitlines() == dygraph
+    # predict.py's format: the header, then one row per input line (the blank line gives an empty row)
+    assert out_file.read_text(encoding="utf-8").splitlines() == [header] + dygraph[:3] + [""] + dygraph[3:]
+
+
+def reference_export(output: Path, scratch_model: Path, target: Path) -> Path:
+    """The trained prompt model exported as the reference's train.py --do_export does it: paddlenlp's
+    default input spec, template and verbalizer configs, no export_meta.json; the tokenizer stays
+    in the training output directory above `export/`."""
+    tokenizer = AutoTokenizer.from_pretrained(str(output))
+    model = AutoModelForMaskedLM.from_pretrained(str(scratch_model))
+    template = AutoTemplate.load_from(str(output), tokenizer, 64, model=model)
+    label_words = json.loads((output / "verbalizer_config.json").read_text(encoding="utf-8"))
+    prompt_model = PromptModelForSequenceClassification(model, template, SoftVerbalizer(label_words, tokenizer, model))
+    prompt_model.set_state_dict(paddle.load(str(output / "model_state.pdparams")))
+    trainer = PromptTrainer(model=prompt_model, tokenizer=tokenizer, criterion=paddle.nn.BCEWithLogitsLoss(),
+                            args=PromptTuningArguments(output_dir=str(target / "unused")))
+    trainer.export_model(str(target / "export"), export_type="paddle")
+    tokenizer.save_pretrained(str(target))
+    return target / "export" / "model"
+
+
+@pytest.mark.slow
+def test_onnx_inference_runs_an_export_made_by_the_reference(prompt_run, scratch_model, tmp_path):
+    data, output, _ = prompt_run
+    prefix = reference_export(output, scratch_model, tmp_path / "reference")
+    assert not (prefix.parent / "export_meta.json").exists() and (prefix.parent / "verbalizer_config.json").is_file()
+    ours, theirs = tmp_path / "ours.txt", tmp_path / "theirs.txt"
+    for model_prefix, out_file in ((output / "export" / "model", ours), (prefix, theirs)):
+        result = run_main("few-shot/infer.py", "--model_path_prefix", model_prefix, "--data_dir", data,
+                          "--device", "cpu", "--batch_size", "5", "--max_length", "64", "--output_file", out_file)
+        assert result.returncode == 0, result.stderr[-3000:]
+    # label order from the verbalizer config (sorted), the [batch, heads, length, length] mask of
+    # paddlenlp's default spec, and the tokenizer from the training output directory
+    assert "an export without export_meta.json (the reference's)" in result.stderr
+    assert theirs.read_text(encoding="utf-8") == ours.read_text(encoding="utf-8")
+    assert sum(bool(line.split("\t")[1]) for line in ours.read_text(encoding="utf-8").splitlines()[1:]) > 0
+    (tmp_path / "reference" / "tokenizer_config.json").unlink()
+    result = run_main("few-shot/infer.py", "--model_path_prefix", prefix, "--data_dir", data, "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pass --model_name, the model the export was trained from" in result.stderr
 
 
 @pytest.mark.slow
@@ -200,6 +250,15 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
                       "--data_dir", keyword_data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
+    bare = export_dir.parent / "bare_export"
+    bare.mkdir()
+    for graph_file in export_dir.glob("float32.*"):
+        shutil.copy(graph_file, bare / graph_file.name)
+    result = run_main("few-shot/infer.py", "--model_path_prefix", bare / "float32", "--data_dir", keyword_data,
+                      "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a few-shot export: it has no export_meta.json and no template_config.json or " \
+           "verbalizer_config.json" in result.stderr
 
 
 @pytest.mark.slow
@@ -208,7 +267,8 @@ def test_bad_arguments_are_clear_errors(keyword_data, tmp_path):
     cases = {("--do_train",): f"--data_dir {data}: missing dev.txt",
              ("--do_export", "--resume_from_checkpoint", tmp_path): f"--resume_from_checkpoint {tmp_path}: no "
                                                                       "template_config.json there",
-             ("--do_train", "--early_stopping_patience", "0"): "--early_stopping_patience must be at least 1",
+             ("--do_train", "--early_stopping_patience", "0"): "argument --early_stopping_patience: must be at least "
+                                                                 "1, got 0 (see --help)",
              ("--do_export", "--export_type", "tflite"): "--export_type must be paddle or onnx, got 'tflite'"}
     for extra, message in cases.items():
         result = run_main("few-shot/train.py", "--device", "cpu", "--data_dir", data, "--output_dir",

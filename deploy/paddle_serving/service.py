@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from paddle_serving_server.web_service import Op, WebService
 
+from cli import SEQ_LENGTH, ArgumentParser
 from exporting import export_prefix_in, load_export, load_export_tokenizer
-from utils import SEQ_LENGTH, ArgumentParser, DataError
+from utils import DataError
 
 from pipeline_io import parse_request, postprocess, preprocess
 

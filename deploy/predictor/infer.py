@@ -15,22 +15,13 @@ import numpy as np
 import psutil
 
 from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import ReadStats, iter_examples, load_examples, multi_hot, text_windows, write_predictions
 from exporting import ExportInfo, load_export, load_export_tokenizer
 from modeling import load_model, load_tokenizer, text_probs
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import TextPipeline
-from utils import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    PROBABILITY,
-    SEQ_LENGTH,
-    ArgumentParser,
-    DataError,
-    logger,
-    run_cli,
-    set_device,
-)
+from utils import DataError, logger, run_cli, set_device
 
 from predictor import Predictor
 

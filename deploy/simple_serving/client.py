@@ -1,22 +1,23 @@
 """Send texts to the SimpleServer (server.py) and print the labels it returns."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.error
 import urllib.request
 
+from cli import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--max_seq_len", default=128, type=int, help="The maximum total input sequence length after tokenization.")
-parser.add_argument("--batch_size", default=1, type=int, help="Batch size the server uses for these texts.")
-parser.add_argument("--prob_limit", default=None, type=float, help="One threshold for every label; by default the server uses the exported per-label thresholds.")
+parser = ArgumentParser(description=__doc__)
+parser.add_argument("--max_seq_len", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization.")
+parser.add_argument("--batch_size", default=1, type=POSITIVE_INT, help="Batch size the server uses for these texts.")
+parser.add_argument("--prob_limit", default=None, type=PROBABILITY, help="One threshold for every label; by default the server uses the exported per-label thresholds.")
 parser.add_argument("--url", default="http://127.0.0.1:8189/models/cls_multi_label", help="The server's model route.")
 parser.add_argument("--input_file", default=None, help="Texts to label, one per line (default: three example sentences).")
-parser.add_argument("--timeout", default=60, type=float, help="Seconds to wait for the answer.")
-parser.add_argument("--wait", default=0, type=float, help="Seconds to wait for a server that is still starting (it loads its model first); 0: fail at once.")
+parser.add_argument("--timeout", default=60, type=POSITIVE_FLOAT, help="Seconds to wait for the answer.")
+parser.add_argument("--wait", default=0, type=NON_NEGATIVE_FLOAT, help="Seconds to wait for a server that is still starting (it loads its model first); 0: fail at once.")
 # yapf: enable
 
 EXAMPLES = [

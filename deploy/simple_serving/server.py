@@ -31,9 +31,10 @@ from paddlenlp import SimpleServer
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
+from cli import NON_NEGATIVE_INT, PORT, ArgumentParser
 from pipeline import TextPipeline, sigmoid
 from serving import label_response, request_texts
-from utils import NON_NEGATIVE_INT, ArgumentParser, DataError, logger, run_cli
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +42,7 @@ parser.add_argument("--export_dir", default=os.environ.get("EXPORT_DIR", "../../
 parser.add_argument("--device", choices=["gpu", "cpu"], default=os.environ.get("DEVICE", "gpu"), help="Device that runs the model, defaults to gpu (as the reference's server).")
 parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"), help="Which gpu runs the model.")
 parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
-parser.add_argument("--port", type=NON_NEGATIVE_INT, default=8189, help="Port to listen on.")
+parser.add_argument("--port", type=PORT, default=8189, help="Port to listen on.")
 # yapf: enable
 
 

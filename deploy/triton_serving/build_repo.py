@@ -25,8 +25,9 @@ import shutil
 from pathlib import Path
 
 import pipeline
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
-from utils import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser, DataError, logger, run_cli
+from utils import DataError, logger, run_cli
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

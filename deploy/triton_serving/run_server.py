@@ -15,12 +15,14 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from cli import PORT, ArgumentParser
+
 # yapf: disable
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_repository", default="./models", help="Repository written by build_repo.py.")
 parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
-parser.add_argument("--http_port", type=int, default=8000, help="HTTP port.")
-parser.add_argument("--grpc_port", type=int, default=8001, help="gRPC port.")
+parser.add_argument("--http_port", type=PORT, default=8000, help="HTTP port.")
+parser.add_argument("--grpc_port", type=PORT, default=8001, help="gRPC port.")
 parser.add_argument("--work_dir", default=str(Path.home() / ".cache/triton_serving"), help="Where the server copy lives.")
 # yapf: enable
 

@@ -12,6 +12,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from cli import NON_NEGATIVE_FLOAT, POSITIVE_INT, ArgumentParser
+
 EXAMPLES = [
     "经审理查明，原告王某某与被告刘某某于1996年经人介绍相识，后二人自由恋爱，婚后育有一子。",
     "2015年3月，被告离家外出务工，双方分居至今，原告诉至本院，要求与被告离婚。",
@@ -20,12 +22,12 @@ EXAMPLES = [
 
 
 def build_parser(default_url: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=default_url, help="host:port of the server.")
     parser.add_argument("--model_name", default="seqcls", help="The ensemble to query.")
     parser.add_argument("--input_file", default=None, help="Texts to label, one per line (default: three examples).")
-    parser.add_argument("--batch_size", type=int, default=32, help="Texts per request.")
-    parser.add_argument("--wait", type=float, default=0, help="Seconds to wait for a server that is still loading its models; 0: fail at once.")
+    parser.add_argument("--batch_size", type=POSITIVE_INT, default=32, help="Texts per request.")
+    parser.add_argument("--wait", type=NON_NEGATIVE_FLOAT, default=0, help="Seconds to wait for a server that is still loading its models; 0: fail at once.")
     return parser
 
 
@@ -65,8 +67,8 @@ def connect(url: str, model_name: str, client_module, wait: float) -> SyncTriton
             time.sleep(1)
 
 
-def main(default_url: str = "localhost:8001", client_module=grpcclient) -> None:
-    args = build_parser(default_url).parse_args()
+def main(argv: list[str] | None = None, default_url: str = "localhost:8001", client_module=grpcclient) -> None:
+    args = build_parser(default_url).parse_args(argv)
     if args.input_file:
         with open(args.input_file, encoding="utf-8-sig") as handle:
             texts = [line.rstrip("\r\n") for line in handle if line.strip()]

@@ -4,4 +4,4 @@ import tritonclient.http as httpclient
 from seqcls_grpc_client import main
 
 if __name__ == "__main__":
-    main("localhost:8000", httpclient)
+    main(default_url="localhost:8000", client_module=httpclient)
