@@ -1,6 +1,6 @@
 """Accuracy of the scratch recipe on a real data set, next to a TF-IDF + logistic-regression baseline.
 
-Usage: python bench/accuracy.py [--dataset_dir ../shared/data/divorce] [--preset tiny] [--epochs 15]
+Usage: python bench/accuracy.py --dataset_dir divorce [--preset tiny] [--epochs 15]
 
 Runs the real command-line scripts (scratch_model.py -> train.py --tune_thresholds -> predict.py on
 test.txt) and reports micro/macro F1 on test.txt at the global 0.5 threshold and at the per-label
@@ -25,7 +25,7 @@ from metric import MetricReport
 ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/accuracy"))
 parser.add_argument("--preset", default="tiny")
 parser.add_argument("--scratch_args", default="", help="more scratch_model.py arguments, e.g. '--dropout 0.1'")

@@ -1,6 +1,6 @@
 """The reference's data-optimisation experiment, in spirit, on a 500-sentence training subset.
 
-Usage: python bench/analysis_bench.py [--dataset_dir ../shared/data/divorce] [--seeds 3 4]
+Usage: python bench/analysis_bench.py --dataset_dir divorce [--seeds 3 4]
 
 1. Draw 500 training sentences (fixed seed) and give 50 of them wrong labels (each loses its
    labels and gets 1-2 labels it did not have).
@@ -29,7 +29,7 @@ from metric import MetricReport
 ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/analysis"))
 parser.add_argument("--subset", type=int, default=500)
 parser.add_argument("--noisy", type=int, default=50)

@@ -1,6 +1,6 @@
 """Few-shot: prompt learning (few-shot/train.py) against plain fine-tuning (train.py) on K examples per label.
 
-Usage: python bench/few_shot_bench.py [--dataset_dir ../shared/data/divorce] [--shots 4] [--seeds 1 2 3]
+Usage: python bench/few_shot_bench.py --dataset_dir divorce [--shots 4] [--seeds 1 2 3]
                                       [--mlm_epochs 0 30]
 
 For each seed, K training and K dev sentences per label are drawn from train.txt (the reference's
@@ -25,7 +25,7 @@ from data_io import load_examples, multi_hot, read_label_list, read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/few_shot"))
 parser.add_argument("--shots", type=int, default=4, help="training (and dev) sentences per label")
 parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

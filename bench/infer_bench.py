@@ -1,7 +1,7 @@
 """CPU inference speed of every backend and precision, and the F1 each keeps on a trained model.
 
-Usage: python bench/infer_bench.py [--dataset_dir ../shared/data/divorce]
-                                   [--trained_checkpoint bench/out/acc_final/checkpoint ...]
+Usage: python bench/infer_bench.py --dataset_dir divorce
+                                   [--trained_checkpoint bench/out/accuracy/checkpoint ...]
 
 1. Speed: a scratch model with the ernie-3.0-medium-zh shape (6 layers, hidden 768: the cost of
    the real weights) is exported with export_model.py and labels the dev texts with each variant,
@@ -40,8 +40,8 @@ from utils import batched, set_device
 ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
-parser.add_argument("--trained_checkpoint", nargs="+", default=[str(ROOT / "bench/out/acc_final/checkpoint")],
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
+parser.add_argument("--trained_checkpoint", nargs="+", default=[str(ROOT / "bench/out/accuracy/checkpoint")],
                     help="checkpoints trained on dataset_dir (bench/accuracy.py writes one)")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/infer"))
 parser.add_argument("--num_threads", type=int, default=2)

@@ -1,6 +1,6 @@
 """Training step time on CPU: paddlenlp's -1e4 attention mask vs ours, random vs length-grouped batches.
 
-Usage: python bench/mask_speed.py [--dataset_dir ../shared/data/divorce] [--steps 12]
+Usage: python bench/mask_speed.py --dataset_dir divorce [--steps 12]
 
 Part 1 times single steps on one randomly padded 32 x 128 batch (and the same batch without
 padding), interleaving the cases so machine noise hits all of them alike, and checks that the
@@ -27,7 +27,7 @@ from training import encode_examples, labelled_batch
 from utils import set_device
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset_dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--steps", type=int, default=12, help="timed steps per case (after one warm-up step)")
 parser.add_argument("--batch_size", type=int, default=32)
 parser.add_argument("--max_seq_length", type=int, default=128)

@@ -1,6 +1,6 @@
 """Width pruning: F1 and CPU throughput of the unpruned model and each width, FP32 and INT8.
 
-Usage: python bench/prune_bench.py --teacher bench/out/prune/teacher [--dataset_dir ../shared/data/divorce]
+Usage: python bench/prune_bench.py --teacher bench/out/prune/teacher --dataset_dir divorce
 
 1. Accuracy and speed of a trained model: prune.py prunes --teacher (a checkpoint trained on
    dataset_dir with 12 heads, so that 3/4, 2/3 and 1/2 are all valid); the teacher is exported
@@ -45,7 +45,7 @@ from infer_bench import export, medium_checkpoint, timed_batches
 ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--teacher", default=str(ROOT / "bench/out/prune/teacher"), help="trained checkpoint to prune")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/prune"))
 parser.add_argument("--width_mult_list", nargs="+", default=["3/4", "2/3", "1/2"])

@@ -46,7 +46,7 @@ post = load_script("deploy/simple_serving/client.py").post
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default=str(ROOT / "bench/out/infer/trained_export_0"))
-parser.add_argument("--dataset_dir", default=str(ROOT.parent / "shared/data/divorce"))
+parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--clients", type=int, default=8)
 parser.add_argument("--requests", type=int, default=200, help="requests per client")
 

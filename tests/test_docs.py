@@ -2,9 +2,11 @@
 accepts, and no document holds pasted tool output or paths outside a user's clone."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,6 +19,13 @@ DOCS = sorted(path for path in ROOT.rglob("*.md") if not SKIPPED_DIRS & set(path
 UNLOADABLE = {"deploy/paddle_serving/service.py", "deploy/paddle_serving/rpc_client.py",
               "deploy/paddle_serving/http_client.py", "deploy/simple_serving/server.py"}
 TOOL_OUTPUT = re.compile(r"^\[Paddle2ONNX\]|Folding Constants|/tmp/tmp[a-z0-9_]{4,}|^\[[IWE]\] ", re.M)
+# Options naming a file or directory a command reads (a value without "/" or a leading "." is a model
+# name or a file name inside the dataset directory) and options naming what it writes.
+PATH_INPUTS = {"--dataset_dir", "--data_dir", "--params_path", "--params_dir", "--model_path_prefix", "--export_dir",
+               "--model_name", "--model_name_or_path", "--init_from_ckpt", "--model_repository", "--input_file",
+               "--trained_checkpoint", "--teacher"}
+PATH_OUTPUTS = {"--output_dir", "--save_dir", "--output_path", "--output_file", "--log_dir", "--out_dir", "--out"}
+MAKE_DEMO_OUTPUT = ROOT / "demo_out"  # what `make demo` writes, for documents that build on it
 OUTSIDE_PATH = re.compile(r"(^|[ (`])/(root|work|home|tmp|usr|opt)/|\.\./shared/", re.M)
 
 
@@ -24,9 +33,9 @@ def code_blocks(doc: Path) -> list[str]:
     return re.findall(r"^```[a-z]*\n(.*?)^```", doc.read_text(encoding="utf-8"), re.M | re.S)
 
 
-def documented_commands(doc: Path) -> list[tuple[str, str, list[str]]]:
-    """(script as written, its path from the repository root, its --flags) of each `python X.py` in the blocks."""
-    commands = []
+def shell_commands(doc: Path) -> Iterator[tuple[Path, list[str]]]:
+    """(working directory, words) of each command in the document's code blocks, in reading order,
+    following `cd` (a block starts in the document's directory)."""
     for block in code_blocks(doc):
         cwd = doc.parent
         for line in block.replace("\\\n", " ").splitlines():
@@ -38,15 +47,27 @@ def documented_commands(doc: Path) -> list[tuple[str, str, list[str]]]:
                 if words[:1] == ["cd"] and len(words) > 1:
                     cwd = cwd / words[1] if (cwd / words[1]).is_dir() else ROOT / words[1]
                     continue
-                if not words or not re.fullmatch(r"(\S*/)?python3?", words[0]):
-                    continue
-                scripts = [i for i, word in enumerate(words) if word.endswith(".py")]
-                if not scripts:
-                    continue
-                script = words[scripts[0]]
-                flags = [word.split("=")[0] for word in words[scripts[0] + 1:]
-                         if word.startswith("--") and " " not in word]  # not a quoted argument string
-                commands.append((script, resolve(script, cwd, doc), flags))
+                if words:
+                    yield cwd, words
+
+
+def python_script(words: list[str]) -> int | None:
+    """The index of the script in `python X.py ...` (also `python -m paddle.distributed.launch ... X.py`)."""
+    if not re.fullmatch(r"(\S*/)?python3?", words[0]):
+        return None
+    return next((i for i, word in enumerate(words) if word.endswith(".py")), None)
+
+
+def documented_commands(doc: Path) -> list[tuple[str, str, list[str]]]:
+    """(script as written, its path from the repository root, its --flags) of each `python X.py` in the blocks."""
+    commands = []
+    for cwd, words in shell_commands(doc):
+        script_at = python_script(words)
+        if script_at is None:
+            continue
+        flags = [word.split("=")[0] for word in words[script_at + 1:]
+                 if word.startswith("--") and " " not in word]  # not a quoted argument string
+        commands.append((words[script_at], resolve(words[script_at], cwd, doc), flags))
     return commands
 
 
@@ -55,6 +76,46 @@ def resolve(script: str, cwd: Path, doc: Path) -> str:
         if (base / script).is_file():
             return str((base / script).resolve().relative_to(ROOT))
     return ""
+
+
+def option_values(words: list[str], options: set[str]) -> list[str]:
+    values = []
+    for position, word in enumerate(words):
+        name, equals, value = word.partition("=")
+        if name in options:
+            values.append(value if equals else words[position + 1] if position + 1 < len(words) else "")
+    return values
+
+
+def candidates(path: str, cwd: Path) -> list[Path]:
+    """Where a relative path may point: from the command's directory, or from the repository root."""
+    return [Path(os.path.normpath(base / path)) for base in (cwd, ROOT)]
+
+
+def created_paths(doc: Path, created: set[Path] | None = None) -> tuple[set[Path], list[str]]:
+    """What the document's commands create, in order, and the paths its commands read that neither exist
+    in the repository nor were created by an earlier command (`created` seeds what already exists)."""
+    created = set(created or ())
+    missing = []
+
+    def exists(path: str, cwd: Path) -> bool:
+        return any(place.exists() or any(place == made or made in place.parents for made in created)
+                   for place in candidates(path, cwd))
+
+    for cwd, words in shell_commands(doc):
+        if words[0] == "tar":
+            created.update(place.with_name(place.name.removesuffix(".tar.gz"))
+                           for archive in words[1:] if archive.endswith(".tar.gz") for place in candidates(archive, cwd))
+        if words[0] == "mkdir":
+            created.update(place for word in words[1:] if not word.startswith("-") for place in candidates(word, cwd))
+        if python_script(words) is None:
+            continue
+        for path in option_values(words, PATH_INPUTS):
+            if (path.startswith(".") or "/" in path) and not exists(path, cwd):
+                missing.append(f"{' '.join(words[:python_script(words) + 1])} reads {path}")
+        for path in option_values(words, PATH_OUTPUTS):
+            created.update(candidates(path, cwd))
+    return created, missing
 
 
 def accepted_flags(script: str) -> set[str]:
@@ -84,6 +145,15 @@ def test_no_tool_output_or_outside_paths_in_documents(doc):
                                           f"{text[OUTSIDE_PATH.search(text).start():][:60]!r}"
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=[str(doc.relative_to(ROOT)) for doc in DOCS])
+def test_documented_paths_exist_or_are_made_by_an_earlier_command(doc):
+    """The main README is followed from a fresh clone in reading order; the other documents build on
+    what it, `make demo` and the other documents' commands create."""
+    everything_made = set().union(*(created_paths(other, {MAKE_DEMO_OUTPUT})[0] for other in DOCS))
+    _, missing = created_paths(doc, {MAKE_DEMO_OUTPUT} if doc == ROOT / "README.md" else everything_made)
+    assert not missing, f"{doc.relative_to(ROOT)}: " + "; ".join(missing)
+
+
 def test_the_checker_finds_commands_flags_and_wrong_paths(tmp_path):
     """The checks above read what they claim to read."""
     doc = ROOT / "README.md"
@@ -98,3 +168,10 @@ def test_the_checker_finds_commands_flags_and_wrong_paths(tmp_path):
     assert found[0] == ("nowhere.py", "", ["--x"]) and found[1][1:] == ("deploy/predictor/infer.py", ["--bogus"])
     assert "--bogus" not in accepted_flags("deploy/predictor/infer.py")
     assert TOOL_OUTPUT.search(fake.read_text(encoding="utf-8"))
+    fake.write_text("```bash\npython predict.py --params_path ./ckpt --dataset_dir data\n"
+                    "python train.py --dataset_dir data --save_dir ./ckpt\npython predict.py --params_path ./ckpt\n"
+                    "python predict.py --params_path ./ckpt/sub --model_name ernie-3.0-medium-zh\n"
+                    "wget x/divorce.tar.gz && tar -zxvf divorce.tar.gz\n"
+                    "python train.py --dataset_dir divorce --model_name ./nowhere\n```\n", encoding="utf-8")
+    _, missing = created_paths(fake)
+    assert missing == ["python predict.py reads ./ckpt", "python train.py reads ./nowhere"]
