@@ -14,7 +14,7 @@ from tqdm import tqdm
 from cli import POSITIVE_INT, SEED, ArgumentParser, bounded
 from data_io import format_labels, load_examples, read_label_list
 from modeling import load_tokenizer, plain_vocabulary
-from utils import DataError, logger, run_cli
+from utils import DataError, logger, run_cli, set_device
 
 from augment import AUG_TYPES, STRATEGIES, build_augmenter, read_custom_dictionary
 from common import write_rows
@@ -27,7 +27,7 @@ parser.add_argument("--aug_strategy", choices=list(STRATEGIES), default='substit
 parser.add_argument("--aug_type", choices=list(AUG_TYPES), default='synonym', help="Select data augmentation type for substitute and insert: synonym/homonym/mlm need PaddleNLP's downloads; random and custom run offline")
 parser.add_argument("--create_n", type=POSITIVE_INT, default=2, help="Number of augmented sequences.")
 parser.add_argument("--aug_percent", type=bounded(float, 0, 1, low_open=True), default=0.1, help="Percentage of augmented words in sequences.")
-parser.add_argument('--device', default="gpu", help="Accepted for the reference's command line; the augmentation strategies here run without a model, so the device is not used.")
+parser.add_argument('--device', default="gpu", help="Device of the masked language model of --aug_type mlm; the other types use no model.")
 parser.add_argument("--label_file", type=str, default=None, help="Label file (default: label.txt next to train_path).")
 parser.add_argument("--params_path", type=str, default="../checkpoint/", help="Model directory whose vocabulary --aug_type random draws words from.")
 parser.add_argument("--custom_file", type=str, default=None, help="JSON dictionary {word: [replacements]} for --aug_type custom.")
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"--aug_path {aug_path} would overwrite the training file")
     label_list = read_label_list(args.label_file or train_path.with_name("label.txt"))
     custom = read_custom_dictionary(args.custom_file) if args.aug_type == "custom" else None
+    if args.aug_type == "mlm" and args.aug_strategy in ("substitute", "insert"):
+        set_device(args.device)
     augmenter = build_augmenter(args.aug_strategy, args.aug_type, args.create_n, args.aug_percent,
                                 vocabulary(args), custom, args.seed)
     examples = load_examples(train_path, label_list)

@@ -242,3 +242,15 @@ def test_download_only_types_fail_with_the_offline_alternatives(keyword_data, tm
     result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
                       tmp_path / "aug.txt", "--aug_type", "custom")
     assert result.returncode == 2 and "--aug_type custom needs --custom_file words.json" in result.stderr
+
+
+def test_device_is_used_by_the_mlm_type_only(keyword_data, tmp_path):
+    """--device selects where the mlm type's language model runs; a GPU on this CPU build is a clear
+    error before any download, while the model-free types ignore it."""
+    result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
+                      tmp_path / "aug.txt", "--aug_type", "mlm", "--device", "gpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--device gpu:" in result.stderr and "use --device cpu on a machine without GPU" in result.stderr
+    result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
+                      tmp_path / "aug.txt", "--aug_strategy", "swap", "--device", "gpu")
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -154,6 +154,13 @@ def test_documented_paths_exist_or_are_made_by_an_earlier_command(doc):
     assert not missing, f"{doc.relative_to(ROOT)}: " + "; ".join(missing)
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=[str(doc.relative_to(ROOT)) for doc in DOCS])
+def test_relative_links_point_at_files_of_the_repository(doc):
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8"))
+    broken = [target for target in targets if "://" not in target and not (doc.parent / target).exists()]
+    assert not broken, f"{doc.relative_to(ROOT)}: links to missing files: {broken}"
+
+
 def test_the_checker_finds_commands_flags_and_wrong_paths(tmp_path):
     """The checks above read what they claim to read."""
     doc = ROOT / "README.md"
