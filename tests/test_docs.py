@@ -120,11 +120,8 @@ def created_paths(doc: Path, created: set[Path] | None = None) -> tuple[set[Path
 
 def accepted_flags(script: str) -> set[str]:
     module = load_script(script)
-    if hasattr(module, "parser"):
-        return set(module.parser._option_string_actions)
-    if hasattr(module, "build_parser"):
-        return set(module.build_parser("localhost:0")._option_string_actions)
-    return set()  # a script without options (data/generate.py)
+    parser = module.parser if hasattr(module, "parser") else module.build_parser("localhost:0")
+    return set(parser._option_string_actions)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[str(doc.relative_to(ROOT)) for doc in DOCS])

@@ -139,7 +139,7 @@ def test_client_prints_label_names(server, tmp_path):
 def test_the_reference_default_gpu_on_a_cpu_build_is_one_clear_error(exported):
     """The server runs on GPU 0 by default, as the reference's does; without a GPU build it says what to do."""
     export_dir, _ = exported
-    result = run_script("deploy/simple_serving/server.py", "--export_dir", export_dir, "--port", "0")
+    result = run_script("deploy/simple_serving/server.py", "--export_dir", export_dir, "--port", free_port())
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "this Paddle build has no GPU support: serve on the CPU with --device cpu" in result.stderr
 
