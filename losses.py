@@ -2,32 +2,140 @@
 
 Training, the evaluation loss logged on dev, pruning's importance scores and distillation all take
 their loss from here, so a new loss changes every one of them at once. Targets are multi-hot
-[batch, labels] floats; soft targets (a teacher's probabilities) are allowed.
+[batch, labels] floats; soft targets (a teacher's probabilities) are allowed except for `zlpr`.
+
+Rare labels are why there is more than `bce`: with a few positives among thousands of negatives,
+plain BCE learns to say "no" to a rare label and macro F1 suffers. The alternatives reweight the
+positives (`bce_pos_weight`), down-weight the easy examples (`focal`), or do both asymmetrically
+(`asl`); `zlpr` compares each text's positive logits with its negative ones instead of each with a
+fixed 0.5. Every one keeps the decision rule of the suite: a label is predicted when its logit is
+above 0 (sigmoid above the 0.5 default threshold), so thresholds, tuning and serving are unchanged.
+All are computed in log space (softplus, logsumexp): logits of +-100 give finite values and gradients.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from utils import DataError
 
 LossFunction = Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor]
+TINY = 1e-12  # keeps pow() differentiable at a base of exactly 0
 
 
-def binary_cross_entropy(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+@dataclass
+class LossSettings:
+    """The parameters a loss may need; each loss reads only its own."""
+
+    pos_weight: np.ndarray | None = None  # per label, for bce_pos_weight (see positive_weights)
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+
+
+def positive_weights(label_counts: np.ndarray, num_texts: int, max_weight: float = 10.0) -> np.ndarray:
+    """clip(sqrt(negatives / positives), 1, max_weight) per label: the square root damps the weight of
+    very rare labels (a full neg/pos ratio of 500 makes training unstable), the clip keeps frequent
+    labels at 1 and a label absent from the training file at `max_weight` (never inf)."""
+    positives = np.asarray(label_counts, dtype="float64")
+    ratio = np.sqrt((num_texts - positives) / np.maximum(positives, 1e-12))
+    return np.clip(ratio, 1.0, max_weight).astype("float32")
+
+
+def _log_probs(logits: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """log sigmoid(x) and log (1 - sigmoid(x)), exact for any logit."""
+    return -F.softplus(-logits), -F.softplus(logits)
+
+
+def binary_cross_entropy(settings: LossSettings) -> LossFunction:
     """Mean over texts and labels of the per-label sigmoid cross-entropy: each label is its own
     yes/no question, as in the reference (BCEWithLogitsLoss)."""
-    return F.binary_cross_entropy_with_logits(logits, paddle.cast(targets, logits.dtype))
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, paddle.cast(targets, logits.dtype))
+
+    return loss
 
 
-LOSSES: dict[str, LossFunction] = {
+def weighted_binary_cross_entropy(settings: LossSettings) -> LossFunction:
+    """BCE with each label's positive term multiplied by its weight (`positive_weights`)."""
+    if settings.pos_weight is None:
+        raise DataError("the loss bce_pos_weight needs per-label weights (--pos_weight auto or a file)")
+    weight = paddle.to_tensor(np.asarray(settings.pos_weight, dtype="float32"))
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        targets = paddle.cast(targets, logits.dtype)
+        log_p, log_not_p = _log_probs(logits)
+        return -(weight * targets * log_p + (1 - targets) * log_not_p).mean()
+
+    return loss
+
+
+def focal(settings: LossSettings) -> LossFunction:
+    """Focal loss (Lin et al. 2017) per label: BCE scaled by (1 - p_t)^gamma, so the many easy
+    negatives of a rare label stop dominating the gradient."""
+    gamma = settings.focal_gamma
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        targets = paddle.cast(targets, logits.dtype)
+        log_p, log_not_p = _log_probs(logits)
+        p, not_p = F.sigmoid(logits), F.sigmoid(-logits)
+        return -(targets * (not_p + TINY) ** gamma * log_p + (1 - targets) * (p + TINY) ** gamma * log_not_p).mean()
+
+    return loss
+
+
+def asymmetric(settings: LossSettings) -> LossFunction:
+    """Asymmetric loss (Ridnik et al. 2021): focusing gamma_pos on positives, a stronger gamma_neg on
+    negatives, and negatives whose probability is below `clip` ignored (probability shifted by clip)."""
+    gamma_pos, gamma_neg, clip = settings.asl_gamma_pos, settings.asl_gamma_neg, settings.asl_clip
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        targets = paddle.cast(targets, logits.dtype)
+        log_p, log_not_p = _log_probs(logits)
+        p, not_p = F.sigmoid(logits), F.sigmoid(-logits)
+        shifted = paddle.clip(p - clip, min=0.0)  # the negative's probability after the margin
+        log_not_shifted = paddle.log(paddle.clip(not_p + clip, max=1.0)) if clip > 0 else log_not_p
+        positive = (not_p + TINY) ** gamma_pos * log_p
+        negative = (shifted + TINY) ** gamma_neg * log_not_shifted
+        return -(targets * positive + (1 - targets) * negative).mean()
+
+    return loss
+
+
+def zlpr(settings: LossSettings) -> LossFunction:
+    """ZLPR, the multi-label softmax ("multilabel categorical cross-entropy", Su 2020; Huang et al.
+    2022): log(1 + sum over negatives of e^s) + log(1 + sum over positives of e^-s), averaged over
+    texts. It pushes every positive logit above 0 and every negative below 0, so its decision
+    boundary is the logit 0 that the 0.5 threshold of sigmoid(logit) already means."""
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        targets = paddle.cast(targets, logits.dtype)
+        zero = paddle.zeros_like(logits[:, :1])
+        excluded = paddle.full_like(logits, -1e12)
+        negatives = paddle.where(targets > 0.5, excluded, logits)
+        positives = paddle.where(targets > 0.5, -logits, excluded)
+        return (paddle.logsumexp(paddle.concat([zero, negatives], axis=1), axis=1)
+                + paddle.logsumexp(paddle.concat([zero, positives], axis=1), axis=1)).mean()
+
+    return loss
+
+
+LOSSES: dict[str, Callable[[LossSettings], LossFunction]] = {
     "bce": binary_cross_entropy,
+    "bce_pos_weight": weighted_binary_cross_entropy,
+    "focal": focal,
+    "asl": asymmetric,
+    "zlpr": zlpr,
 }
 
 
-def get_loss(name: str) -> LossFunction:
+def get_loss(name: str, settings: LossSettings | None = None) -> LossFunction:
     if name not in LOSSES:
         raise DataError(f"unknown loss {name!r}; registered losses: {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return LOSSES[name](settings or LossSettings())

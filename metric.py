@@ -17,6 +17,8 @@ from paddlenlp.utils.log import logger
 
 # A label needs at least this many positive dev examples to get its own tuned threshold.
 MIN_TUNING_SUPPORT = 5
+LISTED_LABELS = 30  # more labels than this are summarised in logs, listed in files
+LOGGED_EACH = 10
 
 
 def _safe_div(num, den):
@@ -91,13 +93,18 @@ class MetricReport(paddle.metric.Metric):
         return figures["micro_f1"], figures["macro_f1"]
 
     def report(self) -> None:
-        """Log a per-class table like scikit-learn's classification_report."""
+        """Log a per-class table like scikit-learn's classification_report (with many labels, only
+        the most frequent and the worst; see `labels_to_log`)."""
         figures = self.figures()
         per_class = figures["per_class"]
         names = self.label_names or [str(i) for i in range(len(per_class["f1"]))]
-        width = max(12, *(len(n) * 2 for n in names))
+        shown = labels_to_log(per_class)
+        width = max(12, *(len(names[i]) * 2 for i in shown))
         lines = [f"{'':{width}s} precision    recall  f1-score   support"]
-        for i, name in enumerate(names):
+        if len(shown) < len(names):
+            lines.insert(0, f"{len(names)} labels: the {LOGGED_EACH} most frequent and the {LOGGED_EACH} worst below")
+        for i in shown:
+            name = names[i]
             pad = width - len(name)  # CJK characters take two columns
             lines.append(f"{' ' * pad}{name} {per_class['precision'][i]:9.4f} {per_class['recall'][i]:9.4f} "
                          f"{per_class['f1'][i]:9.4f} {per_class['support'][i]:9d}")
@@ -111,6 +118,19 @@ class MetricReport(paddle.metric.Metric):
         return self._name
 
 
+def labels_to_log(per_class: dict) -> list[int]:
+    """Label ids for a log: all of them up to LISTED_LABELS, else the LOGGED_EACH most frequent and the
+    LOGGED_EACH with the lowest F1 among those with support (a log line per label of thousands helps
+    nobody; the files written beside have every label)."""
+    support, f1 = np.asarray(per_class["support"]), np.asarray(per_class["f1"])
+    if len(support) <= LISTED_LABELS:
+        return list(range(len(support)))
+    frequent = np.argsort(-support, kind="stable")[:LOGGED_EACH]
+    with_support = np.flatnonzero(support > 0)
+    worst = with_support[np.argsort(f1[with_support], kind="stable")][:LOGGED_EACH]
+    return list(dict.fromkeys([*frequent.tolist(), *worst.tolist()]))
+
+
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
                     min_support: int = MIN_TUNING_SUPPORT, max_rounds: int = 10) -> np.ndarray:
     """Per-label thresholds that maximise (micro F1 + macro F1) / 2 on (dev) data.
@@ -120,25 +140,28 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
     Instead, coordinate ascent: one label at a time, every cut between its sorted probabilities is
     scored with the other labels fixed, until no label changes. Labels with fewer than
     `min_support` positives keep `default`: a threshold fitted to a handful would not generalise.
+    Running totals make one round linear in labels x examples, so thousands of labels tune in seconds.
     """
     labels = labels > 0.5
     num_examples, num_labels = probs.shape
     thresholds = np.full(num_labels, default, dtype="float32")
     preds = probs > thresholds
     tp, fp, fn = (preds & labels).sum(0), (preds & ~labels).sum(0), (~preds & labels).sum(0)
-    tunable = [j for j in range(num_labels) if labels[:, j].sum() >= min_support]
+    label_f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
+    tp_total, fp_total, fn_total, f1_total = int(tp.sum()), int(fp.sum()), int(fn.sum()), float(label_f1.sum())
+    tunable = np.flatnonzero(labels.sum(0) >= min_support)
+    orders = np.argsort(-probs[:, tunable], axis=0, kind="stable")  # once: time stays labels x examples
+    positions = np.arange(num_examples + 1)
     for _ in range(max_rounds):
         changed = False
-        for j in tunable:
-            order = np.argsort(-probs[:, j], kind="stable")
+        for column, j in enumerate(tunable):
+            order = orders[:, column]
             sorted_probs = probs[order, j]
             tp_k = np.concatenate([[0], np.cumsum(labels[order, j])])  # predict the top k as positive
-            fp_k, fn_k = np.arange(num_examples + 1) - tp_k, tp_k[-1] - tp_k
-            others = [np.delete(x, j) for x in (tp, fp, fn)]
-            micro = _safe_div(2 * (others[0].sum() + tp_k),
-                              2 * (others[0].sum() + tp_k) + others[1].sum() + fp_k + others[2].sum() + fn_k)
-            macro = (_safe_div(2 * others[0], 2 * others[0] + others[1] + others[2]).sum()
-                     + _safe_div(2 * tp_k, 2 * tp_k + fp_k + fn_k)) / num_labels
+            fp_k, fn_k = positions - tp_k, tp_k[-1] - tp_k
+            tp_rest, fp_rest, fn_rest = tp_total - tp[j], fp_total - fp[j], fn_total - fn[j]
+            micro = _safe_div(2 * (tp_rest + tp_k), 2 * (tp_rest + tp_k) + fp_rest + fp_k + fn_rest + fn_k)
+            macro = (f1_total - label_f1[j] + _safe_div(2 * tp_k, 2 * tp_k + fp_k + fn_k)) / num_labels
             # a cut is only possible between distinct probabilities (the rule is prob > threshold)
             cuttable = np.concatenate([[True], sorted_probs[:-1] > sorted_probs[1:], [True]])
             score = np.where(cuttable, (micro + macro) / 2, -1.0)
@@ -150,7 +173,11 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
             lower = sorted_probs[best] if best < num_examples else 0.0
             middle = np.float32((float(upper) + float(lower)) / 2)
             thresholds[j] = middle if lower <= middle < upper else lower  # adjacent floats: cut at lower
+            tp_total, fp_total, fn_total = tp_rest + tp_k[best], fp_rest + fp_k[best], fn_rest + fn_k[best]
             tp[j], fp[j], fn[j] = tp_k[best], fp_k[best], fn_k[best]
+            new_f1 = float(_safe_div(2 * tp[j], 2 * tp[j] + fp[j] + fn[j]))
+            f1_total += new_f1 - label_f1[j]
+            label_f1[j] = new_f1
             changed = True
         if not changed:
             break

@@ -16,10 +16,20 @@ import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
-from cli import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEED, SEQ_LENGTH, ArgumentParser
+from cli import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SEED,
+    SEQ_LENGTH,
+    UNIT_INTERVAL_OPEN,
+    ArgumentParser,
+    bounded,
+)
 from data_io import load_examples, read_label_list
-from losses import LOSSES, get_loss
-from metric import MetricReport, tune_thresholds
+from losses import LOSSES, LossSettings, get_loss, positive_weights
+from metric import LISTED_LABELS, MetricReport, tune_thresholds
 from modeling import (
     check_label_list,
     dygraph_pipeline,
@@ -40,6 +50,7 @@ from training import (
     evaluate,
     labelled_batches,
     predict_logits,
+    repeat_factors,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
 
@@ -67,6 +78,14 @@ parser.add_argument("--label_file", type=str, default="label.txt", help="Label f
 parser.add_argument("--threshold", type=PROBABILITY, default=0.5, help="Decision threshold on the sigmoid probability (prob > threshold).")
 parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="Initial bias of a freshly initialised classifier head: the log-odds of each label's training frequency (prior) or 0.")
 parser.add_argument("--loss", choices=list(LOSSES), default="bce", help="Training loss (losses.py); the logged eval loss is the same loss.")
+parser.add_argument("--pos_weight", default="auto", help="For --loss bce_pos_weight: auto (clip(sqrt(negatives / positives), 1, --pos_weight_max) per label, counted on the training file) or a file with one weight per line, in label file order.")
+parser.add_argument("--pos_weight_max", type=bounded(float, 1), default=10.0, help="Upper clip of the automatic positive weights.")
+parser.add_argument("--focal_gamma", type=NON_NEGATIVE_FLOAT, default=2.0, help="For --loss focal: the focusing exponent (0 is BCE).")
+parser.add_argument("--asl_gamma_neg", type=NON_NEGATIVE_FLOAT, default=4.0, help="For --loss asl: the focusing exponent of negatives.")
+parser.add_argument("--asl_gamma_pos", type=NON_NEGATIVE_FLOAT, default=0.0, help="For --loss asl: the focusing exponent of positives.")
+parser.add_argument("--asl_clip", type=UNIT_INTERVAL_OPEN, default=0.05, help="For --loss asl: negatives below this probability are ignored (probability margin).")
+parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
+parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
 # yapf: enable
 
@@ -124,14 +143,15 @@ def train(args: argparse.Namespace) -> dict:
         init_classifier_bias(model, train_data.targets.mean(0))
     if args.init_from_ckpt:
         load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
-    batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank)
+    batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank,
+                               text_repeats(args, train_data.targets))
     if world_size > 1:
         model = paddle.DataParallel(model)
 
     total_steps = len(batches) * args.epochs
     lr_scheduler = build_lr_scheduler(args, total_steps)
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
-    loss_function = get_loss(args.loss)
+    loss_function = get_loss(args.loss, loss_settings(args, train_data.targets, dataset / args.label_file))
     thresholds = np.full(len(label_list), args.threshold, dtype="float32")
 
     if rank == 0:
@@ -190,6 +210,48 @@ def train(args: argparse.Namespace) -> dict:
     return results
 
 
+def read_pos_weights(path: str, label_file: Path, num_labels: int) -> np.ndarray:
+    """--pos_weight FILE: one positive number per line, in the order of the label file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").split()
+    except OSError as err:
+        raise DataError(f"--pos_weight {path}: {err.strerror}") from None
+    if len(lines) != num_labels:
+        raise DataError(f"--pos_weight {path}: {len(lines)} weights for the {num_labels} labels of {label_file}")
+    try:
+        weights = np.asarray([float(line) for line in lines], dtype="float32")
+    except ValueError as err:
+        raise DataError(f"--pos_weight {path}: {err}") from None
+    if not np.all(np.isfinite(weights) & (weights > 0)):
+        raise DataError(f"--pos_weight {path}: weights must be positive numbers")
+    return weights
+
+
+def loss_settings(args: argparse.Namespace, targets: np.ndarray, label_file: Path) -> LossSettings:
+    """The chosen loss's parameters; positive weights are counted on the training texts."""
+    settings = LossSettings(focal_gamma=args.focal_gamma, asl_gamma_neg=args.asl_gamma_neg,
+                            asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip)
+    if args.loss == "bce_pos_weight":
+        settings.pos_weight = (positive_weights((targets > 0.5).sum(0), len(targets), args.pos_weight_max)
+                               if args.pos_weight == "auto" else
+                               read_pos_weights(args.pos_weight, label_file, targets.shape[1]))
+        weights = settings.pos_weight
+        logger.info(f"Positive weights ({args.pos_weight}): min {weights.min():.2f}, median {np.median(weights):.2f}, "
+                    f"max {weights.max():.2f}")
+    return settings
+
+
+def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | None:
+    """Repeat factors per training text for --sampling repeat_factor, with their effect logged."""
+    if args.sampling == "none":
+        return None
+    factors = repeat_factors(targets, args.repeat_threshold)
+    logger.info(f"Repeat-factor sampling (threshold {args.repeat_threshold}): {int((factors > 1).sum())} of "
+                f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has "
+                f"{max(1, round(float(factors.sum())))} texts")
+    return factors
+
+
 def save_tuned_thresholds(model, tokenizer, pipeline, dev_data, label_list: list[str],
                           args: argparse.Namespace) -> dict:
     """Reload the best checkpoint, tune per-label thresholds on dev and store them with it."""
@@ -210,7 +272,12 @@ def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> di
         metric.update(probs, labels)
         micro_f1, macro_f1 = metric.accumulate()
         logger.info(f"dev with {name} thresholds: micro f1 score: {micro_f1:.5f}, macro f1 score: {macro_f1:.5f}")
-    logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
+    if len(label_list) <= LISTED_LABELS:
+        logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
+    else:
+        moved = tuned != global_thresholds
+        logger.info(f"thresholds: {int(moved.sum())} of {len(label_list)} labels tuned (min {tuned.min():.3f}, "
+                    f"median {np.median(tuned):.3f}, max {tuned.max():.3f}); every label's in config.json")
     return {"micro_f1": micro_f1, "macro_f1": macro_f1}
 
 

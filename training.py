@@ -42,22 +42,46 @@ def encode_examples(pipeline: TextPipeline, examples: Sequence[Example], num_lab
     return LabelledRows(pipeline.encode([e.text for e in examples]), multi_hot(examples, num_labels))
 
 
+def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
+    """LVIS's repeat factor per text (Gupta et al. 2019): a label seen in a share f of the texts gets
+    r = max(1, sqrt(threshold / f)), and a text repeats as often as its rarest label asks (the max
+    over its labels; 1 for a text without labels). A label absent from the texts asks for nothing."""
+    positive = targets > 0.5
+    share = positive.mean(0)
+    label_factor = np.where(share > 0, np.sqrt(threshold / np.maximum(share, 1e-12)), 1.0)
+    return np.where(positive, np.maximum(label_factor, 1.0), 1.0).max(1, initial=1.0)
+
+
+def repeated_rows(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's rows when row i should appear factors[i] times: round(sum) picks by systematic
+    sampling over a random permutation, so each row appears floor or ceil of its (rescaled) factor
+    and an epoch always has the same number of rows (every process must run the same steps)."""
+    num_picks = max(1, int(round(float(factors.sum()))))
+    order = rng.permutation(len(factors))
+    cumulative = np.cumsum(factors[order])
+    points = (rng.random() + np.arange(num_picks)) * (cumulative[-1] / num_picks)
+    return order[np.minimum(np.searchsorted(cumulative, points, side="right"), len(order) - 1)]
+
+
 class TrainBatches:
     """Shuffled length-grouped batches over rows, the same permutation in every process.
 
     Each epoch draws its permutation from seed + epoch; every process takes every world_size-th
     batch, and the batch list is padded so all processes run the same number of steps
-    (DataParallel needs that). `collate` turns a list of row indices into the step's input.
+    (DataParallel needs that). With `row_repeats` (repeat-factor sampling) the epoch's rows are first
+    drawn with those expected counts, then grouped the same way. `collate` turns a list of row
+    indices into the step's input.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, collate: Callable[[list[int]], object],
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0):
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0, row_repeats: np.ndarray | None = None):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.collate = collate
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
+        self.row_repeats = row_repeats
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -65,14 +89,19 @@ class TrainBatches:
 
     def indices(self) -> list[list[int]]:
         """This process's batches of this epoch, as row indices."""
-        batches = length_grouped_batches(self.lengths, self.batch_size, np.random.default_rng(self.seed + self.epoch))
+        rng = np.random.default_rng(self.seed + self.epoch)
+        rows = np.arange(len(self.lengths)) if self.row_repeats is None else repeated_rows(self.row_repeats, rng)
+        batches = [rows[batch].tolist() for batch in length_grouped_batches(self.lengths[rows], self.batch_size, rng)]
         if self.num_replicas > 1:
             missing = -len(batches) % self.num_replicas
             batches = (batches + batches[:missing])[self.rank::self.num_replicas]
         return batches
 
+    def rows_per_epoch(self) -> int:
+        return len(self.lengths) if self.row_repeats is None else max(1, int(round(float(self.row_repeats.sum()))))
+
     def __len__(self) -> int:
-        num_batches = -(-len(self.lengths) // self.batch_size)  # windows hold whole batches: only the last is short
+        num_batches = -(-self.rows_per_epoch() // self.batch_size)  # windows hold whole batches: only the last is short
         return -(-num_batches // self.num_replicas)
 
     def __iter__(self) -> Iterator:
@@ -87,10 +116,11 @@ def labelled_batch(pipeline: TextPipeline, data: LabelledRows, batch: list[int])
 
 
 def labelled_batches(pipeline: TextPipeline, data: LabelledRows, batch_size: int, seed: int,
-                     num_replicas: int = 1, rank: int = 0) -> TrainBatches:
-    """Shuffled training batches of `labelled_batch`es."""
+                     num_replicas: int = 1, rank: int = 0, text_repeats: np.ndarray | None = None) -> TrainBatches:
+    """Shuffled training batches of `labelled_batch`es; `text_repeats` (per text) turns on
+    repeat-factor sampling, each row repeating as its text."""
     return TrainBatches(data.rows.lengths, batch_size, lambda batch: labelled_batch(pipeline, data, batch), seed,
-                        num_replicas, rank)
+                        num_replicas, rank, None if text_repeats is None else text_repeats[data.rows.source])
 
 
 def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cli import PROBABILITY, ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
-from metric import MetricReport
+from metric import LISTED_LABELS, LOGGED_EACH, MetricReport, labels_to_log
 from modeling import text_probs
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
@@ -59,7 +59,12 @@ def log_report(figures: dict, labels: list[str], split: str) -> None:
         logger.info(f"{avg.capitalize()} avg in {split} dataset: precision: {figures[avg + '_precision'] * 100:.2f} | "
                     f"recall: {figures[avg + '_recall'] * 100:.2f} | F1 score {figures[avg + '_f1'] * 100:.2f}")
     per_class = figures["per_class"]
-    for i, name in enumerate(labels):
+    shown = labels_to_log(per_class)
+    if len(shown) < len(labels):
+        logger.info(f"{len(labels)} labels: the {LOGGED_EACH} most frequent and the {LOGGED_EACH} worst by F1 below, "
+                    f"every label in per_label.csv")
+    for i in shown:
+        name = labels[i]
         support = per_class["support"][i]
         logger.info(f"Class name: {name}")
         logger.info(f"Evaluation examples in {split} dataset: {support}({support / size * 100:.1f}%) | "
@@ -95,14 +100,15 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
     dev = reports["dev"]["per_class"]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     support = np.maximum(dev["support"], 1)
-    axes.scatter(support, dev["f1"], s=25)
-    for i in range(len(labels)):  # label ids, not names: the image needs no CJK font (names are in per_label.csv)
+    annotated = len(labels) <= LISTED_LABELS  # thousands of labels: points only, the ids would cover them
+    axes.scatter(support, dev["f1"], s=25 if annotated else 6, alpha=1.0 if annotated else 0.3)
+    for i in range(len(labels) if annotated else 0):  # ids, not names: no CJK font needed (names in per_label.csv)
         axes.annotate(str(i), (support[i], dev["f1"][i]), textcoords="offset points", xytext=(4, 3), fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel("dev support (examples with the label, log scale)")
     axes.set_ylabel("dev F1")
     axes.set_ylim(-0.05, 1.05)
-    axes.set_title("Per-label F1 against support (point = label id, see per_label.csv)")
+    axes.set_title("Per-label F1 against support" + (" (point = label id, see per_label.csv)" if annotated else ""))
     figure.tight_layout()
     figure.savefig(directory / "per_label_f1.png", dpi=120)
     plt.close(figure)

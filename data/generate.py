@@ -1,13 +1,22 @@
-"""Generate the synthetic multi-label sample set (divorce-case style).
+"""Generate synthetic multi-label data sets.
 
-Writes label.txt, train.txt, dev.txt, test.txt and data.txt next to this
-script. Standard library only, fixed seed, so output is byte-identical
-across runs.
+Without options: the divorce-case style sample set, label.txt, train.txt, dev.txt, test.txt and
+data.txt next to this script, byte-identical across runs (fixed seed).
+
+With --num_labels N: a keyword set with many labels, for tests and benchmarks of label scale. Each
+label owns a keyword of --keyword_length characters; labels are drawn with Zipf probabilities
+(the label of rank k with weight 1 / k^--zipf), 1-3 per line, and a line holds its labels' keywords
+among filler characters that no keyword uses, so a model that reads the keywords can be perfect.
+Labels too rare to be drawn in train.txt stay in label.txt, as in real data.
+
+Standard library only.
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
+
+from cli import POSITIVE_FLOAT, POSITIVE_INT, ArgumentParser
 
 SEED = 2026
 OUT_DIR = Path(__file__).parent
@@ -242,7 +251,63 @@ def write_lines(path: Path, lines: list[str]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def main() -> None:
+# Keyword and filler characters come from disjoint blocks of CJK ideographs.
+KEYWORD_CHARS = [chr(code) for code in range(0x4E00, 0x4E00 + 400)]
+FILLER_CHARS = [chr(code) for code in range(0x5E00, 0x5E00 + 300)]
+
+parser = ArgumentParser(description=__doc__)
+parser.add_argument("--num_labels", type=POSITIVE_INT, default=None, help="Write a keyword set with this many labels instead of the sample set.")
+parser.add_argument("--output_dir", default=None, help="Where the keyword set goes (required with --num_labels).")
+parser.add_argument("--zipf", type=POSITIVE_FLOAT, default=1.0, help="Zipf exponent of the label frequencies.")
+parser.add_argument("--keyword_length", type=POSITIVE_INT, default=2, help="Characters per label keyword.")
+parser.add_argument("--train_lines", type=POSITIVE_INT, default=6000, help="Lines of train.txt.")
+parser.add_argument("--dev_lines", type=POSITIVE_INT, default=1000, help="Lines of dev.txt and of test.txt.")
+parser.add_argument("--seed", type=POSITIVE_INT, default=SEED, help="Random seed of the keyword set.")
+
+
+def keyword_set_lines(keywords: list[str], weights: list[float], lines: int, rng: random.Random) -> list[str]:
+    """`text<TAB>label,label` lines: 1-3 Zipf-drawn labels, their keywords among filler characters."""
+    rows = []
+    for _ in range(lines):
+        chosen = sorted(set(rng.choices(range(len(keywords)), weights=weights, k=rng.choice([1, 1, 2, 3]))))
+        pieces = ["".join(rng.choices(FILLER_CHARS, k=rng.randint(2, 8))) for _ in range(len(chosen) + 1)]
+        text = pieces[0] + "".join(keywords[label] + piece for label, piece in zip(chosen, pieces[1:]))
+        rows.append(text + "\t" + ",".join(f"标签{label:05d}" for label in chosen))
+    return rows
+
+
+def write_keyword_set(args) -> None:
+    output = Path(args.output_dir)
+    rng = random.Random(args.seed)
+    keywords: set[str] = set()
+    if args.num_labels > len(KEYWORD_CHARS) ** args.keyword_length // 2:
+        parser.error(f"--num_labels {args.num_labels} needs longer keywords than --keyword_length {args.keyword_length}")
+    while len(keywords) < args.num_labels:
+        keywords.add("".join(rng.choices(KEYWORD_CHARS, k=args.keyword_length)))
+    ordered = sorted(keywords)
+    rng.shuffle(ordered)
+    weights = [1 / (rank + 1) ** args.zipf for rank in range(args.num_labels)]
+    output.mkdir(parents=True, exist_ok=True)
+    write_lines(output / "label.txt", [f"标签{label:05d}" for label in range(args.num_labels)])
+    for name, lines in (("train", args.train_lines), ("dev", args.dev_lines), ("test", args.dev_lines)):
+        write_lines(output / f"{name}.txt", keyword_set_lines(ordered, weights, lines, rng))
+    test_lines = (output / "test.txt").read_text(encoding="utf-8").splitlines()
+    write_lines(output / "data.txt", [line.split("\t")[0] for line in test_lines])
+    print(f"{args.num_labels} labels (Zipf {args.zipf}), {args.train_lines}/{args.dev_lines}/{args.dev_lines} "
+          f"lines written to {output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    if args.num_labels is not None:
+        if args.output_dir is None:
+            parser.error("--num_labels needs --output_dir")
+        write_keyword_set(args)
+        return
+    write_sample_set()
+
+
+def write_sample_set() -> None:
     rng = random.Random(SEED)
     seen: set[str] = set()  # keeps sentences unique across all splits
     splits: dict[str, list[tuple[str, list[str]]]] = {}

@@ -90,7 +90,7 @@ NUMERIC_SCRIPTS = {
     "analysis/word_interpret.py": ["--dataset_dir", "d"], "analysis/aug.py": [],
     "deploy/triton_serving/build_repo.py": [], "few-shot/infer.py": ["--model_path_prefix", "p"],
     "few-shot/train.py": [], "deploy/triton_serving/run_server.py": [], "deploy/simple_serving/client.py": [],
-    "deploy/triton_serving/seqcls_grpc_client.py": [],
+    "deploy/triton_serving/seqcls_grpc_client.py": [], "data/generate.py": [],
 }
 
 

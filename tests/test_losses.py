@@ -1,23 +1,57 @@
-"""losses.py: every registered loss against its formula on a small tensor, and the registry's errors."""
+"""losses.py: every registered loss against its formula on a small tensor, finite at extreme logits,
+and the registry's errors; the positive weights and repeat-factor sampling against their formulas."""
 from __future__ import annotations
 
 import numpy as np
 import paddle
 import pytest
 
-from losses import LOSSES, get_loss
+from losses import LOSSES, LossSettings, get_loss, positive_weights
+from training import TrainBatches, repeat_factors, repeated_rows
 from utils import DataError
 
 LOGITS = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]], dtype="float32")
 TARGETS = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.3]], dtype="float32")  # 0.3: a soft (teacher) target
+HARD_TARGETS = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype="float32")
+SETTINGS = LossSettings(pos_weight=np.array([1.0, 3.0, 10.0], dtype="float32"), focal_gamma=2.0,
+                        asl_gamma_neg=4.0, asl_gamma_pos=1.0, asl_clip=0.05)
 
 
-def bce_formula(logits: np.ndarray, targets: np.ndarray) -> float:
-    probs = 1 / (1 + np.exp(-logits.astype("float64")))
-    return float(np.mean(-(targets * np.log(probs) + (1 - targets) * np.log(1 - probs))))
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits.astype("float64")))
 
 
-FORMULAS = {"bce": bce_formula}
+def bce_formula(logits, targets):
+    p = probabilities(logits)
+    return float(np.mean(-(targets * np.log(p) + (1 - targets) * np.log(1 - p))))
+
+
+def pos_weight_formula(logits, targets):
+    p = probabilities(logits)
+    return float(np.mean(-(SETTINGS.pos_weight * targets * np.log(p) + (1 - targets) * np.log(1 - p))))
+
+
+def focal_formula(logits, targets):
+    p, gamma = probabilities(logits), SETTINGS.focal_gamma
+    return float(np.mean(-(targets * (1 - p) ** gamma * np.log(p) + (1 - targets) * p ** gamma * np.log(1 - p))))
+
+
+def asl_formula(logits, targets):
+    p = probabilities(logits)
+    shifted = np.maximum(p - SETTINGS.asl_clip, 0)
+    positive = (1 - p) ** SETTINGS.asl_gamma_pos * np.log(p)
+    negative = shifted ** SETTINGS.asl_gamma_neg * np.log(1 - shifted)
+    return float(np.mean(-(targets * positive + (1 - targets) * negative)))
+
+
+def zlpr_formula(logits, targets):
+    per_text = [np.log(1 + np.exp(s[y == 0]).sum()) + np.log(1 + np.exp(-s[y == 1]).sum())
+                for s, y in zip(logits.astype("float64"), targets)]
+    return float(np.mean(per_text))
+
+
+FORMULAS = {"bce": (bce_formula, TARGETS), "bce_pos_weight": (pos_weight_formula, TARGETS),
+            "focal": (focal_formula, TARGETS), "asl": (asl_formula, TARGETS), "zlpr": (zlpr_formula, HARD_TARGETS)}
 
 
 def test_every_registered_loss_has_a_formula_check():
@@ -26,10 +60,83 @@ def test_every_registered_loss_has_a_formula_check():
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_equals_its_formula(name):
-    value = float(get_loss(name)(paddle.to_tensor(LOGITS), paddle.to_tensor(TARGETS)))
-    assert value == pytest.approx(FORMULAS[name](LOGITS, TARGETS), rel=1e-6)
+    formula, targets = FORMULAS[name]
+    value = float(get_loss(name, SETTINGS)(paddle.to_tensor(LOGITS), paddle.to_tensor(targets)))
+    assert value == pytest.approx(formula(LOGITS, targets), rel=1e-5)
 
 
-def test_unknown_loss_names_the_registered_ones():
-    with pytest.raises(DataError, match="unknown loss 'focal'; registered losses: bce"):
-        get_loss("focal")
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_extreme_logits_give_finite_values_and_gradients(name):
+    """Logits of +-100, right and wrong: float32 sigmoid saturates to exactly 0 and 1 there."""
+    logits = paddle.to_tensor(np.array([[100.0, -100.0, 100.0, -100.0, 0.0]], dtype="float32"), stop_gradient=False)
+    targets = paddle.to_tensor(np.array([[1.0, 0.0, 0.0, 1.0, 1.0]], dtype="float32"))
+    settings = LossSettings(pos_weight=np.full(5, 2.0, dtype="float32"), asl_gamma_pos=1.0)
+    loss = get_loss(name, settings)(logits, targets)
+    loss.backward()
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(logits.grad.numpy())), (float(loss), logits.grad.numpy())
+    assert float(loss) > 1.0  # the two wrong answers at 100 cost something
+    grad = logits.grad.numpy()[0]
+    assert grad[3] < 0  # the missed positive is pulled up
+    # and the wrong negative down, except by asl: its shifted probability log(1 - p + clip) has the
+    # derivative p(1 - p) / (1 - p + clip), about e^-100 at a logit of 100, exactly as in the paper
+    assert grad[2] > 0 or name == "asl"
+
+
+def test_zlpr_decides_at_logit_zero():
+    """The loss falls as positives rise above 0 and negatives fall below, so sigmoid > 0.5 is its rule."""
+    loss = get_loss("zlpr")
+    targets = paddle.to_tensor([[1.0, 0.0]])
+    values = [float(loss(paddle.to_tensor([[margin, -margin]]), targets)) for margin in (-2.0, 0.0, 2.0, 8.0)]
+    assert values == sorted(values, reverse=True)
+    assert values[1] == pytest.approx(2 * np.log(2))  # both at the boundary
+
+
+def test_positive_weights_formula_and_clip():
+    counts = np.array([50, 1, 0, 100])  # 100 texts: frequent, rare, absent, in every text
+    weights = positive_weights(counts, 100, max_weight=10.0)
+    assert weights.tolist() == pytest.approx([1.0, np.sqrt(99), 10.0, 1.0])
+    assert np.all(np.isfinite(weights))
+
+
+def test_registry_errors():
+    with pytest.raises(DataError, match="unknown loss 'dice'; registered losses: bce, bce_pos_weight, focal, asl, zlpr"):
+        get_loss("dice")
+    with pytest.raises(DataError, match="bce_pos_weight needs per-label weights"):
+        get_loss("bce_pos_weight")
+
+
+def test_repeat_factors_formula():
+    targets = np.zeros((100, 4), dtype="float32")
+    targets[:50, 0] = 1  # share 0.5
+    targets[50:51, 1] = 1  # share 0.01
+    targets[51, 2] = targets[0, 2] = 1  # share 0.02; text 0 has a frequent and a rarer label
+    targets[52:60, 3] = 1  # share 0.08: above the threshold
+    factors = repeat_factors(targets, threshold=0.04)
+    assert factors[1] == 1.0 and factors[99] == 1.0  # frequent label only; no labels
+    assert factors[50] == pytest.approx(np.sqrt(0.04 / 0.01))  # 2
+    assert factors[0] == factors[51] == pytest.approx(np.sqrt(0.04 / 0.02))  # the rarer label decides
+    assert factors[52] == 1.0  # sqrt(0.04 / 0.08) < 1 is raised to 1
+
+
+def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():
+    factors = np.array([1.0, 1.0, 2.5, 4.0, 1.0, 1.5])
+    counts = np.zeros(len(factors))
+    epochs = 4000
+    for epoch in range(epochs):
+        rows = repeated_rows(factors, np.random.default_rng(epoch))
+        assert len(rows) == 11  # round(sum) every epoch
+        per_epoch = np.bincount(rows, minlength=len(factors))
+        assert np.all((per_epoch == np.floor(factors)) | (per_epoch == np.ceil(factors)))
+        counts += per_epoch
+    assert counts / epochs == pytest.approx(factors, abs=0.03)
+
+
+def test_repeat_sampling_shards_equally_over_processes():
+    lengths = np.arange(40) % 7 + 3
+    repeats = np.where(np.arange(40) < 5, 3.0, 1.0)
+    shards = [TrainBatches(lengths, 4, lambda batch: batch, seed=1, num_replicas=2, rank=rank, row_repeats=repeats)
+              for rank in (0, 1)]
+    first, second = (shard.indices() for shard in shards)
+    assert len(first) == len(second) == len(shards[0]) == 7  # 50 rows, 13 batches, padded to 14 over 2 ranks
+    rows = [row for batch in first + second for row in batch]
+    assert np.bincount(rows, minlength=40)[:5].sum() >= 15  # the five rare texts three times each
