@@ -87,3 +87,14 @@ def test_threshold_tuning_on_thousands_of_labels_keeps_untunable_labels():
     thresholds = tune_thresholds(probs, labels, 0.5)
     assert thresholds.shape == (NUM_LABELS,) and np.all(np.isfinite(thresholds))
     assert np.all(thresholds[50:] == 0.5) and np.any(thresholds[:50] != 0.5)
+
+
+def test_positive_weight_file_errors_name_the_file(keyword_data, scratch_model, tmp_path):
+    weights = tmp_path / "weights.txt"
+    for content, message in (("1.0\n2.0\n", "2 weights for the"), ("1\n" * 4 + "x\n", "could not convert"),
+                             ("1\n" * 4 + "-2\n", "weights must be positive numbers")):
+        weights.write_text(content, encoding="utf-8")
+        result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
+                          "--save_dir", tmp_path / "out", "--loss", "bce_pos_weight", "--pos_weight", weights)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"--pos_weight {weights}: " in result.stderr and message in result.stderr, result.stderr[-500:]
