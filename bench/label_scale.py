@@ -1,6 +1,7 @@
 """How every stage scales with the number of labels, and which loss learns 3,000 rare labels.
 
 Usage: python bench/label_scale.py [--label_counts 20 1000 10000] [--budget_epochs 5]
+       (an empty --label_counts keeps the scale rows of the last run and redoes the loss budget)
 
 1. Scale: keyword sets from `data/generate.py --num_labels N` with the same lines for every N
    (2,000 train, 500 dev). Per N: train.py for one epoch (median ms per step from its speed log
@@ -15,6 +16,7 @@ Tables go to bench/out/label_scale/label_scale.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,9 +37,10 @@ LOSSES = ["bce", "bce_pos_weight", "focal", "asl", "zlpr"]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/label_scale"))
-parser.add_argument("--label_counts", type=int, nargs="+", default=[20, 1000, 10000])
+parser.add_argument("--label_counts", type=int, nargs="*", default=[20, 1000, 10000])
 parser.add_argument("--budget_labels", type=int, default=3000)
 parser.add_argument("--budget_epochs", type=int, default=5)
+parser.add_argument("--budget_warmup_steps", type=int, default=100, help="the tiny recipe's warmup (zlpr barely moves without it)")
 parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
 
 
@@ -106,14 +109,15 @@ def scale_row(out: Path, labels: int) -> dict:
     return row
 
 
-def budget_row(out: Path, data: Path, loss: str, epochs: int) -> dict:
+def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int) -> dict:
     run = out / f"budget_{loss}"
     if not (out / "budget_scratch" / "model_state.pdparams").is_file():
         timed("scratch_model.py", "--dataset_dir", data, "--output_dir", out / "budget_scratch",
               log=out / "budget_scratch.log")
     seconds, _ = timed("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", out / "budget_scratch",
                        "--save_dir", run, "--epochs", epochs, "--batch_size", 32, "--learning_rate", 1e-3,
-                       "--logging_steps", 50, "--loss", loss, "--tune_thresholds", log=out / f"budget_{loss}.log")
+                       "--warmup_steps", warmup_steps, "--logging_steps", 50, "--loss", loss, "--tune_thresholds",
+                       log=out / f"budget_{loss}.log")
     label_list = (data / "label.txt").read_text(encoding="utf-8").split()
     examples = load_examples(data / "dev.txt", label_list)
     model = load_model(str(run))
@@ -137,7 +141,8 @@ def tables(scale: list[dict], budget: list[dict], args: argparse.Namespace) -> s
                      f"{row['evaluate'][0]:.1f} s, {row['evaluate'][1]:.0f} MB | {row['triton_ms']:.1f} | "
                      f"{row['triton_rss']:.0f} MB |")
     lines += ["", f"#### Dev F1 on {args.budget_labels} Zipf labels (6,000 train / 1,000 dev lines) after "
-              f"{args.budget_epochs} epochs (batch 32, lr 1e-3, tiny scratch model)", "",
+              f"{args.budget_epochs} epochs (batch 32, lr 1e-3, warmup {args.budget_warmup_steps} steps, tiny scratch "
+              f"model)", "",
               "| loss | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) | train min |",
               "|---|---|---|---|---|---|"]
     for row in budget:
@@ -150,13 +155,16 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scale, budget = [], []
+    saved = out / "scale_rows.json"  # scale rows of an earlier run are kept when --label_counts is empty
+    scale = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() and not args.label_counts else []
+    budget = []
     for count in args.label_counts:
         scale.append(scale_row(out, count))
+        saved.write_text(json.dumps(scale) + "\n", encoding="utf-8")
         (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
     data = generate(out, args.budget_labels, 6000, 1000)
     for loss in args.losses:
-        budget.append(budget_row(out, data, loss, args.budget_epochs))
+        budget.append(budget_row(out, data, loss, args.budget_epochs, args.budget_warmup_steps))
         (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
     print(tables(scale, budget, args))
 

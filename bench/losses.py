@@ -27,6 +27,7 @@ SETTINGS = {  # name -> train.py arguments
     "zlpr": ["--loss", "zlpr"],
     "bce + repeat_factor": ["--loss", "bce", "--sampling", "repeat_factor"],
     "bce_pos_weight + repeat_factor": ["--loss", "bce_pos_weight", "--sampling", "repeat_factor"],
+    "focal + repeat_factor": ["--loss", "focal", "--sampling", "repeat_factor"],
 }
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
