@@ -47,6 +47,7 @@ from training import (
     TrainingLoop,
     build_optimizer,
     encode_examples,
+    epoch_rows,
     evaluate,
     labelled_batches,
     predict_logits,
@@ -248,7 +249,7 @@ def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | 
     factors = repeat_factors(targets, args.repeat_threshold)
     logger.info(f"Repeat-factor sampling (threshold {args.repeat_threshold}): {int((factors > 1).sum())} of "
                 f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has "
-                f"{max(1, round(float(factors.sum())))} texts")
+                f"{epoch_rows(factors)} texts")
     return factors
 
 

@@ -52,11 +52,16 @@ def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(positive, np.maximum(label_factor, 1.0), 1.0).max(1, initial=1.0)
 
 
+def epoch_rows(factors: np.ndarray) -> int:
+    """Rows per epoch under repeat factors: their sum, rounded, the same in every epoch."""
+    return max(1, int(round(float(factors.sum()))))
+
+
 def repeated_rows(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One epoch's rows when row i should appear factors[i] times: round(sum) picks by systematic
     sampling over a random permutation, so each row appears floor or ceil of its (rescaled) factor
     and an epoch always has the same number of rows (every process must run the same steps)."""
-    num_picks = max(1, int(round(float(factors.sum()))))
+    num_picks = epoch_rows(factors)
     order = rng.permutation(len(factors))
     cumulative = np.cumsum(factors[order])
     points = (rng.random() + np.arange(num_picks)) * (cumulative[-1] / num_picks)
@@ -98,7 +103,7 @@ class TrainBatches:
         return batches
 
     def rows_per_epoch(self) -> int:
-        return len(self.lengths) if self.row_repeats is None else max(1, int(round(float(self.row_repeats.sum()))))
+        return len(self.lengths) if self.row_repeats is None else epoch_rows(self.row_repeats)
 
     def __len__(self) -> int:
         num_batches = -(-self.rows_per_epoch() // self.batch_size)  # windows hold whole batches: only the last is short
