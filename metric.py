@@ -102,7 +102,7 @@ class MetricReport(paddle.metric.Metric):
         width = max(12, *(len(names[i]) * 2 for i in shown))
         lines = [f"{'':{width}s} precision    recall  f1-score   support"]
         if len(shown) < len(names):
-            lines.insert(0, f"{len(names)} labels: the {LOGGED_EACH} most frequent and the {LOGGED_EACH} worst below")
+            lines.insert(0, shortened_list_note(len(names)))
         for i in shown:
             name = names[i]
             pad = width - len(name)  # CJK characters take two columns
@@ -129,6 +129,11 @@ def labels_to_log(per_class: dict) -> list[int]:
     with_support = np.flatnonzero(support > 0)
     worst = with_support[np.argsort(f1[with_support], kind="stable")][:LOGGED_EACH]
     return list(dict.fromkeys([*frequent.tolist(), *worst.tolist()]))
+
+
+def shortened_list_note(num_labels: int) -> str:
+    """The line that says a per-label log shows `labels_to_log`'s choice, not every label."""
+    return f"{num_labels} labels: the {LOGGED_EACH} most frequent and the {LOGGED_EACH} worst by F1 below"
 
 
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,

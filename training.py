@@ -47,9 +47,8 @@ def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
     r = max(1, sqrt(threshold / f)), and a text repeats as often as its rarest label asks (the max
     over its labels; 1 for a text without labels). A label absent from the texts asks for nothing."""
     positive = targets > 0.5
-    share = positive.mean(0)
-    label_factor = np.where(share > 0, np.sqrt(threshold / np.maximum(share, 1e-12)), 1.0)
-    return np.where(positive, np.maximum(label_factor, 1.0), 1.0).max(1, initial=1.0)
+    label_factor = np.maximum(1.0, np.sqrt(threshold / np.maximum(positive.mean(0), 1e-12)))
+    return np.where(positive, label_factor, 1.0).max(1)
 
 
 def epoch_rows(factors: np.ndarray) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cli import PROBABILITY, ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
-from metric import LISTED_LABELS, LOGGED_EACH, MetricReport, labels_to_log
+from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
 from modeling import text_probs
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
@@ -61,8 +61,7 @@ def log_report(figures: dict, labels: list[str], split: str) -> None:
     per_class = figures["per_class"]
     shown = labels_to_log(per_class)
     if len(shown) < len(labels):
-        logger.info(f"{len(labels)} labels: the {LOGGED_EACH} most frequent and the {LOGGED_EACH} worst by F1 below, "
-                    f"every label in per_label.csv")
+        logger.info(shortened_list_note(len(labels)) + ", every label in per_label.csv")
     for i in shown:
         name = labels[i]
         support = per_class["support"][i]
