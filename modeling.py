@@ -2,12 +2,14 @@
 and the dygraph model as a runner of the text pipeline.
 
 A checkpoint directory is a paddlenlp model and tokenizer whose config.json also stores the label
-list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`) and, for a
-width-pruned model, its width (`pruned_width`): everything later scripts need, written and read
-only here.
+list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`), how it reads long
+texts (`long_text`) and, for a width-pruned model, its width (`pruned_width`): everything later
+scripts need, written and read only here.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 from fractions import Fraction
@@ -19,8 +21,17 @@ import paddle
 import paddlenlp.transformers
 from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from cli import NON_NEGATIVE_INT, POSITIVE_INT
 from data_io import read_label_list
-from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, TextPipeline
+from pipeline import (
+    DEFAULT_MAX_WINDOWS,
+    ERNIE_INPUTS,
+    ERNIE_M_INPUTS,
+    LONG_TEXT_MODES,
+    WINDOW_POOLINGS,
+    LongText,
+    TextPipeline,
+)
 from utils import DataError
 
 REFERENCE_MODEL_NAMES = (
@@ -227,15 +238,66 @@ def resolve_label_list(model, label_file: str | os.PathLike) -> list[str]:
     return model_labels
 
 
-def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], thresholds) -> None:
-    """Write model, tokenizer, label list and thresholds: everything later scripts need."""
+def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], thresholds,
+                    long_text: LongText | None = None) -> None:
+    """Write model, tokenizer, label list, thresholds and long-text settings: everything later scripts need."""
     model = model._layers if isinstance(model, paddle.DataParallel) else model
+    if long_text is not None:
+        model.config.long_text = long_text.as_dict()
     model.config.multi_label_names = list(label_list)
     model.config.multi_label_thresholds = [float(t) for t in thresholds]
     model.config.id2label = {i: name for i, name in enumerate(label_list)}
     model.config.label2id = {name: i for i, name in enumerate(label_list)}
     model.save_pretrained(str(save_dir))
     tokenizer.save_pretrained(str(save_dir))
+
+
+# ------------------------------------------------------------------------------- long texts
+
+
+def add_long_text_arguments(parser: argparse.ArgumentParser, stored: bool = True) -> None:
+    """The long-text options of every script that reads texts. With `stored` (every script that
+    runs a trained model) an option left out takes the value stored with the checkpoint or export,
+    so prediction reads texts as training did; train.py (`stored=False`) starts from the reference's
+    truncation."""
+    where = "the checkpoint's (or export's) setting, else " if stored else ""
+    parser.add_argument("--long_text", choices=LONG_TEXT_MODES, default=None, help=f"truncate: read the first --max_seq_length tokens of a text (the reference); window: read all of it in overlapping windows and pool their logits. Default: {where}truncate.")
+    parser.add_argument("--window_stride", type=NON_NEGATIVE_INT, default=None, help=f"With --long_text window: tokens shared by neighbouring windows. Default: {where}max_seq_length // 2.")
+    parser.add_argument("--max_windows", type=POSITIVE_INT, default=None, help=f"With --long_text window: windows read per text at most (the tail beyond is not read, and counted in the log). Default: {where}{DEFAULT_MAX_WINDOWS}.")
+    parser.add_argument("--window_pooling", choices=WINDOW_POOLINGS, default=None, help=f"With --long_text window: how the windows' logits make the text's (max: a label is present when any window shows it). Default: {where}max.")
+
+
+def resolve_long_text(args: argparse.Namespace, stored: LongText, max_seq_length: int) -> LongText:
+    """The stored settings with every long-text option given on the command line put over them."""
+    given = {"mode": args.long_text, "stride": args.window_stride, "max_windows": args.max_windows,
+             "pooling": args.window_pooling}
+    settings = dataclasses.replace(stored, **{name: value for name, value in given.items() if value is not None})
+    try:
+        settings.check(max_seq_length)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return settings
+
+
+def stored_long_text(stored: dict | None) -> LongText:
+    """LongText from its stored dict (config.json, export_meta.json); truncation when nothing is stored."""
+    if not stored:
+        return LongText()
+    fields = {field.name for field in dataclasses.fields(LongText)}
+    return LongText(**{name: value for name, value in stored.items() if name in fields})
+
+
+def checkpoint_long_text(model) -> LongText:
+    return stored_long_text(getattr(model.config, "long_text", None))
+
+
+def check_max_seq_length(max_seq_length: int, max_positions: int | None, model_path: str | os.PathLike) -> None:
+    """Refuse a --max_seq_length beyond the model's position embeddings with one line (the engines
+    fail deep inside their embedding lookup)."""
+    if max_positions and max_seq_length > max_positions:
+        raise DataError(f"--max_seq_length {max_seq_length} is above the {max_positions} positions of the model in "
+                        f"{model_path} (max_position_embeddings): use --max_seq_length {max_positions} or less, and "
+                        f"--long_text window to read longer texts whole")
 
 
 # ------------------------------------------------------------------------- the dygraph model
@@ -271,24 +333,29 @@ class DygraphRunner:
         return self.model(**inputs).numpy()
 
 
-def dygraph_pipeline(tokenizer, max_seq_length: int, batch_size: int = 32) -> TextPipeline:
-    return TextPipeline(tokenizer, model_input_names(tokenizer), max_seq_length, batch_size)
+def dygraph_pipeline(tokenizer, max_seq_length: int, batch_size: int = 32, long_text: LongText = LongText()
+                     ) -> TextPipeline:
+    return TextPipeline(tokenizer, model_input_names(tokenizer), max_seq_length, batch_size, long_text)
 
 
-def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32) -> np.ndarray:
-    """Dygraph sigmoid probabilities for raw texts, in input order (the model is left in eval mode)."""
+def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32,
+               long_text: LongText | None = None) -> np.ndarray:
+    """Dygraph sigmoid probabilities for raw texts, in input order (the model is left in eval mode);
+    long texts are read as the checkpoint stores unless `long_text` says otherwise."""
     model.eval()
-    return dygraph_pipeline(tokenizer, max_seq_length, batch_size).probs(
+    long_text = checkpoint_long_text(model) if long_text is None else long_text
+    return dygraph_pipeline(tokenizer, max_seq_length, batch_size, long_text).probs(
         DygraphRunner(model, tokenizer.pad_token_id), texts)
 
 
 def classifier_features(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32
                         ) -> np.ndarray:
-    """The classifier's input (pooled [CLS] vector) per text, in input order.
+    """The classifier's input (pooled [CLS] vector) per text, in input order; the windows of a long
+    text (as the checkpoint reads them) are pooled like its logits.
 
     This is the space in which the analysis scripts compare examples (similar training examples,
     sparse dev data, representer points).
     """
     model.eval()
-    pipeline = dygraph_pipeline(tokenizer, max_seq_length, batch_size)
+    pipeline = dygraph_pipeline(tokenizer, max_seq_length, batch_size, checkpoint_long_text(model))
     return pipeline.outputs(DygraphRunner(model, tokenizer.pad_token_id, pooled=True), pipeline.encode(texts))

@@ -12,7 +12,7 @@ only NumPy and SciPy, so Triton's python models can load a copy of this file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -21,6 +21,12 @@ from scipy.special import expit
 # Batches are formed inside windows of this many batches: rows are sorted by length there, so a
 # batch is padded only to its own longest row, while memory and output order stay local.
 WINDOW_BATCHES = 50
+
+# How a text longer than one model input is read: cut at max_seq_length (the reference) or read in
+# overlapping windows whose outputs are pooled per text.
+LONG_TEXT_MODES = ("truncate", "window")
+WINDOW_POOLINGS = ("max", "mean", "logsumexp")
+DEFAULT_MAX_WINDOWS = 32
 
 ERNIE_INPUTS = ("input_ids", "token_type_ids")
 ERNIE_M_INPUTS = ("input_ids",)  # ERNIE-M tokenizers make no token_type_ids
@@ -45,8 +51,117 @@ class EncodedRows:
     def lengths(self) -> np.ndarray:
         return np.asarray([len(ids) for ids in self.features["input_ids"]])
 
+    def text_lengths(self) -> np.ndarray:
+        """Tokens per text, over all of its rows."""
+        return np.bincount(self.source, weights=self.lengths, minlength=self.num_texts).astype("int64")
+
+    def text_rows(self, texts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of these texts, text by text, and for each row the position of its text in `texts`."""
+        texts = np.asarray(texts, dtype="int64")
+        if len(self.source) == self.num_texts and np.array_equal(self.source, np.arange(self.num_texts)):
+            return texts, np.arange(len(texts))
+        order = np.argsort(self.source, kind="stable")
+        counts = np.bincount(self.source, minlength=self.num_texts)
+        starts = np.cumsum(counts) - counts
+        return (np.concatenate([order[starts[text]:starts[text] + counts[text]] for text in texts]),
+                np.repeat(np.arange(len(texts)), counts[texts]))
+
     def __len__(self) -> int:
         return len(self.source)
+
+
+@dataclass(frozen=True)
+class LongText:
+    """How texts longer than `max_seq_length` tokens are read, the same in training, prediction,
+    export and serving (stored with the checkpoint and the export).
+
+    `truncate` keeps the first window only (the reference). `window` cuts the text's tokens into
+    windows of `max_seq_length - 2` tokens (each gets its own [CLS] and [SEP]) that share `stride`
+    tokens with the next one (None: half of max_seq_length), keeps at most `max_windows` of them
+    (the tail beyond is not read, and counted), and pools the windows' logits per text.
+    """
+
+    mode: str = "truncate"
+    stride: int | None = None
+    max_windows: int = DEFAULT_MAX_WINDOWS
+    pooling: str = "max"
+
+    def check(self, max_seq_length: int, special_tokens: int = 2) -> None:
+        """ValueError naming the option at fault (callers turn it into their kind of error)."""
+        if self.mode not in LONG_TEXT_MODES:
+            raise ValueError(f"--long_text {self.mode!r}: choose from {', '.join(LONG_TEXT_MODES)}")
+        if self.pooling not in WINDOW_POOLINGS:
+            raise ValueError(f"--window_pooling {self.pooling!r}: choose from {', '.join(WINDOW_POOLINGS)}")
+        if self.max_windows < 1:
+            raise ValueError(f"--max_windows {self.max_windows}: a text needs at least 1 window")
+        body = max_seq_length - special_tokens
+        if body < 1:
+            raise ValueError(f"--max_seq_length {max_seq_length} leaves no room for text besides the "
+                             f"{special_tokens} special tokens")
+        if self.mode == "window" and not 0 <= self.overlap(max_seq_length) < body:
+            raise ValueError(f"--window_stride {self.overlap(max_seq_length)}: the tokens shared by two windows must "
+                             f"be at least 0 and fewer than the {body} text tokens of a window "
+                             f"(--max_seq_length {max_seq_length} minus {special_tokens} special tokens)")
+
+    def overlap(self, max_seq_length: int) -> int:
+        return max_seq_length // 2 if self.stride is None else self.stride
+
+    def as_dict(self) -> dict:
+        """The settings as stored in config.json and export_meta.json."""
+        return asdict(self)
+
+
+def window_spans(num_tokens: int, body: int, overlap: int, max_windows: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) token ranges of the windows of a text: `body` tokens each, consecutive windows
+    sharing `overlap` tokens, the last one ending at the text's end (it may be shorter); a text that
+    fits (or has no tokens) is one window. At most `max_windows` are returned."""
+    step = body - overlap
+    count = 1 + max(0, -(-(num_tokens - body) // step))
+    if max_windows is not None:
+        count = min(count, max_windows)
+    return [(start, min(start + body, num_tokens)) for start in range(0, count * step, step)]
+
+
+@dataclass
+class LengthCounts:
+    """What reading texts into rows cut or dropped, so that no text is shortened silently."""
+
+    texts: int = 0
+    rows: int = 0
+    empty: int = 0  # texts without a single token after tokenization
+    cut: int = 0  # truncate: texts cut; window: texts with more than max_windows windows
+    tokens_cut: int = 0
+    most_cut: int = 0
+    windowed: int = 0  # texts read in more than one window
+
+    def add(self, rows: int, tokens_cut: int, empty: bool) -> None:
+        self.texts += 1
+        self.rows += rows
+        self.windowed += rows > 1
+        self.empty += empty
+        if tokens_cut > 0:
+            self.cut += 1
+            self.tokens_cut += tokens_cut
+            self.most_cut = max(self.most_cut, tokens_cut)
+
+    def summary(self, long_text: LongText, max_seq_length: int) -> str:
+        """One log line: what happened to texts longer than a model input."""
+        if long_text.mode == "truncate":
+            line = (f"Long texts (--long_text truncate, --max_seq_length {max_seq_length}): "
+                    f"{self.cut} of {self.texts} texts truncated")
+            if self.cut:
+                line += (f", {self.tokens_cut} tokens cut in all, up to {self.most_cut} from one text "
+                         f"(--long_text window reads them whole)")
+        else:
+            line = (f"Long texts (--long_text window, --max_seq_length {max_seq_length}, --window_stride "
+                    f"{long_text.overlap(max_seq_length)}, --window_pooling {long_text.pooling}): {self.texts} texts "
+                    f"read as {self.rows} windows, {self.windowed} of them in more than one")
+            if self.cut:
+                line += (f"; {self.cut} texts longer than --max_windows {long_text.max_windows}: their last "
+                         f"{self.tokens_cut} tokens in all (up to {self.most_cut} from one text) not read")
+        if self.empty:
+            line += f"; {self.empty} texts have no token after tokenization (read as [CLS] [SEP] alone)"
+        return line
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None
@@ -78,17 +193,33 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int) -> np.ndar
     return array
 
 
-def pool_rows(row_outputs: np.ndarray, source: np.ndarray, num_texts: int) -> np.ndarray:
-    """Per text, the element-wise maximum over its rows (a label is present if any window shows it);
-    with exactly one row per text, in text order, the rows themselves."""
+def pool_rows(row_outputs: np.ndarray, source: np.ndarray, num_texts: int, pooling: str = "max") -> np.ndarray:
+    """Per text, its rows' outputs pooled element-wise; with exactly one row per text, in text order,
+    the rows themselves.
+
+    max: a label is present when any window says so. mean: the average window. logsumexp: the log of
+    the mean of exp(output), a smooth maximum between the two (equal to both for one window).
+    """
     if len(source) == num_texts and np.array_equal(source, np.arange(num_texts)):
         return row_outputs
     counts = np.bincount(source, minlength=num_texts)
     if (counts == 0).any():
         raise ValueError(f"text {int(np.flatnonzero(counts == 0)[0])} has no encoded row")
-    pooled = np.full((num_texts, *row_outputs.shape[1:]), -np.inf, dtype=row_outputs.dtype)
-    np.maximum.at(pooled, source, row_outputs)
-    return pooled
+    shape = (num_texts, *row_outputs.shape[1:])
+    maximum = np.full(shape, -np.inf, dtype=row_outputs.dtype)
+    np.maximum.at(maximum, source, row_outputs)
+    if pooling == "max":
+        return maximum
+    per_text = counts.reshape(-1, *[1] * (row_outputs.ndim - 1)).astype(row_outputs.dtype)
+    if pooling == "mean":
+        total = np.zeros(shape, dtype=row_outputs.dtype)
+        np.add.at(total, source, row_outputs)
+        return total / per_text
+    if pooling == "logsumexp":
+        total = np.zeros(shape, dtype=row_outputs.dtype)
+        np.add.at(total, source, np.exp(row_outputs - maximum[source]))
+        return maximum + np.log(total / per_text)
+    raise ValueError(f"unknown window pooling {pooling!r}: choose from {', '.join(WINDOW_POOLINGS)}")
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -109,18 +240,52 @@ class TextPipeline:
     (`pad`); batching, running and pooling stay here.
     """
 
-    def __init__(self, tokenizer, input_names: Sequence[str], max_seq_length: int = 128, batch_size: int = 32):
+    def __init__(self, tokenizer, input_names: Sequence[str], max_seq_length: int = 128, batch_size: int = 32,
+                 long_text: LongText = LongText()):
+        long_text.check(max_seq_length, tokenizer.num_special_tokens_to_add(pair=False))
         self.tokenizer = tokenizer
         self.input_names = tuple(input_names)
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
+        self.long_text = long_text
+        self.counts = LengthCounts()  # of every encode() since the last `length_summary`
 
     def encode(self, texts: Sequence[str]) -> EncodedRows:
-        """One row per text, cut to `max_seq_length` tokens."""
+        """Rows of token ids: one per text cut to `max_seq_length` tokens, or with `--long_text
+        window` one per window of the text (`EncodedRows.source` names the text)."""
         if not texts:
             return EncodedRows({name: [] for name in self.input_names}, np.arange(0), 0)
-        encoded = self.tokenizer(list(texts), max_length=self.max_seq_length, truncation=True)
+        if self.long_text.mode == "window":
+            return self._encode_windows(texts)
+        encoded = self.tokenizer(list(texts), max_length=self.max_seq_length, truncation=True,
+                                 return_overflowing_tokens=True)
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        for ids, cut in zip(encoded["input_ids"], encoded["num_truncated_tokens"]):
+            self.counts.add(1, cut, empty=len(ids) <= special)
         return EncodedRows({name: encoded[name] for name in self.input_names}, np.arange(len(texts)), len(texts))
+
+    def _encode_windows(self, texts: Sequence[str]) -> EncodedRows:
+        tokenizer = self.tokenizer
+        body = self.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+        overlap = self.long_text.overlap(self.max_seq_length)
+        features: dict[str, list] = {name: [] for name in self.input_names}
+        source = []
+        for index, text in enumerate(texts):
+            ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
+            spans = window_spans(len(ids), body, overlap, self.long_text.max_windows)
+            self.counts.add(len(spans), len(ids) - spans[-1][1], empty=not ids)
+            for start, end in spans:
+                features["input_ids"].append(tokenizer.build_inputs_with_special_tokens(ids[start:end]))
+                if "token_type_ids" in features:
+                    features["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(ids[start:end]))
+            source += [index] * len(spans)
+        return EncodedRows(features, np.asarray(source), len(texts))
+
+    def length_summary(self) -> str:
+        """The log line of what `encode` cut or windowed since the last summary."""
+        line = self.counts.summary(self.long_text, self.max_seq_length)
+        self.counts = LengthCounts()
+        return line
 
     def pad(self, rows: EncodedRows, batch: Sequence[int]) -> dict[str, np.ndarray]:
         """The model inputs of the rows `batch`: token ids padded with the pad token, the rest with 0."""
@@ -144,7 +309,7 @@ class TextPipeline:
             row_outputs[batch] = result
         if row_outputs is None:
             return np.zeros((0, 0), dtype="float32")
-        return pool_rows(row_outputs, rows.source, rows.num_texts)
+        return pool_rows(row_outputs, rows.source, rows.num_texts, self.long_text.pooling)
 
     def probs(self, runner: Runner, texts: Sequence[str]) -> np.ndarray:
         """Sigmoid probabilities [texts, labels] of a runner that outputs logits."""

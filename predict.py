@@ -13,7 +13,18 @@ import numpy as np
 
 from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import write_predictions
-from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list, text_probs
+from modeling import (
+    DygraphRunner,
+    add_long_text_arguments,
+    check_max_seq_length,
+    checkpoint_long_text,
+    checkpoint_thresholds,
+    dygraph_pipeline,
+    load_model,
+    load_tokenizer,
+    resolve_label_list,
+    resolve_long_text,
+)
 from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
@@ -28,6 +39,7 @@ parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name (optional: checked against the labels stored in the checkpoint)")
 parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
 parser.add_argument("--output_probs", action="store_true", help="Add a third column with every label's probability as JSON.")
+add_long_text_arguments(parser)
 # yapf: enable
 
 def predict(args: argparse.Namespace) -> None:
@@ -37,14 +49,19 @@ def predict(args: argparse.Namespace) -> None:
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)
+    model.eval()
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
     tokenizer = load_tokenizer(args.params_path)
     label_list = resolve_label_list(model, dataset / args.label_file)
     thresholds = (np.full(len(label_list), args.threshold, dtype="float32") if args.threshold is not None
                   else checkpoint_thresholds(model))
+    long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
+    runner = DygraphRunner(model, tokenizer.pad_token_id)
 
-    write_predictions(data_path, args.output_file,
-                      lambda texts: text_probs(model, tokenizer, texts, args.max_seq_length, args.batch_size),
-                      thresholds, label_list, args.batch_size, args.output_probs)
+    write_predictions(data_path, args.output_file, lambda texts: pipeline.probs(runner, texts), thresholds,
+                      label_list, args.batch_size, args.output_probs)
+    logger.info(pipeline.length_summary())
     logger.info(f"Prediction results save in {args.output_file}.")
 
 

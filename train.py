@@ -31,17 +31,19 @@ from data_io import load_examples, read_label_list
 from losses import LOSSES, LossSettings, get_loss, positive_weights
 from metric import LISTED_LABELS, MetricReport, tune_thresholds
 from modeling import (
+    add_long_text_arguments,
     check_label_list,
+    check_max_seq_length,
     dygraph_pipeline,
     has_trained_head,
     init_classifier_bias,
     load_model,
     load_tokenizer,
-    model_inputs,
+    resolve_long_text,
     save_checkpoint,
     stored_config,
 )
-from pipeline import sigmoid
+from pipeline import LongText, sigmoid
 from training import (
     StepState,
     TrainingLoop,
@@ -52,6 +54,7 @@ from training import (
     labelled_batches,
     predict_logits,
     repeat_factors,
+    text_logits,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
 
@@ -62,7 +65,7 @@ parser.add_argument("--dataset_dir", required=True, type=str, help="Local datase
 parser.add_argument("--save_dir", default="./checkpoint", type=str, help="The output directory where the model checkpoints will be written.")
 parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, sequences shorter will be padded.")
 parser.add_argument('--model_name', default="ernie-3.0-medium-zh", help="A reference model name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py.")
-parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Batch size per GPU/CPU for training (texts per step; with --long_text window each text brings all of its windows, up to --max_windows).")
 parser.add_argument("--learning_rate", default=3e-5, type=NON_NEGATIVE_FLOAT, help="The initial learning rate for Adam.")
 parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="Weight decay if we apply some.")
 parser.add_argument('--early_stop', action='store_true', help='Stop when dev macro F1 has not improved for --early_stop_nums epochs.')
@@ -88,6 +91,7 @@ parser.add_argument("--asl_clip", type=UNIT_INTERVAL_OPEN, default=0.05, help="F
 parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
 parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
+add_long_text_arguments(parser, stored=False)
 # yapf: enable
 
 
@@ -137,9 +141,13 @@ def train(args: argparse.Namespace) -> dict:
 
     tokenizer = load_tokenizer(args.model_name)
     model = load_model(args.model_name, len(label_list))
-    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size)
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.model_name)
+    long_text = resolve_long_text(args, LongText(), args.max_seq_length)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
     train_data = encode_examples(pipeline, train_examples, len(label_list))
+    logger.info(f"{args.train_file}: {pipeline.length_summary()}")
     dev_data = encode_examples(pipeline, dev_examples, len(label_list))
+    logger.info(f"{args.dev_file}: {pipeline.length_summary()}")
     if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
         init_classifier_bias(model, train_data.targets.mean(0))
     if args.init_from_ckpt:
@@ -161,7 +169,7 @@ def train(args: argparse.Namespace) -> dict:
         write_json(Path(args.save_dir, "args.json"), vars(args))
 
     def train_step(batch: dict) -> paddle.Tensor:
-        loss = loss_function(model(**model_inputs(batch, tokenizer.pad_token_id)), batch["labels"])
+        loss = loss_function(text_logits(model, batch, tokenizer.pad_token_id, long_text.pooling), batch["labels"])
         loss.backward()
         return loss
 
@@ -183,7 +191,7 @@ def train(args: argparse.Namespace) -> dict:
             best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
                         global_step=state.global_step)
             if rank == 0:
-                save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds)
+                save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds, long_text)
         logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
         if args.early_stop and epochs_without_gain >= args.early_stop_nums:
             loop.request_stop()
@@ -261,7 +269,7 @@ def save_tuned_thresholds(model, tokenizer, pipeline, dev_data, label_list: list
     tuned = tune_thresholds(probs, dev_data.targets, args.threshold)
     tuned_dev = report_thresholds(probs, dev_data.targets, np.full(len(label_list), args.threshold), tuned,
                                   label_list)
-    save_checkpoint(model, tokenizer, args.save_dir, label_list, tuned)
+    save_checkpoint(model, tokenizer, args.save_dir, label_list, tuned, pipeline.long_text)
     logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
     return {"thresholds": [float(t) for t in tuned], "tuned_dev": tuned_dev}
 

@@ -20,22 +20,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from data_io import Example, multi_hot
 from losses import LossFunction
 from metric import MetricReport
-from modeling import DygraphRunner
+from modeling import DygraphRunner, model_inputs
 from pipeline import EncodedRows, TextPipeline, length_grouped_batches, sigmoid
 from utils import logger
 
 
 @dataclass
 class LabelledRows:
-    """Encoded texts and their multi-hot targets (one row of targets per text)."""
+    """Encoded texts and their multi-hot targets (one row of targets per text, whatever its rows)."""
 
     rows: EncodedRows
     targets: np.ndarray
-
-    @property
-    def row_targets(self) -> np.ndarray:
-        """The targets of every encoded row (a text cut into windows gives each window its labels)."""
-        return self.targets[self.rows.source]
 
 
 def encode_examples(pipeline: TextPipeline, examples: Sequence[Example], num_labels: int) -> LabelledRows:
@@ -68,63 +63,88 @@ def repeated_rows(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class TrainBatches:
-    """Shuffled length-grouped batches over rows, the same permutation in every process.
+    """Shuffled length-grouped batches of items (texts with all their windows; rows in MLM
+    pretraining), the same permutation in every process.
 
     Each epoch draws its permutation from seed + epoch; every process takes every world_size-th
     batch, and the batch list is padded so all processes run the same number of steps
-    (DataParallel needs that). With `row_repeats` (repeat-factor sampling) the epoch's rows are first
-    drawn with those expected counts, then grouped the same way. `collate` turns a list of row
+    (DataParallel needs that). With `repeats` (repeat-factor sampling) the epoch's items are first
+    drawn with those expected counts, then grouped the same way. `collate` turns a list of item
     indices into the step's input.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, collate: Callable[[list[int]], object],
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0, row_repeats: np.ndarray | None = None):
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0, repeats: np.ndarray | None = None):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.collate = collate
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.row_repeats = row_repeats
+        self.repeats = repeats
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> list[list[int]]:
-        """This process's batches of this epoch, as row indices."""
+        """This process's batches of this epoch, as item indices."""
         rng = np.random.default_rng(self.seed + self.epoch)
-        rows = np.arange(len(self.lengths)) if self.row_repeats is None else repeated_rows(self.row_repeats, rng)
-        batches = [rows[batch].tolist() for batch in length_grouped_batches(self.lengths[rows], self.batch_size, rng)]
+        items = np.arange(len(self.lengths)) if self.repeats is None else repeated_rows(self.repeats, rng)
+        batches = [items[batch].tolist() for batch in length_grouped_batches(self.lengths[items], self.batch_size, rng)]
         if self.num_replicas > 1:
             missing = -len(batches) % self.num_replicas
             batches = (batches + batches[:missing])[self.rank::self.num_replicas]
         return batches
 
-    def rows_per_epoch(self) -> int:
-        return len(self.lengths) if self.row_repeats is None else epoch_rows(self.row_repeats)
+    def items_per_epoch(self) -> int:
+        return len(self.lengths) if self.repeats is None else epoch_rows(self.repeats)
 
     def __len__(self) -> int:
-        num_batches = -(-self.rows_per_epoch() // self.batch_size)  # windows hold whole batches: only the last is short
+        num_batches = -(-self.items_per_epoch() // self.batch_size)  # windows hold whole batches: only the last is short
         return -(-num_batches // self.num_replicas)
 
     def __iter__(self) -> Iterator:
         return (self.collate(batch) for batch in self.indices())
 
 
-def labelled_batch(pipeline: TextPipeline, data: LabelledRows, batch: list[int]) -> dict[str, paddle.Tensor]:
-    """The rows `batch` as padded token tensors plus their `labels`, padded exactly as at prediction time."""
-    tensors = {name: paddle.to_tensor(array) for name, array in pipeline.pad(data.rows, batch).items()}
-    tensors["labels"] = paddle.to_tensor(data.row_targets[batch])
+def labelled_batch(pipeline: TextPipeline, data: LabelledRows, texts: list[int]) -> dict[str, paddle.Tensor]:
+    """The rows of `texts` as padded token tensors (padded exactly as at prediction time) plus the
+    texts' `labels`; when a text has several rows (windows), `row_text` names each row's text in the
+    batch, for `text_logits`."""
+    rows, row_text = data.rows.text_rows(texts)
+    tensors = {name: paddle.to_tensor(array) for name, array in pipeline.pad(data.rows, rows).items()}
+    tensors["labels"] = paddle.to_tensor(data.targets[texts])
+    if len(rows) != len(texts):
+        tensors["row_text"] = paddle.to_tensor(row_text)
     return tensors
 
 
 def labelled_batches(pipeline: TextPipeline, data: LabelledRows, batch_size: int, seed: int,
                      num_replicas: int = 1, rank: int = 0, text_repeats: np.ndarray | None = None) -> TrainBatches:
-    """Shuffled training batches of `labelled_batch`es; `text_repeats` (per text) turns on
-    repeat-factor sampling, each row repeating as its text."""
-    return TrainBatches(data.rows.lengths, batch_size, lambda batch: labelled_batch(pipeline, data, batch), seed,
-                        num_replicas, rank, None if text_repeats is None else text_repeats[data.rows.source])
+    """Shuffled training batches of `labelled_batch`es of `batch_size` texts each (all the windows of
+    a text in one batch); `text_repeats` (per text) turns on repeat-factor sampling."""
+    return TrainBatches(data.rows.text_lengths(), batch_size, lambda texts: labelled_batch(pipeline, data, texts),
+                        seed, num_replicas, rank, text_repeats)
+
+
+def pool_logits(row_logits: paddle.Tensor, row_text: paddle.Tensor, pooling: str) -> paddle.Tensor:
+    """Per text, its rows' logits pooled as `pipeline.pool_rows` pools them, differentiably (multiple-
+    instance learning: the loss sees the document's decision, and the gradient reaches the windows
+    that made it). `row_text` must be sorted, as `labelled_batch` makes it."""
+    if pooling == "max":
+        return paddle.geometric.segment_max(row_logits, row_text)
+    if pooling == "mean":
+        return paddle.geometric.segment_mean(row_logits, row_text)
+    maximum = paddle.geometric.segment_max(row_logits, row_text).detach()  # logsumexp: shift for stability
+    shifted = paddle.exp(row_logits - paddle.gather(maximum, row_text))
+    return maximum + paddle.log(paddle.geometric.segment_mean(shifted, row_text))
+
+
+def text_logits(model, batch: dict, pad_token_id: int, pooling: str) -> paddle.Tensor:
+    """The model's logits per text of a `labelled_batch` (windows pooled)."""
+    logits = model(**model_inputs(batch, pad_token_id))
+    return pool_logits(logits, batch["row_text"], pooling) if "row_text" in batch else logits
 
 
 def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:

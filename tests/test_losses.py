@@ -134,7 +134,7 @@ def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():
 def test_repeat_sampling_shards_equally_over_processes():
     lengths = np.arange(40) % 7 + 3
     repeats = np.where(np.arange(40) < 5, 3.0, 1.0)
-    shards = [TrainBatches(lengths, 4, lambda batch: batch, seed=1, num_replicas=2, rank=rank, row_repeats=repeats)
+    shards = [TrainBatches(lengths, 4, lambda batch: batch, seed=1, num_replicas=2, rank=rank, repeats=repeats)
               for rank in (0, 1)]
     first, second = (shard.indices() for shard in shards)
     assert len(first) == len(second) == len(shards[0]) == 7  # 50 rows, 13 batches, padded to 14 over 2 ranks

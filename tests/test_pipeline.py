@@ -13,7 +13,7 @@ import exporting
 from backends import BACKENDS, check_variant, variants
 from exporting import cached
 from parity import check_fp32_parity, parity_rows
-from pipeline import EncodedRows, TextPipeline, chosen_label_ids, pool_rows, predicted_labels, sigmoid
+from pipeline import LongText, TextPipeline, chosen_label_ids, pool_rows, predicted_labels, sigmoid, window_spans
 from utils import DataError
 
 from conftest import ROOT
@@ -47,12 +47,25 @@ class RowSumBackend:
 
 
 class DigitTokenizer:
-    """Stands in for a tokenizer: a text of digits becomes their ids (pad id 0)."""
+    """Stands in for a tokenizer: a text of digits becomes their ids (pad id 0), with no special tokens."""
 
     pad_token_id = 0
 
-    def __call__(self, texts, max_length, truncation):
-        return {"input_ids": [[int(c) for c in text][:max_length] for text in texts]}
+    def __call__(self, texts, max_length, truncation, return_overflowing_tokens):
+        ids = [self.tokenize(text) for text in texts]
+        return {"input_ids": [row[:max_length] for row in ids], "num_truncated_tokens": [len(r) - max_length for r in ids]}
+
+    def tokenize(self, text):
+        return [int(c) for c in text]
+
+    def convert_tokens_to_ids(self, tokens):
+        return tokens
+
+    def num_special_tokens_to_add(self, pair):
+        return 0
+
+    def build_inputs_with_special_tokens(self, ids):
+        return list(ids)
 
 
 def digit_texts(count: int, seed: int = 0) -> list[str]:
@@ -74,32 +87,77 @@ def test_pipeline_sorts_by_length_pads_per_batch_and_keeps_input_order(batch_siz
     assert all(shape[0] <= batch_size for shape in backend.shapes)
 
 
-class TwoWindowPipeline(TextPipeline):
-    """A fake encoder that cuts every text into two windows (rows) of about half its length."""
+def test_windows_cut_on_token_boundaries_share_the_overlap_and_end_at_the_text_end():
+    assert window_spans(10, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    assert window_spans(11, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10), (8, 11)]  # the last one is shorter
+    assert window_spans(11, 4, 0) == [(0, 4), (4, 8), (8, 11)]
+    assert window_spans(4, 4, 2) == [(0, 4)] and window_spans(3, 4, 2) == [(0, 3)] and window_spans(0, 4, 2) == [(0, 0)]
+    assert window_spans(11, 4, 2, max_windows=2) == [(0, 4), (2, 6)]
+    for num_tokens in range(1, 60):
+        for body, overlap in ((5, 0), (5, 4), (7, 3)):
+            spans = window_spans(num_tokens, body, overlap)
+            covered = set().union(*(range(a, b) for a, b in spans))
+            assert covered == set(range(num_tokens)) and spans[-1][1] == num_tokens
+            assert all(b - a <= body for a, b in spans)
+            assert all(prev[1] - nxt[0] == overlap for prev, nxt in zip(spans, spans[1:]))
 
-    def encode(self, texts):
-        whole = super().encode(texts).features["input_ids"]
-        halves = [part for ids in whole for part in (ids[:len(ids) // 2], ids[len(ids) // 2:])]
-        return EncodedRows({"input_ids": halves}, np.repeat(np.arange(len(texts)), 2), len(texts))
 
-
-def test_windows_are_pooled_back_per_text_and_identity_pooling_is_todays_output():
-    texts = digit_texts(150, seed=1)
-    one_row = TextPipeline(DigitTokenizer(), ["input_ids"], batch_size=4)
-    two_rows = TwoWindowPipeline(DigitTokenizer(), ["input_ids"], batch_size=4)
-    encoded = two_rows.encode(texts)
-    assert len(encoded) == 2 * len(texts) and encoded.num_texts == len(texts)
+def test_window_mode_reads_every_token_and_pools_the_windows_back_per_text():
+    texts = ["1234567", "12", "9" * 30]
+    window = TextPipeline(DigitTokenizer(), ["input_ids"], max_seq_length=4, batch_size=2,
+                          long_text=LongText("window", stride=2))
+    rows = window.encode(texts)
+    assert rows.features["input_ids"][:4] == [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7], [1, 2]]
+    assert rows.source.tolist() == [0, 0, 0, 1] + [2] * 14 and rows.num_texts == 3
+    assert rows.text_lengths().tolist() == [11, 2, 4 * 13 + 4]
     backend = RowSumBackend()
-    pooled = two_rows.outputs(backend, encoded)
-    assert sum(shape[0] for shape in backend.shapes) == 2 * len(texts)  # the model saw every window
-    whole = one_row.outputs(RowSumBackend(), one_row.encode(texts))
-    assert pooled.shape == whole.shape == (len(texts), 3)
-    # max over a text's windows: its largest id is the whole text's, its window sums are each at most the total
-    assert np.array_equal(pooled[:, 1], whole[:, 1])
-    assert (pooled[:, 0] <= whole[:, 0]).all() and (pooled[:, 0] >= whole[:, 0] / 2).all()
+    pooled = window.outputs(backend, rows)
+    assert sum(shape[0] for shape in backend.shapes) == len(rows)  # the model saw every window
+    assert pooled[:, 0].tolist() == [18, 3, 36]  # max over windows of the window sums
+    rows_of, row_text = rows.text_rows([2, 0])
+    assert rows_of.tolist() == list(range(4, 18)) + [0, 1, 2] and row_text.tolist() == [0] * 14 + [1] * 3
+    assert window.length_summary() == ("Long texts (--long_text window, --max_seq_length 4, --window_stride 2, "
+                                       "--window_pooling max): 3 texts read as 18 windows, 2 of them in more than one")
+    capped = TextPipeline(DigitTokenizer(), ["input_ids"], 4, long_text=LongText("window", stride=2, max_windows=2))
+    assert capped.encode(texts).source.tolist() == [0, 0, 1, 2, 2]
+    assert capped.length_summary().endswith("; 2 texts longer than --max_windows 2: their last 25 tokens in all "
+                                            "(up to 24 from one text) not read")  # 1 of "1234567", 24 of "99...9"
     # one row per text: pooling is the identity, today's outputs exactly
-    rows = RowSumBackend().run(one_row.pad(one_row.encode(texts), list(range(len(texts)))))
-    assert np.array_equal(pool_rows(rows, np.arange(len(texts)), len(texts)), rows)
+    truncate = TextPipeline(DigitTokenizer(), ["input_ids"], 4)
+    one_row = truncate.encode(texts)
+    assert one_row.features["input_ids"] == [[1, 2, 3, 4], [1, 2], [9, 9, 9, 9]]
+    outputs = RowSumBackend().run(truncate.pad(one_row, [0, 1, 2]))
+    assert np.array_equal(pool_rows(outputs, np.arange(3), 3), outputs)
+    assert truncate.length_summary() == ("Long texts (--long_text truncate, --max_seq_length 4): 2 of 3 texts "
+                                         "truncated, 29 tokens cut in all, up to 26 from one text (--long_text "
+                                         "window reads them whole)")
+    assert truncate.length_summary().startswith("Long texts (--long_text truncate, --max_seq_length 4): 0 of 0")
+
+
+def test_pooling_equals_its_formula():
+    rng = np.random.default_rng(0)
+    outputs = rng.normal(size=(6, 3)).astype("float64") * 5
+    source = np.array([0, 0, 0, 1, 2, 2])
+    groups = [outputs[source == text] for text in range(3)]
+    assert np.allclose(pool_rows(outputs, source, 3, "max"), [g.max(0) for g in groups])
+    assert np.allclose(pool_rows(outputs, source, 3, "mean"), [g.mean(0) for g in groups])
+    assert np.allclose(pool_rows(outputs, source, 3, "logsumexp"), [np.log(np.exp(g).mean(0)) for g in groups])
+    huge = np.array([[1000.0], [990.0]])  # no overflow
+    assert np.allclose(pool_rows(huge, np.array([0, 0]), 1, "logsumexp"), [[1000 + np.log((1 + np.exp(-10)) / 2)]])
+
+
+@pytest.mark.parametrize("settings, max_seq_length, message", [
+    (LongText("window", stride=2), 4, r"--window_stride 2: the tokens shared by two windows must be at least 0 and "
+                                      r"fewer than the 2 text tokens"),
+    (LongText("window", stride=126), 128, "--window_stride 126"),
+    (LongText("window", max_windows=0), 128, "--max_windows 0: a text needs at least 1 window"),
+    (LongText("pages"), 128, "--long_text 'pages': choose from truncate, window"),
+    (LongText("window", pooling="sum"), 128, "--window_pooling 'sum'"),
+    (LongText(), 2, "--max_seq_length 2 leaves no room"),
+])
+def test_long_text_settings_are_checked(settings, max_seq_length, message):
+    with pytest.raises(ValueError, match=message):
+        settings.check(max_seq_length)
 
 
 def test_no_texts_give_no_outputs_without_running_the_model():
