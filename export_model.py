@@ -16,7 +16,14 @@ import numpy as np
 from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, multi_hot
 from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
-from modeling import checkpoint_thresholds, load_model, load_tokenizer, plain_vocabulary, resolve_label_list
+from modeling import (
+    check_max_seq_length,
+    checkpoint_thresholds,
+    load_model,
+    load_tokenizer,
+    plain_vocabulary,
+    resolve_label_list,
+)
 from parity import export_checked
 from utils import DataError, logger, run_cli, set_device
 
@@ -28,7 +35,7 @@ parser.add_argument("--output_path", type=str, default='./export', help="The pat
 parser.add_argument("--dataset_dir", type=str, default=None, help="Optional dataset directory: its dev file is used for the parity check, its label.txt for checkpoints that store no label list.")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev file name inside dataset_dir.")
 parser.add_argument("--parity_samples", type=POSITIVE_INT, default=256, help="Number of texts in the export-time parity check.")
-parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the parity-check texts.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Length of the parity-check model inputs (texts are truncated or windowed as the checkpoint reads them).")
 # yapf: enable
 
 
@@ -53,6 +60,7 @@ def export(args: argparse.Namespace) -> None:
     set_device("cpu")
     model = load_model(args.params_path)
     model.eval()
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
     tokenizer = load_tokenizer(args.params_path)
     label_file = Path(args.dataset_dir or args.params_path) / "label.txt"
     label_list = resolve_label_list(model, label_file)

@@ -3,7 +3,7 @@ every deployment reads it.
 
 An export holds the static graph (`<prefix>.json` + `.pdiparams`), `model.onnx` with stable tensor
 names (`logits` out), the tokenizer and `export_meta.json` (labels and thresholds in output order,
-input names). Exports of the reference, which have no metadata, are read too. ONNX tooling is
+input names, how long texts are read, the model's position count). Exports of the reference, which have no metadata, are read too. ONNX tooling is
 imported only when a conversion actually runs.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import paddle
 
 from data_io import read_label_list
-from modeling import check_label_list, load_tokenizer, model_input_names
-from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS
+from modeling import check_label_list, load_tokenizer, model_input_names, stored_long_text
+from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText
 from utils import DataError, logger
 
 EXPORT_PREFIX = "float32"
@@ -34,13 +34,16 @@ OUTPUT_NAME = "logits"
 
 @dataclass
 class ExportInfo:
-    """What an export directory holds; `labels` and `thresholds` are in model output order."""
+    """What an export directory holds; `labels` and `thresholds` are in model output order;
+    `max_positions` is None when the export does not say (reference exports)."""
 
     directory: Path
     model_prefix: Path
     labels: list[str]
     thresholds: np.ndarray
     input_names: list[str]
+    long_text: LongText = LongText()
+    max_positions: int | None = None
 
 
 def paddle_model_files(prefix: str | os.PathLike) -> tuple[Path, Path]:
@@ -147,7 +150,8 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
         if file_labels is not None:
             check_label_list(label_file, file_labels, labels)
         return ExportInfo(directory, prefix, labels, np.asarray(meta["thresholds"], dtype="float32"),
-                          meta["input_names"])
+                          meta["input_names"], stored_long_text(meta.get("long_text")),
+                          meta.get("max_position_embeddings"))
     if file_labels is None:
         raise DataError(f"{directory} has no {META_FILE} (not written by this project's export_model.py), so "
                         f"its labels are unknown: pass a dataset directory with label.txt")

@@ -346,16 +346,3 @@ def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batc
     long_text = checkpoint_long_text(model) if long_text is None else long_text
     return dygraph_pipeline(tokenizer, max_seq_length, batch_size, long_text).probs(
         DygraphRunner(model, tokenizer.pad_token_id), texts)
-
-
-def classifier_features(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32
-                        ) -> np.ndarray:
-    """The classifier's input (pooled [CLS] vector) per text, in input order; the windows of a long
-    text (as the checkpoint reads them) are pooled like its logits.
-
-    This is the space in which the analysis scripts compare examples (similar training examples,
-    sparse dev data, representer points).
-    """
-    model.eval()
-    pipeline = dygraph_pipeline(tokenizer, max_seq_length, batch_size, checkpoint_long_text(model))
-    return pipeline.outputs(DygraphRunner(model, tokenizer.pad_token_id, pooled=True), pipeline.encode(texts))

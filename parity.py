@@ -16,7 +16,7 @@ import numpy as np
 from backends import create_backend
 from exporting import META_FILE, ONNX_FILE, ExportInfo, convert_to_onnx, export_static_graph, load_export, write_meta
 from metric import MetricReport
-from modeling import text_probs
+from modeling import checkpoint_long_text, text_probs
 from pipeline import TextPipeline
 from utils import DataError, logger
 
@@ -24,12 +24,32 @@ from utils import DataError, logger
 def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
                    input_names: Sequence[str], texts: Sequence[str], labels: np.ndarray | None,
                    max_seq_length: int) -> list[dict]:
-    """Write a deployable directory of a sequence classifier and prove it answers like the dygraph model."""
+    """Write a deployable directory of a sequence classifier and prove it answers like the dygraph model.
+
+    The export reads long texts as the checkpoint does (truncated, or in windows pooled the same way),
+    and the parity texts get one document several windows long, made of the others joined."""
+    long_text = checkpoint_long_text(model)
+    texts, labels = with_long_document(texts, labels, max_seq_length)
     reference = text_probs(model, tokenizer, texts, max_seq_length)  # before to_static rewrites forward
     return write_checked_export(
         lambda prefix: export_static_graph(model, prefix, input_names), reference, tokenizer, output, prefix_name,
         label_list, thresholds, input_names, texts, labels,
-        make_pipeline=lambda exported: TextPipeline(tokenizer, exported.input_names, max_seq_length))
+        make_pipeline=lambda exported: TextPipeline(tokenizer, exported.input_names, max_seq_length,
+                                                    long_text=exported.long_text),
+        extra_meta={"long_text": long_text.as_dict(), "max_position_embeddings": model.config.max_position_embeddings})
+
+
+def with_long_document(texts: Sequence[str], labels: np.ndarray | None, max_seq_length: int
+                       ) -> tuple[list[str], np.ndarray | None]:
+    """`texts` plus one text of at least four windows' worth of characters, the texts joined in turn;
+    its labels are theirs together."""
+    joined = 0
+    while joined < len(texts) and sum(len(text) for text in texts[:joined]) < 4 * max_seq_length:
+        joined += 1
+    document = "".join(texts[:joined])
+    if labels is None:
+        return [*texts, document], None
+    return [*texts, document], np.vstack([labels, labels[:joined].max(0, keepdims=True)])
 
 
 def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndarray, tokenizer, output: Path,

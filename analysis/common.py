@@ -13,8 +13,20 @@ import numpy as np
 
 from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
-from modeling import checkpoint_thresholds, load_model, load_tokenizer, resolve_label_list
-from utils import DataError, set_device, set_seed
+from modeling import (
+    DygraphRunner,
+    add_long_text_arguments,
+    check_max_seq_length,
+    checkpoint_long_text,
+    checkpoint_thresholds,
+    dygraph_pipeline,
+    load_model,
+    load_tokenizer,
+    resolve_label_list,
+    resolve_long_text,
+)
+from pipeline import TextPipeline
+from utils import DataError, logger, set_device, set_seed
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -25,19 +37,38 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None,
     parser.add_argument("--device", default="gpu", help="Device that runs the model: gpu (the reference's default) or cpu.")
     parser.add_argument("--dataset_dir", required=True, type=str, help="The dataset directory: the input files are read from it and the outputs written to it.")
     parser.add_argument("--params_path", default="../checkpoint/", type=str, help="The trained checkpoint directory (train.py --save_dir).")
-    parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization; longer texts are truncated.")
+    parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization; longer texts are truncated (or, with --long_text window, read in windows of this length).")
     if batch_size is not None:
         parser.add_argument("--batch_size", default=batch_size, type=POSITIVE_INT, help="Texts per forward pass of the model.")
     if seed_help is not None:
         parser.add_argument("--seed", type=SEED, default=3, help=seed_help)
+    add_long_text_arguments(parser)
 
 
 @dataclass
 class TrainedModel:
+    """The checkpoint with its labels, thresholds and the pipeline that reads texts as it was trained to
+    (or as the long-text options say)."""
+
     model: object
     tokenizer: object
     labels: list[str]
     thresholds: np.ndarray
+    pipeline: TextPipeline
+
+    def probs(self, texts: list[str]) -> np.ndarray:
+        """Probabilities per text, in input order; what was truncated or windowed is logged."""
+        probs = self.pipeline.probs(DygraphRunner(self.model, self.tokenizer.pad_token_id), texts)
+        logger.info(self.pipeline.length_summary())
+        return probs
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """The classifier's input (pooled [CLS] vector) per text, the windows of a text pooled like its
+        logits: the space in which the analysis scripts compare examples (similar training examples,
+        sparse dev data, representer points)."""
+        rows = self.pipeline.encode(texts)
+        self.pipeline.length_summary()  # the same texts' probabilities log it
+        return self.pipeline.outputs(DygraphRunner(self.model, self.tokenizer.pad_token_id, pooled=True), rows)
 
 
 def load_trained(args: argparse.Namespace) -> TrainedModel:
@@ -49,11 +80,15 @@ def load_trained(args: argparse.Namespace) -> TrainedModel:
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)
     model.eval()
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
     labels = resolve_label_list(model, Path(args.dataset_dir) / getattr(args, "label_file", "label.txt"))
     threshold = getattr(args, "threshold", None)
     thresholds = (np.full(len(labels), threshold, dtype="float32") if threshold is not None
                   else checkpoint_thresholds(model))
-    return TrainedModel(model, load_tokenizer(args.params_path), labels, thresholds)
+    tokenizer = load_tokenizer(args.params_path)
+    long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, getattr(args, "batch_size", 32), long_text)
+    return TrainedModel(model, tokenizer, labels, thresholds, pipeline)
 
 
 @dataclass

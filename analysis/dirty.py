@@ -15,7 +15,6 @@ import numpy as np
 
 from cli import POSITIVE_INT, UNIT_INTERVAL_OPEN, ArgumentParser
 from data_io import format_labels, load_examples, multi_hot
-from modeling import text_probs
 from utils import logger, run_cli
 
 from common import add_model_arguments, load_trained, write_rows
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     train = load_examples(dataset / args.train_file, trained.labels)
-    probs = text_probs(trained.model, trained.tokenizer, [e.text for e in train], args.max_seq_length,
-                       args.batch_size)
+    probs = trained.probs([e.text for e in train])
     order, total = rank_dirty(multi_hot(train, len(trained.labels)), probs, args.dirty_threshold)
     dirty = set(order[:args.dirty_num].tolist())
     rows = [(e.text, format_labels(e.labels, trained.labels)) for e in train]

@@ -21,7 +21,6 @@ import numpy as np
 from cli import PROBABILITY, ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
-from modeling import text_probs
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
 
@@ -42,8 +41,7 @@ def evaluate_file(trained: TrainedModel, path: Path, split: str, args: argparse.
                   ) -> tuple[list[Example], np.ndarray, MetricReport]:
     """Predict one labelled file and log the reference's report for it."""
     examples = load_examples(path, trained.labels)
-    probs = text_probs(trained.model, trained.tokenizer, [e.text for e in examples], args.max_seq_length,
-                       args.batch_size)
+    probs = trained.probs([e.text for e in examples])
     metric = MetricReport(thresholds=trained.thresholds, label_names=trained.labels)
     metric.update(probs, multi_hot(examples, len(trained.labels)))
     log_report(metric.figures(), trained.labels, split)

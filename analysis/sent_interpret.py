@@ -11,7 +11,6 @@ from pathlib import Path
 
 from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
-from modeling import classifier_features, text_probs
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
 
@@ -35,10 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_interpret_rows(dataset / args.interpret_input_file)
     train = load_examples(dataset / args.train_file, trained.labels)
     texts = [row.text for row in rows]
-    featurize = lambda items: classifier_features(trained.model, trained.tokenizer, items,  # noqa: E731
-                                                  args.max_seq_length, args.batch_size)
-    index, scores = top_k_similar(featurize(texts), featurize([e.text for e in train]), args.top_k)
-    probs = text_probs(trained.model, trained.tokenizer, texts, args.max_seq_length, args.batch_size)
+    index, scores = top_k_similar(trained.features(texts), trained.features([e.text for e in train]), args.top_k)
+    probs = trained.probs(texts)
     out_path = dataset / args.interpret_result_file
     with open(out_path, "w", encoding="utf-8") as out:
         for row, row_probs, neighbours, neighbour_scores in zip(rows, probs, index, scores):

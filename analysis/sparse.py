@@ -15,7 +15,7 @@ import numpy as np
 
 from cli import POSITIVE_INT, ArgumentParser, bounded
 from data_io import format_labels, iter_examples, load_examples
-from modeling import classifier_features, plain_vocabulary
+from modeling import plain_vocabulary
 from utils import logger, run_cli
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
@@ -62,13 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
-    featurize = lambda texts: classifier_features(trained.model, trained.tokenizer, texts,  # noqa: E731
-                                                  args.max_seq_length, args.batch_size)
     train = load_examples(dataset / args.train_file, trained.labels)
     dev = load_examples(dataset / args.dev_file, trained.labels)
-    train_features = featurize([e.text for e in train])
+    train_features = trained.features([e.text for e in train])
 
-    _, dev_scores = top_k_similar(featurize([e.text for e in dev]), train_features, args.rationale_num_sparse)
+    _, dev_scores = top_k_similar(trained.features([e.text for e in dev]), train_features, args.rationale_num_sparse)
     coverage = dev_scores.mean(axis=1)
     sparse_rows = np.argsort(coverage, kind="stable")[:args.sparse_num]
     sparse = [dev[i] for i in sparse_rows]
@@ -80,11 +78,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.annotate:
         candidates = [(e.text, "") for e in iter_examples(dataset / args.unlabeled_file)]
-        candidate_features = featurize([text for text, _ in candidates])
+        candidate_features = trained.features([text for text, _ in candidates])
     else:
         candidates = [(e.text, format_labels(e.labels, trained.labels)) for e in train]
         candidate_features = train_features
-    index, scores = top_k_similar(featurize([e.text for e in sparse]), candidate_features, args.rationale_num_support)
+    index, scores = top_k_similar(trained.features([e.text for e in sparse]), candidate_features, args.rationale_num_support)
     chosen = select_support(index, scores, args.support_threshold, args.support_num)
     if len(chosen) < args.support_num:
         logger.warning(f"Only {len(chosen)} support data have a similarity above --support_threshold "

@@ -15,7 +15,6 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
-from modeling import text_probs
 from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
 
@@ -52,13 +51,30 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
     return gold, predicted, sorted(gold | predicted) or [int(np.argmax(probs))]
 
 
+def refuse_windowed_texts(rows: list[InterpretRow], trained: TrainedModel, path: Path) -> None:
+    """Word attributions explain one model input. A text the checkpoint reads in several windows has
+    logits pooled from windows that overlap, so a word would get several attributions, none of which
+    alone explains the document's decision: such texts are refused, not explained half-way."""
+    if trained.pipeline.long_text.mode != "window":
+        return
+    encoded = trained.pipeline.encode([row.text for row in rows])
+    trained.pipeline.length_summary()
+    windowed = np.flatnonzero(np.bincount(encoded.source, minlength=encoded.num_texts) > 1)
+    if windowed.size:
+        raise DataError(f"{path}: {windowed.size} texts need more than one window of --max_seq_length "
+                        f"{trained.pipeline.max_seq_length} tokens (the first: {rows[windowed[0]].text[:30]!r}), and "
+                        f"word attributions explain one window: split such documents into passages, or pass "
+                        f"--long_text truncate to explain their first {trained.pipeline.max_seq_length} tokens only")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
     trained = load_trained(args)
     input_path = dataset / args.interpret_input_file
     rows = read_interpret_rows(input_path)
-    probs = text_probs(trained.model, trained.tokenizer, [r.text for r in rows], args.max_seq_length)
+    refuse_windowed_texts(rows, trained, input_path)
+    probs = trained.probs([r.text for r in rows])
     html_rows, text_lines = [], []
     for number, (row, row_probs) in enumerate(tqdm(list(zip(rows, probs)), desc="Interpreting", disable=None), 1):
         gold, predicted, explain = labels_of_interest(row, row_probs, trained, input_path)

@@ -182,10 +182,76 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
     return output, result.stderr
 
 
-def offline_predictions(export_dir: Path, texts: list[str]):
-    """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported thresholds): the servers
-    must give the same. Returns (label names per text, probabilities)."""
+# ------------------------------------------------------------------ long documents (--long_text window)
+
+WINDOW = 24  # --max_seq_length of these tests: 22 text tokens per window
+DOCUMENT = 60  # characters (= tokens) per document
+
+
+def document_lines(count: int, seed: int, late: bool = False) -> list[str]:
+    """`text<TAB>labels` documents of filler with one or two label keywords; with `late` a single
+    keyword that starts after the first window's 22 tokens, so truncation never sees it."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        labels = sorted(rng.sample(LABELS, 1 if late else rng.choice([1, 2])), key=LABELS.index)
+        text = list(rng.choices(FILLER, k=DOCUMENT))
+        for label in labels:
+            start = rng.randint(30, DOCUMENT - 2) if late else rng.randint(0, DOCUMENT - 2)
+            text[start:start + 2] = rng.choice(KEYWORDS[label])
+        lines.append(f"{''.join(text)}\t{','.join(labels)}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def documents(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("documents")
+    (path / "label.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    for name, lines in (("train.txt", document_lines(400, 1)), ("dev.txt", document_lines(60, 2)),
+                        ("test.txt", document_lines(60, 3, late=True))):
+        (path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *long_text: str) -> str:
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", documents, "--model_name", scratch_model,
+                      "--save_dir", save_dir, "--epochs", "6", "--max_seq_length", WINDOW, "--logging_steps", "50",
+                      *RECIPE, *long_text)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+@pytest.fixture(scope="session")
+def window_checkpoint(documents, scratch_model, tmp_path_factory) -> tuple[Path, str]:
+    save_dir = tmp_path_factory.mktemp("window") / "checkpoint"
+    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window", "--batch_size", "8")
+
+
+@pytest.fixture(scope="session")
+def window_exported(window_checkpoint, documents, tmp_path_factory) -> Path:
+    """export_model.py on the windowed checkpoint: the export reads documents in windows too."""
+    output = tmp_path_factory.mktemp("window_export") / "export"
+    result = run_main("export_model.py", "--params_path", window_checkpoint[0], "--output_path", output,
+                      "--dataset_dir", documents, "--max_seq_length", WINDOW)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+
+def offline_predictions(export_dir: Path, texts: list[str], max_seq_length: int = 128):
+    """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported thresholds, long texts read
+    as the export says): the servers must give the same. Returns (label names per text, probabilities)."""
     export = load_export(export_dir / "float32")
-    probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
-                                                                      texts)
+    pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, max_seq_length,
+                            long_text=export.long_text)
+    probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts)
     return predicted_labels(probs, export.labels, export.thresholds)[1], probs
+
+
+def predict_py_labels(checkpoint: Path, dataset: Path, data_file: str, output: Path, *options) -> list[list[str]]:
+    """predict.py's label names per line of `data_file` (the answer every server must repeat)."""
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", data_file,
+                      "--params_path", checkpoint, "--output_file", output, *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in output.read_text(encoding="utf-8").splitlines()[1:]]
+    return [row[1].split(", ") if row[1] else [] for row in rows]

@@ -2,62 +2,25 @@
 the checkpoint, and clear errors for lengths the model cannot read."""
 from __future__ import annotations
 
-import random
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
+from backends import create_backend
 from data_io import load_examples, multi_hot, read_label_list
+from exporting import load_export, load_export_tokenizer
 from metric import MetricReport
 from modeling import load_tokenizer, stored_config
-from pipeline import LongText, TextPipeline, pool_rows
+from parity import with_long_document
+from pipeline import LongText, TextPipeline, pool_rows, predicted_labels
 from training import pool_logits
 
-from conftest import FILLER, KEYWORDS, LABELS, RECIPE, run_main
-
-WINDOW = 24  # --max_seq_length of these tests: 22 text tokens per window
-DOCUMENT = 60  # characters (= tokens) per document
-
-
-def document_lines(count: int, seed: int, late: bool = False) -> list[str]:
-    """`text<TAB>labels` documents of filler with one or two label keywords; with `late` a single
-    keyword that starts after the first window's 22 tokens, so truncation never sees it."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(count):
-        labels = sorted(rng.sample(LABELS, 1 if late else rng.choice([1, 2])), key=LABELS.index)
-        text = list(rng.choices(FILLER, k=DOCUMENT))
-        for label in labels:
-            start = rng.randint(30, DOCUMENT - 2) if late else rng.randint(0, DOCUMENT - 2)
-            text[start:start + 2] = rng.choice(KEYWORDS[label])
-        lines.append(f"{''.join(text)}\t{','.join(labels)}")
-    return lines
-
-
-@pytest.fixture(scope="module")
-def documents(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("documents")
-    (path / "label.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
-    for name, lines in (("train.txt", document_lines(400, 1)), ("dev.txt", document_lines(60, 2)),
-                        ("test.txt", document_lines(60, 3, late=True))):
-        (path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *long_text: str) -> str:
-    result = run_main("train.py", "--device", "cpu", "--dataset_dir", documents, "--model_name", scratch_model,
-                      "--save_dir", save_dir, "--epochs", "6", "--max_seq_length", WINDOW, "--logging_steps", "50",
-                      *RECIPE, *long_text)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
-
-
-@pytest.fixture(scope="module")
-def window_checkpoint(documents, scratch_model, tmp_path_factory) -> tuple[Path, str]:
-    save_dir = tmp_path_factory.mktemp("window") / "checkpoint"
-    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window", "--batch_size", "8")
+from conftest import ROOT, WINDOW, load_script, run_main, train_on_documents
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +112,113 @@ def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(script,
     assert result.returncode == 2
     assert (f"--max_seq_length 1024 is above the 512 positions of the model in {model} (max_position_embeddings): "
             f"use --max_seq_length 512 or less, and --long_text window to read longer texts whole") in result.stderr
+
+
+def test_evaluate_and_the_export_read_documents_as_the_checkpoint_does(documents, window_checkpoint, window_exported,
+                                                                        tmp_path):
+    save_dir, _ = window_checkpoint
+    predicted = tmp_path / "predict.txt"
+    predicted_micro_f1(documents, save_dir, predicted)
+    evaluated = tmp_path / "evaluated"
+    evaluated.mkdir()
+    for name in ("label.txt", "test.txt"):
+        (evaluated / name).write_text((documents / name).read_text(encoding="utf-8"), encoding="utf-8")
+    result = run_main("analysis/evaluate.py", "--device", "cpu", "--dataset_dir", evaluated, "--params_path", save_dir,
+                      "--dev_file", "test.txt", "--max_seq_length", WINDOW)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "60 texts read as 300 windows" in result.stderr
+    bad_cases = (evaluated / "bad_case.txt").read_text(encoding="utf-8").splitlines()[1:]
+    predictions = dict(line.split("\t") for line in predicted.read_text(encoding="utf-8").splitlines()[1:])
+    gold = dict(line.split("\t") for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines())
+    wrong = {text for text in gold if sorted(predictions[text].split(", ")) != sorted(gold[text].split(","))}
+    assert {line.split("\t")[0] for line in bad_cases} == wrong  # one bad case per document, as predict.py sees it
+
+    meta = json.loads((window_exported / "export_meta.json").read_text(encoding="utf-8"))
+    assert meta["long_text"]["mode"] == "window" and meta["max_position_embeddings"] == 512
+    parity = json.loads((window_exported / "parity.json").read_text(encoding="utf-8"))
+    assert [row["variant"] for row in parity] == ["dygraph", "onnxruntime fp32", "paddle fp32"]
+    assert all(row["max_abs_diff"] <= 1e-4 for row in parity)
+    for backend in ("onnxruntime", "paddle"):
+        inferred = tmp_path / f"infer_{backend}.txt"
+        result = run_main("deploy/predictor/infer.py", "--device", "cpu", "--backend", backend, "--model_path_prefix",
+                          window_exported / "float32", "--dataset_dir", documents, "--data_file", "test.txt",
+                          "--output_file", inferred, "--max_seq_length", WINDOW)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "60 texts read as 300 windows" in result.stderr
+        assert inferred.read_text(encoding="utf-8") == predicted.read_text(encoding="utf-8")
+
+
+def test_the_export_parity_check_includes_a_document_of_several_windows():
+    texts = ["甲" * 30, "乙" * 40, "丙" * 50, "丁" * 10]
+    labels = np.array([[1, 0], [0, 1], [0, 0], [1, 1]], dtype="float32")
+    with_document, with_labels = with_long_document(texts, labels, 24)
+    assert with_document[:4] == texts and with_document[4] == "甲" * 30 + "乙" * 40 + "丙" * 50  # >= 4 x 24
+    assert with_labels[4].tolist() == [1, 1] and with_long_document(texts, None, 24)[1] is None
+
+
+def test_paddle_serving_pools_the_windows_of_a_request(documents, window_exported):
+    pipeline_io = load_script("deploy/paddle_serving/pipeline_io.py")
+    export = load_export(window_exported / "float32")
+    tokenizer = load_export_tokenizer(export)
+    texts = [line.split("\t")[0] for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines()[:5]]
+    feeds, source = pipeline_io.preprocess(texts, export, tokenizer, WINDOW)
+    assert source.tolist() == [index for index in range(5) for _ in range(5)]
+    answer = pipeline_io.postprocess({"logits": create_backend(export, "onnxruntime", "fp32").run(feeds)}, export,
+                                     source)
+    probs = TextPipeline(tokenizer, export.input_names, WINDOW, long_text=export.long_text).probs(
+        create_backend(export, "onnxruntime", "fp32"), texts)
+    assert pipeline_io.decode_response(answer)[0] == predicted_labels(probs, export.labels, export.thresholds)[1]
+
+
+def test_word_interpret_refuses_documents_it_would_explain_in_part(documents, window_checkpoint, tmp_path):
+    (tmp_path / "label.txt").write_text((documents / "label.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "bad_case.txt").write_text("Text\tLabel\tPrediction\n足球比赛\t体育\t体育\n" + "的" * 40 + "\t\t\n",
+                                           encoding="utf-8")
+    common = ["--device", "cpu", "--dataset_dir", tmp_path, "--params_path", window_checkpoint[0], "--max_seq_length",
+              WINDOW, "--ig_steps", "2"]
+    result = run_main("analysis/word_interpret.py", *common)
+    assert result.returncode == 2
+    assert (f"{tmp_path / 'bad_case.txt'}: 1 texts need more than one window of --max_seq_length 24 tokens (the "
+            f"first: '{'的' * 30}'), and word attributions explain one window: split such documents into passages, or "
+            f"pass --long_text truncate to explain their first 24 tokens only") in result.stderr
+    result = run_main("analysis/word_interpret.py", *common, "--long_text", "truncate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 of 2 texts truncated" in result.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--long_text", "window", "--window_stride", "22"], "--window_stride 22: the tokens shared by two windows must be "
+                                                          "at least 0 and fewer than the 22 text tokens of a window"),
+    (["--long_text", "window", "--max_windows", "0"], "argument --max_windows: must be at least 1, got 0"),
+    (["--long_text", "pages"], "argument --long_text: invalid choice: 'pages'"),
+])
+def test_impossible_window_settings_are_one_clear_line(options, message, documents, window_checkpoint, tmp_path):
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", documents, "--data_file", "test.txt",
+                      "--params_path", window_checkpoint[0], "--output_file", tmp_path / "out.txt", "--max_seq_length",
+                      WINDOW, *options)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+# predict.py as a user runs it, reporting its own peak resident memory when it exits
+PEAK_RSS = ("import atexit, resource, runpy, sys; atexit.register(lambda: print('peak RSS MB', "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)); "
+            "sys.argv[0] = 'predict.py'; runpy.run_path('predict.py', run_name='__main__')")
+
+
+def test_a_text_without_tokens_and_a_megabyte_line_are_counted_in_bounded_memory(window_checkpoint, tmp_path):
+    line = "足球的比赛" * 70_000  # 350,000 characters, 1.05 MB of UTF-8
+    (tmp_path / "data.txt").write_text(f"\u0001\u0002\n{line}\n学校考试\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, "--device", "cpu", "--dataset_dir", str(tmp_path),
+                             "--params_path", str(window_checkpoint[0]), "--output_file", str(tmp_path / "out.txt"),
+                             "--max_seq_length", str(WINDOW)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 32 windows of 22 tokens, 10 apart, read its first 332 tokens
+    assert ("3 texts read as 34 windows, 1 of them in more than one; 1 texts longer than --max_windows 32: their last "
+            "349668 tokens in all (up to 349668 from one text) not read; 1 texts have no token after tokenization "
+            "(read as [CLS] [SEP] alone)") in result.stderr
+    rows = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 and rows[1].startswith("\u0001\u0002\t") and rows[2].startswith(line + "\t")
+    peak_mb = int(result.stderr.rsplit("peak RSS MB", 1)[1].split()[0])
+    print(f"peak RSS of predict.py on a 1 MB line: {peak_mb} MB")
+    assert peak_mb < 2048

@@ -31,10 +31,11 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
     texts = ["足球比赛股票", "的了在是", "学校考试老师", ""]
     feed_dict = pipeline_io.encode_request(texts)  # what rpc_client.py / http_client.py send
     assert json.loads(feed_dict["sentence"]) == texts
-    feeds = pipeline_io.preprocess(pipeline_io.parse_request(feed_dict), export, tokenizer, 128)
+    feeds, source = pipeline_io.preprocess(pipeline_io.parse_request(feed_dict), export, tokenizer, 128)
     assert sorted(feeds) == ["input_ids", "token_type_ids"] and feeds["input_ids"].dtype == np.int64
+    assert source.tolist() == [0, 1, 2, 3]  # truncation: one row per text
     logits = create_backend(export, "paddle", "fp32").run(feeds)
-    answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export)  # any fetch name
+    answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export, source)  # any fetch name
     assert all(isinstance(value, str) for value in answer.values())  # the pipeline sends strings
     labels, confidences = pipeline_io.decode_response(answer)
     probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)

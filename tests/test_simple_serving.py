@@ -15,7 +15,7 @@ import pytest
 
 from serving import MAX_REQUEST_TEXTS
 
-from conftest import LABELS, ROOT, offline_predictions, run_main, run_script
+from conftest import LABELS, ROOT, WINDOW, offline_predictions, predict_py_labels, run_main, run_script
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
@@ -154,3 +154,16 @@ def test_the_reference_ernie_m_entry_point_serves_an_ernie_m_export(ernie_m_trai
         status, answer = post(url, {"data": {"text": texts}})
     assert status == 200
     assert answer["result"]["label_names"] == offline_predictions(export_dir, texts)[0]
+
+
+def test_documents_read_in_windows_are_labelled_like_predict_py(window_exported, window_checkpoint, documents,
+                                                               tmp_path):
+    expected = predict_py_labels(window_checkpoint[0], documents, "test.txt", tmp_path / "predict.txt",
+                                 "--max_seq_length", WINDOW)
+    texts = [line.split("\t")[0] for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines()]
+    with running_server("server", window_exported, tmp_path / "server.log") as url:
+        status, answer = post(url, {"data": {"text": texts}, "parameters": {"max_seq_len": WINDOW, "batch_size": 16}})
+        assert status == 200, answer
+        assert answer["result"]["label_names"] == expected and sum(map(bool, expected)) > 40
+        status, answer = post(url, {"data": {"text": texts[:1]}, "parameters": {"max_seq_len": 1024}})
+        assert status == 422 and "parameter max_seq_len must be an integer in [3, 512], got 1024" in str(answer)

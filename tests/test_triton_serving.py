@@ -1,18 +1,20 @@
 """deploy/triton_serving: the generated repository served by a real tritonserver on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import LABELS, ROOT, offline_predictions, run_main, run_script
+from conftest import LABELS, ROOT, WINDOW, offline_predictions, predict_py_labels, run_main, run_script
 
 pytestmark = pytest.mark.slow
 TRITON = ROOT / "deploy/triton_serving"
@@ -35,13 +37,11 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.fixture(scope="module")
-def triton(exported, tmp_path_factory):
-    """build_repo.py (python platform) on the test export, then tritonserver on ephemeral ports."""
-    export_dir, _ = exported
-    root = tmp_path_factory.mktemp("triton")
+@contextlib.contextmanager
+def running_triton(export_dir: Path, root: Path, *build_options):
+    """build_repo.py (python platform) on an export, then tritonserver on ephemeral ports."""
     result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir",
-                      root / "models", "--platform", "python", "--max_batch_size", "64")
+                      root / "models", "--platform", "python", "--max_batch_size", "64", *build_options)
     assert result.returncode == 0, result.stderr[-2000:]
     run_server = load_module("run_server")
     server = run_server.prepare_server(root / "work")
@@ -61,14 +61,22 @@ def triton(exported, tmp_path_factory):
             pass
         time.sleep(1)
     assert process.poll() is None and client.is_server_ready(), log.read_text()[-4000:]
-    yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "export": export_dir,
-           "repo": root / "models"}
-    process.terminate()
-    try:  # the server waits 30 s (its exit timeout) for the python backend stubs; nothing is in flight here
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
+    try:
+        yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "export": export_dir,
+               "repo": root / "models", "log": log}
+    finally:
+        process.terminate()
+        try:  # the server waits 30 s (its exit timeout) for the python backend stubs; nothing is in flight here
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def triton(exported, tmp_path_factory):
+    with running_triton(exported[0], tmp_path_factory.mktemp("triton")) as server:
+        yield server
 
 
 def offline(export_dir, texts: list[str]) -> tuple[list[str], np.ndarray]:
@@ -195,3 +203,17 @@ def test_build_repo_replaces_only_what_it_built(exported, tmp_path):
         result = run_main("deploy/triton_serving/build_repo.py", "--export_dir", export_dir, "--output_dir", target)
         assert result.returncode == 2 and f"--output_dir {target} holds the export" in result.stderr
     assert (export_dir / "model.onnx").is_file()
+
+
+def test_documents_read_in_windows_are_labelled_like_predict_py(window_exported, window_checkpoint, documents,
+                                                               tmp_path_factory, tmp_path):
+    """The tokenizer model sends every window with its text's index; the postprocess pools them per text."""
+    expected = predict_py_labels(window_checkpoint[0], documents, "test.txt", tmp_path / "predict.txt",
+                                 "--max_seq_length", WINDOW)
+    texts = [line.split("\t")[0] for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines()]
+    with running_triton(window_exported, tmp_path_factory.mktemp("window_triton"), "--max_seq_length",
+                        WINDOW) as server:
+        runner = load_module("seqcls_grpc_client").SyncTritonRunner(server["grpc"], "seqcls")
+        labels, _ = runner.run(texts[:40])  # 40 documents, 200 windows: more rows than max_batch_size texts
+        assert labels == [",".join(names) for names in expected[:40]]
+        assert sum(bool(label) for label in labels) > 30

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from exporting import ExportInfo
-from pipeline import TextPipeline, sigmoid
+from pipeline import TextPipeline, pool_rows, sigmoid
 from serving import label_response, request_texts
 from utils import DataError
 
@@ -45,18 +45,22 @@ def parse_request(input_dict: dict) -> list[str]:
     return request_texts(value)
 
 
-def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_length: int) -> dict[str, np.ndarray]:
-    """int64 feeds named after the export's inputs, padded to the longest text of the request."""
-    pipeline = TextPipeline(tokenizer, export.input_names, max_seq_length)
-    return pipeline.pad(pipeline.encode(texts), list(range(len(texts))))
+def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_length: int
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """int64 feeds named after the export's inputs, padded to the longest row of the request (texts
+    read as the export reads long texts), and the text of each row, for `postprocess`."""
+    pipeline = TextPipeline(tokenizer, export.input_names, max_seq_length, long_text=export.long_text)
+    rows = pipeline.encode(texts)
+    return pipeline.pad(rows, list(range(len(rows)))), rows.source
 
 
-def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo) -> dict[str, str]:
-    """The model's only output -> the reference's `label` (per text, its label ids joined by commas:
-    '["0,3", ""]', which the reference's clients eval()) plus `confidence` ('[[p, ...], ...]', the
-    chosen labels' probabilities) and `label_names` ('[["name", ...], ...]')."""
+def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo, source: np.ndarray) -> dict[str, str]:
+    """The model's only output, pooled per text -> the reference's `label` (per text, its label ids
+    joined by commas: '["0,3", ""]', which the reference's clients eval()) plus `confidence`
+    ('[[p, ...], ...]', the chosen labels' probabilities) and `label_names` ('[["name", ...], ...]')."""
     (logits,) = fetch_dict.values()
-    response = label_response(sigmoid(np.asarray(logits)), export.labels, export.thresholds)
+    logits = pool_rows(np.asarray(logits), source, int(source.max()) + 1, export.long_text.pooling)
+    response = label_response(sigmoid(logits), export.labels, export.thresholds)
     return {"label": json.dumps([",".join(map(str, ids)) for ids in response["label"]]),
             "confidence": json.dumps(response["confidence"]),
             "label_names": json.dumps(response["label_names"], ensure_ascii=False)}

@@ -25,16 +25,22 @@ TOKENIZER = load_export_tokenizer(EXPORT, args.model_name)
 
 
 class SeqClsOp(Op):
+    """The request's rows go to the model; the text of each row (windows of a long text) waits here,
+    under the request's data_id, until its logits come back."""
+
+    row_texts: dict = {}
+
     def preprocess(self, input_dicts, data_id, log_id):
         (_, input_dict), = input_dicts.items()
         try:
             texts = parse_request(input_dict)
         except DataError as err:  # an error answer for this request; the service keeps serving
             return {}, True, 400, str(err)
-        return preprocess(texts, EXPORT, TOKENIZER, args.max_seq_length), False, None, ""
+        feed, self.row_texts[data_id] = preprocess(texts, EXPORT, TOKENIZER, args.max_seq_length)
+        return feed, False, None, ""
 
     def postprocess(self, input_dicts, fetch_dict, data_id, log_id):
-        return postprocess(fetch_dict, EXPORT), None, ""
+        return postprocess(fetch_dict, EXPORT, self.row_texts.pop(data_id)), None, ""
 
 
 class SeqClsService(WebService):

@@ -18,7 +18,14 @@ from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import ReadStats, iter_examples, load_examples, multi_hot, text_windows, write_predictions
 from exporting import ExportInfo, load_export, load_export_tokenizer
-from modeling import load_model, load_tokenizer, text_probs
+from modeling import (
+    add_long_text_arguments,
+    check_max_seq_length,
+    load_model,
+    load_tokenizer,
+    resolve_long_text,
+    text_probs,
+)
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import TextPipeline
 from utils import DataError, logger, run_cli, set_device
@@ -49,6 +56,7 @@ parser.add_argument("--output_probs", action="store_true", help="With --output_f
 parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
 parser.add_argument("--check_parity", action="store_true", help="Compare every backend and precision with the dygraph model of --params_path on the perf_dataset file.")
 parser.add_argument("--params_path", type=str, default="./checkpoint/", help="With --check_parity: the trained dygraph checkpoint that was exported.")
+add_long_text_arguments(parser)
 # yapf: enable
 
 
@@ -91,15 +99,15 @@ def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path
     logger.info(stats.summary(data_path))
 
 
-def check_parity(args: argparse.Namespace, export: ExportInfo, tokenizer, thresholds: np.ndarray) -> None:
+def check_parity(args: argparse.Namespace, export: ExportInfo, pipeline: TextPipeline, thresholds: np.ndarray) -> None:
     examples = load_examples(Path(args.dataset_dir) / f"{args.perf_dataset}.txt", export.labels)
     texts, labels = [e.text for e in examples], multi_hot(examples, len(export.labels))
     if not Path(args.params_path).is_dir():
         raise DataError(f"--check_parity needs the trained checkpoint: --params_path {args.params_path} "
                         f"is not a directory")
     model = load_model(args.params_path)
-    reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size)
-    pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size)
+    reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size,
+                           pipeline.long_text)
     perf_file = Path(args.dataset_dir) / f"{args.perf_dataset}.txt"
     probs = {}
     for backend, precision in variants(args.device):
@@ -122,15 +130,17 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"--dataset_dir {dataset} is not a directory")
     export = load_export(args.model_path_prefix, dataset / args.label_file)
     check_args(args, export)
+    check_max_seq_length(args.max_seq_length, export.max_positions, export.directory)
     tokenizer = load_export_tokenizer(export, args.model_name_or_path)
     thresholds = (np.full(len(export.labels), args.threshold, dtype="float32") if args.threshold is not None
                   else export.thresholds)
+    long_text = resolve_long_text(args, export.long_text, args.max_seq_length)
+    pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size, long_text)
     if args.check_parity:
-        check_parity(args, export, tokenizer, thresholds)
+        check_parity(args, export, pipeline, thresholds)
         return
 
     data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
-    pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size)
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
                              lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, data_path))))
     predictor = Predictor(pipeline, backend, export.labels, thresholds)
@@ -138,9 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         examples = load_examples(data_path, export.labels)
         texts = [e.text for e in examples]
         predictor.evaluate(texts, multi_hot(examples, len(export.labels)))
+        logger.info(pipeline.length_summary())
         predictor.performance(texts)
     else:
         predict_file(args, predictor, data_path)
+        logger.info(pipeline.length_summary())
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def parameter(parameters: dict, name: str, default, kind: type, low: float, high
 
 
 class MultiLabelModelHandler(BaseModelHandler):
-    """Tokenize, batch by length and run the export, exactly as deploy/predictor does."""
+    """Tokenize (long texts as the export reads them), batch by length and run the export, exactly as
+    deploy/predictor does."""
 
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
@@ -67,14 +68,15 @@ class MultiLabelModelHandler(BaseModelHandler):
             if not isinstance(data, dict) or "text" not in data:
                 raise DataError("the request's 'data' must be an object with a 'text' field")
             texts = request_texts(data["text"])
-            max_seq_len = parameter(parameters, "max_seq_len", 128, int, 2, 2048)
+            max_seq_len = parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
             batch_size = parameter(parameters, "batch_size", 32, int, 1, 1024)
             prob_limit = parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
             if not isinstance(parameters.get("return_probs", False), bool):
                 raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
-        pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size)
+        pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
+                                predictor.export.long_text)
         logits = pipeline.outputs(predictor.backend, pipeline.encode(texts))
         thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(logits[0]), prob_limit)
         return {"logits": logits, "labels": predictor.export.labels, "thresholds": thresholds}

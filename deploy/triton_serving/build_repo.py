@@ -7,11 +7,12 @@ nothing in the repository is edited by hand:
 
     seqcls              ensemble: INPUT (string) -> label (int64 ids), confidence (fp32, their probabilities),
                         label_names (string), probs (fp32 x labels)
-    tokenizer           python: the export's tokenizer -> input_ids[, token_type_ids]
+    tokenizer           python: the export's tokenizer -> input_ids[, token_type_ids], text_index (the text
+                        of each row: a long text read in windows gives several rows)
     seqcls_model        the export's model.onnx: platform onnxruntime_onnx (--platform onnxruntime,
                         as in the NGC Triton image, CPU or GPU) or python running ONNX Runtime
                         (--platform python, for servers without the ONNX Runtime backend)
-    seqcls_postprocess  python: sigmoid, per-label thresholds, label ids and names, every row of the batch
+    seqcls_postprocess  python: rows pooled per text, sigmoid, per-label thresholds, label ids and names
 
 `label` and `confidence` are the reference's outputs (ids of the labels above their threshold and
 their probabilities; in a batch, rows shorter than the longest are padded with id -1 and 0.0);
@@ -27,6 +28,7 @@ from pathlib import Path
 import pipeline
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
+from modeling import add_long_text_arguments, check_max_seq_length, resolve_long_text
 from utils import DataError, logger, run_cli
 
 # yapf: disable
@@ -36,8 +38,9 @@ parser.add_argument("--output_dir", default="./models", help="The model reposito
 parser.add_argument("--platform", choices=["onnxruntime", "python"], default="onnxruntime", help="How seqcls_model runs the ONNX model.")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="Instance kind of seqcls_model (onnxruntime platform).")
 parser.add_argument("--max_batch_size", type=POSITIVE_INT, default=64, help="Largest batch Triton forms.")
-parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Length of the tokenizer's model inputs (longer texts are truncated, or read in windows of this length as the export says).")
 parser.add_argument("--num_threads", type=NON_NEGATIVE_INT, default=0, help="ONNX Runtime intra-op threads (0: its default).")
+add_long_text_arguments(parser)
 # yapf: enable
 
 SOURCES = Path(__file__).resolve().parent / "python_models"
@@ -99,17 +102,21 @@ def clear_output_dir(repo: Path, export_dir: Path) -> None:
 
 def build(args: argparse.Namespace) -> None:
     export = load_export(export_prefix_in(args.export_dir))
+    check_max_seq_length(args.max_seq_length, export.max_positions, export.directory)
+    long_text = resolve_long_text(args, export.long_text, args.max_seq_length)
     onnx_file = ensure_onnx(export.model_prefix, export.directory)
     repo = Path(args.output_dir)
     clear_output_dir(repo, export.directory)
     num_labels, inputs = len(export.labels), export.input_names
     batch = args.max_batch_size
+    rows = batch * (long_text.max_windows if long_text.mode == "window" else 1)  # model inputs of `batch` texts
     cpu = "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
 
     tokenizer_dir = write_model(repo, "tokenizer", config(
         "tokenizer", 'backend: "python"', batch, [tensor("INPUT", "TYPE_STRING", [1])],
-        [tensor(name, "TYPE_INT64", [-1]) for name in inputs],
-        cpu + parameter("max_seq_length", args.max_seq_length)), "tokenizer.py")
+        [*(tensor(name, "TYPE_INT64", [-1]) for name in inputs), tensor("text_index", "TYPE_INT64", [1])],
+        cpu + parameter("max_seq_length", args.max_seq_length)
+        + parameter("long_text", json.dumps(long_text.as_dict()).replace('"', '\\"'))), "tokenizer.py")
     load_export_tokenizer(export).save_pretrained(str(tokenizer_dir / "tokenizer"))
     shutil.copy(pipeline.__file__, tokenizer_dir / "pipeline.py")  # the one text pipeline, not a second copy of it
 
@@ -119,24 +126,26 @@ def build(args: argparse.Namespace) -> None:
     if args.platform == "onnxruntime":
         kind = "KIND_GPU" if args.device == "gpu" else "KIND_CPU"
         model_dir = write_model(repo, "seqcls_model", config(
-            "seqcls_model", 'platform: "onnxruntime_onnx"', batch, model_inputs, model_outputs,
+            "seqcls_model", 'platform: "onnxruntime_onnx"', rows, model_inputs, model_outputs,
             f"instance_group [ {{ count: 1 kind: {kind} }} ]\n" + threads))
     else:
         model_dir = write_model(repo, "seqcls_model", config(
-            "seqcls_model", 'backend: "python"', batch, model_inputs, model_outputs, cpu + threads), "seqcls_model.py")
+            "seqcls_model", 'backend: "python"', rows, model_inputs, model_outputs, cpu + threads), "seqcls_model.py")
     shutil.copy(onnx_file, model_dir / ONNX_FILE)
 
     post_dir = write_model(repo, "seqcls_postprocess", config(
-        "seqcls_postprocess", 'backend: "python"', batch, [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])],
+        "seqcls_postprocess", 'backend: "python"', rows,
+        [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels]), tensor("text_index", "TYPE_INT64", [1])],
         answer_tensors(num_labels), cpu), "seqcls_postprocess.py")
     shutil.copy(pipeline.__file__, post_dir / "pipeline.py")
     (post_dir / "labels.json").write_text(json.dumps(
-        {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds]}, ensure_ascii=False, indent=1),
-        encoding="utf-8")
+        {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds],
+         "window_pooling": long_text.pooling}, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    steps = [ensemble_step("tokenizer", {"INPUT": "INPUT"}, {name: name for name in inputs}),
+    steps = [ensemble_step("tokenizer", {"INPUT": "INPUT"}, {name: name for name in (*inputs, "text_index")}),
              ensemble_step("seqcls_model", {name: name for name in inputs}, {OUTPUT_NAME: OUTPUT_NAME}),
-             ensemble_step("seqcls_postprocess", {OUTPUT_NAME: OUTPUT_NAME}, {name: name for name in ANSWER})]
+             ensemble_step("seqcls_postprocess", {OUTPUT_NAME: OUTPUT_NAME, "text_index": "text_index"},
+                           {name: name for name in ANSWER})]
     write_model(repo, "seqcls", config(
         "seqcls", 'platform: "ensemble"', batch, [tensor("INPUT", "TYPE_STRING", [1])], answer_tensors(num_labels),
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"))

@@ -1,4 +1,7 @@
-"""Triton python model `seqcls_postprocess`: logits -> labels, every row of the batch.
+"""Triton python model `seqcls_postprocess`: logits per model input -> labels per text.
+
+The rows of one text (the windows of a long text, `text_index` from the tokenizer) are pooled as the
+export says first.
 
 `label` (label ids) and `confidence` (their probabilities) are the reference's outputs; a batch's
 rows are padded to its longest with id -1 and probability 0.0. `label_names` holds one string per
@@ -22,11 +25,14 @@ class TritonPythonModel:
         meta = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
         self.labels = meta["labels"]
         self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        self.pooling = meta["window_pooling"]
 
     def execute(self, requests):
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+            source = pb_utils.get_input_tensor_by_name(request, "text_index").as_numpy().reshape(-1)
+            logits = pipeline.pool_rows(logits, source, int(source.max()) + 1, self.pooling)
             probs = pipeline.sigmoid(logits).astype(np.float32)
             ids, names, _ = pipeline.predicted_labels(probs, self.labels, self.thresholds)
             width = max(len(row) for row in ids)
