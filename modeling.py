@@ -291,13 +291,14 @@ def checkpoint_long_text(model) -> LongText:
     return stored_long_text(getattr(model.config, "long_text", None))
 
 
-def check_max_seq_length(max_seq_length: int, max_positions: int | None, model_path: str | os.PathLike) -> None:
-    """Refuse a --max_seq_length beyond the model's position embeddings with one line (the engines
-    fail deep inside their embedding lookup)."""
+def check_max_seq_length(max_seq_length: int, max_positions: int | None, model_path: str | os.PathLike,
+                         option: str = "--max_seq_length", windows: bool = True) -> None:
+    """Refuse a sequence length beyond the model's position embeddings with one line (the engines fail
+    deep inside their embedding lookup); `windows`: the script can read long texts in windows."""
     if max_positions and max_seq_length > max_positions:
-        raise DataError(f"--max_seq_length {max_seq_length} is above the {max_positions} positions of the model in "
-                        f"{model_path} (max_position_embeddings): use --max_seq_length {max_positions} or less, and "
-                        f"--long_text window to read longer texts whole")
+        raise DataError(f"{option} {max_seq_length} is above the {max_positions} positions of the model in "
+                        f"{model_path} (max_position_embeddings): use {option} {max_positions} or less"
+                        + (", and --long_text window to read longer texts whole" if windows else ""))
 
 
 # ------------------------------------------------------------------------- the dygraph model

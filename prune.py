@@ -47,7 +47,9 @@ from data_io import load_examples, multi_hot
 from exporting import deploy_input_names
 from losses import get_loss
 from modeling import (
+    check_max_seq_length,
     checkpoint_labels,
+    checkpoint_long_text,
     checkpoint_thresholds,
     dygraph_pipeline,
     encoder_layers,
@@ -61,7 +63,7 @@ from modeling import (
     save_checkpoint,
 )
 from parity import export_checked
-from pipeline import TextPipeline
+from pipeline import TextPipeline, length_grouped_batches
 from training import (
     LabelledRows,
     StepState,
@@ -71,6 +73,7 @@ from training import (
     evaluate,
     labelled_batch,
     labelled_batches,
+    text_logits,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
 
@@ -194,9 +197,11 @@ def compute_importance(model, pipeline: TextPipeline, data: LabelledRows) -> tup
     head_scores = np.zeros([len(layers), layers[0].self_attn.num_heads], dtype="float64")
     neuron_scores = np.zeros([len(layers), layers[0].linear1.weight.shape[1]], dtype="float64")
     model.eval()  # no dropout: the scores describe the model as it predicts
-    for rows in tqdm(pipeline.batches(data.rows), desc="Importance", leave=False, disable=None):
-        batch = labelled_batch(pipeline, data, rows)
-        loss = LOSS(model(**model_inputs(batch, pipeline.tokenizer.pad_token_id)), batch["labels"])
+    for texts in tqdm(length_grouped_batches(data.rows.text_lengths(), pipeline.batch_size), desc="Importance",
+                      leave=False, disable=None):
+        batch = labelled_batch(pipeline, data, texts)
+        loss = LOSS(text_logits(model, batch, pipeline.tokenizer.pad_token_id, pipeline.long_text.pooling),
+                    batch["labels"])
         loss.backward()
         for i, (layer, gate) in enumerate(zip(layers, gates)):
             head_scores[i] += np.abs(gate.grad.numpy())
@@ -397,8 +402,10 @@ def prune(args: argparse.Namespace) -> None:
         logger.info(f"width {width}: {heads} of {layers[0].self_attn.num_heads} heads, "
                     f"{neurons} of {layers[0].linear1.weight.shape[1]} FFN neurons per layer")
 
-    train_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_train_batch_size)
-    dev_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_eval_batch_size)
+    check_max_seq_length(args.max_seq_length, teacher.config.max_position_embeddings, args.params_dir)
+    long_text = checkpoint_long_text(teacher)  # read texts as the teacher was trained to; its widths keep it
+    train_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_train_batch_size, long_text)
+    dev_pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.per_device_eval_batch_size, long_text)
     train_data = encode_examples(train_pipeline, load_examples(dataset / "train.txt", label_list), len(label_list))
     dev_examples = load_examples(dataset / "dev.txt", label_list)
     dev_data = encode_examples(dev_pipeline, dev_examples, len(label_list))

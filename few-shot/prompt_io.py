@@ -226,7 +226,8 @@ class _EmbeddingTable:
 def template_meta(model: PromptModelForSequenceClassification) -> dict:
     """What infer.py needs besides the export's files to rebuild the template."""
     return {"prompt": {"embedding_size": int(model.plm.get_input_embeddings().weight.shape[1]),
-                       "max_seq_length": model.template.prompt_tokenizer.max_length}}
+                       "max_seq_length": model.template.prompt_tokenizer.max_length},
+            "max_position_embeddings": model.plm.config.max_position_embeddings}
 
 
 def load_template(prompt_export: PromptExport, tokenizer, max_length: int) -> Template:

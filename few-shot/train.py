@@ -40,7 +40,7 @@ from cli import (
 from data_io import PREDICTION_HEADER, format_prediction
 from exporting import ExportInfo
 from metric import MetricReport
-from modeling import from_pretrained, load_tokenizer
+from modeling import check_max_seq_length, from_pretrained, load_tokenizer
 from parity import write_checked_export
 from pipeline import sigmoid
 from utils import DataError, logger, run_cli, set_device, set_seed
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     model = from_pretrained(AutoModelForMaskedLM.from_pretrained, model_args.model_name_or_path,
                             hidden_dropout_prob=model_args.dropout, attention_probs_dropout_prob=model_args.dropout)
+    check_max_seq_length(training_args.max_seq_length, model.config.max_position_embeddings,
+                         model_args.model_name_or_path, windows=False)
     try:
         template = AutoTemplate.create_from(data_args.prompt, tokenizer, training_args.max_seq_length, model=model)
     except (ValueError, KeyError, SyntaxError) as err:

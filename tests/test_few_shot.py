@@ -206,6 +206,12 @@ def test_inference_refuses_bad_input(prompt_run, tmp_path):
     result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
                       "--data_dir", data, "--device", "cpu", "--use_fp16")
     assert result.returncode == 2 and "--use_fp16 needs --device gpu" in result.stderr
+    result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
+                      "--data_dir", data, "--device", "cpu", "--max_length", "1024")
+    assert result.returncode == 2 and (f"--max_length 1024 is above the 512 positions of the model in "
+                                       f"{output / 'export'} (max_position_embeddings): use --max_length 512 or "
+                                       f"less") in result.stderr
+    assert "--long_text" not in result.stderr  # few-shot reads no windows
 
 
 @pytest.mark.slow
@@ -262,6 +268,16 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
 
 
 @pytest.mark.slow
+def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(keyword_data, scratch_model, tmp_path):
+    data = few_shot_data(keyword_data, tmp_path / "data")
+    result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model, "--output_dir",
+                      tmp_path / "out", "--do_train", *TRAIN_ARGS, "--max_seq_length", "1024")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (f"--max_seq_length 1024 is above the 512 positions of the model in {scratch_model} "
+            f"(max_position_embeddings): use --max_seq_length 512 or less") in result.stderr
+    assert "--long_text" not in result.stderr  # few-shot reads no windows
+
+
 def test_bad_arguments_are_clear_errors(keyword_data, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt",))
     cases = {("--do_train",): f"--data_dir {data}: missing dev.txt",

@@ -102,16 +102,28 @@ def test_differentiable_pooling_equals_the_pipelines_and_sends_the_max_gradient_
             assert (grad > 0).all() and np.allclose(np.add.reduceat(grad, [0, 2, 3, 6]), 1, atol=1e-5)
 
 
-@pytest.mark.parametrize("script, model_option", [("train.py", "--model_name"), ("predict.py", "--params_path")])
-def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(script, model_option, keyword_data,
-                                                                         scratch_model, trained):
-    model = scratch_model if script == "train.py" else trained[0]
-    result = run_main(script, "--device", "cpu", "--dataset_dir", keyword_data, model_option, model,
-                      "--max_seq_length", "1024", "--save_dir" if script == "train.py" else "--output_file",
-                      Path(trained[0]).parent / f"unused_{script}")
-    assert result.returncode == 2
+@pytest.mark.parametrize("script", ["train.py", "predict.py", "analysis/evaluate.py", "export_model.py", "prune.py",
+                                    "deploy/predictor/infer.py", "deploy/triton_serving/build_repo.py"])
+def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(script, keyword_data, scratch_model, trained,
+                                                                         exported, tmp_path):
+    checkpoint, export = trained[0], exported[0]
+    model, options = {
+        "train.py": (scratch_model, ["--model_name", scratch_model, "--save_dir", tmp_path / "out"]),
+        "predict.py": (checkpoint, ["--params_path", checkpoint, "--output_file", tmp_path / "out.txt"]),
+        "analysis/evaluate.py": (checkpoint, ["--params_path", checkpoint]),
+        "export_model.py": (checkpoint, ["--params_path", checkpoint, "--output_path", tmp_path / "export"]),
+        "prune.py": (checkpoint, ["--params_dir", checkpoint, "--output_dir", tmp_path / "prune"]),
+        "deploy/predictor/infer.py": (export, ["--model_path_prefix", export / "float32"]),
+        "deploy/triton_serving/build_repo.py": (export, ["--export_dir", export, "--output_dir", tmp_path / "models"]),
+    }[script]
+    dataset = [] if script in ("export_model.py", "deploy/triton_serving/build_repo.py") else ["--dataset_dir",
+                                                                                               keyword_data]
+    device = [] if script in ("export_model.py", "deploy/triton_serving/build_repo.py") else ["--device", "cpu"]
+    result = run_main(script, *device, *dataset, *options, "--max_seq_length", "1024")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (f"--max_seq_length 1024 is above the 512 positions of the model in {model} (max_position_embeddings): "
             f"use --max_seq_length 512 or less, and --long_text window to read longer texts whole") in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "prune").exists()
 
 
 def test_evaluate_and_the_export_read_documents_as_the_checkpoint_does(documents, window_checkpoint, window_exported,
