@@ -14,8 +14,10 @@ import io
 import logging
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +182,36 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
                       "--dataset_dir", keyword_data)
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_simple_server(module: str, export_dir: Path, log: Path):
+    """`paddlenlp server <module>:app` on an ephemeral port and on the CPU, serving `export_dir`; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "EXPORT_DIR": str(export_dir), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", f"{module}:app",
+                                    "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT / "deploy/simple_serving", env=env,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    assert process.poll() is None, log.read_text()[-3000:]
+    try:
+        yield f"http://127.0.0.1:{port}/models/cls_multi_label"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 # ------------------------------------------------------------------ long documents (--long_text window)

@@ -12,7 +12,7 @@ import pytest
 
 from metric import tune_thresholds
 
-from conftest import run_main
+from conftest import load_script, predict_py_labels, run_main, running_simple_server
 
 NUM_LABELS = 2000
 
@@ -52,8 +52,18 @@ def test_training_with_unseen_labels_stays_finite(many_labels):
     assert max(len(line) for line in log.splitlines()) < 1000
 
 
-def test_predict_evaluate_export_infer_on_thousands_of_labels(many_labels, tmp_path):
+@pytest.fixture(scope="module")
+def many_labels_export(many_labels, tmp_path_factory):
     data, save_dir, _, _ = many_labels
+    export = tmp_path_factory.mktemp("label_scale_export") / "export"
+    result = run_main("export_model.py", "--params_path", save_dir, "--output_path", export, "--dataset_dir", data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return export
+
+
+def test_predict_evaluate_export_infer_on_thousands_of_labels(many_labels, many_labels_export, tmp_path):
+    data, save_dir, _, _ = many_labels
+    export = many_labels_export
     texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
                       "--output_file", tmp_path / "out.txt", "--output_probs")
@@ -69,14 +79,26 @@ def test_predict_evaluate_export_infer_on_thousands_of_labels(many_labels, tmp_p
         assert sum(row["split"] == "dev" for row in csv.DictReader(handle)) == NUM_LABELS
     assert (data / "per_label_f1.png").stat().st_size > 0
 
-    export = tmp_path / "export"
-    result = run_main("export_model.py", "--params_path", save_dir, "--output_path", export, "--dataset_dir", data)
-    assert result.returncode == 0, result.stderr[-3000:]
     result = run_main("deploy/predictor/infer.py", "--device", "cpu", "--model_path_prefix", export / "float32",
                       "--dataset_dir", data, "--output_file", tmp_path / "infer.txt")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "infer.txt").read_text(encoding="utf-8").splitlines() == \
         rows[:1] + [row.rsplit("\t", 1)[0] for row in rows[1:]]  # predict.py's rows without the probabilities
+
+
+@pytest.mark.slow
+def test_simple_serving_lists_positive_labels_and_all_scores_on_request(many_labels, many_labels_export, tmp_path):
+    data, save_dir, _, _ = many_labels
+    expected = predict_py_labels(save_dir, data, "data.txt", tmp_path / "predict.txt")
+    texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()[:50]
+    post = load_script("deploy/simple_serving/client.py").post
+    with running_simple_server("server", many_labels_export, tmp_path / "server.log") as url:
+        status, answer = post(url, {"data": {"text": texts}})
+        assert status == 200 and set(answer["result"]) == {"label", "confidence", "label_names"}
+        assert answer["result"]["label_names"] == expected[:50] and sum(map(bool, expected[:50])) > 10
+        assert len(json.dumps(answer)) < 200 * len(texts)  # positive labels only, not 2,000 scores per text
+        status, answer = post(url, {"data": {"text": texts[:3]}, "parameters": {"return_probs": True}})
+        assert status == 200 and [len(row) for row in answer["result"]["probs"]] == [NUM_LABELS] * 3
 
 
 def test_threshold_tuning_on_thousands_of_labels_keeps_untunable_labels():

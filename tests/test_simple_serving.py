@@ -1,21 +1,24 @@
 """deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from serving import MAX_REQUEST_TEXTS
 
-from conftest import LABELS, ROOT, WINDOW, offline_predictions, predict_py_labels, run_main, run_script
+from conftest import (
+    LABELS,
+    ROOT,
+    WINDOW,
+    free_port,
+    offline_predictions,
+    predict_py_labels,
+    run_main,
+    run_script,
+    running_simple_server,
+)
 
 pytestmark = pytest.mark.slow
 SERVING = ROOT / "deploy/simple_serving"
@@ -25,41 +28,11 @@ spec.loader.exec_module(client)
 post = client.post
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(module: str, export_dir: Path, log: Path):
-    """`paddlenlp server <module>:app` on an ephemeral port and on the CPU, serving `export_dir`; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "EXPORT_DIR": str(export_dir), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
-    with open(log, "w") as log_file:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", f"{module}:app",
-                                    "--host", "127.0.0.1", "--port", str(port)], cwd=SERVING, env=env,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    assert process.poll() is None, log.read_text()[-3000:]
-    try:
-        yield f"http://127.0.0.1:{port}/models/cls_multi_label"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(exported, tmp_path_factory):
     """`paddlenlp server server:app` serving the exported test model."""
     export_dir, _ = exported
-    with running_server("server", export_dir, tmp_path_factory.mktemp("simple_serving") / "server.log") as url:
+    with running_simple_server("server", export_dir, tmp_path_factory.mktemp("simple_serving") / "server.log") as url:
         yield url, export_dir
 
 
@@ -150,7 +123,7 @@ def test_the_reference_ernie_m_entry_point_serves_an_ernie_m_export(ernie_m_trai
                       "--multilingual")
     assert result.returncode == 0, result.stderr[-2000:]
     texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()][:20]
-    with running_server("ernie_m_server", export_dir, tmp_path / "server.log") as url:
+    with running_simple_server("ernie_m_server", export_dir, tmp_path / "server.log") as url:
         status, answer = post(url, {"data": {"text": texts}})
     assert status == 200
     assert answer["result"]["label_names"] == offline_predictions(export_dir, texts)[0]
@@ -161,7 +134,7 @@ def test_documents_read_in_windows_are_labelled_like_predict_py(window_exported,
     expected = predict_py_labels(window_checkpoint[0], documents, "test.txt", tmp_path / "predict.txt",
                                  "--max_seq_length", WINDOW)
     texts = [line.split("\t")[0] for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines()]
-    with running_server("server", window_exported, tmp_path / "server.log") as url:
+    with running_simple_server("server", window_exported, tmp_path / "server.log") as url:
         status, answer = post(url, {"data": {"text": texts}, "parameters": {"max_seq_len": WINDOW, "batch_size": 16}})
         assert status == 200, answer
         assert answer["result"]["label_names"] == expected and sum(map(bool, expected)) > 40
