@@ -3,8 +3,8 @@ every deployment reads it.
 
 An export holds the static graph (`<prefix>.json` + `.pdiparams`), `model.onnx` with stable tensor
 names (`logits` out), the tokenizer and `export_meta.json` (labels and thresholds in output order,
-input names, how long texts are read, the model's position count). Exports of the reference, which have no metadata, are read too. ONNX tooling is
-imported only when a conversion actually runs.
+input names, how long texts are read, the model's position count). Exports of the reference, which
+have no metadata, are read too. ONNX tooling is imported only when a conversion actually runs.
 """
 from __future__ import annotations
 

@@ -301,6 +301,14 @@ def check_max_seq_length(max_seq_length: int, max_positions: int | None, model_p
                         + (", and --long_text window to read longer texts whole" if windows else ""))
 
 
+def tokenizer_positions(tokenizer) -> int | None:
+    """The input length a tokenizer was saved for (paddlenlp writes the model's position count as its
+    `model_max_length`); None when it holds the "no limit" placeholder. For exports that do not
+    record their positions (the reference's)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
 # ------------------------------------------------------------------------- the dygraph model
 
 

@@ -57,7 +57,8 @@ class TrainedModel:
     pipeline: TextPipeline
 
     def probs(self, texts: list[str]) -> np.ndarray:
-        """Probabilities per text, in input order; what was truncated or windowed is logged."""
+        """Probabilities per text, in input order (what was truncated or windowed is logged, here and in
+        `features`)."""
         probs = self.pipeline.probs(DygraphRunner(self.model, self.tokenizer.pad_token_id), texts)
         logger.info(self.pipeline.length_summary())
         return probs
@@ -67,7 +68,7 @@ class TrainedModel:
         logits: the space in which the analysis scripts compare examples (similar training examples,
         sparse dev data, representer points)."""
         rows = self.pipeline.encode(texts)
-        self.pipeline.length_summary()  # the same texts' probabilities log it
+        logger.info(self.pipeline.length_summary())
         return self.pipeline.outputs(DygraphRunner(self.model, self.tokenizer.pad_token_id, pooled=True), rows)
 
 

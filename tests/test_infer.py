@@ -76,6 +76,10 @@ def test_export_without_metadata_uses_label_file(exported, keyword_data, tmp_pat
     result = infer(bare, empty, "--model_name_or_path", exported[0])
     assert result.returncode == 2
     assert "has no export_meta.json" in result.stderr and "label.txt" in result.stderr
+    # the positions of an export that does not record them: the tokenizer's saved input length
+    result = infer(bare, keyword_data, "--model_name_or_path", exported[0], "--max_seq_length", "1024")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--max_seq_length 1024 is above the 512 positions of the model in {bare}" in result.stderr
 
 
 def assert_error(result, message: str) -> None:

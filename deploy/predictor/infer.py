@@ -25,6 +25,7 @@ from modeling import (
     load_tokenizer,
     resolve_long_text,
     text_probs,
+    tokenizer_positions,
 )
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import TextPipeline
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"--dataset_dir {dataset} is not a directory")
     export = load_export(args.model_path_prefix, dataset / args.label_file)
     check_args(args, export)
-    check_max_seq_length(args.max_seq_length, export.max_positions, export.directory)
     tokenizer = load_export_tokenizer(export, args.model_name_or_path)
+    check_max_seq_length(args.max_seq_length, export.max_positions or tokenizer_positions(tokenizer), export.directory)
     thresholds = (np.full(len(export.labels), args.threshold, dtype="float32") if args.threshold is not None
                   else export.thresholds)
     long_text = resolve_long_text(args, export.long_text, args.max_seq_length)
