@@ -16,7 +16,7 @@ import psutil
 from backends import create_backend
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import ReadStats, text_windows, write_predictions
-from modeling import check_max_seq_length
+from modeling import check_max_seq_length, tokenizer_positions
 from pipeline import predicted_labels
 from utils import DataError, logger, run_cli
 
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     export = prompt_export.export
     if (data_file.parent / "label.txt").is_file():
         check_label_file(data_file.parent / "label.txt", export.labels)
-    check_max_seq_length(args.max_length, export.max_positions, export.directory, "--max_length", windows=False)
     tokenizer = prompt_tokenizer(export, args.model_name)
+    check_max_seq_length(args.max_length, export.max_positions or tokenizer_positions(tokenizer), export.directory,
+                         "--max_length", windows=False)
     pipeline = PromptPipeline(export, load_template(prompt_export, tokenizer, args.max_length), args.batch_size,
                               prompt_export.mask_heads)
     backend = create_backend(export, "onnxruntime", "fp16" if args.use_fp16 else "fp32", args.device,

@@ -7,27 +7,30 @@ handling lives in pipeline_io.py and is tested with this project's Python.
 """
 from __future__ import annotations
 
+import argparse
+
 from paddle_serving_server.web_service import Op, WebService
 
 from cli import SEQ_LENGTH, ArgumentParser
-from exporting import export_prefix_in, load_export, load_export_tokenizer
-from utils import DataError
+from exporting import ExportInfo, export_prefix_in, load_export, load_export_tokenizer
+from modeling import check_max_seq_length, tokenizer_positions
+from utils import DataError, run_cli
 
 from pipeline_io import parse_request, postprocess, preprocess
 
 parser = ArgumentParser(description=__doc__)
 parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")
-parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Truncation length of the tokenizer.")
+parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Length of the model inputs (longer texts are truncated, or read in windows as the export says).")
 parser.add_argument("--model_name", default=None, help="The tokenizer (a model name or directory, as in the reference's command); by default the one saved in the export.")
-args = parser.parse_args()
-EXPORT = load_export(export_prefix_in(args.export_dir))
-TOKENIZER = load_export_tokenizer(EXPORT, args.model_name)
 
 
 class SeqClsOp(Op):
     """The request's rows go to the model; the text of each row (windows of a long text) waits here,
-    under the request's data_id, until its logits come back."""
+    under the request's data_id, until its logits come back. `main` sets the export it serves."""
 
+    export: ExportInfo
+    tokenizer: object
+    max_seq_length: int
     row_texts: dict = {}
 
     def preprocess(self, input_dicts, data_id, log_id):
@@ -36,11 +39,11 @@ class SeqClsOp(Op):
             texts = parse_request(input_dict)
         except DataError as err:  # an error answer for this request; the service keeps serving
             return {}, True, 400, str(err)
-        feed, self.row_texts[data_id] = preprocess(texts, EXPORT, TOKENIZER, args.max_seq_length)
+        feed, self.row_texts[data_id] = preprocess(texts, self.export, self.tokenizer, self.max_seq_length)
         return feed, False, None, ""
 
     def postprocess(self, input_dicts, fetch_dict, data_id, log_id):
-        return postprocess(fetch_dict, EXPORT, self.row_texts.pop(data_id)), None, ""
+        return postprocess(fetch_dict, self.export, self.row_texts.pop(data_id)), None, ""
 
 
 class SeqClsService(WebService):
@@ -48,7 +51,19 @@ class SeqClsService(WebService):
         return SeqClsOp(name="seq_cls", input_ops=[read_op])
 
 
-if __name__ == "__main__":
+def serve(args: argparse.Namespace) -> None:
+    export = load_export(export_prefix_in(args.export_dir))
+    tokenizer = load_export_tokenizer(export, args.model_name)
+    check_max_seq_length(args.max_seq_length, export.max_positions or tokenizer_positions(tokenizer), export.directory)
+    SeqClsOp.export, SeqClsOp.tokenizer, SeqClsOp.max_seq_length = export, tokenizer, args.max_seq_length
     service = SeqClsService(name="seq_cls")
     service.prepare_pipeline_config("config.yml")
     service.run_service()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_cli(main)
