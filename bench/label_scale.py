@@ -132,15 +132,17 @@ def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int)
 
 
 def tables(scale: list[dict], budget: list[dict], args: argparse.Namespace) -> str:
-    lines = ["#### Stage cost against the label count (2,000 train / 500 dev lines; seconds, peak RSS MB)", "",
-             "| labels | train 1 epoch | ms/step | tune thresholds s | predict.py | evaluate.py | Triton ms/request "
-             "| Triton server RSS |", "|---|---|---|---|---|---|---|---|"]
-    for row in scale:
-        lines.append(f"| {row['labels']} | {row['train'][0]:.1f} s, {row['train'][1]:.0f} MB | {row['step_ms']:.1f} | "
-                     f"{row['tune_s']:.2f} | {row['predict'][0]:.1f} s, {row['predict'][1]:.0f} MB | "
-                     f"{row['evaluate'][0]:.1f} s, {row['evaluate'][1]:.0f} MB | {row['triton_ms']:.1f} | "
-                     f"{row['triton_rss']:.0f} MB |")
-    lines += ["", f"#### Dev F1 on {args.budget_labels} Zipf labels (6,000 train / 1,000 dev lines) after "
+    lines = []
+    if scale:  # a budget-only run (empty --label_counts, nothing kept) has no scale table
+        lines += ["#### Stage cost against the label count (2,000 train / 500 dev lines; seconds, peak RSS MB)", "",
+                  "| labels | train 1 epoch | ms/step | tune thresholds s | predict.py | evaluate.py | Triton ms/request "
+                  "| Triton server RSS |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {row['labels']} | {row['train'][0]:.1f} s, {row['train'][1]:.0f} MB | {row['step_ms']:.1f} | "
+                  f"{row['tune_s']:.2f} | {row['predict'][0]:.1f} s, {row['predict'][1]:.0f} MB | "
+                  f"{row['evaluate'][0]:.1f} s, {row['evaluate'][1]:.0f} MB | {row['triton_ms']:.1f} | "
+                  f"{row['triton_rss']:.0f} MB |" for row in scale]
+        lines.append("")
+    lines += [f"#### Dev F1 on {args.budget_labels} Zipf labels (6,000 train / 1,000 dev lines) after "
               f"{args.budget_epochs} epochs (batch 32, lr 1e-3, warmup {args.budget_warmup_steps} steps, tiny scratch "
               f"model)", "",
               "| loss | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) | train min |",

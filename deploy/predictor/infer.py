@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
+    calibration = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size, long_text)
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
-                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, data_path))))
+                             lambda: calibration.feeds(calibration.encode(calibration_texts(dataset, data_path))))
     predictor = Predictor(pipeline, backend, export.labels, thresholds)
     if args.perf:
         examples = load_examples(data_path, export.labels)
