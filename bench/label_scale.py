@@ -42,6 +42,7 @@ parser.add_argument("--budget_labels", type=int, default=3000)
 parser.add_argument("--budget_epochs", type=int, default=5)
 parser.add_argument("--budget_warmup_steps", type=int, default=100, help="the tiny recipe's warmup (zlpr barely moves without it)")
 parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
+parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="train.py --classifier_bias of the budget runs (zero: the reference's fresh head)")
 
 
 def timed(script: str, *args, log: Path) -> tuple[float, float]:
@@ -109,7 +110,7 @@ def scale_row(out: Path, labels: int) -> dict:
     return row
 
 
-def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int) -> dict:
+def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int, classifier_bias: str) -> dict:
     run = out / f"budget_{loss}"
     if not (out / "budget_scratch" / "model_state.pdparams").is_file():
         timed("scratch_model.py", "--dataset_dir", data, "--output_dir", out / "budget_scratch",
@@ -117,7 +118,7 @@ def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int)
     seconds, _ = timed("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", out / "budget_scratch",
                        "--save_dir", run, "--epochs", epochs, "--batch_size", 32, "--learning_rate", 1e-3,
                        "--warmup_steps", warmup_steps, "--logging_steps", 50, "--loss", loss, "--tune_thresholds",
-                       log=out / f"budget_{loss}.log")
+                       "--classifier_bias", classifier_bias, log=out / f"budget_{loss}.log")
     label_list = (data / "label.txt").read_text(encoding="utf-8").split()
     examples = load_examples(data / "dev.txt", label_list)
     model = load_model(str(run))
@@ -144,7 +145,7 @@ def tables(scale: list[dict], budget: list[dict], args: argparse.Namespace) -> s
         lines.append("")
     lines += [f"#### Dev F1 on {args.budget_labels} Zipf labels (6,000 train / 1,000 dev lines) after "
               f"{args.budget_epochs} epochs (batch 32, lr 1e-3, warmup {args.budget_warmup_steps} steps, tiny scratch "
-              f"model)", "",
+              f"model, --classifier_bias {args.classifier_bias})", "",
               "| loss | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) | train min |",
               "|---|---|---|---|---|---|"]
     for row in budget:
@@ -166,7 +167,7 @@ def main() -> None:
         (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
     data = generate(out, args.budget_labels, 6000, 1000)
     for loss in args.losses:
-        budget.append(budget_row(out, data, loss, args.budget_epochs, args.budget_warmup_steps))
+        budget.append(budget_row(out, data, loss, args.budget_epochs, args.budget_warmup_steps, args.classifier_bias))
         (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
     print(tables(scale, budget, args))
 
