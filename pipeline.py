@@ -12,6 +12,7 @@ only NumPy and SciPy, so Triton's python models can load a copy of this file.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
 
@@ -55,14 +56,21 @@ class EncodedRows:
         """Tokens per text, over all of its rows."""
         return np.bincount(self.source, weights=self.lengths, minlength=self.num_texts).astype("int64")
 
+    @functools.cached_property
+    def _rows_by_text(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(rows ordered by text, first position of each text in that order, rows per text), computed
+        once for all the batches drawn from these rows; None when row i is text i."""
+        if len(self.source) == self.num_texts and np.array_equal(self.source, np.arange(self.num_texts)):
+            return None
+        counts = np.bincount(self.source, minlength=self.num_texts)
+        return np.argsort(self.source, kind="stable"), np.cumsum(counts) - counts, counts
+
     def text_rows(self, texts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The rows of these texts, text by text, and for each row the position of its text in `texts`."""
         texts = np.asarray(texts, dtype="int64")
-        if len(self.source) == self.num_texts and np.array_equal(self.source, np.arange(self.num_texts)):
+        if self._rows_by_text is None:
             return texts, np.arange(len(texts))
-        order = np.argsort(self.source, kind="stable")
-        counts = np.bincount(self.source, minlength=self.num_texts)
-        starts = np.cumsum(counts) - counts
+        order, starts, counts = self._rows_by_text
         return (np.concatenate([order[starts[text]:starts[text] + counts[text]] for text in texts]),
                 np.repeat(np.arange(len(texts)), counts[texts]))
 
