@@ -1,5 +1,6 @@
 """Models and checkpoints: loading by name or directory, the checkpoint format, pruned checkpoints,
-and the dygraph model as a runner of the text pipeline.
+and the dygraph model as a runner of the text pipeline (`load_trained`: a checkpoint ready to label
+texts, for predict.py and the analysis scripts).
 
 A checkpoint directory is a paddlenlp model and tokenizer whose config.json also stores the label
 list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`), how it reads long
@@ -32,7 +33,7 @@ from pipeline import (
     LongText,
     TextPipeline,
 )
-from utils import DataError
+from utils import DataError, logger, set_device, set_seed
 
 REFERENCE_MODEL_NAMES = (
     "ernie-1.0-large-zh-cw",
@@ -355,3 +356,55 @@ def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batc
     long_text = checkpoint_long_text(model) if long_text is None else long_text
     return dygraph_pipeline(tokenizer, max_seq_length, batch_size, long_text).probs(
         DygraphRunner(model, tokenizer.pad_token_id), texts)
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """The checkpoint with its labels, thresholds and the pipeline that reads texts as it was trained to
+    (or as the long-text options say)."""
+
+    model: object
+    tokenizer: object
+    labels: list[str]
+    thresholds: np.ndarray
+    pipeline: TextPipeline
+
+    def runner(self, pooled: bool = False) -> DygraphRunner:
+        return DygraphRunner(self.model, self.tokenizer.pad_token_id, pooled)
+
+    def probs(self, texts: list[str]) -> np.ndarray:
+        """Probabilities per text, in input order (what was truncated or windowed is logged, here and in
+        `features`)."""
+        probs = self.pipeline.probs(self.runner(), texts)
+        logger.info(self.pipeline.length_summary())
+        return probs
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """The classifier's input (pooled [CLS] vector) per text, the windows of a text pooled like its
+        logits: the space in which the analysis scripts compare examples (similar training examples,
+        sparse dev data, representer points)."""
+        rows = self.pipeline.encode(texts)
+        logger.info(self.pipeline.length_summary())
+        return self.pipeline.outputs(self.runner(pooled=True), rows)
+
+
+def load_trained(args: argparse.Namespace) -> TrainedModel:
+    """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file,
+    the thresholds (--threshold, else stored) and the pipeline that reads texts as the checkpoint (or the
+    long-text options) say: what predict.py and the analysis scripts run."""
+    set_device(args.device)
+    if getattr(args, "seed", None) is not None:
+        set_seed(args.seed)
+    if not Path(args.params_path).is_dir():
+        raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
+    model = load_model(args.params_path)
+    model.eval()
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
+    labels = resolve_label_list(model, Path(args.dataset_dir) / getattr(args, "label_file", "label.txt"))
+    threshold = getattr(args, "threshold", None)
+    thresholds = (np.full(len(labels), threshold, dtype="float32") if threshold is not None
+                  else checkpoint_thresholds(model))
+    tokenizer = load_tokenizer(args.params_path)
+    long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, getattr(args, "batch_size", 32), long_text)
+    return TrainedModel(model, tokenizer, labels, thresholds, pipeline)

@@ -9,23 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import write_predictions
-from modeling import (
-    DygraphRunner,
-    add_long_text_arguments,
-    check_max_seq_length,
-    checkpoint_long_text,
-    checkpoint_thresholds,
-    dygraph_pipeline,
-    load_model,
-    load_tokenizer,
-    resolve_label_list,
-    resolve_long_text,
-)
-from utils import DataError, logger, run_cli, set_device
+from modeling import add_long_text_arguments, load_trained
+from utils import logger, run_cli
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -43,25 +30,12 @@ add_long_text_arguments(parser)
 # yapf: enable
 
 def predict(args: argparse.Namespace) -> None:
-    set_device(args.device)
-    dataset = Path(args.dataset_dir)
-    data_path = dataset / args.data_file
-    if not Path(args.params_path).is_dir():
-        raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
-    model = load_model(args.params_path)
-    model.eval()
-    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
-    tokenizer = load_tokenizer(args.params_path)
-    label_list = resolve_label_list(model, dataset / args.label_file)
-    thresholds = (np.full(len(label_list), args.threshold, dtype="float32") if args.threshold is not None
-                  else checkpoint_thresholds(model))
-    long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
-    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
-    runner = DygraphRunner(model, tokenizer.pad_token_id)
-
-    write_predictions(data_path, args.output_file, lambda texts: pipeline.probs(runner, texts), thresholds,
-                      label_list, args.batch_size, args.output_probs)
-    logger.info(pipeline.length_summary())
+    trained = load_trained(args)
+    runner = trained.runner()
+    write_predictions(Path(args.dataset_dir) / args.data_file, args.output_file,
+                      lambda texts: trained.pipeline.probs(runner, texts), trained.thresholds, trained.labels,
+                      args.batch_size, args.output_probs)
+    logger.info(trained.pipeline.length_summary())
     logger.info(f"Prediction results save in {args.output_file}.")
 
 

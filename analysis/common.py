@@ -1,4 +1,4 @@
-"""What the analysis scripts share: the trained model with its labels, and the 1-3 column files.
+"""What the analysis scripts share: their model arguments, and the 1-3 column files.
 
 The interpret scripts read `bad_case.txt` (Text<TAB>Label<TAB>Prediction, written by evaluate.py),
 a data file (text<TAB>labels) or bare texts; this module reads all three the same way.
@@ -13,20 +13,8 @@ import numpy as np
 
 from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
-from modeling import (
-    DygraphRunner,
-    add_long_text_arguments,
-    check_max_seq_length,
-    checkpoint_long_text,
-    checkpoint_thresholds,
-    dygraph_pipeline,
-    load_model,
-    load_tokenizer,
-    resolve_label_list,
-    resolve_long_text,
-)
-from pipeline import TextPipeline
-from utils import DataError, logger, set_device, set_seed
+from modeling import add_long_text_arguments
+from utils import DataError
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -43,53 +31,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None,
     if seed_help is not None:
         parser.add_argument("--seed", type=SEED, default=3, help=seed_help)
     add_long_text_arguments(parser)
-
-
-@dataclass
-class TrainedModel:
-    """The checkpoint with its labels, thresholds and the pipeline that reads texts as it was trained to
-    (or as the long-text options say)."""
-
-    model: object
-    tokenizer: object
-    labels: list[str]
-    thresholds: np.ndarray
-    pipeline: TextPipeline
-
-    def probs(self, texts: list[str]) -> np.ndarray:
-        """Probabilities per text, in input order (what was truncated or windowed is logged, here and in
-        `features`)."""
-        probs = self.pipeline.probs(DygraphRunner(self.model, self.tokenizer.pad_token_id), texts)
-        logger.info(self.pipeline.length_summary())
-        return probs
-
-    def features(self, texts: list[str]) -> np.ndarray:
-        """The classifier's input (pooled [CLS] vector) per text, the windows of a text pooled like its
-        logits: the space in which the analysis scripts compare examples (similar training examples,
-        sparse dev data, representer points)."""
-        rows = self.pipeline.encode(texts)
-        logger.info(self.pipeline.length_summary())
-        return self.pipeline.outputs(DygraphRunner(self.model, self.tokenizer.pad_token_id, pooled=True), rows)
-
-
-def load_trained(args: argparse.Namespace) -> TrainedModel:
-    """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file."""
-    set_device(args.device)
-    if getattr(args, "seed", None) is not None:
-        set_seed(args.seed)
-    if not Path(args.params_path).is_dir():
-        raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
-    model = load_model(args.params_path)
-    model.eval()
-    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
-    labels = resolve_label_list(model, Path(args.dataset_dir) / getattr(args, "label_file", "label.txt"))
-    threshold = getattr(args, "threshold", None)
-    thresholds = (np.full(len(labels), threshold, dtype="float32") if threshold is not None
-                  else checkpoint_thresholds(model))
-    tokenizer = load_tokenizer(args.params_path)
-    long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
-    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, getattr(args, "batch_size", 32), long_text)
-    return TrainedModel(model, tokenizer, labels, thresholds, pipeline)
 
 
 @dataclass

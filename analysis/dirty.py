@@ -15,9 +15,10 @@ import numpy as np
 
 from cli import POSITIVE_INT, UNIT_INTERVAL_OPEN, ArgumentParser
 from data_io import format_labels, load_examples, multi_hot
+from modeling import load_trained
 from utils import logger, run_cli
 
-from common import add_model_arguments, load_trained, write_rows
+from common import add_model_arguments, write_rows
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

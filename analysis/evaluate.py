@@ -21,10 +21,11 @@ import numpy as np
 from cli import PROBABILITY, ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
+from modeling import TrainedModel, load_trained
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
 
-from common import BAD_CASE_HEADER, TrainedModel, add_model_arguments, load_trained
+from common import BAD_CASE_HEADER, add_model_arguments
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
+from modeling import load_trained
 from pipeline import chosen_label_ids
 from utils import logger, run_cli
 
-from common import add_model_arguments, load_trained, read_interpret_rows, top_k_similar
+from common import add_model_arguments, read_interpret_rows, top_k_similar
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

@@ -15,11 +15,11 @@ import numpy as np
 
 from cli import POSITIVE_INT, ArgumentParser, bounded
 from data_io import format_labels, iter_examples, load_examples
-from modeling import plain_vocabulary
+from modeling import load_trained, plain_vocabulary
 from utils import logger, run_cli
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
-from common import add_model_arguments, load_trained, top_k_similar, write_rows
+from common import add_model_arguments, top_k_similar, write_rows
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)

@@ -15,10 +15,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
+from modeling import TrainedModel, load_trained
 from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
 
-from common import InterpretRow, TrainedModel, add_model_arguments, load_trained, read_interpret_rows
+from common import InterpretRow, add_model_arguments, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 
 # yapf: disable
