@@ -65,14 +65,18 @@ from modeling import (
 from parity import export_checked
 from pipeline import TextPipeline, length_grouped_batches
 from training import (
+    AMP_DTYPES,
     LabelledRows,
+    MixedPrecision,
     StepState,
     TrainingLoop,
     build_optimizer,
+    check_amp,
     encode_examples,
     evaluate,
     labelled_batch,
     labelled_batches,
+    optimizer_steps_per_epoch,
     text_logits,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
@@ -91,6 +95,8 @@ parser.add_argument("--num_train_epochs", default=1.0, type=POSITIVE_FLOAT, help
 parser.add_argument("--max_steps", default=-1, type=MINUS_ONE_OR_MORE, help="If > 0: total training steps, overriding --num_train_epochs.")
 parser.add_argument("--warmup_ratio", default=0.1, type=UNIT_INTERVAL_OPEN, help="Share of the steps with linear warmup, then linear decay.")
 parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="AdamW weight decay (not on biases and LayerNorm).")
+parser.add_argument("--gradient_accumulation_steps", default=1, type=POSITIVE_INT, help="Batches whose gradients are summed before each optimizer step; --max_steps, logging and the schedule count optimizer steps.")
+parser.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="Mixed precision on GPU: fp16 (with dynamic loss scaling) or bf16. Not available on CPU.")
 parser.add_argument("--logging_steps", default=100, type=POSITIVE_INT, help="Log the loss every this many steps.")
 parser.add_argument("--save_steps", default=100, type=POSITIVE_INT, help="Evaluate every width every this many steps (and at the end) and keep its best.")
 parser.add_argument("--seed", default=42, type=SEED, help="Random seed.")
@@ -241,11 +247,12 @@ def reorder_by_importance(model, head_scores: np.ndarray, neuron_scores: np.ndar
 def distillation_loss(student_outputs, teacher_outputs) -> paddle.Tensor:
     """BCE of the student's logits against the teacher's sigmoid probabilities (each label is its
     own yes/no question, so a softmax over labels would be the wrong target), plus the reference's
-    0.1 x MSE on the embedding output and every layer output."""
+    0.1 x MSE on the embedding output and every layer output, all in fp32 (under --amp the outputs
+    may be half precision)."""
     student_logits, student_hidden = student_outputs
     teacher_logits, teacher_hidden = teacher_outputs
-    loss = LOSS(student_logits, F.sigmoid(teacher_logits))
-    hidden = sum(F.mse_loss(s, t) for s, t in zip(student_hidden, teacher_hidden))
+    loss = LOSS(student_logits.astype("float32"), F.sigmoid(teacher_logits.astype("float32")))
+    hidden = sum(F.mse_loss(s.astype("float32"), t.astype("float32")) for s, t in zip(student_hidden, teacher_hidden))
     return loss + HIDDEN_DISTILL_WEIGHT * hidden
 
 
@@ -271,7 +278,7 @@ class Pruner:
         reorder_by_importance(self.student, head_scores, neuron_scores)
         logger.info("Heads and FFN neurons re-ordered by importance on dev")
 
-    def train_step(self, batch: dict) -> paddle.Tensor:
+    def train_step(self, batch: dict, backward) -> paddle.Tensor:
         """Distil the teacher into every width; the gradients of all widths add up before the one
         optimizer step. Returns the last width's loss (the logged one)."""
         inputs = model_inputs(batch, self.tokenizer.pad_token_id)
@@ -281,7 +288,7 @@ class Pruner:
         for width in self.widths:
             set_width(self.student, width)
             loss = distillation_loss(self.student(**inputs, output_hidden_states=True), teacher_outputs)
-            loss.backward()
+            backward(loss)
         return loss
 
     def train(self, batches, total_steps: int) -> None:
@@ -302,15 +309,16 @@ class Pruner:
             return True
 
         TrainingLoop(self.student, batches, self.train_step, optimizer, lr_scheduler, total_steps, log_line,
-                     args.logging_steps, description="Pruning").run(on_step_end=on_step_end)
+                     args.logging_steps, description="Pruning", accumulation_steps=args.gradient_accumulation_steps,
+                     precision=MixedPrecision(args.amp)).run(on_step_end=on_step_end)
 
     def evaluate_widths(self, global_step: int) -> None:
         for width in self.widths:
             tic = time.time()
             logger.info(f"width_mult {round(float(width), 2)} (step {global_step}):")
             set_width(self.student, width)
-            _, macro_f1 = evaluate(self.student, self.pipeline, self.dev, LOSS, self.thresholds,
-                                   self.label_list).accumulate()
+            metric, _ = evaluate(self.student, self.pipeline, self.dev, LOSS, self.thresholds, self.label_list)
+            _, macro_f1 = metric.accumulate()
             if macro_f1 > self.best[width]:
                 self.best[width] = macro_f1
                 self.save(width)
@@ -370,8 +378,8 @@ def refuse_unsupported(extra: list[str]) -> None:
     changed = [f"--{name}" for name, value in vars(given).items() if value != default[name]]
     if changed:
         honoured = sorted(option for option in parser._option_string_actions if option not in ("-h", "--help"))
-        raise DataError(f"prune.py cannot honour {', '.join(changed)} (its DynaBERT loop runs in FP32, one step per "
-                        f"batch); the options it honours: {' '.join(honoured)}")
+        raise DataError(f"prune.py cannot honour {', '.join(changed)} (it runs its own DynaBERT loop); the options it "
+                        f"honours: {' '.join(honoured)}")
 
 
 def check_args(args: argparse.Namespace) -> list[Fraction]:
@@ -388,6 +396,7 @@ def prune(args: argparse.Namespace) -> None:
         raise DataError("prune.py runs in one process on one device; start it without paddle.distributed.launch")
     set_seed(args.seed)
     set_device(args.device)
+    check_amp(args.amp)
     dataset = Path(args.dataset_dir)
     teacher = load_model(args.params_dir)
     if getattr(teacher.config, "pruned_width", None):
@@ -410,7 +419,8 @@ def prune(args: argparse.Namespace) -> None:
     dev_examples = load_examples(dataset / "dev.txt", label_list)
     dev_data = encode_examples(dev_pipeline, dev_examples, len(label_list))
     batches = labelled_batches(train_pipeline, train_data, args.per_device_train_batch_size, args.seed)
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * len(batches))
+    steps_per_epoch = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps)
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
 
     output = Path(args.output_dir)
     for width in widths:

@@ -166,10 +166,10 @@ def pretrain_mlm(output: Path, texts: list[str], epochs: int, batch_size: int, l
     optimizer = build_optimizer(model, scheduler, weight_decay=0.01)
     epoch_loss = []
 
-    def train_step(batch: dict) -> paddle.Tensor:
+    def train_step(batch: dict, backward) -> paddle.Tensor:
         logits = model(**model_inputs(batch, tokenizer.pad_token_id), return_dict=True).logits
         loss = masked_token_loss(logits, batch["labels"])
-        loss.backward()
+        backward(loss)
         epoch_loss.append(float(loss))
         return loss
 

@@ -7,7 +7,11 @@ label list and decision thresholds saved with the checkpoint. Multi-card: run it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from cli import (
     bounded,
 )
 from data_io import load_examples, read_label_list
+from history import TrainingHistory
 from losses import LOSSES, LossSettings, get_loss, positive_weights
 from metric import LISTED_LABELS, MetricReport, tune_thresholds
 from modeling import (
@@ -44,14 +49,19 @@ from modeling import (
     stored_config,
 )
 from pipeline import LongText, sigmoid
+from resume import RESUME_DIR, find_state, load_state, read_progress, save_state
 from training import (
+    AMP_DTYPES,
+    MixedPrecision,
     StepState,
     TrainingLoop,
     build_optimizer,
+    check_amp,
     encode_examples,
     epoch_rows,
     evaluate,
     labelled_batches,
+    optimizer_steps_per_epoch,
     predict_logits,
     repeat_factors,
     text_logits,
@@ -91,13 +101,37 @@ parser.add_argument("--asl_clip", type=UNIT_INTERVAL_OPEN, default=0.05, help="F
 parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
 parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
+parser.add_argument("--save_last", action='store_true', help="Write a resumable state (weights, optimizer, LR schedule, random generators, data position, best score) into <save_dir>/resume/ after every epoch.")
+parser.add_argument("--save_last_steps", type=NON_NEGATIVE_INT, default=0, help="Also write the resumable state every this many optimizer steps (implies --save_last; 0: at epoch ends only).")
+parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="Continue a run exactly from its resumable state: a --save_dir written with --save_last (or its resume/step-N directory). --init_from_ckpt loads weights only.")
+parser.add_argument("--gradient_accumulation_steps", type=POSITIVE_INT, default=1, help="Batches whose gradients are summed before each optimizer step (effective batch size = batch_size x this x processes); logging and the LR schedule count optimizer steps.")
+parser.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="Mixed precision on GPU: fp16 (with dynamic loss scaling) or bf16. Not available on CPU.")
+parser.add_argument("--visualdl", action='store_true', help="Also log the metrics history to VisualDL in <save_dir>/visualdl (visualdl --logdir <save_dir>/visualdl).")
 add_long_text_arguments(parser, stored=False)
 # yapf: enable
+
+
+# what fixes the data order and the schedule: a resumed run must use the saved run's values
+RESUME_FIXED = ["train_file", "batch_size", "epochs", "seed", "gradient_accumulation_steps", "learning_rate", "warmup",
+                "warmup_steps", "weight_decay", "max_seq_length", "long_text", "window_stride", "max_windows",
+                "window_pooling", "sampling", "repeat_threshold", "loss"]
 
 
 def check_args(args: argparse.Namespace) -> None:
     if not Path(args.dataset_dir).is_dir():
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
+    if args.resume_from_checkpoint and args.init_from_ckpt:
+        raise DataError("--resume_from_checkpoint restores the weights with everything else; drop --init_from_ckpt")
+
+
+def check_resume_args(state_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse a resume whose options would change the data order or the schedule (it would not be exact)."""
+    saved = read_progress(state_dir)["args"]
+    changed = [f"--{name} {getattr(args, name)} (the saved run used {saved[name]})" for name in RESUME_FIXED
+               if saved.get(name) != getattr(args, name)]
+    if changed:
+        raise DataError(f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: "
+                        + ", ".join(changed))
 
 
 def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
@@ -127,8 +161,12 @@ def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[st
 def train(args: argparse.Namespace) -> dict:
     """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
+    state_dir = find_state(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if state_dir:
+        check_resume_args(state_dir, args)
     set_seed(args.seed)
     set_device(args.device)
+    check_amp(args.amp)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size > 1:
         dist.init_parallel_env()
@@ -157,35 +195,59 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1:
         model = paddle.DataParallel(model)
 
-    total_steps = len(batches) * args.epochs
+    total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
     lr_scheduler = build_lr_scheduler(args, total_steps)
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
+    precision = MixedPrecision(args.amp)
     loss_function = get_loss(args.loss, loss_settings(args, train_data.targets, dataset / args.label_file))
     thresholds = np.full(len(label_list), args.threshold, dtype="float32")
+    progress = load_state(state_dir, model, optimizer, precision.scaler, rank, world_size) if state_dir else {}
 
     if rank == 0:
         os.makedirs(args.save_dir, exist_ok=True)
         write_settings(args, args.save_dir)
         write_json(Path(args.save_dir, "args.json"), vars(args))
 
-    def train_step(batch: dict) -> paddle.Tensor:
-        loss = loss_function(text_logits(model, batch, tokenizer.pad_token_id, long_text.pooling), batch["labels"])
-        loss.backward()
+    def train_step(batch: dict, backward) -> paddle.Tensor:
+        logits = text_logits(model, batch, tokenizer.pad_token_id, long_text.pooling).astype("float32")
+        loss = loss_function(logits, batch["labels"])
+        backward(loss)
         return loss
 
     def log_line(state: StepState) -> str:
         return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
                 % (state.global_step, state.epoch, state.step, float(state.loss), state.speed, state.lr))
 
+    history = TrainingHistory(args.save_dir, enabled=rank == 0, keep_rows=progress.get("history_rows", 0),
+                              visualdl=args.visualdl)
     loop = TrainingLoop(model, batches, train_step, optimizer, lr_scheduler, total_steps, log_line,
-                        args.logging_steps, main_process=rank == 0)
-    best = {"macro_f1": -1.0}
-    epochs_without_gain = 0
+                        args.logging_steps, main_process=rank == 0,
+                        accumulation_steps=args.gradient_accumulation_steps, precision=precision,
+                        on_log=history.log_step)
+    best = progress.get("best", {"macro_f1": -1.0})
+    epochs_without_gain = progress.get("epochs_without_gain", 0)
+    if progress.get("stop_requested"):
+        loop.request_stop()
+
+    def save_resumable(state: StepState) -> None:
+        saved = save_state(args.save_dir, model, optimizer, precision.scaler,
+                           {**state.position(), "stop_requested": loop.stop_requested, "best": best,
+                            "epochs_without_gain": epochs_without_gain, "history_rows": history.rows,
+                            "args": {name: getattr(args, name) for name in RESUME_FIXED}}, rank, world_size)
+        logger.info(f"Resumable state saved in {saved}")
+
+    def on_step_end(state: StepState) -> bool:
+        if not args.save_last_steps or state.global_step % args.save_last_steps or state.step == len(batches):
+            return False  # at the epoch's last batch the state is saved after the evaluation
+        save_resumable(state)
+        return True
 
     def on_epoch_end(state: StepState) -> bool:
         nonlocal epochs_without_gain
         epochs_without_gain += 1
-        figures = evaluate(model, pipeline, dev_data, loss_function, thresholds, label_list).figures()
+        metric, eval_loss = evaluate(model, pipeline, dev_data, loss_function, thresholds, label_list)
+        figures = metric.figures()
+        history.log_eval(state, eval_loss, figures["micro_f1"], figures["macro_f1"])
         if figures["macro_f1"] > best["macro_f1"]:
             epochs_without_gain = 0
             best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
@@ -195,15 +257,21 @@ def train(args: argparse.Namespace) -> dict:
         logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
         if args.early_stop and epochs_without_gain >= args.early_stop_nums:
             loop.request_stop()
+        if args.save_last or args.save_last_steps:
+            save_resumable(state)
         return True
 
-    last = loop.run(on_epoch_end=on_epoch_end)
+    start = StepState(**{key: progress[key] for key in StepState().position()}) if progress else None
+    with stop_on_sigterm(Path(args.save_dir, RESUME_DIR) if args.save_last or args.save_last_steps else None):
+        last = loop.run(on_step_end=on_step_end, on_epoch_end=on_epoch_end, start=start)
+    history.close()
 
     logger.info("Final best macro f1 score: %.5f" % best["macro_f1"])
     logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
     results = {"best_dev": {"micro_f1": best["micro_f1"], "macro_f1": best["macro_f1"]},
                "best_epoch": best["epoch"], "best_global_step": best["global_step"],
                "epochs_run": last.epoch, "global_steps": last.global_step, "loss": args.loss,
+               "resumed_from": str(state_dir) if state_dir else None,
                "thresholds": [float(t) for t in thresholds]}
     if args.tune_thresholds and rank == 0:
         results.update(save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, pipeline,
@@ -217,6 +285,26 @@ def train(args: argparse.Namespace) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return results
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(resume_dir: Path | None):
+    """A pre-empted run (SIGTERM from a scheduler or the launcher) ends with one line saying where its
+    last resumable state is, and a non-zero exit, instead of dying silently mid-epoch."""
+    def handler(signum, frame):
+        where = (f"continue from the last state in {resume_dir} with --resume_from_checkpoint {resume_dir.parent}"
+                 if resume_dir else "no resumable state was written (train with --save_last)")
+        logger.error(f"Terminated by signal {signum} during training; {where}")
+        sys.exit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_pos_weights(path: str, label_file: Path, num_labels: int) -> np.ndarray:

@@ -4,10 +4,12 @@ train.py (fine-tuning), prune.py (DynaBERT width training) and scratch_model.py 
 pretraining) differ only in what one step computes and what happens after a step or an epoch; the
 loop (epochs, optimizer and schedule steps, progress bar, the reference's timed log lines, early
 stop) is written once here. Batches come from the pipeline's one bucketing rule, and the dev loss
-is computed with the training loss from `losses`.
+is computed with the training loss from `losses`. Gradient accumulation and mixed precision are
+properties of the loop too, so every training script gets them the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ from losses import LossFunction
 from metric import MetricReport
 from modeling import DygraphRunner, model_inputs
 from pipeline import EncodedRows, TextPipeline, length_grouped_batches, sigmoid
-from utils import logger
+from utils import DataError, logger
 
 
 @dataclass
@@ -105,7 +107,11 @@ class TrainBatches:
         return -(-num_batches // self.num_replicas)
 
     def __iter__(self) -> Iterator:
-        return (self.collate(batch) for batch in self.indices())
+        return self.iterate()
+
+    def iterate(self, skip: int = 0) -> Iterator:
+        """The epoch's batches after the first `skip` (a resumed run skips them without collating)."""
+        return (self.collate(batch) for batch in self.indices()[skip:])
 
 
 def labelled_batch(pipeline: TextPipeline, data: LabelledRows, texts: list[int]) -> dict[str, paddle.Tensor]:
@@ -154,31 +160,81 @@ def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimiz
                                   weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
 
 
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def check_amp(amp: str | None) -> None:
+    """--amp needs a GPU: Paddle's auto_cast has no effect on CPU (it warns and runs fp32), and the
+    CPU build has no bfloat16 kernel for matmul, so CPU mixed precision would be fp32 under another name."""
+    if amp and paddle.get_device() == "cpu":
+        raise DataError(f"--amp {amp}: Paddle's mixed precision (paddle.amp.auto_cast) runs on GPU only; it has no "
+                        "effect on CPU and the CPU build has no bfloat16 matmul kernel. Train without --amp on CPU")
+
+
+class MixedPrecision:
+    """`--amp fp16|bf16`: forward passes under paddle.amp.auto_cast (O1: matmuls in half precision,
+    reductions in fp32); fp16 also scales the loss dynamically so small gradients do not underflow
+    (bf16 has fp32's exponent range and needs no scaling). Without --amp every call is a plain fp32
+    pass-through, so the loop has one code path."""
+
+    def __init__(self, amp: str | None = None, init_loss_scaling: float = 2.0**15):
+        self.amp = amp
+        self.scaler = paddle.amp.GradScaler(enable=amp == "fp16", init_loss_scaling=init_loss_scaling)
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(dtype=AMP_DTYPES[self.amp], level="O1")
+
+    def backward(self, loss: paddle.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: paddle.optimizer.Optimizer) -> None:
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def optimizer_steps_per_epoch(num_batches: int, accumulation_steps: int) -> int:
+    """One optimizer step per `accumulation_steps` batches; a shorter last group still steps."""
+    return -(-num_batches // accumulation_steps)
+
+
 @dataclass
 class StepState:
-    """Where the loop is, handed to the log line and the hooks."""
+    """Where the loop is, handed to the log line and the hooks, and saved in a resumable state."""
 
-    global_step: int = 0
+    global_step: int = 0  # optimizer steps
     epoch: int = 0
-    step: int = 0  # batch number inside the epoch, from 1
-    loss: paddle.Tensor | None = None
+    step: int = 0  # batches of this epoch done (the last one's number, from 1)
+    epoch_end_done: bool = True  # on_epoch_end has run for `epoch`
+    loss: paddle.Tensor | None = None  # the mean loss of the batches of the last optimizer step
     lr: float = 0.0
-    speed: float = 0.0  # steps per second since the last log line or evaluation
+    speed: float = 0.0  # optimizer steps per second since the last log line or evaluation
+
+    def position(self) -> dict:
+        return {"global_step": self.global_step, "epoch": self.epoch, "step": self.step,
+                "epoch_end_done": self.epoch_end_done}
 
 
 class TrainingLoop:
-    """Runs `train_step(batch) -> loss` (forward and backward; the loop steps the optimizer) for
-    `total_steps` steps over epochs of `batches`.
+    """Runs `train_step(batch, backward) -> loss` for `total_steps` optimizer steps over epochs of
+    `batches`. The step computes its loss(es) and hands each to `backward`, which scales it for
+    accumulation and mixed precision; the loop steps the optimizer every `accumulation_steps`
+    batches (under DataParallel, gradients are all-reduced only at that last batch).
 
     `on_step_end` / `on_epoch_end` are called with the state and return True when they did slow
     work (an evaluation), so the next logged speed leaves it out; `request_stop()` ends training
-    before the next epoch with the reference's "Early stop!" line.
+    before the next epoch with the reference's "Early stop!" line. `run(start=...)` continues from
+    a saved position: the epoch's first batches are skipped, so the data order is that of an
+    uninterrupted run.
     """
 
-    def __init__(self, model: paddle.nn.Layer, batches: TrainBatches, train_step: Callable[[object], paddle.Tensor],
+    def __init__(self, model: paddle.nn.Layer, batches: TrainBatches,
+                 train_step: Callable[[object, Callable[[paddle.Tensor], None]], paddle.Tensor],
                  optimizer: paddle.optimizer.Optimizer, lr_scheduler, total_steps: int,
                  log_line: Callable[[StepState], str] | None = None, logging_steps: int = 1,
-                 description: str = "Training", main_process: bool = True):
+                 description: str = "Training", main_process: bool = True, accumulation_steps: int = 1,
+                 precision: MixedPrecision | None = None, on_log: Callable[[StepState], None] | None = None):
         self.model = model
         self.batches = batches
         self.train_step = train_step
@@ -187,44 +243,71 @@ class TrainingLoop:
         self.total_steps = total_steps
         self.logging_steps = logging_steps
         self.log_line = log_line
+        self.on_log = on_log  # called with every logged state (the metrics history)
         self.description = description
         self.main_process = main_process  # only the main process logs and draws the progress bar
+        self.accumulation_steps = accumulation_steps
+        self.precision = precision or MixedPrecision()
         self.stop_requested = False
 
     def request_stop(self) -> None:
         self.stop_requested = True
 
+    def _sync_context(self, sync: bool):
+        """Skip DataParallel's gradient all-reduce on batches that do not end an accumulation group."""
+        if sync or not isinstance(self.model, paddle.DataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _run_epoch(self, state: StepState, progress, timer: list, on_step_end) -> None:
+        num_batches = len(self.batches)
+        group_loss = 0.0
+        for state.step, batch in enumerate(self.batches.iterate(state.step), start=state.step + 1):
+            group_start = (state.step - 1) // self.accumulation_steps * self.accumulation_steps
+            group_end = min(group_start + self.accumulation_steps, num_batches)
+            group_size = group_end - group_start
+            with self._sync_context(state.step == group_end), self.precision.autocast():
+                loss = self.train_step(batch, lambda value: self.precision.backward(value / group_size))
+            group_loss = loss.detach() / group_size + group_loss
+            if state.step < group_end:
+                continue
+            self.precision.step(self.optimizer)
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+            self.optimizer.clear_grad()
+            state.global_step += 1
+            state.loss, group_loss = group_loss, 0.0
+            progress.update(1)
+            if self.main_process and self.log_line and state.global_step % self.logging_steps == 0:
+                state.lr, state.speed = self.optimizer.get_lr(), self.logging_steps / (time.time() - timer[0])
+                logger.info(self.log_line(state))
+                if self.on_log:
+                    self.on_log(state)
+                timer[0] = time.time()
+            if on_step_end and on_step_end(state):
+                timer[0] = time.time()
+            if state.global_step == self.total_steps:
+                break
+
     def run(self, on_step_end: Callable[[StepState], bool] | None = None,
-            on_epoch_end: Callable[[StepState], bool] | None = None) -> StepState:
-        state = StepState()
-        tic = time.time()
+            on_epoch_end: Callable[[StepState], bool] | None = None, start: StepState | None = None) -> StepState:
+        state = start or StepState()
+        timer = [time.time()]
         with logging_redirect_tqdm(loggers=[logger.logger]):
-            progress = tqdm(total=self.total_steps, desc=self.description, disable=None if self.main_process else True)
-            while state.global_step < self.total_steps:
-                if self.stop_requested:
-                    logger.info("Early stop!")
-                    break
-                state.epoch += 1
+            progress = tqdm(total=self.total_steps, initial=state.global_step, desc=self.description,
+                            disable=None if self.main_process else True)
+            while state.global_step < self.total_steps or not state.epoch_end_done:
+                if state.epoch_end_done:
+                    if self.stop_requested:
+                        logger.info("Early stop!")
+                        break
+                    state.epoch, state.step, state.epoch_end_done = state.epoch + 1, 0, False
                 self.batches.set_epoch(state.epoch)
                 self.model.train()
-                for state.step, batch in enumerate(self.batches, start=1):
-                    state.loss = self.train_step(batch)
-                    self.optimizer.step()
-                    if self.lr_scheduler is not None:
-                        self.lr_scheduler.step()
-                    self.optimizer.clear_grad()
-                    state.global_step += 1
-                    progress.update(1)
-                    if self.main_process and self.log_line and state.global_step % self.logging_steps == 0:
-                        state.lr, state.speed = self.optimizer.get_lr(), self.logging_steps / (time.time() - tic)
-                        logger.info(self.log_line(state))
-                        tic = time.time()
-                    if on_step_end and on_step_end(state):
-                        tic = time.time()
-                    if state.global_step == self.total_steps:
-                        break
+                self._run_epoch(state, progress, timer, on_step_end)
+                state.epoch_end_done = True
                 if on_epoch_end and on_epoch_end(state):
-                    tic = time.time()
+                    timer[0] = time.time()
             progress.close()
         return state
 
@@ -240,8 +323,9 @@ def predict_logits(model, pipeline: TextPipeline, rows: EncodedRows) -> np.ndarr
 
 
 def evaluate(model, pipeline: TextPipeline, data: LabelledRows, loss: LossFunction, thresholds,
-             label_list: Sequence[str]) -> MetricReport:
-    """Evaluate on labelled rows and log the reference's eval line; the loss is the training loss."""
+             label_list: Sequence[str]) -> tuple[MetricReport, float]:
+    """Evaluate on labelled rows and log the reference's eval line; the loss is the training loss.
+    Returns the metric and that eval loss."""
     logits = predict_logits(model, pipeline, data.rows)
     # the reference's eval loss: the mean of the batches' mean losses
     batch_texts = [np.unique(data.rows.source[batch]) for batch in pipeline.batches(data.rows)]
@@ -251,4 +335,4 @@ def evaluate(model, pipeline: TextPipeline, data: LabelledRows, loss: LossFuncti
     metric.update(sigmoid(logits), data.targets)
     micro_f1, macro_f1 = metric.accumulate()
     logger.info("eval loss: %.5f, micro f1 score: %.5f, macro f1 score: %.5f" % (eval_loss, micro_f1, macro_f1))
-    return metric
+    return metric, eval_loss
