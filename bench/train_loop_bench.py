@@ -54,9 +54,9 @@ def run_ours(model, pipeline, data, args) -> float:
     scheduler = LinearDecayWithWarmup(args.learning_rate, args.steps, 0)
     optimizer = build_optimizer(model, scheduler, 0.0)
 
-    def train_step(batch):
+    def train_step(batch, backward):
         loss = LOSS(model(**model_inputs(batch, pipeline.tokenizer.pad_token_id)), batch["labels"])
-        loss.backward()
+        backward(loss)
         return loss
 
     start = time.perf_counter()
@@ -81,7 +81,8 @@ class BatchedTrainer(Trainer):
 def run_trainer(model, pipeline, data, args, our_batches: bool) -> float:
     tokenizer = pipeline.tokenizer
     features = [{"input_ids": ids, "token_type_ids": types, "labels": target.tolist()} for ids, types, target in
-                zip(data.rows.features["input_ids"], data.rows.features["token_type_ids"], data.row_targets)]
+                zip(data.rows.features["input_ids"], data.rows.features["token_type_ids"],
+                    data.targets[data.rows.source])]
     with tempfile.TemporaryDirectory() as output_dir:
         training_args = TrainingArguments(output_dir=output_dir, per_device_train_batch_size=args.batch_size,
                                           learning_rate=args.learning_rate, max_steps=args.steps,

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 # Lowest first: a module may import only modules before it in this list.
 CORE_LAYERS = ["cli", "utils", "metric", "pipeline", "data_io", "losses", "modeling", "exporting", "backends", "parity",
-               "training", "serving", "compat"]
+               "history", "resume", "training", "serving", "compat"]
 SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model"]
 
 

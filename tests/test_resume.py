@@ -206,26 +206,6 @@ def test_history_csv_curves_png_and_visualdl(uninterrupted):
     assert [record.id for record in reader.get_data("scalar", "eval/macro_f1")] == [6, 12, 18]
 
 
-def test_sigterm_ends_training_with_where_to_resume(small_data, dropout_model, tmp_path, monkeypatch):
-    original, calls = paddle.optimizer.AdamW.step, [0]
-
-    def step_then_terminate(self):
-        calls[0] += 1
-        if calls[0] == 10:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self)
-
-    monkeypatch.setattr(paddle.optimizer.AdamW, "step", step_then_terminate)
-    save_dir = tmp_path / "ckpt"
-    result = run_main("train.py", *RUN, "--dataset_dir", small_data, "--model_name", dropout_model,
-                      "--save_dir", save_dir)
-    assert result.returncode == 128 + signal.SIGTERM
-    assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
-            f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in result.stderr
-    assert resume.find_state(save_dir).name == "step-8"
-    assert signal.getsignal(signal.SIGTERM) is not None  # the handler is removed again (the previous one is back)
-
-
 class FixedBatches:
     """The same batches every epoch (TrainBatches' interface), to compare step arithmetic exactly."""
 
@@ -336,7 +316,6 @@ def slow_step(self):  # time for the test to kill a rank mid-run
     return original(self)
 paddle.optimizer.AdamW.step = slow_step
 sys.argv = [{train!r}] + sys.argv[1:]
-sys.path.insert(0, {root!r})
 runpy.run_path({train!r}, run_name="__main__")
 """
 DIST_RUN = ["--device", "cpu", "--batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "4", "--epochs", "3",
@@ -348,7 +327,7 @@ def launch(tmp_path: Path, name: str, data: Path, model: Path, *options, launche
     down by STEP_SECONDS; returns the process and its paths."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "slow_train.py"
-    script.write_text(SLOW_TRAIN.format(train=str(ROOT / "train.py"), root=str(ROOT)), encoding="utf-8")
+    script.write_text(SLOW_TRAIN.format(train=str(ROOT / "train.py")), encoding="utf-8")
     save_dir, log_dir = tmp_path / "ckpt", tmp_path / f"log_{name}"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(log_dir),
            *launcher, str(script), *DIST_RUN, "--dataset_dir", str(data), "--model_name", str(model),
@@ -414,8 +393,9 @@ def test_a_killed_rank_fails_the_launch_and_the_run_resumes(two_process_run, sma
                if p.environ().get("PADDLE_TRAINER_ID") == "1" and "slow_train.py" in " ".join(p.cmdline())]
     assert len(workers) == 1, "rank 1 not found"
     workers[0].send_signal(signal.SIGTERM)
-    logs = finish(process, log_dir, expect_ok=False)
-    assert "Terminated by signal 15 during training; continue from the last state in" in logs["workerlog.1"]
+    logs = finish(process, log_dir, expect_ok=False)  # the launcher fails and stops rank 0 too
+    assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
+            f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs["workerlog.1"]
     saved = resume.find_state(save_dir)
     assert saved.name != "step-18" and (saved / "rng-rank1.pkl").is_file()
     process, _, log_dir = launch(tmp_path, "resumed", small_data, dropout_model, "--resume_from_checkpoint", save_dir,
