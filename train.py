@@ -125,7 +125,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def check_resume_args(state_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse a resume whose options would change the data order or the schedule (it would not be exact)."""
+    """Refuse a resume whose options would change the data order or the schedule (it would not be exact),
+    or that would continue in another --save_dir (where the best checkpoint so far is not)."""
+    run_dir = state_dir.parent.parent
+    if state_dir.parent.name == RESUME_DIR and run_dir.resolve() != Path(args.save_dir).resolve():
+        raise DataError(f"--resume_from_checkpoint {state_dir}: the run continues in its own save directory, where its "
+                        f"best checkpoint is; use --save_dir {run_dir}")
     saved = read_progress(state_dir)["args"]
     changed = [f"--{name} {getattr(args, name)} (the saved run used {saved[name]})" for name in RESUME_FIXED
                if saved.get(name) != getattr(args, name)]

@@ -161,26 +161,29 @@ def test_a_crash_while_saving_leaves_the_previous_state_usable(crash_in, uninter
 def test_resume_refuses_what_would_not_be_exact(uninterrupted, small_data, dropout_model, tmp_path):
     save_dir, _ = uninterrupted
     state_dir = save_dir / "resume" / "step-18"
-    common = ["--dataset_dir", small_data, "--model_name", dropout_model, "--save_dir", tmp_path / "x"]
-    changed = [*RUN, *common, "--resume_from_checkpoint", save_dir, "--batch_size", "8", "--epochs", "4"]
-    result = run_main("train.py", *changed)
-    assert result.returncode == 2
+
+    def attempt(*options, into: Path = save_dir):  # every attempt is refused before it writes anything
+        result = run_main("train.py", *RUN, "--dataset_dir", small_data, "--model_name", dropout_model,
+                          "--save_dir", into, *options)
+        assert result.returncode == 2
+        return result.stderr
+
     assert (f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: --batch_size 8 "
-            f"(the saved run used 16), --epochs 4 (the saved run used 3)") in result.stderr
-    result = run_main("train.py", *RUN, *common, "--resume_from_checkpoint", tmp_path)
-    assert result.returncode == 2
-    assert f"--resume_from_checkpoint {tmp_path}: no resumable state there (train with --save_last" in result.stderr
-    result = run_main("train.py", *RUN, *common, "--resume_from_checkpoint", save_dir, "--init_from_ckpt", save_dir)
-    assert result.returncode == 2 and "drop --init_from_ckpt" in result.stderr
+            f"(the saved run used 16), --epochs 4 (the saved run used 3)") in \
+        attempt("--resume_from_checkpoint", save_dir, "--batch_size", "8", "--epochs", "4")
+    assert (f"the run continues in its own save directory, where its best checkpoint is; use --save_dir {save_dir}"
+            in attempt("--resume_from_checkpoint", save_dir, into=tmp_path / "elsewhere"))
+    assert (f"--resume_from_checkpoint {tmp_path}: no resumable state there (train with --save_last"
+            in attempt("--resume_from_checkpoint", tmp_path))
+    assert "drop --init_from_ckpt" in attempt("--resume_from_checkpoint", save_dir, "--init_from_ckpt", save_dir)
     copied = tmp_path / "copied"
     copied.mkdir()
     for file in state_dir.iterdir():
         (copied / file.name).write_bytes(file.read_bytes())
     state = json.loads((copied / "trainer_state.json").read_text())
     (copied / "trainer_state.json").write_text(json.dumps({**state, "world_size": 2}))
-    result = run_main("train.py", *RUN, *common, "--resume_from_checkpoint", copied)
-    assert result.returncode == 2
-    assert "saved by 2 processes, resumed with 1" in result.stderr and "resume with 2 processes" in result.stderr
+    refused = attempt("--resume_from_checkpoint", copied)
+    assert "saved by 2 processes, resumed with 1" in refused and "resume with 2 processes" in refused
 
 
 def test_history_csv_curves_png_and_visualdl(uninterrupted):
