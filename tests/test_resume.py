@@ -374,35 +374,35 @@ def final_weights_of(save_dir: Path) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in paddle.load(str(state_dir / "model_state.pdparams")).items()}
 
 
-def test_two_launchers_of_one_process_each_match_one_launcher_of_two(two_process_run, small_data, dropout_model,
-                                                                    tmp_path):
+def launch_two_nodes(tmp_path: Path, name: str, data: Path, model: Path, *options, env=None) -> list:
+    """Two launchers of one process each (`--nnodes 2` on loopback: the multi-node path), one save_dir
+    (a shared filesystem)."""
     master = f"127.0.0.1:{free_port()}"
-    nodes = [launch(tmp_path, f"node{rank}", small_data, dropout_model,  # one save_dir: a shared filesystem
-                    launcher=["--nnodes", "2", "--nproc_per_node", "1", "--master", master, "--rank", str(rank)])
-             for rank in (0, 1)]
-    logs = [finish(process, log_dir) for process, _, log_dir in nodes]
-    assert [sorted(node_logs) for node_logs in logs] == [["workerlog.0"], ["workerlog.0"]]
-    assert "Model weights saved" in logs[0]["workerlog.0"]  # global rank 0 saves the checkpoint
-    assert_same_weights(final_weights_of(nodes[0][1]), final_weights_of(two_process_run))
+    return [launch(tmp_path, f"{name}_node{rank}", data, model, *options, env=env,
+                   launcher=["--nnodes", "2", "--nproc_per_node", "1", "--master", master, "--rank", str(rank)])
+            for rank in (0, 1)]
 
 
-def test_a_killed_rank_fails_the_launch_and_the_run_resumes(two_process_run, small_data, dropout_model, tmp_path):
-    process, save_dir, log_dir = launch(tmp_path, "killed", small_data, dropout_model,
-                                        launcher=["--nproc_per_node", "2"], env={"STEP_SECONDS": "0.15"})
+def test_two_nodes_lose_a_rank_mid_epoch_and_resume_to_the_result_of_one_launcher(two_process_run, small_data,
+                                                                                 dropout_model, tmp_path):
+    nodes = launch_two_nodes(tmp_path, "killed", small_data, dropout_model, env={"STEP_SECONDS": "0.15"})
+    save_dir = nodes[0][1]
     deadline = time.time() + 240
     while resume.read_pointer(save_dir / "resume") in (None, "step-2") and time.time() < deadline:
         time.sleep(0.2)
-    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
+    workers = [p for p in psutil.Process(nodes[1][0].pid).children(recursive=True)
                if p.environ().get("PADDLE_TRAINER_ID") == "1" and "slow_train.py" in " ".join(p.cmdline())]
     assert len(workers) == 1, "rank 1 not found"
-    workers[0].send_signal(signal.SIGTERM)
-    logs = finish(process, log_dir, expect_ok=False)  # the launcher fails and stops rank 0 too
+    workers[0].send_signal(signal.SIGTERM)  # mid-epoch: 6 steps an epoch, states every 2
+    logs = [finish(process, log_dir, expect_ok=False) for process, _, log_dir in nodes]  # both launchers fail
+    assert [sorted(node_logs) for node_logs in logs] == [["workerlog.0"], ["workerlog.0"]]
     assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
-            f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs["workerlog.1"]
-    saved = resume.find_state(save_dir)
-    assert saved.name != "step-18" and (saved / "rng-rank1.pkl").is_file()
-    process, _, log_dir = launch(tmp_path, "resumed", small_data, dropout_model, "--resume_from_checkpoint", save_dir,
-                                 launcher=["--nproc_per_node", "2"])
-    logs = finish(process, log_dir)
-    assert f"Resumed from {saved}" in logs["workerlog.1"]
+            f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs[1]["workerlog.0"]
+    saved = resume.find_state(save_dir)  # complete: written by both ranks, never half
+    assert saved.name in ("step-4", "step-6", "step-8") and (saved / "rng-rank1.pkl").is_file()
+
+    nodes = launch_two_nodes(tmp_path, "resumed", small_data, dropout_model, "--resume_from_checkpoint", save_dir)
+    logs = [finish(process, log_dir) for process, _, log_dir in nodes]
+    assert f"Resumed from {saved}" in logs[1]["workerlog.0"]
+    assert (save_dir / "model_state.pdparams").is_file()
     assert_same_weights(final_weights_of(save_dir), final_weights_of(two_process_run))
