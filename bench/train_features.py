@@ -8,13 +8,15 @@ speed), one process measures side by side, in turns, with the median per variant
 - gradient accumulation: seconds per batch with 4 batches per optimizer step against 1;
 - the cost of one resumable state (resume.save_state): seconds and bytes.
 
-Writes a Markdown table.
+Writes a Markdown table. Run it with `python -P` (Python 3.11+: the script's directory is not put first
+on sys.path), so the suite's `losses` module is imported rather than bench/losses.py:
 
-    python bench/train_features.py --out bench/out/train_features.md
+    python -P bench/train_features.py --out bench/out/train_features.md
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -122,7 +124,7 @@ def main() -> None:
     set_device("cpu")
     warnings.filterwarnings("ignore", message="amp_guard can only be enabled")
     lines = [f"Batch {args.batch_size} x {args.seq_length} tokens, {NUM_LABELS} labels, AdamW, CPU "
-             f"({paddle.base.core.get_num_threads()} threads), Paddle {paddle.__version__}; median of {args.repeats} "
+             f"({os.cpu_count()} cores), Paddle {paddle.__version__}; median of {args.repeats} "
              f"runs of {args.steps} batches taken in turns", "",
              "| shape | variant | logits dtype | s per batch | vs fp32 |", "|---|---|---|---|---|"]
     saves = []
