@@ -259,7 +259,7 @@ class TrainingLoop:
             return contextlib.nullcontext()
         return self.model.no_sync()
 
-    def _run_epoch(self, state: StepState, progress, timer: list, on_step_end) -> None:
+    def _run_epoch(self, state: StepState, progress, on_step_end) -> None:
         num_batches = len(self.batches)
         group_loss = 0.0
         for state.step, batch in enumerate(self.batches.iterate(state.step), start=state.step + 1):
@@ -279,20 +279,20 @@ class TrainingLoop:
             state.loss, group_loss = group_loss, 0.0
             progress.update(1)
             if self.main_process and self.log_line and state.global_step % self.logging_steps == 0:
-                state.lr, state.speed = self.optimizer.get_lr(), self.logging_steps / (time.time() - timer[0])
+                state.lr, state.speed = self.optimizer.get_lr(), self.logging_steps / (time.time() - self._tic)
                 logger.info(self.log_line(state))
                 if self.on_log:
                     self.on_log(state)
-                timer[0] = time.time()
+                self._tic = time.time()
             if on_step_end and on_step_end(state):
-                timer[0] = time.time()
+                self._tic = time.time()
             if state.global_step == self.total_steps:
                 break
 
     def run(self, on_step_end: Callable[[StepState], bool] | None = None,
             on_epoch_end: Callable[[StepState], bool] | None = None, start: StepState | None = None) -> StepState:
         state = start or StepState()
-        timer = [time.time()]
+        self._tic = time.time()  # start of the interval the next logged speed covers
         with logging_redirect_tqdm(loggers=[logger.logger]):
             progress = tqdm(total=self.total_steps, initial=state.global_step, desc=self.description,
                             disable=None if self.main_process else True)
@@ -304,10 +304,10 @@ class TrainingLoop:
                     state.epoch, state.step, state.epoch_end_done = state.epoch + 1, 0, False
                 self.batches.set_epoch(state.epoch)
                 self.model.train()
-                self._run_epoch(state, progress, timer, on_step_end)
+                self._run_epoch(state, progress, on_step_end)
                 state.epoch_end_done = True
                 if on_epoch_end and on_epoch_end(state):
-                    timer[0] = time.time()
+                    self._tic = time.time()
             progress.close()
         return state
 

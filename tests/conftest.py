@@ -247,7 +247,7 @@ def documents(tmp_path_factory) -> Path:
 
 def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *long_text: str) -> str:
     result = run_main("train.py", "--device", "cpu", "--dataset_dir", documents, "--model_name", scratch_model,
-                      "--save_dir", save_dir, "--epochs", "6", "--max_seq_length", WINDOW, "--logging_steps", "50",
+                      "--save_dir", save_dir, "--epochs", "5", "--max_seq_length", WINDOW, "--logging_steps", "50",
                       *RECIPE, *long_text)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr

@@ -21,7 +21,7 @@ from paddlenlp.transformers import AutoModelForSequenceClassification
 import resume
 from data_io import load_examples, read_label_list
 from history import COLUMNS
-from modeling import dygraph_pipeline, load_tokenizer
+from modeling import dygraph_pipeline, load_tokenizer, stored_config
 from training import MixedPrecision, StepState, TrainingLoop, build_optimizer, encode_examples, labelled_batch
 
 from conftest import ROOT, free_port, make_keyword_dataset, run_main
@@ -321,8 +321,11 @@ paddle.optimizer.AdamW.step = slow_step
 sys.argv = [{train!r}] + sys.argv[1:]
 runpy.run_path({train!r}, run_name="__main__")
 """
-DIST_RUN = ["--device", "cpu", "--batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "4", "--epochs", "3",
-            "--logging_steps", "1", "--save_last_steps", "2"]  # 12 batches / 2 ranks = 6 steps an epoch
+# texts of 4-21 characters read in windows of 10 tokens, texts with rarer labels repeated: the state must
+# carry the sampler's position over windowed batches too
+DIST_RUN = ["--device", "cpu", "--batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "4", "--epochs", "2",
+            "--logging_steps", "1", "--save_last_steps", "2", "--max_seq_length", "12", "--long_text", "window",
+            "--sampling", "repeat_factor", "--repeat_threshold", "0.5"]
 
 
 def launch(tmp_path: Path, name: str, data: Path, model: Path, *options, launcher: list[str], env=None):
@@ -349,25 +352,32 @@ def finish(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(small_data, dropout_model, tmp_path_factory):
-    """One launcher with two processes, uninterrupted: the result the other launches must reproduce."""
+def two_process_run(small_data, dropout_model, tmp_path_factory) -> tuple[Path, int]:
+    """One launcher with two processes (the README's command), uninterrupted: the result the other
+    launches must reproduce. Returns the save_dir and the number of optimizer steps."""
     tmp_path = tmp_path_factory.mktemp("two_process")
     process, save_dir, log_dir = launch(tmp_path, "one_launcher", small_data, dropout_model,
-                                        launcher=["--nproc_per_node", "2"])
+                                        launcher=["--nproc_per_node", "2", "--backend", "gloo"])
     logs = finish(process, log_dir)
     assert sorted(logs) == ["workerlog.0", "workerlog.1"]
     assert (save_dir / "model_state.pdparams").is_file()  # one checkpoint, written by rank 0
     assert "Model weights saved" in logs["workerlog.0"] and "Model weights saved" not in logs["workerlog.1"]
-    # each rank takes half of the 12 batches an epoch (3 epochs x 6 steps); only rank 0 logs steps
-    assert re.findall(r"global step (\d+), epoch", logs["workerlog.0"]) == [str(n) for n in range(1, 19)]
+    assert stored_config(save_dir)["long_text"]["mode"] == "window"
+    windows = [int(n) for n in re.findall(r"train.txt: .*96 texts read as (\d+) windows", logs["workerlog.1"])]
+    assert len(windows) == 1 and windows[0] > 96
+    epoch_texts = {int(re.search(r"an epoch has (\d+) texts", log).group(1)) for log in logs.values()}
+    assert len(epoch_texts) == 1 and epoch_texts.pop() > 96  # rarer labels repeated, the same on both ranks
+    # whole texts per batch, batches shared out evenly: every rank runs the same steps; only rank 0 logs them
+    steps = [int(n) for n in re.findall(r"global step (\d+), epoch", logs["workerlog.0"])]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
     assert not re.findall(r"global step (\d+), epoch", logs["workerlog.1"])
-    assert [len(re.findall(r"micro f1 score", log)) for log in logs.values()] == [3, 3]
-    return save_dir
+    assert [len(re.findall(r"micro f1 score", log)) for log in logs.values()] == [2, 2]
+    return save_dir, len(steps)
 
 
-def final_weights_of(save_dir: Path) -> dict[str, np.ndarray]:
+def final_weights_of(save_dir: Path, total_steps: int) -> dict[str, np.ndarray]:
     state_dir = resume.find_state(save_dir)
-    assert state_dir.name == "step-18"
+    assert state_dir.name == f"step-{total_steps}"
     assert sorted(p.name for p in state_dir.iterdir()) == [
         "model_state.pdparams", "optimizer.pdopt", "rng-rank0.pkl", "rng-rank1.pkl", "scaler.pdparams",
         "trainer_state.json"]
@@ -393,16 +403,17 @@ def test_two_nodes_lose_a_rank_mid_epoch_and_resume_to_the_result_of_one_launche
     workers = [p for p in psutil.Process(nodes[1][0].pid).children(recursive=True)
                if p.environ().get("PADDLE_TRAINER_ID") == "1" and "slow_train.py" in " ".join(p.cmdline())]
     assert len(workers) == 1, "rank 1 not found"
-    workers[0].send_signal(signal.SIGTERM)  # mid-epoch: 6 steps an epoch, states every 2
+    workers[0].send_signal(signal.SIGTERM)  # mid-epoch: 8 steps an epoch, states every 2
     logs = [finish(process, log_dir, expect_ok=False) for process, _, log_dir in nodes]  # both launchers fail
     assert [sorted(node_logs) for node_logs in logs] == [["workerlog.0"], ["workerlog.0"]]
     assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
             f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs[1]["workerlog.0"]
     saved = resume.find_state(save_dir)  # complete: written by both ranks, never half
-    assert saved.name in ("step-4", "step-6", "step-8") and (saved / "rng-rank1.pkl").is_file()
+    reference_dir, total_steps = two_process_run
+    assert saved.name != f"step-{total_steps}" and (saved / "rng-rank1.pkl").is_file()
 
     nodes = launch_two_nodes(tmp_path, "resumed", small_data, dropout_model, "--resume_from_checkpoint", save_dir)
     logs = [finish(process, log_dir) for process, _, log_dir in nodes]
     assert f"Resumed from {saved}" in logs[1]["workerlog.0"]
     assert (save_dir / "model_state.pdparams").is_file()
-    assert_same_weights(final_weights_of(save_dir), final_weights_of(two_process_run))
+    assert_same_weights(final_weights_of(save_dir, total_steps), final_weights_of(reference_dir, total_steps))

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -17,10 +13,10 @@ from paddlenlp.transformers import AutoModelForSequenceClassification
 
 from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
-from modeling import model_inputs, stored_config
+from modeling import model_inputs
 from train import build_lr_scheduler, parser
 
-from conftest import RECIPE, ROOT, WINDOW, make_keyword_dataset, run_main
+from conftest import make_keyword_dataset, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -155,37 +151,6 @@ def test_init_from_checkpoint_with_other_label_order_is_refused(trained, keyword
     assert result.returncode == 2
     assert (f"{data / 'label.txt'} disagrees with the checkpoint (line 1 is '财经' but the checkpoint's "
             f"label 0 is '体育')") in result.stderr
-
-
-def launch_two_processes(tmp_path: Path, dataset: Path, model: Path, *options) -> tuple[Path, dict[str, str]]:
-    """train.py under `paddle.distributed.launch` with 2 gloo processes; returns the checkpoint and the
-    workers' logs."""
-    save_dir, log_dir = tmp_path / "ckpt", tmp_path / "log"
-    cmd = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--backend", "gloo", "--log_dir", log_dir,
-           str(ROOT / "train.py"), "--device", "cpu", "--dataset_dir", dataset, "--model_name", model,
-           "--save_dir", save_dir, *RECIPE, *options]
-    result = subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
-    logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("workerlog.*")}
-    tails = "\n".join(f"--- {name} (end)\n{text[-1500:]}" for name, text in sorted(logs.items()))
-    assert result.returncode == 0, result.stderr[-1500:] + tails
-    assert sorted(logs) == ["workerlog.0", "workerlog.1"]
-    assert (save_dir / "model_state.pdparams").is_file()
-    assert "Model weights saved" in logs["workerlog.0"] and "Model weights saved" not in logs["workerlog.1"]
-    return save_dir, logs
-
-
-def test_two_processes_train_on_document_windows_with_repeat_factor_sampling(documents, scratch_model, tmp_path):
-    save_dir, logs = launch_two_processes(tmp_path, documents, scratch_model, "--epochs", "1", "--max_seq_length",
-                                          WINDOW, "--long_text", "window", "--batch_size", "8", "--sampling",
-                                          "repeat_factor", "--repeat_threshold", "0.5", "--logging_steps", "1")
-    epoch_texts = int(re.search(r"an epoch has (\d+) texts", logs["workerlog.0"]).group(1))
-    assert epoch_texts > 400  # rarer labels repeated
-    assert re.search(r"an epoch has (\d+) texts", logs["workerlog.1"]).group(1) == str(epoch_texts)
-    # whole documents per batch, batches shared out evenly: every rank runs ceil(ceil(texts / 8) / 2) steps
-    assert len(logged(r"global step \d+", logs["workerlog.0"])) == -(-(-(-epoch_texts // 8)) // 2)
-    assert "400 texts read as 2000 windows" in logs["workerlog.1"]
-    assert stored_config(save_dir)["long_text"]["mode"] == "window"
 
 
 def test_fast_pad_mask_leaves_outputs_unchanged(scratch_model):
