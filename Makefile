@@ -8,10 +8,12 @@ export PYTHONWARNINGS := ignore
 
 .PHONY: venv demo test clean
 
+# --no-compile: byte-compiling every installed file took half of the install (122 s against 69 s here);
+# Python compiles the modules a run imports on first use instead
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --disable-pip-version-check --no-compile -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e .
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)
