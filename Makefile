@@ -8,8 +8,8 @@ export PYTHONWARNINGS := ignore
 
 .PHONY: venv demo test clean
 
-# --no-compile: byte-compiling every installed file took half of the install (122 s against 69 s here);
-# Python compiles the modules a run imports on first use instead
+# --no-compile: pip would byte-compile every installed file (all of Paddle's); Python compiles the modules
+# a run imports on first use instead
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check --no-compile -r requirements.txt
