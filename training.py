@@ -114,6 +114,23 @@ class TrainBatches:
         return (self.collate(batch) for batch in self.indices()[skip:])
 
 
+class FixedBatches:
+    """Batches built beforehand, the same in every epoch: TrainingLoop's batch source for measurements
+    and for checks of its step arithmetic, where the data order must not change."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def iterate(self, skip: int = 0) -> Iterator:
+        return iter(self.batches[skip:])
+
+
 def labelled_batch(pipeline: TextPipeline, data: LabelledRows, texts: list[int]) -> dict[str, paddle.Tensor]:
     """The rows of `texts` as padded token tensors (padded exactly as at prediction time) plus the
     texts' `labels`; when a text has several rows (windows), `row_text` names each row's text in the

@@ -30,7 +30,7 @@ from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification
 import resume
 from losses import get_loss
 from scratch_model import model_config
-from training import MixedPrecision, StepState, TrainingLoop, build_optimizer
+from training import FixedBatches, MixedPrecision, StepState, TrainingLoop, build_optimizer
 from utils import set_device, set_seed
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,23 +46,11 @@ NUM_LABELS = 20
 VOCAB = 3000
 
 
-class RandomBatches:
-    """`steps` fixed random batches (TrainBatches' interface)."""
-
-    def __init__(self, steps: int, batch_size: int, seq_length: int, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.batches = [{"input_ids": paddle.to_tensor(rng.integers(5, VOCAB, (batch_size, seq_length))),
-                         "labels": paddle.to_tensor((rng.random((batch_size, NUM_LABELS)) < 0.1).astype("float32"))}
-                        for _ in range(steps)]
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def iterate(self, skip: int = 0):
-        return iter(self.batches[skip:])
+def random_batches(steps: int, batch_size: int, seq_length: int, seed: int = 0) -> FixedBatches:
+    rng = np.random.default_rng(seed)
+    return FixedBatches([{"input_ids": paddle.to_tensor(rng.integers(5, VOCAB, (batch_size, seq_length))),
+                          "labels": paddle.to_tensor((rng.random((batch_size, NUM_LABELS)) < 0.1).astype("float32"))}
+                         for _ in range(steps)])
 
 
 def build_model(preset: str) -> ErnieForSequenceClassification:
@@ -72,7 +60,7 @@ def build_model(preset: str) -> ErnieForSequenceClassification:
     return ErnieForSequenceClassification(config)
 
 
-def timed_run(model, batches: RandomBatches, accumulation: int = 1, amp: str | None = None) -> tuple[float, str]:
+def timed_run(model, batches: FixedBatches, accumulation: int = 1, amp: str | None = None) -> tuple[float, str]:
     """Seconds per batch of one pass over the batches, and the dtype the logits came out in."""
     optimizer = build_optimizer(model, 1e-5, 0.0)
     dtypes = set()
@@ -91,7 +79,7 @@ def timed_run(model, batches: RandomBatches, accumulation: int = 1, amp: str | N
     return (time.perf_counter() - start) / len(batches), ",".join(sorted(dtypes))
 
 
-def bf16_model_step(preset: str, batches: RandomBatches) -> str:
+def bf16_model_step(preset: str, batches: FixedBatches) -> str:
     """A model cast to bfloat16 (what O2 mixed precision would run): the error Paddle gives on CPU, if any."""
     model = build_model(preset)
     model.to(dtype="bfloat16")
@@ -102,7 +90,7 @@ def bf16_model_step(preset: str, batches: RandomBatches) -> str:
     return "ran"
 
 
-def save_cost(model, batches: RandomBatches) -> tuple[float, int]:
+def save_cost(model, batches: FixedBatches) -> tuple[float, int]:
     """Median seconds of writing one resumable state (after an optimizer step, so the moments exist), and its bytes."""
     optimizer = build_optimizer(model, 1e-5, 0.0)
     batch = batches.batches[0]
@@ -130,7 +118,7 @@ def main() -> None:
     saves = []
     for preset in args.presets:
         model = build_model(preset)
-        batches = RandomBatches(args.steps, args.batch_size, args.seq_length)
+        batches = random_batches(args.steps, args.batch_size, args.seq_length)
         timed_run(model, batches)  # warm-up
         variants = {"fp32": dict(), "bf16 auto_cast (--amp bf16 if allowed on CPU)": dict(amp="bf16"),
                     "fp32, 4 batches per optimizer step": dict(accumulation=4)}

@@ -22,7 +22,15 @@ import resume
 from data_io import load_examples, read_label_list
 from history import COLUMNS
 from modeling import dygraph_pipeline, load_tokenizer, stored_config
-from training import MixedPrecision, StepState, TrainingLoop, build_optimizer, encode_examples, labelled_batch
+from training import (
+    FixedBatches,
+    MixedPrecision,
+    StepState,
+    TrainingLoop,
+    build_optimizer,
+    encode_examples,
+    labelled_batch,
+)
 
 from conftest import ROOT, free_port, make_keyword_dataset, run_main
 
@@ -207,22 +215,6 @@ def test_history_csv_curves_png_and_visualdl(uninterrupted):
     reader = LogReader(file_path=str(records[0]))
     assert {"train/loss", "train/learning_rate", "eval/macro_f1"} <= set(reader.get_tags()["scalar"])
     assert [record.id for record in reader.get_data("scalar", "eval/macro_f1")] == [6, 12, 18]
-
-
-class FixedBatches:
-    """The same batches every epoch (TrainBatches' interface), to compare step arithmetic exactly."""
-
-    def __init__(self, batches: list):
-        self.batches = batches
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def iterate(self, skip: int = 0):
-        return iter(self.batches[skip:])
 
 
 def one_optimizer_step(model_dir: Path, data, groups: list[list[int]], accumulation: int, pipeline) -> dict:
