@@ -313,11 +313,11 @@ paddle.optimizer.AdamW.step = slow_step
 sys.argv = [{train!r}] + sys.argv[1:]
 runpy.run_path({train!r}, run_name="__main__")
 """
-# texts of 4-21 characters read in windows of 10 tokens, texts with rarer labels repeated: the state must
-# carry the sampler's position over windowed batches too
-DIST_RUN = ["--device", "cpu", "--batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "4", "--epochs", "2",
-            "--logging_steps", "1", "--save_last_steps", "2", "--max_seq_length", "12", "--long_text", "window",
-            "--sampling", "repeat_factor", "--repeat_threshold", "0.5"]
+# texts of 4-21 characters read in windows of 10 tokens, texts with rarer labels repeated, gradients of 2
+# batches accumulated (all-reduced at the second only): the state must carry the sampler's position over all of it
+DIST_RUN = ["--device", "cpu", "--batch_size", "4", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-3",
+            "--warmup_steps", "4", "--epochs", "2", "--logging_steps", "1", "--save_last_steps", "2",
+            "--max_seq_length", "12", "--long_text", "window", "--sampling", "repeat_factor", "--repeat_threshold", "0.5"]
 
 
 def launch(tmp_path: Path, name: str, data: Path, model: Path, *options, launcher: list[str], env=None):
@@ -359,7 +359,7 @@ def two_process_run(small_data, dropout_model, tmp_path_factory) -> tuple[Path, 
     assert len(windows) == 1 and windows[0] > 96
     epoch_texts = {int(re.search(r"an epoch has (\d+) texts", log).group(1)) for log in logs.values()}
     assert len(epoch_texts) == 1 and epoch_texts.pop() > 96  # rarer labels repeated, the same on both ranks
-    # whole texts per batch, batches shared out evenly: every rank runs the same steps; only rank 0 logs them
+    # whole texts per batch, batches shared out evenly: every rank runs the same optimizer steps; only rank 0 logs
     steps = [int(n) for n in re.findall(r"global step (\d+), epoch", logs["workerlog.0"])]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
     assert not re.findall(r"global step (\d+), epoch", logs["workerlog.1"])
