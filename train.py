@@ -229,6 +229,7 @@ def train(args: argparse.Namespace) -> dict:
                         args.logging_steps, main_process=rank == 0,
                         accumulation_steps=args.gradient_accumulation_steps, precision=precision,
                         on_log=history.log_step)
+    saves_states = args.save_last or args.save_last_steps > 0  # --save_last_steps implies --save_last
     best = progress.get("best", {"macro_f1": -1.0})
     epochs_without_gain = progress.get("epochs_without_gain", 0)
     if progress.get("stop_requested"):
@@ -262,12 +263,12 @@ def train(args: argparse.Namespace) -> dict:
         logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
         if args.early_stop and epochs_without_gain >= args.early_stop_nums:
             loop.request_stop()
-        if args.save_last or args.save_last_steps:
+        if saves_states:
             save_resumable(state)
         return True
 
     start = StepState(**{key: progress[key] for key in StepState().position()}) if progress else None
-    with stop_on_sigterm(Path(args.save_dir, RESUME_DIR) if args.save_last or args.save_last_steps else None):
+    with stop_on_sigterm(Path(args.save_dir, RESUME_DIR) if saves_states else None):
         last = loop.run(on_step_end=on_step_end, on_epoch_end=on_epoch_end, start=start)
     history.close()
 
