@@ -7,17 +7,21 @@ so a text gets the same ids, the same padding and the same decision everywhere.
 
 A *row* is one model input sequence and `EncodedRows.source` names the text each row came from:
 an encoder may cut one text into several rows (windows of a long document) and `pool_rows` puts
-their outputs back together; with one row per text the pooling is the identity. The module needs
-only NumPy and SciPy, so Triton's python models can load a copy of this file.
+their outputs back together; with one row per text the pooling is the identity. Token ids come from
+native_tokenizer.py (the paddlenlp tokenizer's ids at native speed). The module needs only NumPy, SciPy
+and that file, so Triton's python models load copies of the two.
 """
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
 from scipy.special import expit
+
+from native_tokenizer import TokenEncoder, token_encoder
 
 # Batches are formed inside windows of this many batches: rows are sorted by length there, so a
 # batch is padded only to its own longest row, while memory and output order stay local.
@@ -240,6 +244,14 @@ def chosen_label_ids(probs: np.ndarray, thresholds) -> list[list[int]]:
     return [np.flatnonzero(row).tolist() for row in chosen]
 
 
+@functools.lru_cache(maxsize=None)
+def shared_token_encoder(tokenizer) -> TokenEncoder:
+    """One token encoder per tokenizer (the native one is built once), named once in the log."""
+    encoder = token_encoder(tokenizer)
+    logging.getLogger("PaddleNLP").info(f"Tokenizer: {encoder.name}")
+    return encoder
+
+
 class TextPipeline:
     """Texts to model feeds and back, in input order, for any `Runner`.
 
@@ -252,6 +264,7 @@ class TextPipeline:
                  long_text: LongText = LongText()):
         long_text.check(max_seq_length, tokenizer.num_special_tokens_to_add(pair=False))
         self.tokenizer = tokenizer
+        self.token_ids = shared_token_encoder(tokenizer)
         self.input_names = tuple(input_names)
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
@@ -261,33 +274,21 @@ class TextPipeline:
     def encode(self, texts: Sequence[str]) -> EncodedRows:
         """Rows of token ids: one per text cut to `max_seq_length` tokens, or with `--long_text
         window` one per window of the text (`EncodedRows.source` names the text)."""
-        if not texts:
-            return EncodedRows({name: [] for name in self.input_names}, np.arange(0), 0)
-        if self.long_text.mode == "window":
-            return self._encode_windows(texts)
-        encoded = self.tokenizer(list(texts), max_length=self.max_seq_length, truncation=True,
-                                 return_overflowing_tokens=True)
-        special = self.tokenizer.num_special_tokens_to_add(pair=False)
-        for ids, cut in zip(encoded["input_ids"], encoded["num_truncated_tokens"]):
-            self.counts.add(1, cut, empty=len(ids) <= special)
-        return EncodedRows({name: encoded[name] for name in self.input_names}, np.arange(len(texts)), len(texts))
-
-    def _encode_windows(self, texts: Sequence[str]) -> EncodedRows:
         tokenizer = self.tokenizer
         body = self.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
         overlap = self.long_text.overlap(self.max_seq_length)
+        max_windows = self.long_text.max_windows if self.long_text.mode == "window" else 1  # truncate: window 1
         features: dict[str, list] = {name: [] for name in self.input_names}
         source = []
-        for index, text in enumerate(texts):
-            ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
-            spans = window_spans(len(ids), body, overlap, self.long_text.max_windows)
+        for index, ids in enumerate(self.token_ids(texts) if texts else []):
+            spans = window_spans(len(ids), body, overlap, max_windows)
             self.counts.add(len(spans), len(ids) - spans[-1][1], empty=not ids)
             for start, end in spans:
                 features["input_ids"].append(tokenizer.build_inputs_with_special_tokens(ids[start:end]))
                 if "token_type_ids" in features:
                     features["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(ids[start:end]))
             source += [index] * len(spans)
-        return EncodedRows(features, np.asarray(source), len(texts))
+        return EncodedRows(features, np.asarray(source, dtype="int64"), len(texts))
 
     def length_summary(self) -> str:
         """The log line of what `encode` cut or windowed since the last summary."""

@@ -25,6 +25,7 @@ import json
 import shutil
 from pathlib import Path
 
+import native_tokenizer
 import pipeline
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
@@ -84,6 +85,12 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
     return version
 
 
+def copy_pipeline(model_dir: Path) -> None:
+    """The one text pipeline and its tokenizer module beside a python model (Triton imports from there)."""
+    for module in (pipeline, native_tokenizer):
+        shutil.copy(module.__file__, model_dir / Path(module.__file__).name)
+
+
 def clear_output_dir(repo: Path, export_dir: Path) -> None:
     """Make way for a new repository, deleting only what this tool built before.
 
@@ -118,7 +125,7 @@ def build(args: argparse.Namespace) -> None:
         cpu + parameter("max_seq_length", args.max_seq_length)
         + parameter("long_text", json.dumps(long_text.as_dict()).replace('"', '\\"'))), "tokenizer.py")
     load_export_tokenizer(export).save_pretrained(str(tokenizer_dir / "tokenizer"))
-    shutil.copy(pipeline.__file__, tokenizer_dir / "pipeline.py")  # the one text pipeline, not a second copy of it
+    copy_pipeline(tokenizer_dir)
 
     model_inputs = [tensor(name, "TYPE_INT64", [-1]) for name in inputs]
     model_outputs = [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels])]
@@ -137,7 +144,7 @@ def build(args: argparse.Namespace) -> None:
         "seqcls_postprocess", 'backend: "python"', rows,
         [tensor(OUTPUT_NAME, "TYPE_FP32", [num_labels]), tensor("text_index", "TYPE_INT64", [1])],
         answer_tensors(num_labels), cpu), "seqcls_postprocess.py")
-    shutil.copy(pipeline.__file__, post_dir / "pipeline.py")
+    copy_pipeline(post_dir)
     (post_dir / "labels.json").write_text(json.dumps(
         {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds],
          "window_pooling": long_text.pooling}, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -1,0 +1,200 @@
+"""Token ids of texts at native speed, exactly the ids of the checkpoint's paddlenlp tokenizer.
+
+paddlenlp's `ErnieTokenizer` is pure Python (about 2,000 short texts/s) and is what limits batch
+labelling. `token_encoder` rebuilds the same WordPiece tokenizer in Hugging Face `tokenizers` (Rust)
+from the tokenizer's own vocabulary and settings. Its character tables (what is removed, what is
+whitespace, punctuation or a symbol, which marks are stripped) are generated from the running
+Python's `unicodedata`, the tables the paddlenlp tokenizer itself consults, because the Rust
+library's built-in tables follow a newer Unicode version. tests/test_native_tokenizer.py proves the
+ids equal on every code point and on random text.
+
+Any tokenizer this module cannot reproduce exactly (ERNIE-M's SentencePiece post-processing, a
+tokenizer with its own `_tokenize`, added tokens outside the vocabulary) and any environment without
+`tokenizers` uses the paddlenlp tokenizer itself; `TokenEncoder.name` says which one runs. The module
+needs no Paddle, so Triton's tokenizer model loads a copy of it beside pipeline.py.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import sys
+import unicodedata
+from typing import Callable, Sequence
+
+# paddlenlp's BasicTokenizer treats these as symbols besides Unicode category S* (tokenizer_utils._is_symbol)
+EXTRA_SYMBOLS = frozenset(chr(cp) for cp in (0x00AD, 0x00B2, 0x00BA, 0x3007, 0x00B5, 0x00D8, 0x014B, 0x01B1))
+# The code point ranges BasicTokenizer._is_chinese_char surrounds with spaces, so each is one token
+CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class TokenEncoder:
+    """texts -> token ids per text, without special tokens and without truncation."""
+
+    name: str
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+
+class PaddleNLPEncoder(TokenEncoder):
+    """The paddlenlp tokenizer itself, text by text in Python."""
+
+    def __init__(self, tokenizer, reason: str):
+        self.tokenizer = tokenizer
+        self.name = f"paddlenlp {type(tokenizer).__name__} ({reason})"
+
+    def __call__(self, texts):
+        tokenizer = self.tokenizer
+        return [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) for text in texts]
+
+
+class WordPieceEncoder(TokenEncoder):
+    """A `tokenizers` WordPiece tokenizer equal to a paddlenlp BERT-style tokenizer (ERNIE 1.0-3.0).
+
+    paddlenlp lowercases the text outside special tokens, splits out the special tokens, then per
+    piece: removes control characters, maps whitespace to spaces, isolates CJK characters, splits on
+    whitespace, lowercases and strips accents (NFD, then drop category Mn), isolates punctuation and
+    symbols, and runs greedy longest-match WordPiece. The same steps are expressed here as normalizers
+    and pre-tokenizers. Lowercasing the whole text before splitting is equal because paddlenlp
+    lowercases one character at a time (no context-dependent final sigma); whitespace needs no mapping
+    to spaces because the split removes every kind. The few characters on which Rust's case or
+    decomposition tables disagree with Python's get Python's result first, in Python (a Replace
+    normalizer per character would cost a third of the throughput).
+    """
+
+    def __init__(self, tokenizer):
+        import tokenizers
+        from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers
+        from tokenizers.models import WordPiece
+
+        basic, wordpiece = tokenizer.basic_tokenizer, tokenizer.wordpiece_tokenizer
+        tables = unicode_tables()
+        steps = [normalizers.Replace(Regex(tables["removed"]), "")]
+        self.python_first: dict[str, str] = {}
+        if basic.do_lower_case:
+            steps.append(normalizers.Lowercase())
+            self.python_first.update(disagreements(normalizers.Lowercase(), str.lower))
+        if basic.strip_accents or (basic.do_lower_case and basic.strip_accents is not False):
+            steps += [normalizers.NFD(), normalizers.Replace(Regex(tables["nonspacing_mark"]), "")]
+            self.python_first.update(disagreements(normalizers.NFD(), functools.partial(unicodedata.normalize, "NFD")))
+        self.python_first_pattern = re.compile("|".join(map(re.escape, self.python_first)) or "(?!)")
+        isolated = tables["punctuation_or_symbol"]
+        if basic.tokenize_chinese_chars:
+            isolated = isolated[:-1] + class_body(CJK_RANGES) + "]"
+        native = tokenizers.Tokenizer(WordPiece(dict(tokenizer.vocab.token_to_idx), unk_token=wordpiece.unk_token,
+                                                max_input_chars_per_word=wordpiece.max_input_chars_per_word))
+        native.normalizer = normalizers.Sequence(steps)
+        native.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(tables["whitespace"] + "+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(isolated), behavior="isolated")])
+        native.add_special_tokens([AddedToken(token, normalized=False, special=True)
+                                   for token in tokenizer.unique_no_split_tokens])
+        self.native = native
+        self.name = f"native WordPiece (tokenizers {tokenizers.__version__}), ids equal to {type(tokenizer).__name__}"
+
+    def with_python_results(self, text: str) -> str:
+        """The text with the characters Rust's tables treat differently already mapped as Python does."""
+        if self.python_first_pattern.search(text) is None:
+            return text
+        return self.python_first_pattern.sub(lambda match: self.python_first[match.group()], text)
+
+    def __call__(self, texts):
+        texts = [self.with_python_results(text) for text in texts]
+        try:
+            encodings = self.native.encode_batch(texts, add_special_tokens=False)
+        except TypeError:  # a lone surrogate (JSON can carry one) is not UTF-8; paddlenlp drops it as a control
+            encodings = self.native.encode_batch([LONE_SURROGATE.sub("", text) for text in texts],
+                                                 add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+
+def token_encoder(tokenizer) -> TokenEncoder:
+    """The native encoder when it reproduces `tokenizer` exactly, else the paddlenlp tokenizer."""
+    reason = unsupported_reason(tokenizer)
+    if reason is None:
+        try:
+            import tokenizers  # noqa: F401
+        except ImportError:
+            reason = "the tokenizers package is not installed"
+    if reason is not None:
+        return PaddleNLPEncoder(tokenizer, reason)
+    return WordPieceEncoder(tokenizer)
+
+
+def unsupported_reason(tokenizer) -> str | None:
+    """Why `WordPieceEncoder` would not give this tokenizer's ids, or None when it does."""
+    from paddlenlp.transformers import BertTokenizer, ErnieTokenizer
+    from paddlenlp.transformers.tokenizer_utils import PretrainedTokenizer
+
+    cls = type(tokenizer)
+    if not isinstance(tokenizer, (ErnieTokenizer, BertTokenizer)) or cls._tokenize not in (
+            ErnieTokenizer._tokenize, BertTokenizer._tokenize):
+        return f"no native equivalent of {cls.__name__}"
+    if cls.tokenize is not PretrainedTokenizer.tokenize or (
+            cls.prepare_for_tokenization is not PretrainedTokenizer.prepare_for_tokenization):
+        return f"{cls.__name__} changes how text is split"
+    if tokenizer.basic_tokenizer.never_split:
+        return "the tokenizer has never_split words"
+    if tokenizer.basic_tokenizer.do_lower_case != bool(getattr(tokenizer, "do_lower_case", False)):
+        return "the tokenizer lowercases in only one of its two steps"
+    vocab = tokenizer.vocab.token_to_idx
+    outside = [token for token in tokenizer.unique_no_split_tokens
+               if tokenizer.convert_tokens_to_ids(token) != vocab.get(token)]
+    if outside:
+        return f"added tokens outside the vocabulary: {outside[:3]}"
+    return None
+
+
+def disagreements(native_step, python_step: Callable[[str], str]) -> dict[str, str]:
+    """Each character on which `native_step` (Rust's Unicode tables) disagrees with `python_step`
+    (this Python's), mapped to Python's result; only characters that survive cleaning are compared.
+    On Python 3.11 with tokenizers 0.23 this is U+11938, which Python decomposes under NFD and Rust
+    does not; lowercasing agrees everywhere."""
+    chars = [char for char in map(chr, range(sys.maxunicode + 1))
+             if not 0xD800 <= ord(char) <= 0xDFFF and unicodedata.category(char)[0] != "C"]
+    native = native_step.normalize_str("\n".join(chars)).split("\n")
+    if len(native) != len(chars):
+        raise RuntimeError(f"{native_step} changed the number of lines; cannot compare it per character")
+    return {char: python_step(char) for char, result in zip(chars, native) if result != python_step(char)}
+
+
+def class_body(ranges: Sequence[tuple[int, int]]) -> str:
+    """Code point ranges in Oniguruma character-class syntax, without the brackets."""
+    return "".join(f"\\x{{{start:X}}}" if start == end else f"\\x{{{start:X}}}-\\x{{{end:X}}}"
+                   for start, end in ranges)
+
+
+@functools.cache
+def unicode_tables() -> dict[str, str]:
+    """The character classes of paddlenlp's BasicTokenizer as regular-expression classes, from this
+    Python's unicodedata (computed once per process, about 0.3 s)."""
+    chars = [chr(cp) for cp in range(sys.maxunicode + 1)]
+    categories = [unicodedata.category(char) for char in chars]
+    predicates: dict[str, Callable[[str, str], bool]] = {
+        # _clean_text drops NUL, U+FFFD and _is_control (category C*, except tab, newline, carriage return)
+        "removed": lambda char, cat: char in "\x00\ufffd" or (cat[0] == "C" and char not in "\t\n\r"),
+        # _is_whitespace (turned into " ") and str.isspace (what whitespace_tokenize splits on)
+        "whitespace": lambda char, cat: char in " \t\n\r" or cat == "Zs" or char.isspace(),
+        "nonspacing_mark": lambda char, cat: cat == "Mn",  # _run_strip_accents
+        "punctuation_or_symbol": lambda char, cat: (  # _is_punctuation (all ASCII non-alphanumerics) or _is_symbol
+            char.isascii() and not char.isalnum() and 33 <= ord(char) <= 126) or cat[0] in "PS" or (
+            char in EXTRA_SYMBOLS),
+    }
+    tables = {}
+    for name, predicate in predicates.items():
+        ranges, start = [], 0
+        for inside, run in itertools.groupby(predicate(char, cat) for char, cat in zip(chars, categories)):
+            end = start + sum(1 for _ in run)
+            if inside:
+                ranges += without_surrogates(start, end - 1)
+            start = end
+        tables[name] = "[" + class_body(ranges) + "]"
+    return tables
+
+
+def without_surrogates(start: int, end: int) -> list[tuple[int, int]]:
+    """The range [start, end] without the surrogates U+D800-U+DFFF, which UTF-8 text never holds."""
+    return [(low, high) for low, high in ((start, min(end, 0xD7FF)), (max(start, 0xE000), end)) if low <= high]

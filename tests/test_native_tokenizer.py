@@ -1,0 +1,133 @@
+"""native_tokenizer: the Rust WordPiece tokenizer gives exactly the paddlenlp tokenizer's tokens and ids."""
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paddlenlp.transformers import AutoTokenizer, BasicTokenizer, ErnieTokenizer
+
+import native_tokenizer
+from native_tokenizer import PaddleNLPEncoder, WordPieceEncoder, token_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Characters that exercise every rule: CJK and compatibility ideographs, full-width forms, accents and
+# combining marks, Greek sigma and Turkish dotted I (case mappings), emoji, symbols, control and
+# whitespace characters (tab, NBSP, ideographic space, line separator), ASCII letters and punctuation.
+ALPHABET = ("中国婚姻法豈𠀀𫠠ＡＢｃ１２，。！＠é̀Èǅ\u0301\u0316\u0903ΣσςİıßẞǰÅΩ😀👍🏽©×÷±€¥√→"
+            "\x00\x01\x7f\x85\u200b\u200d\ufeff\ufffd\t\n\r \u00a0\u3000\u2028\u2029\u1680"
+            "abcXYZ019.,;:!?'\"()[]{}<>-_/\\#@$%^&*~`|")
+
+
+def make_tokenizer(tmp_path: Path, vocab: list[str]):
+    """An ERNIE tokenizer with this vocabulary, saved and reloaded like a checkpoint's."""
+    directory = tmp_path / "tokenizer"
+    directory.mkdir(exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(dict.fromkeys(SPECIAL + vocab)) + "\n", encoding="utf-8")
+    ErnieTokenizer(str(directory / "vocab.txt")).save_pretrained(str(directory))
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+@pytest.fixture(scope="module")
+def alphabet_tokenizer(tmp_path_factory):
+    """Every normalized character of ALPHABET, alone and as a continuation, plus some longer words, so
+    that a wrong split or a wrong longest match changes the ids (not everything is [UNK])."""
+    tokenizer = make_tokenizer(tmp_path_factory.mktemp("alphabet"), [])
+    pieces = {token for char in ALPHABET for token in tokenizer.tokenize(char)} - set(SPECIAL)
+    words = ["abc", "xyz", "婚姻", "ab", "bc", "019", "ss", "i̇"]
+    return make_tokenizer(tmp_path_factory.mktemp("alphabet_full"),
+                          sorted(pieces) + ["##" + p for p in sorted(pieces)] + words + ["##" + w for w in words])
+
+
+def paddlenlp_ids(tokenizer, texts):
+    return [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) for text in texts]
+
+
+@pytest.fixture(scope="module")
+def alphabet_encoder(alphabet_tokenizer):
+    return WordPieceEncoder(alphabet_tokenizer)
+
+
+def test_code_points_are_normalized_and_split_as_paddlenlp_does(alphabet_tokenizer, alphabet_encoder, monkeypatch):
+    """Every code point outside category C (about 145,000), and every 16th one inside it (removed by one
+    generated class), between two letters, compared as token strings (before the vocabulary, so no
+    difference hides behind [UNK]): removal, whitespace, case, accents, CJK, punctuation and symbols
+    follow this Python's unicodedata exactly."""
+    encoder = alphabet_encoder
+    monkeypatch.setattr(alphabet_tokenizer, "_tokenize", alphabet_tokenizer.basic_tokenizer.tokenize)
+    code_points = [cp for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp <= 0xDFFF and (
+        cp % 16 == 0 or unicodedata.category(chr(cp))[0] != "C")]
+    assert len(code_points) > 200_000
+    chunk = 8192
+    for start in range(0, len(code_points), chunk):
+        text = " ".join(f"a{chr(cp)}b" for cp in code_points[start:start + chunk])
+        normalized = encoder.native.normalizer.normalize_str(encoder.with_python_results(text))
+        native = [piece for piece, _ in encoder.native.pre_tokenizer.pre_tokenize_str(normalized)]
+        expected = alphabet_tokenizer.tokenize(text)
+        if native != expected:
+            first = next(i for i, (a, b) in enumerate(zip(native + [None], expected + [None])) if a != b)
+            pytest.fail(f"code points U+{code_points[start]:04X}..: native {native[first - 2:first + 3]} "
+                        f"!= paddlenlp {expected[first - 2:first + 3]}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.sampled_from(ALPHABET), st.sampled_from(SPECIAL + ["[sep]", "[SEP", "##"]),
+                          st.text(st.sampled_from("abcxyz"), min_size=95, max_size=110),  # around the 100-char limit
+                          st.characters(exclude_categories=["Cs"])), max_size=40).map("".join))
+def test_random_text_gets_the_paddlenlp_ids(alphabet_tokenizer, alphabet_encoder, text):
+    assert alphabet_encoder([text]) == paddlenlp_ids(alphabet_tokenizer, [text])
+
+
+def test_every_data_file_in_the_repository_gets_the_paddlenlp_ids(tmp_path):
+    data_files = [ROOT / path for path in subprocess.run(["git", "ls-files", "*.txt"], cwd=ROOT, check=True,
+                                                          capture_output=True, text=True).stdout.split()
+                  if "data" in Path(path).parts]
+    texts = [text for path in data_files for line in path.read_text(encoding="utf-8").splitlines()
+             for text in line.split("\t")]  # texts, label names and prompt files alike
+    assert len(data_files) >= 10 and len(texts) > 1000
+    words = {word for text in texts[::3] for word in BasicTokenizer().tokenize(text)}  # a third are unknown words
+    characters = {char for word in words for char in word}
+    tokenizer = make_tokenizer(tmp_path, sorted(words | characters | {"##" + char for char in characters}))
+    encoder = token_encoder(tokenizer)
+    assert isinstance(encoder, WordPieceEncoder)
+    assert encoder(texts) == paddlenlp_ids(tokenizer, texts)
+
+
+def test_a_lone_surrogate_is_dropped_as_paddlenlp_drops_it(alphabet_tokenizer, alphabet_encoder):
+    texts = ["ab\ud800c 中", "abc"]
+    assert alphabet_encoder(texts) == paddlenlp_ids(alphabet_tokenizer, texts)
+
+
+def test_tokenizers_the_native_encoder_cannot_reproduce_fall_back_to_paddlenlp(alphabet_tokenizer, monkeypatch):
+    class OwnSplit(type(alphabet_tokenizer)):
+        def _tokenize(self, text):
+            return text.split()
+
+    alphabet_tokenizer.__class__ = OwnSplit
+    try:
+        encoder = token_encoder(alphabet_tokenizer)
+    finally:
+        alphabet_tokenizer.__class__ = OwnSplit.__mro__[1]
+    assert isinstance(encoder, PaddleNLPEncoder)
+    assert encoder.name == "paddlenlp OwnSplit (no native equivalent of OwnSplit)"
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    encoder = token_encoder(alphabet_tokenizer)
+    assert encoder.name == "paddlenlp ErnieTokenizer (the tokenizers package is not installed)"
+    assert encoder(["abc 中"]) == paddlenlp_ids(alphabet_tokenizer, ["abc 中"])
+
+
+def test_the_ernie_m_tokenizer_runs_as_itself(ernie_m_trained):
+    tokenizer = AutoTokenizer.from_pretrained(str(ernie_m_trained))
+    encoder = token_encoder(tokenizer)
+    assert encoder.name == "paddlenlp ErnieMTokenizer (no native equivalent of ErnieMTokenizer)"
+    assert encoder(["婚姻 abc"]) == paddlenlp_ids(tokenizer, ["婚姻 abc"])
+
+
+def test_the_character_tables_come_from_this_python():
+    """The classes are regenerated from unicodedata, so they follow the interpreter's Unicode version."""
+    tables = native_tokenizer.unicode_tables()
+    assert "\\x{3000}" in tables["whitespace"] and "\\x{2028}" in tables["whitespace"]
+    assert tables["removed"].startswith("[\\x{0}-\\x{8}")
