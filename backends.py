@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Callable, ClassVar
 
 import numpy as np
 import paddle
 
+from data_io import iter_examples
 from exporting import OUTPUT_NAME, ExportInfo, cached, ensure_onnx, paddle_model_files
 from utils import DataError, logger
 
@@ -168,6 +170,17 @@ def check_variant(backend: str, precision: str, device: str) -> None:
     options = ", ".join(f"--backend {b} ({p})" for b, p in variants(device))
     raise DataError(f"--backend {backend} with {precision} on {device} is not available: {hint}. "
                     f"Available on {device}: {options}")
+
+
+def calibration_texts(dataset: Path, input_file: Path) -> list[str]:
+    """Texts for INT8 calibration: the start of the training file if present, else of the input file.
+
+    Read only when an INT8 model is built for the first time.
+    """
+    source = dataset / "train.txt" if (dataset / "train.txt").is_file() else input_file
+    texts = [example.text for example in islice(iter_examples(source), CALIBRATION_SIZE)]
+    logger.info(f"Calibrating INT8 on {len(texts)} texts of {source}")
+    return texts
 
 
 def create_backend(export: ExportInfo, backend: str, precision: str, device: str = "cpu", device_id: int = 0,

@@ -8,23 +8,18 @@ error, not a file.
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
-import numpy as np
-
 from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
-from data_io import load_examples, multi_hot
 from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
 from modeling import (
     check_max_seq_length,
     checkpoint_thresholds,
     load_model,
     load_tokenizer,
-    plain_vocabulary,
     resolve_label_list,
 )
-from parity import export_checked
+from parity import PARITY_SAMPLES, export_checked, parity_texts
 from utils import DataError, logger, run_cli, set_device
 
 # yapf: disable
@@ -34,24 +29,9 @@ parser.add_argument("--params_path", type=str, default='./checkpoint/', help="Th
 parser.add_argument("--output_path", type=str, default='./export', help="The path of model parameter in static graph to be saved.")
 parser.add_argument("--dataset_dir", type=str, default=None, help="Optional dataset directory: its dev file is used for the parity check, its label.txt for checkpoints that store no label list.")
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev file name inside dataset_dir.")
-parser.add_argument("--parity_samples", type=POSITIVE_INT, default=256, help="Number of texts in the export-time parity check.")
+parser.add_argument("--parity_samples", type=POSITIVE_INT, default=PARITY_SAMPLES, help="Number of texts in the export-time parity check.")
 parser.add_argument("--max_seq_length", type=SEQ_LENGTH, default=128, help="Length of the parity-check model inputs (texts are truncated or windowed as the checkpoint reads them).")
 # yapf: enable
-
-
-def probe_texts(tokenizer, count: int, seed: int = 0) -> list[str]:
-    """Random texts from the vocabulary, of many lengths, when no dev file is given."""
-    rng = random.Random(seed)
-    pieces = plain_vocabulary(tokenizer) or ["a"]
-    return ["".join(rng.choices(pieces, k=rng.randint(1, 120))) for _ in range(count)]
-
-
-def parity_texts(args: argparse.Namespace, tokenizer, label_list: list[str]) -> tuple[list[str], np.ndarray | None]:
-    if args.dataset_dir is None:
-        return probe_texts(tokenizer, args.parity_samples), None
-    examples = load_examples(Path(args.dataset_dir) / args.dev_file, label_list)
-    examples = random.Random(0).sample(examples, min(args.parity_samples, len(examples)))
-    return [e.text for e in examples], multi_hot(examples, len(label_list))
 
 
 def export(args: argparse.Namespace) -> None:
@@ -66,7 +46,7 @@ def export(args: argparse.Namespace) -> None:
     label_list = resolve_label_list(model, label_file)
     thresholds = checkpoint_thresholds(model)
     input_names = deploy_input_names(tokenizer, args.multilingual)
-    texts, labels = parity_texts(args, tokenizer, label_list)
+    texts, labels = parity_texts(tokenizer, label_list, args.dataset_dir, args.dev_file, args.parity_samples)
     export_checked(model, tokenizer, Path(args.output_path), EXPORT_PREFIX, label_list, thresholds, input_names,
                    texts, labels, args.max_seq_length)
     logger.info(f"Exported {len(label_list)}-label model to {args.output_path}/: {EXPORT_PREFIX}.* (Paddle Inference), "

@@ -392,7 +392,7 @@ def load_trained(args: argparse.Namespace) -> TrainedModel:
     """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file,
     the thresholds (--threshold, else stored) and the pipeline that reads texts as the checkpoint (or the
     long-text options) say: what predict.py and the analysis scripts run."""
-    set_device(args.device)
+    set_device(args.device, getattr(args, "num_threads", None))
     if getattr(args, "seed", None) is not None:
         set_seed(args.seed)
     if not Path(args.params_path).is_dir():

@@ -16,11 +16,12 @@ needs no Paddle, so Triton's tokenizer model loads a copy of it beside pipeline.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import sys
 import unicodedata
 from typing import Callable, Sequence
+
+import numpy as np
 
 # paddlenlp's BasicTokenizer treats these as symbols besides Unicode category S* (tokenizer_utils._is_symbol)
 EXTRA_SYMBOLS = frozenset(chr(cp) for cp in (0x00AD, 0x00B2, 0x00BA, 0x3007, 0x00B5, 0x00D8, 0x014B, 0x01B1))
@@ -153,8 +154,8 @@ def disagreements(native_step, python_step: Callable[[str], str]) -> dict[str, s
     (this Python's), mapped to Python's result; only characters that survive cleaning are compared.
     On Python 3.11 with tokenizers 0.23 this is U+11938, which Python decomposes under NFD and Rust
     does not; lowercasing agrees everywhere."""
-    chars = [char for char in map(chr, range(sys.maxunicode + 1))
-             if not 0xD800 <= ord(char) <= 0xDFFF and unicodedata.category(char)[0] != "C"]
+    chars, category = unicode_categories()
+    chars = [chars[code_point] for code_point in np.flatnonzero(category.astype("<U1") != "C").tolist()]
     native = native_step.normalize_str("\n".join(chars)).split("\n")
     if len(native) != len(chars):
         raise RuntimeError(f"{native_step} changed the number of lines; cannot compare it per character")
@@ -168,29 +169,39 @@ def class_body(ranges: Sequence[tuple[int, int]]) -> str:
 
 
 @functools.cache
+def unicode_categories() -> tuple[list[str], np.ndarray]:
+    """Every code point as a character, and its Unicode category in this Python (surrogates: Cs)."""
+    chars = list(map(chr, range(sys.maxunicode + 1)))
+    return chars, np.array([unicodedata.category(char) for char in chars])
+
+
+@functools.cache
 def unicode_tables() -> dict[str, str]:
     """The character classes of paddlenlp's BasicTokenizer as regular-expression classes, from this
-    Python's unicodedata (computed once per process, about 0.3 s)."""
-    chars = [chr(cp) for cp in range(sys.maxunicode + 1)]
-    categories = [unicodedata.category(char) for char in chars]
-    predicates: dict[str, Callable[[str, str], bool]] = {
+    Python's unicodedata (computed once per process, about half a second)."""
+    chars, category = unicode_categories()
+    major = category.astype("<U1")
+    code_point = np.arange(len(chars))
+    isspace = np.fromiter(map(str.isspace, chars), dtype=bool, count=len(chars))
+    tab_newline_return = np.isin(code_point, [ord(c) for c in "\t\n\r"])
+    ascii_punctuation = np.zeros(len(chars), dtype=bool)
+    for low, high in ((33, 47), (58, 64), (91, 96), (123, 126)):  # _is_punctuation's ASCII ranges
+        ascii_punctuation[low:high + 1] = True
+    masks = {
         # _clean_text drops NUL, U+FFFD and _is_control (category C*, except tab, newline, carriage return)
-        "removed": lambda char, cat: char in "\x00\ufffd" or (cat[0] == "C" and char not in "\t\n\r"),
+        "removed": np.isin(code_point, [0, 0xFFFD]) | ((major == "C") & ~tab_newline_return),
         # _is_whitespace (turned into " ") and str.isspace (what whitespace_tokenize splits on)
-        "whitespace": lambda char, cat: char in " \t\n\r" or cat == "Zs" or char.isspace(),
-        "nonspacing_mark": lambda char, cat: cat == "Mn",  # _run_strip_accents
-        "punctuation_or_symbol": lambda char, cat: (  # _is_punctuation (all ASCII non-alphanumerics) or _is_symbol
-            char.isascii() and not char.isalnum() and 33 <= ord(char) <= 126) or cat[0] in "PS" or (
-            char in EXTRA_SYMBOLS),
+        "whitespace": tab_newline_return | (category == "Zs") | isspace,
+        "nonspacing_mark": category == "Mn",  # _run_strip_accents
+        # _is_punctuation or _is_symbol
+        "punctuation_or_symbol": ascii_punctuation | (major == "P") | (major == "S") | np.isin(
+            code_point, [ord(char) for char in EXTRA_SYMBOLS]),
     }
     tables = {}
-    for name, predicate in predicates.items():
-        ranges, start = [], 0
-        for inside, run in itertools.groupby(predicate(char, cat) for char, cat in zip(chars, categories)):
-            end = start + sum(1 for _ in run)
-            if inside:
-                ranges += without_surrogates(start, end - 1)
-            start = end
+    for name, mask in masks.items():
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype("int8")))
+        ranges = [part for start, end in zip(edges[::2], edges[1::2] - 1)
+                  for part in without_surrogates(int(start), int(end))]
         tables[name] = "[" + class_body(ranges) + "]"
     return tables
 

@@ -6,19 +6,36 @@ deleted and reported, never deployed. The same table compares INT8/BF16/FP16 var
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import random
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from backends import create_backend
-from exporting import META_FILE, ONNX_FILE, ExportInfo, convert_to_onnx, export_static_graph, load_export, write_meta
+from data_io import load_examples, multi_hot
+from exporting import (
+    EXPORT_PREFIX,
+    META_FILE,
+    ONNX_FILE,
+    ExportInfo,
+    convert_to_onnx,
+    deploy_input_names,
+    export_static_graph,
+    load_export,
+    write_meta,
+)
 from metric import MetricReport
-from modeling import checkpoint_long_text, text_probs
-from pipeline import TextPipeline
+from modeling import checkpoint_long_text, checkpoint_thresholds, model_input_names, plain_vocabulary, text_probs
+from pipeline import ERNIE_M_INPUTS, TextPipeline
 from utils import DataError, logger
+
+EXPORT_CACHE = "export_cache"  # predict.py's export of a checkpoint, inside the checkpoint directory
+PARITY_SAMPLES = 256
 
 
 def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
@@ -37,6 +54,53 @@ def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list:
         make_pipeline=lambda exported: TextPipeline(tokenizer, exported.input_names, max_seq_length,
                                                     long_text=exported.long_text),
         extra_meta={"long_text": long_text.as_dict(), "max_position_embeddings": model.config.max_position_embeddings})
+
+
+def probe_texts(tokenizer, count: int, seed: int = 0) -> list[str]:
+    """Random texts from the vocabulary, of many lengths, when no dev file is given."""
+    rng = random.Random(seed)
+    pieces = plain_vocabulary(tokenizer) or ["a"]
+    return ["".join(rng.choices(pieces, k=rng.randint(1, 120))) for _ in range(count)]
+
+
+def parity_texts(tokenizer, label_list: Sequence[str], dataset_dir: str | os.PathLike | None, dev_file: str,
+                 count: int) -> tuple[list[str], np.ndarray | None]:
+    """Up to `count` texts of the dev file (with their labels), or random texts without a dataset."""
+    if dataset_dir is None:
+        return probe_texts(tokenizer, count), None
+    examples = load_examples(Path(dataset_dir) / dev_file, label_list)
+    examples = random.Random(0).sample(examples, min(count, len(examples)))
+    return [e.text for e in examples], multi_hot(examples, len(label_list))
+
+
+def cached_export(model, tokenizer, params_path: str | os.PathLike, label_list: Sequence[str], max_seq_length: int,
+                  dataset_dir: str | os.PathLike) -> ExportInfo:
+    """The checkpoint's export for a static backend, written once into `<params_path>/export_cache/` with
+    the parity check of export_model.py, and reused while the checkpoint's weights are unchanged.
+
+    Processes that start together (sharded labelling) export once: the others wait on a file lock and
+    then find the export made. The dev file of `dataset_dir` is the parity data when it exists.
+    """
+    params_path = Path(params_path)
+    cache = params_path / EXPORT_CACHE
+    weights = (params_path / "model_state.pdparams").stat()
+    source = {"weights_size": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
+    stamp = cache / "source.json"
+    with open(params_path / f"{EXPORT_CACHE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == source:
+            logger.info(f"Using the export of {params_path} cached in {cache}")
+        else:
+            logger.info(f"Exporting {params_path} once for the static backends into {cache}")
+            shutil.rmtree(cache, ignore_errors=True)
+            dev_file = "dev.txt" if (Path(dataset_dir) / "dev.txt").is_file() else None
+            texts, labels = parity_texts(tokenizer, label_list, dataset_dir if dev_file else None, dev_file or "",
+                                         PARITY_SAMPLES)
+            multilingual = model_input_names(tokenizer) == ERNIE_M_INPUTS
+            export_checked(model, tokenizer, cache, EXPORT_PREFIX, label_list, checkpoint_thresholds(model),
+                           deploy_input_names(tokenizer, multilingual), texts, labels, max_seq_length)
+            stamp.write_text(json.dumps(source), encoding="utf-8")
+    return load_export(cache / EXPORT_PREFIX)
 
 
 def with_long_document(texts: Sequence[str], labels: np.ndarray | None, max_seq_length: int

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 from scipy.special import expit
@@ -252,6 +252,24 @@ def shared_token_encoder(tokenizer) -> TokenEncoder:
     return encoder
 
 
+def row_builders(tokenizer) -> tuple[Callable[[list], list], Callable[[list, list], list]]:
+    """(ids -> model input row, (ids, row) -> its token type ids), as the tokenizer builds them.
+
+    When the tokenizer wraps a sequence as fixed prefix + ids + fixed suffix with one token type
+    throughout (ERNIE, ERNIE-M), rows are built from that layout: calling the tokenizer per row costs
+    more than the native tokenization itself. Any other layout calls the tokenizer.
+    """
+    probe = [-7, -8]  # ids no vocabulary has, to find where the sequence sits
+    wrapped = tokenizer.build_inputs_with_special_tokens(probe)
+    types = tokenizer.create_token_type_ids_from_sequences(probe)
+    at = wrapped.index(probe[0]) if probe[0] in wrapped else -1
+    if at < 0 or wrapped[at:at + 2] != probe or len(set(types)) != 1 or len(types) != len(wrapped):
+        return (tokenizer.build_inputs_with_special_tokens,
+                lambda ids, row: tokenizer.create_token_type_ids_from_sequences(ids))
+    prefix, suffix, token_type = wrapped[:at], wrapped[at + 2:], types[0]
+    return (lambda ids: prefix + ids + suffix), (lambda ids, row: [token_type] * len(row))
+
+
 class TextPipeline:
     """Texts to model feeds and back, in input order, for any `Runner`.
 
@@ -265,6 +283,7 @@ class TextPipeline:
         long_text.check(max_seq_length, tokenizer.num_special_tokens_to_add(pair=False))
         self.tokenizer = tokenizer
         self.token_ids = shared_token_encoder(tokenizer)
+        self.wrap_row, self.row_token_types = row_builders(tokenizer)
         self.input_names = tuple(input_names)
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
@@ -280,13 +299,15 @@ class TextPipeline:
         max_windows = self.long_text.max_windows if self.long_text.mode == "window" else 1  # truncate: window 1
         features: dict[str, list] = {name: [] for name in self.input_names}
         source = []
+        wrap, token_types = self.wrap_row, self.row_token_types
         for index, ids in enumerate(self.token_ids(texts) if texts else []):
             spans = window_spans(len(ids), body, overlap, max_windows)
             self.counts.add(len(spans), len(ids) - spans[-1][1], empty=not ids)
             for start, end in spans:
-                features["input_ids"].append(tokenizer.build_inputs_with_special_tokens(ids[start:end]))
+                row = wrap(ids[start:end])
+                features["input_ids"].append(row)
                 if "token_type_ids" in features:
-                    features["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(ids[start:end]))
+                    features["token_type_ids"].append(token_types(ids[start:end], row))
             source += [index] * len(spans)
         return EncodedRows(features, np.asarray(source, dtype="int64"), len(texts))
 

@@ -38,15 +38,25 @@ def set_seed(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
-def set_device(device: str) -> None:
-    """Select the device; on CPU give each local process an equal share of the cores."""
+def set_device(device: str, num_threads: int | None = None) -> None:
+    """Select the device; on CPU use `num_threads`, by default an equal share of the cores per local process."""
     try:
         paddle.set_device(device)
     except ValueError as err:
         raise DataError(f"--device {device}: {err} (use --device cpu on a machine without GPU)") from None
     if paddle.get_device() == "cpu":
-        local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
-        paddle.base.core.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
+        paddle.base.core.set_num_threads(num_threads or cpu_threads_per_process())
+
+
+def cpu_threads_per_process() -> int:
+    """This process's equal share of the machine's cores among the local processes of a launch."""
+    local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
+    return max(1, (os.cpu_count() or 1) // max(1, local_procs))
+
+
+def local_device_id() -> int:
+    """The GPU that paddle.distributed.launch gave this process (FLAGS_selected_gpus), else 0."""
+    return int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or 0)
 
 
 def write_settings(args, save_dir: str | os.PathLike) -> None:

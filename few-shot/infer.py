@@ -15,7 +15,8 @@ import psutil
 
 from backends import create_backend
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
-from data_io import ReadStats, text_windows, write_predictions
+from data_io import ReadStats, text_windows
+from labelling import Labeller, label_file
 from modeling import check_max_seq_length, tokenizer_positions
 from pipeline import predicted_labels
 from utils import DataError, logger, run_cli
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
                              args.device_id, args.num_threads)
 
     if args.output_file:
-        write_predictions(data_file, args.output_file, lambda texts: pipeline.probs(backend, texts), export.thresholds,
-                          export.labels, args.batch_size)
+        label_file(Labeller(pipeline, backend, export.thresholds, export.labels), data_file, args.output_file,
+                   args.batch_size, options={})
         logger.info(f"Predictions written to {args.output_file}")
         return
     stats = ReadStats()

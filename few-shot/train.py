@@ -37,7 +37,7 @@ from cli import (
     OneLineErrors,
     bounded,
 )
-from data_io import PREDICTION_HEADER, format_prediction
+from data_io import PREDICTION_HEADER, format_predictions
 from exporting import ExportInfo
 from metric import MetricReport
 from modeling import check_max_seq_length, from_pretrained, load_tokenizer
@@ -148,7 +148,7 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     report.update(probs, result.label_ids)
     report.report()
     thresholds = np.full(len(labels), 0.5, dtype="float32")
-    lines = [format_prediction(example["text_a"], row, thresholds, labels) for example, row in zip(examples, probs)]
+    lines = format_predictions([example["text_a"] for example in examples], probs, thresholds, labels)
     predictions_file = output_dir / "test_predictions.txt"
     predictions_file.write_text("\n".join([PREDICTION_HEADER, *lines]) + "\n", encoding="utf-8")
     logger.info(f"Test predictions written to {predictions_file}")

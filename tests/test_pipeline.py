@@ -51,10 +51,6 @@ class DigitTokenizer:
 
     pad_token_id = 0
 
-    def __call__(self, texts, max_length, truncation, return_overflowing_tokens):
-        ids = [self.tokenize(text) for text in texts]
-        return {"input_ids": [row[:max_length] for row in ids], "num_truncated_tokens": [len(r) - max_length for r in ids]}
-
     def tokenize(self, text):
         return [int(c) for c in text]
 
@@ -66,6 +62,9 @@ class DigitTokenizer:
 
     def build_inputs_with_special_tokens(self, ids):
         return list(ids)
+
+    def create_token_type_ids_from_sequences(self, ids):
+        return [0] * len(ids)
 
 
 def digit_texts(count: int, seed: int = 0) -> list[str]:

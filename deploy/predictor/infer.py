@@ -8,16 +8,16 @@ dygraph model on the dev file.
 from __future__ import annotations
 
 import argparse
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import psutil
 
-from backends import BACKENDS, CALIBRATION_SIZE, create_backend, variants
+from backends import BACKENDS, calibration_texts, create_backend, variants
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
-from data_io import ReadStats, iter_examples, load_examples, multi_hot, text_windows, write_predictions
+from data_io import ReadStats, load_examples, multi_hot, text_windows
 from exporting import ExportInfo, load_export, load_export_tokenizer
+from labelling import Labeller, label_file
 from modeling import (
     add_long_text_arguments,
     check_max_seq_length,
@@ -75,22 +75,11 @@ def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
                         f"(it takes token_type_ids); drop the flag or re-export with --multilingual")
 
 
-def calibration_texts(dataset: Path, input_file: Path) -> list[str]:
-    """Texts for INT8 calibration: the start of the training file if present, else of the input file.
-
-    Read only when an INT8 model is built for the first time.
-    """
-    source = dataset / "train.txt" if (dataset / "train.txt").is_file() else input_file
-    texts = [e.text for e in islice(iter_examples(source), CALIBRATION_SIZE)]
-    logger.info(f"Calibrating INT8 on {len(texts)} texts of {source}")
-    return texts
-
-
 def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
     """Write `text<TAB>labels` lines with --output_file, else log each prediction as the reference does."""
     if args.output_file:
-        write_predictions(data_path, args.output_file, lambda texts: predictor.predict(texts)[0], predictor.thresholds,
-                          predictor.labels, args.batch_size, args.output_probs)
+        label_file(Labeller(predictor.pipeline, predictor.backend, predictor.thresholds, predictor.labels,
+                            args.output_probs), data_path, args.output_file, args.batch_size, options={})
         logger.info(f"Prediction results save in {args.output_file}.")
         return
     stats = ReadStats()
