@@ -13,6 +13,7 @@ writes parts too, so a killed run continues where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -250,7 +251,11 @@ def join_parts(parts_dir: Path, parts: list[Part], output_file: Path, data_path:
             with open(rows_path(parts_dir, part), encoding="utf-8") as rows:
                 shutil.copyfileobj(rows, out)
     os.replace(partial, output_file)
-    shutil.rmtree(parts_dir)
+    for part in parts:
+        record_path(parts_dir, part).unlink()
+        rows_path(parts_dir, part).unlink()
+    with contextlib.suppress(OSError):  # files of another run's processes may still arrive; leave those
+        parts_dir.rmdir()
     logger.info(f"Joined {len(parts)} parts into {output_file}")
 
 

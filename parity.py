@@ -2,7 +2,9 @@
 
 `write_checked_export` writes an export directory and then runs every FP32 backend on the same
 texts as the dygraph model; an export whose probabilities differ by more than `FP32_TOLERANCE` is
-deleted and reported, never deployed. The same table compares INT8/BF16/FP16 variants.
+deleted and reported, never deployed. The same table compares INT8/BF16/FP16 variants. Every export
+is made this way: export_model.py's, few-shot's, and `cached_export`, the one predict.py makes of a
+checkpoint for its static backends.
 """
 from __future__ import annotations
 

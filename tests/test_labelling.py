@@ -256,7 +256,7 @@ def test_memory_stays_flat_on_a_million_lines(scratch_model, tmp_path):
     big = tmp_path / "million.txt"
     with open(big, "w", encoding="utf-8") as handle:
         for _ in range(1_000_000):
-            handle.write("".join(rng.choices(words, k=3)) + "\n")
+            handle.write("".join(rng.choices(words, k=2)) + "\n")
     small = tmp_path / "ten_thousand.txt"
     small.write_text("".join(big.open(encoding="utf-8").readlines()[:10_000]), encoding="utf-8")
     small_peak = peak_rss_mb(scratch_model, small, tmp_path / "small_out.txt")
