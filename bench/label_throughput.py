@@ -47,9 +47,9 @@ WARMUP_LINES = 200
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory.")
-parser.add_argument("--lines", type=int, nargs=3, default=[20000, 10000, 3000],
+parser.add_argument("--lines", type=int, nargs=3, default=[20000, 3000, 1000],
                     help="Lines labelled per case by the static backends, per shape (tiny, mini, medium).")
-parser.add_argument("--dygraph_lines", type=int, nargs=3, default=[20000, 2000, 500],
+parser.add_argument("--dygraph_lines", type=int, nargs=3, default=[20000, 500, 200],
                     help="Lines labelled per case by the dygraph model, per shape (it is slow on the larger ones).")
 parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
 parser.add_argument("--baseline_rev", default="b99ba2f", help="The predict.py to compare with (a git revision).")

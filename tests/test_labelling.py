@@ -237,17 +237,10 @@ class BagOfIds:  # a real runner: logits from a fixed projection of the token id
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 pipeline = TextPipeline(tokenizer, ("input_ids", "token_type_ids"), 128, 256)
 labeller = Labeller(pipeline, BagOfIds(len(tokenizer), 5), np.full(5, 0.5), list("abcde"))
-label_file(labeller, sys.argv[2], sys.argv[3], 256, options={})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+for data, output in zip(sys.argv[2::2], sys.argv[3::2]):  # the peak so far, after each file
+    label_file(labeller, data, output, 256, options={})
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
-
-
-def peak_rss_mb(scratch_model: Path, data: Path, output: Path) -> int:
-    result = subprocess.run([sys.executable, "-c", MEMORY_RUN, str(scratch_model), str(data), str(output)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    return int(result.stdout.split()[-1])
 
 
 def test_memory_stays_flat_on_a_million_lines(scratch_model, tmp_path):
@@ -259,8 +252,11 @@ def test_memory_stays_flat_on_a_million_lines(scratch_model, tmp_path):
             handle.write("".join(rng.choices(words, k=2)) + "\n")
     small = tmp_path / "ten_thousand.txt"
     small.write_text("".join(big.open(encoding="utf-8").readlines()[:10_000]), encoding="utf-8")
-    small_peak = peak_rss_mb(scratch_model, small, tmp_path / "small_out.txt")
-    big_peak = peak_rss_mb(scratch_model, big, tmp_path / "big_out.txt")
-    print(f"peak RSS: {small_peak} MB for 10,000 lines, {big_peak} MB for 1,000,000 lines")
-    assert sum(1 for _ in open(tmp_path / "big_out.txt", encoding="utf-8")) == 1_000_001
+    result = subprocess.run([sys.executable, "-c", MEMORY_RUN, str(scratch_model), str(small), str(tmp_path / "small.txt"),
+                             str(big), str(tmp_path / "big.txt")], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    small_peak, big_peak = map(int, result.stdout.split()[-2:])
+    print(f"peak RSS: {small_peak} MB after 10,000 lines, {big_peak} MB after 1,000,000 more")
+    assert sum(1 for _ in open(tmp_path / "big.txt", encoding="utf-8")) == 1_000_001
     assert big_peak < 2048 and big_peak - small_peak < 100

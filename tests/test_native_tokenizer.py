@@ -11,6 +11,7 @@ from paddlenlp.transformers import AutoTokenizer, BasicTokenizer, ErnieTokenizer
 
 import native_tokenizer
 from native_tokenizer import PaddleNLPEncoder, WordPieceEncoder, token_encoder
+from pipeline import TextPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -131,3 +132,17 @@ def test_the_character_tables_come_from_this_python():
     tables = native_tokenizer.unicode_tables()
     assert "\\x{3000}" in tables["whitespace"] and "\\x{2028}" in tables["whitespace"]
     assert tables["removed"].startswith("[\\x{0}-\\x{8}")
+
+
+@pytest.mark.parametrize("model", ["scratch_model", "ernie_m_trained"])
+def test_pipeline_rows_equal_what_the_paddlenlp_tokenizer_builds(model, request, keyword_data):
+    """Rows are built from the tokenizer's special-token layout, not by calling it per row: the ids and
+    token types must still be the ones its own __call__ gives, cut to max_seq_length."""
+    tokenizer = AutoTokenizer.from_pretrained(str(request.getfixturevalue(model)))
+    texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
+    texts += ["", "   ", "[SEP] 中文 ABC" * 20]
+    input_names = ["input_ids", "token_type_ids"] if model == "scratch_model" else ["input_ids"]
+    rows = TextPipeline(tokenizer, input_names, max_seq_length=16).encode(texts)
+    expected = tokenizer(texts, max_length=16, truncation=True)
+    for name in input_names:
+        assert rows.features[name] == expected[name], name
