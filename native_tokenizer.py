@@ -16,6 +16,7 @@ needs no Paddle, so Triton's tokenizer model loads a copy of it beside pipeline.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import unicodedata
@@ -28,7 +29,6 @@ EXTRA_SYMBOLS = frozenset(chr(cp) for cp in (0x00AD, 0x00B2, 0x00BA, 0x3007, 0x0
 # The code point ranges BasicTokenizer._is_chinese_char surrounds with spaces, so each is one token
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
-PARALLEL_MIN_TEXTS = 256  # batches this large are tokenized on several threads
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -106,17 +106,19 @@ class WordPieceEncoder(TokenEncoder):
     def __call__(self, texts):
         texts = [self.with_python_results(text) for text in texts]
         try:
-            encodings = self.encode(texts)
+            encodings = self.native.encode_batch(texts, add_special_tokens=False)
         except TypeError:  # a lone surrogate (JSON can carry one) is not UTF-8; paddlenlp drops it as a control
-            encodings = self.encode([LONE_SURROGATE.sub("", text) for text in texts])
+            encodings = self.native.encode_batch([LONE_SURROGATE.sub("", text) for text in texts],
+                                                 add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
-    def encode(self, texts: list[str]) -> list:
-        """Large batches on the library's thread pool; small ones (a server's request) on this thread,
-        because the pool's threads keep spinning after their work and take the cores the model needs."""
-        if len(texts) >= PARALLEL_MIN_TEXTS:
-            return self.native.encode_batch(texts, add_special_tokens=False)
-        return [self.native.encode(text, add_special_tokens=False) for text in texts]
+
+def tokenize_on_calling_threads() -> None:
+    """For servers, before their first request: a request is a small batch, and the library's thread
+    pool, once started, keeps its threads spinning on the cores the model needs (Triton served 0.5-0.6x
+    as many requests with it, bench/serve_load.py); without the pool each request is tokenized on the
+    thread that handles it."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def token_encoder(tokenizer) -> TokenEncoder:

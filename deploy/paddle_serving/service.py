@@ -14,6 +14,7 @@ from paddle_serving_server.web_service import Op, WebService
 from cli import SEQ_LENGTH, ArgumentParser
 from exporting import ExportInfo, export_prefix_in, load_export, load_export_tokenizer
 from modeling import check_max_seq_length, tokenizer_positions
+from native_tokenizer import tokenize_on_calling_threads
 from utils import DataError, run_cli
 
 from pipeline_io import parse_request, postprocess, preprocess
@@ -56,6 +57,7 @@ def serve(args: argparse.Namespace) -> None:
     tokenizer = load_export_tokenizer(export, args.model_name)
     check_max_seq_length(args.max_seq_length, export.max_positions or tokenizer_positions(tokenizer), export.directory)
     SeqClsOp.export, SeqClsOp.tokenizer, SeqClsOp.max_seq_length = export, tokenizer, args.max_seq_length
+    tokenize_on_calling_threads()
     service = SeqClsService(name="seq_cls")
     service.prepare_pipeline_config("config.yml")
     service.run_service()

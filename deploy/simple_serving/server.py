@@ -32,6 +32,7 @@ from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import NON_NEGATIVE_INT, PORT, ArgumentParser
+from native_tokenizer import tokenize_on_calling_threads
 from pipeline import TextPipeline, sigmoid
 from serving import label_response, request_texts
 from utils import DataError, logger, run_cli
@@ -96,6 +97,7 @@ def build_app(export_dir: str, device: str, device_id: int) -> SimpleServer:
     if device == "gpu" and not paddle.is_compiled_with_cuda():
         raise DataError("this Paddle build has no GPU support: serve on the CPU with --device cpu "
                         "(or DEVICE=cpu paddlenlp server server:app ...)")
+    tokenize_on_calling_threads()
     app = SimpleServer()
     app.register("models/cls_multi_label", model_path=export_dir, tokenizer_name=export_dir,
                  model_handler=MultiLabelModelHandler, post_handler=MultiLabelPostHandler,

@@ -12,6 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from paddlenlp.transformers import AutoTokenizer
 
+import native_tokenizer  # copied beside this file by build_repo.py, as pipeline.py
 import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
 
 HERE = Path(__file__).parent
@@ -23,6 +24,7 @@ class TritonPythonModel:
         input_names = [output["name"] for output in config["output"] if output["name"] != "text_index"]
         max_seq_length = int(config["parameters"]["max_seq_length"]["string_value"])
         long_text = pipeline.LongText(**json.loads(config["parameters"]["long_text"]["string_value"]))
+        native_tokenizer.tokenize_on_calling_threads()
         tokenizer = AutoTokenizer.from_pretrained(str(HERE / "tokenizer"))
         self.pipeline = pipeline.TextPipeline(tokenizer, input_names, max_seq_length, long_text=long_text)
 
