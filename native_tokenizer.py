@@ -115,9 +115,9 @@ class WordPieceEncoder(TokenEncoder):
 
 def tokenize_on_calling_threads() -> None:
     """For servers, before their first request: a request is a small batch, and the library's thread
-    pool, once started, keeps its threads spinning on the cores the model needs (Triton served 0.5-0.6x
-    as many requests with it, bench/serve_load.py); without the pool each request is tokenized on the
-    thread that handles it."""
+    pool, once started, keeps its threads spinning on the cores the model needs (Triton served fewer
+    requests with it, deploy/README.md); without the pool each request is tokenized on the thread that
+    handles it."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
