@@ -53,7 +53,7 @@ parser.add_argument("--dygraph_lines", type=int, nargs=3, default=[20000, 500, 2
                     help="Lines labelled per case by the dygraph model, per shape (it is slow on the larger ones).")
 parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
 parser.add_argument("--baseline_rev", default="b99ba2f", help="The predict.py to compare with (a git revision).")
-parser.add_argument("--work_dir", default=str(ROOT / "bench/out/label_throughput"))
+parser.add_argument("--out_dir", default=str(ROOT / "bench/out/label_throughput"), help="Models, inputs and outputs of the cases.")
 parser.add_argument("--out", default=str(ROOT / "bench/out/label_throughput.md"))
 
 
@@ -160,7 +160,7 @@ def baseline_checkout(rev: str, work: Path) -> Path:
 def main() -> None:
     args = parser.parse_args()
     set_device("cpu")
-    dataset, work = Path(args.dataset_dir), Path(args.work_dir)
+    dataset, work = Path(args.dataset_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
     counts = {shape: (static, dygraph) for shape, static, dygraph in zip(SHAPES, args.lines, args.dygraph_lines)}
     inputs = {(shape, kind): input_file(dataset, count, work / f"data_{shape}_{kind}" / "data.txt")

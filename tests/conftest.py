@@ -184,6 +184,16 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
     return output, result.stderr
 
 
+def finish_launch(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:
+    """Wait for a `paddle.distributed.launch` started with --log_dir; its worker logs by name, and on an
+    unexpected exit status the end of each in the failure message."""
+    output, _ = process.communicate(timeout=300)
+    logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("workerlog.*")}
+    tails = "\n".join(f"--- {n} (end)\n{t[-1500:]}" for n, t in sorted(logs.items()))
+    assert (process.returncode == 0) == expect_ok, output[-1500:] + tails
+    return logs
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ import pytest
 import labelling
 from labelling import ahead, plan_parts
 
-from conftest import ROOT, free_port, keyword_lines, run_main
+from conftest import ROOT, finish_launch, free_port, keyword_lines, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -175,21 +175,13 @@ def launch(tmp_path: Path, name: str, launcher: list[str], options: list, env: d
     return process, log_dir
 
 
-def finish(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:
-    output, _ = process.communicate(timeout=300)
-    logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("workerlog.*")}
-    tails = "\n".join(f"--- {n} (end)\n{t[-1500:]}" for n, t in sorted(logs.items()))
-    assert (process.returncode == 0) == expect_ok, output[-1500:] + tails
-    return logs
-
-
 def test_two_machines_label_the_same_file_as_one_process(trained, big_data, single_process_output, tmp_path):
     output = tmp_path / "output.txt"
     options = ["--dataset_dir", big_data, "--params_path", trained[0], "--output_file", output]
     master = f"127.0.0.1:{free_port()}"
     nodes = [launch(tmp_path, f"node{rank}", ["--nnodes", "2", "--nproc_per_node", "1", "--master", master,
                                                "--rank", str(rank)], options) for rank in (0, 1)]
-    logs = [finish(*node) for node in nodes]
+    logs = [finish_launch(*node) for node in nodes]
     assert output.read_text(encoding="utf-8") == single_process_output
     assert "Rank 0 of 2: 1 of 2 parts" in logs[0]["workerlog.0"] and "Joined 2 parts" in logs[0]["workerlog.0"]
     assert "Rank 1 of 2: 1 of 2 parts" in logs[1]["workerlog.0"] and "Joined" not in logs[1]["workerlog.0"]
@@ -210,12 +202,12 @@ def test_a_killed_rank_leaves_no_half_part_and_the_resumed_launch_writes_the_sam
                if p.environ().get("PADDLE_TRAINER_ID") == "1" and "slow_predict.py" in " ".join(p.cmdline())]
     assert len(workers) == 1, "rank 1 not found"
     workers[0].send_signal(signal.SIGKILL)  # while its third part (5) is written but not yet renamed
-    finish(process, log_dir, expect_ok=False)
+    finish_launch(process, log_dir, expect_ok=False)
     assert (parts_dir / "part-00005.partial").is_file() and not (parts_dir / "part-00005.txt").exists()
     assert not output.exists()
 
     process, log_dir = launch(tmp_path, "resumed", ["--nproc_per_node", "2"], options)
-    logs = finish(process, log_dir)
+    logs = finish_launch(process, log_dir)
     assert output.read_text(encoding="utf-8") == single_process_output
     assert "Part 3: lines 151-200 already labelled, kept (--resume)" in logs["workerlog.1"]
     assert "Part 5: lines 251-300 labelled" in logs["workerlog.1"]

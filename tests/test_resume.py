@@ -32,7 +32,7 @@ from training import (
     labelled_batch,
 )
 
-from conftest import ROOT, free_port, make_keyword_dataset, run_main
+from conftest import ROOT, finish_launch, free_port, make_keyword_dataset, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -335,14 +335,6 @@ def launch(tmp_path: Path, name: str, data: Path, model: Path, *options, launche
     return process, save_dir, log_dir
 
 
-def finish(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:
-    output, _ = process.communicate(timeout=300)
-    logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("workerlog.*")}
-    tails = "\n".join(f"--- {n} (end)\n{t[-1500:]}" for n, t in sorted(logs.items()))
-    assert (process.returncode == 0) == expect_ok, output[-1500:] + tails
-    return logs
-
-
 @pytest.fixture(scope="module")
 def two_process_run(small_data, dropout_model, tmp_path_factory) -> tuple[Path, int]:
     """One launcher with two processes (the README's command), uninterrupted: the result the other
@@ -350,7 +342,7 @@ def two_process_run(small_data, dropout_model, tmp_path_factory) -> tuple[Path, 
     tmp_path = tmp_path_factory.mktemp("two_process")
     process, save_dir, log_dir = launch(tmp_path, "one_launcher", small_data, dropout_model,
                                         launcher=["--nproc_per_node", "2", "--backend", "gloo"])
-    logs = finish(process, log_dir)
+    logs = finish_launch(process, log_dir)
     assert sorted(logs) == ["workerlog.0", "workerlog.1"]
     assert (save_dir / "model_state.pdparams").is_file()  # one checkpoint, written by rank 0
     assert "Model weights saved" in logs["workerlog.0"] and "Model weights saved" not in logs["workerlog.1"]
@@ -396,7 +388,7 @@ def test_two_nodes_lose_a_rank_mid_epoch_and_resume_to_the_result_of_one_launche
                if p.environ().get("PADDLE_TRAINER_ID") == "1" and "slow_train.py" in " ".join(p.cmdline())]
     assert len(workers) == 1, "rank 1 not found"
     workers[0].send_signal(signal.SIGTERM)  # mid-epoch: 8 steps an epoch, states every 2
-    logs = [finish(process, log_dir, expect_ok=False) for process, _, log_dir in nodes]  # both launchers fail
+    logs = [finish_launch(process, log_dir, expect_ok=False) for process, _, log_dir in nodes]  # both launchers fail
     assert [sorted(node_logs) for node_logs in logs] == [["workerlog.0"], ["workerlog.0"]]
     assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
             f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs[1]["workerlog.0"]
@@ -405,7 +397,7 @@ def test_two_nodes_lose_a_rank_mid_epoch_and_resume_to_the_result_of_one_launche
     assert saved.name != f"step-{total_steps}" and (saved / "rng-rank1.pkl").is_file()
 
     nodes = launch_two_nodes(tmp_path, "resumed", small_data, dropout_model, "--resume_from_checkpoint", save_dir)
-    logs = [finish(process, log_dir) for process, _, log_dir in nodes]
+    logs = [finish_launch(process, log_dir) for process, _, log_dir in nodes]
     assert f"Resumed from {saved}" in logs[1]["workerlog.0"]
     assert (save_dir / "model_state.pdparams").is_file()
     assert_same_weights(final_weights_of(save_dir, total_steps), final_weights_of(reference_dir, total_steps))
