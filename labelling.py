@@ -114,10 +114,9 @@ def write_rows(labeller: Labeller, data_path: Path, out, part: Part, batch_size:
 
     def encode(window: list[Example]):
         texts = [example.text for example in window if example.text]
-        return pipeline.encode(texts) if texts else None
+        return texts, pipeline.encode(texts) if texts else None
 
-    for window, encoded in ahead(part_windows(data_path, batch_size, stats, part), encode):
-        texts = [example.text for example in window if example.text]
+    for window, (texts, encoded) in ahead(part_windows(data_path, batch_size, stats, part), encode):
         rows = iter(labeller.rows(texts, sigmoid(pipeline.outputs(labeller.runner, encoded))) if texts else [])
         out.write("".join((next(rows) if example.text else "") + "\n" for example in window))
         progress.update(window[-1].line_no - part.first_line + 1 - progress.n)
