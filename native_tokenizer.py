@@ -8,10 +8,14 @@ Python's `unicodedata`, the tables the paddlenlp tokenizer itself consults, beca
 library's built-in tables follow a newer Unicode version. tests/test_native_tokenizer.py compares every
 code point outside category C (and a sample of the removed ones), random text and the repository's data.
 
-Any tokenizer this module cannot reproduce exactly (ERNIE-M's SentencePiece post-processing, a
-tokenizer with its own `_tokenize`, added tokens outside the vocabulary) and any environment without
-`tokenizers` uses the paddlenlp tokenizer itself; `TokenEncoder.name` says which one runs. The module
-needs no Paddle, so Triton's tokenizer model loads a copy of it beside pipeline.py.
+ERNIE-M's tokenizer already segments in C++ (SentencePiece) but then splits every piece again in
+Python, character by character; `SentencePieceEncoder` segments whole batches to piece ids and
+looks each piece's split and vocabulary ids up in a table filled on first use.
+
+Any tokenizer this module cannot reproduce exactly (a tokenizer with its own `_tokenize` or
+`tokenize`, added tokens outside a WordPiece vocabulary) and any environment without `tokenizers`
+uses the paddlenlp tokenizer itself; `TokenEncoder.name` says which one runs. The module needs no
+Paddle, so Triton's tokenizer model loads a copy of it beside pipeline.py.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ EXTRA_SYMBOLS = frozenset(chr(cp) for cp in (0x00AD, 0x00B2, 0x00BA, 0x3007, 0x0
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
 
 
 class TokenEncoder:
@@ -113,39 +118,131 @@ class WordPieceEncoder(TokenEncoder):
         return [encoding.ids for encoding in encodings]
 
 
+class SentencePieceEncoder(TokenEncoder):
+    """ERNIE-M's tokenizer with its per-character Python step replaced by a table lookup per piece.
+
+    paddlenlp segments each text with the SentencePiece model, then splits every piece again (CJK
+    characters and ERNIE-M's punctuation alone, digit runs apart from what surrounds them, a bare
+    word-start mark dropped) and looks the results up in vocab.txt. That split depends on the piece
+    alone, so here whole batches are segmented to piece ids in C++ and each id's vocabulary ids are
+    computed once, by `split_piece` and the tokenizer's own `convert_tokens_to_ids`. Two kinds of text
+    take the tokenizer's slower exact path: a text holding a special token (paddlenlp cuts it out and
+    strips the whitespace around it), and a text with an unknown piece, whose text is its surface, not
+    its id. A lone surrogate, on which SentencePiece fails, is dropped as the WordPiece path drops it.
+    """
+
+    def __init__(self, tokenizer):
+        import sentencepiece
+
+        self.tokenizer = tokenizer
+        self.model = tokenizer.sp_model
+        self.unknown_piece = self.model.unk_id()
+        self.ids_of_piece: list[tuple[int, ...] | None] = [None] * self.model.get_piece_size()
+        self.lowercase = bool(getattr(tokenizer, "do_lower_case", False))
+        specials = sorted(tokenizer.unique_no_split_tokens, key=len, reverse=True)
+        self.special_pattern = re.compile("|".join(map(re.escape, specials)) or "(?!)")
+        self.name = (f"native SentencePiece (sentencepiece {sentencepiece.__version__}), "
+                     f"ids equal to {type(tokenizer).__name__}")
+
+    def split_piece(self, piece: str) -> list[str]:
+        """The tokens ErnieMTokenizer._tokenize makes of one piece, with the tokenizer's own character tests."""
+        if piece == WORD_START:
+            return []
+        tokens, start = [], 0
+        for i, char in enumerate(piece):
+            if char == WORD_START:
+                continue
+            isolated = self.tokenizer.is_ch_char(char) or self.tokenizer.is_punct(char)
+            if isolated or (i > 0 and char.isdigit() != piece[i - 1].isdigit()):
+                if piece[start:i] not in ("", WORD_START):
+                    tokens.append(piece[start:i])
+                if isolated:
+                    tokens.append(char)
+                start = i + 1 if isolated else i
+        if piece[start:]:
+            tokens.append(piece[start:])
+        return tokens
+
+    def piece_ids(self, piece_id: int) -> tuple[int, ...]:
+        ids = self.ids_of_piece[piece_id]
+        if ids is None:
+            tokens = self.split_piece(self.model.id_to_piece(piece_id))
+            ids = self.ids_of_piece[piece_id] = tuple(self.tokenizer.convert_tokens_to_ids(tokens))
+        return ids
+
+    def exact_ids(self, text: str) -> list[int]:
+        """The tokenizer's own path, for the texts the table cannot serve."""
+        lowered = self.lowercased(text)
+        if self.has_special_token(text, lowered):
+            return self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))
+        tokens = [token for piece in self.model.encode(lowered, out_type=str) for token in self.split_piece(piece)]
+        return self.tokenizer.convert_tokens_to_ids(tokens)
+
+    def lowercased(self, text: str) -> str:
+        """paddlenlp lowercases one character at a time (so no final sigma) when do_lower_case is set."""
+        return "".join(map(str.lower, text)) if self.lowercase else text
+
+    def has_special_token(self, text: str, lowered: str) -> bool:
+        """paddlenlp keeps special tokens' case, then cuts them out of the lowercased text, so a text
+        can hold one before lowercasing or, for a lowercase special token, only after."""
+        return bool(self.special_pattern.search(text) or self.special_pattern.search(lowered))
+
+    def __call__(self, texts):
+        texts = [LONE_SURROGATE.sub("", text) for text in texts]
+        plain = [self.lowercased(text) for text in texts]
+        rows: list[list[int] | None] = [None if self.has_special_token(text, lowered) else []
+                                        for text, lowered in zip(texts, plain)]
+        batch = [index for index, row in enumerate(rows) if row is not None]
+        threads = 1 if os.environ.get("TOKENIZERS_PARALLELISM") == "false" else -1  # see tokenize_on_calling_threads
+        table = self.ids_of_piece
+        for index, piece_ids in zip(batch, self.model.encode([plain[index] for index in batch], num_threads=threads)):
+            if self.unknown_piece in piece_ids:
+                rows[index] = None
+                continue
+            row = rows[index]
+            for piece_id in piece_ids:  # the hot loop: a table entry is None only before its first use
+                row += table[piece_id] or self.piece_ids(piece_id)
+        return [self.exact_ids(text) if row is None else row for text, row in zip(texts, rows)]
+
+
 def tokenize_on_calling_threads() -> None:
-    """For servers, before their first request: a request is a small batch, and the library's thread
-    pool, once started, keeps its threads spinning on the cores the model needs (Triton served fewer
-    requests with it, deploy/README.md); without the pool each request is tokenized on the thread that
-    handles it."""
+    """For servers, before their first request: a request is a small batch, and the `tokenizers`
+    thread pool, once started, keeps its threads spinning on the cores the model needs (Triton served
+    fewer requests with it, deploy/README.md); without the pool each request is tokenized on the thread
+    that handles it. SentencePieceEncoder reads the same switch and then encodes on one thread."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def token_encoder(tokenizer) -> TokenEncoder:
     """The native encoder when it reproduces `tokenizer` exactly, else the paddlenlp tokenizer."""
+    from paddlenlp.transformers import ErnieMTokenizer
+
     reason = unsupported_reason(tokenizer)
-    if reason is None:
-        try:
-            import tokenizers  # noqa: F401
-        except ImportError:
-            reason = "the tokenizers package is not installed"
     if reason is not None:
         return PaddleNLPEncoder(tokenizer, reason)
+    if isinstance(tokenizer, ErnieMTokenizer):
+        return SentencePieceEncoder(tokenizer)
     return WordPieceEncoder(tokenizer)
 
 
 def unsupported_reason(tokenizer) -> str | None:
-    """Why `WordPieceEncoder` would not give this tokenizer's ids, or None when it does."""
-    from paddlenlp.transformers import BertTokenizer, ErnieTokenizer
+    """Why neither native encoder would give this tokenizer's ids, or None when one does."""
+    from paddlenlp.transformers import BertTokenizer, ErnieMTokenizer, ErnieTokenizer
     from paddlenlp.transformers.tokenizer_utils import PretrainedTokenizer
 
     cls = type(tokenizer)
-    if not isinstance(tokenizer, (ErnieTokenizer, BertTokenizer)) or cls._tokenize not in (
-            ErnieTokenizer._tokenize, BertTokenizer._tokenize):
+    if getattr(cls, "_tokenize", None) not in (ErnieTokenizer._tokenize, BertTokenizer._tokenize,
+                                               ErnieMTokenizer._tokenize):
         return f"no native equivalent of {cls.__name__}"
     if cls.tokenize is not PretrainedTokenizer.tokenize or (
             cls.prepare_for_tokenization is not PretrainedTokenizer.prepare_for_tokenization):
         return f"{cls.__name__} changes how text is split"
+    if isinstance(tokenizer, ErnieMTokenizer):
+        return None
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        return "the tokenizers package is not installed"
     if tokenizer.basic_tokenizer.never_split:
         return "the tokenizer has never_split words"
     if tokenizer.basic_tokenizer.do_lower_case != bool(getattr(tokenizer, "do_lower_case", False)):

@@ -113,7 +113,9 @@ def write_ernie_m_tokenizer(texts: list[str], output: Path, max_length: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         corpus, prefix = Path(tmp, "corpus.txt"), Path(tmp, "sp")
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(prefix), vocab_size=2000,
+        # SentencePiece needs a piece for every character it covers, and Chinese data has thousands
+        distinct_chars = len(set("".join(texts)))
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(prefix), vocab_size=2000 + distinct_chars,
                                        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
         vocab_file = Path(tmp, "vocab.txt")
         vocab_file.write_text("\n".join(SPECIAL_TOKENS) + "\n", encoding="utf-8")

@@ -1,5 +1,5 @@
 """Batch-labelling throughput of predict.py: every backend and precision, 1 and 2 processes, the engine's
-ceiling, where the time goes, and the native tokenizer against paddlenlp's.
+ceiling, where the time goes, and the native tokenizers (ERNIE and ERNIE-M) against paddlenlp's.
 
 Usage: python -P bench/label_throughput.py --dataset_dir divorce
 (-P: bench/losses.py must not shadow the suite's losses module)
@@ -14,7 +14,9 @@ set's labels) and each backend/precision:
 - ceiling: the same batches tokenized and padded beforehand, engine time alone;
 - stages: reading the file, tokenizing, the engine and formatting + writing, each timed alone, as
   shares of their sum (end to end overlaps reading and tokenizing with the engine).
-Processes: predict.py as a command, one process and under paddle.distributed.launch with two, timed
+Tokenizers: token ids of the tiny checkpoint's ERNIE tokenizer and of an ERNIE-M tokenizer (a
+SentencePiece model scratch_model.py trains on the data set), native against paddlenlp's, on the tiny
+shape's static input, median of TOKENIZER_REPEATS passes each. Processes: predict.py as a command, one process and under paddle.distributed.launch with two, timed
 from start to exit minus the same command on a one-line file (start-up). The baseline is predict.py
 at `--baseline_rev` (before the native tokenizer and the overlapped stages), run the same way on the
 tiny shape. All cases run one after another on this machine.
@@ -44,6 +46,8 @@ from utils import set_device
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ("tiny", "ernie-3.0-mini-zh", "ernie-3.0-medium-zh")
 WARMUP_LINES = 200
+SECTIONS = ("tokenizers", "backends", "commands")
+TOKENIZER_REPEATS = 5
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory.")
@@ -52,6 +56,8 @@ parser.add_argument("--lines", type=int, nargs=3, default=[20000, 3000, 1000],
 parser.add_argument("--dygraph_lines", type=int, nargs=3, default=[20000, 500, 200],
                     help="Lines labelled per case by the dygraph model, per shape (it is slow on the larger ones).")
 parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
+                    help="The tables to measure: tokenizers, backends (in process), commands (processes).")
 parser.add_argument("--baseline_rev", default="b99ba2f", help="The predict.py to compare with (a git revision).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/label_throughput"), help="Models, inputs and outputs of the cases.")
 parser.add_argument("--out", default=str(ROOT / "bench/out/label_throughput.md"))
@@ -116,13 +122,19 @@ def stage_times(checkpoint: Path, data: Path) -> dict:
     return {"read_s": read, "tokenize_s": tokenize}
 
 
-def tokenizer_rates(checkpoint: Path, data: Path) -> tuple[float, float, str]:
-    tokenizer = load_tokenizer(str(checkpoint))
+def tokenizer_rows(model_dir: Path, data: Path) -> list[str]:
+    """Table rows: paddlenlp's tokenizer of `model_dir`, then the native encoder, texts/s (median of
+    TOKENIZER_REPEATS passes taken in turns) and the ratio."""
+    tokenizer = load_tokenizer(str(model_dir))
     texts = [e.text for e in iter_examples(data)]
     native, python = token_encoder(tokenizer), PaddleNLPEncoder(tokenizer, "baseline")
     native(texts[:500])
     assert native(texts) == python(texts), "the native tokenizer's ids differ"
-    return len(texts) / timed(lambda: native(texts)), len(texts) / timed(lambda: python(texts)), native.name
+    native_seconds, python_seconds = zip(*[(timed(lambda: native(texts)), timed(lambda: python(texts)))
+                                           for _ in range(TOKENIZER_REPEATS)])
+    native_rate, python_rate = len(texts) / np.median(native_seconds), len(texts) / np.median(python_seconds)
+    return [f"| paddlenlp {type(tokenizer).__name__} (Python) | {python_rate:,.0f} | 1.00x |",
+            f"| {native.name} | {native_rate:,.0f} | {native_rate / python_rate:.2f}x |"]
 
 
 def command_seconds(command: list[str], cwd: Path) -> float:
@@ -159,6 +171,8 @@ def baseline_checkout(rev: str, work: Path) -> Path:
 
 def main() -> None:
     args = parser.parse_args()
+    if "commands" in args.sections and "backends" not in args.sections:
+        parser.error("--sections commands runs each shape's fastest path, which the backends section finds")
     set_device("cpu")
     dataset, work = Path(args.dataset_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -176,16 +190,31 @@ def main() -> None:
            + ", ".join(f"{shape} {static} (dygraph {dygraph})" for shape, (static, dygraph) in counts.items()
                        if shape in args.shapes), ""]
 
-    native_rate, python_rate, native_name = tokenizer_rates(checkpoint_of("tiny", dataset, work),
-                                                            inputs["tiny", "static"])
-    out += ["| tokenizer | texts/s | vs paddlenlp |", "|---|---|---|",
-            f"| paddlenlp ErnieTokenizer (Python) | {python_rate:,.0f} | 1.00x |",
-            f"| {native_name} | {native_rate:,.0f} | {native_rate / python_rate:.2f}x |", ""]
+    if "tokenizers" in args.sections:
+        ernie_m = work / "ernie-m_scratch"
+        if not (ernie_m / "config.json").is_file():
+            create_scratch_model(str(dataset), str(ernie_m), "tiny", model_type="ernie-m")
+        out += ["| tokenizer | texts/s | vs paddlenlp |", "|---|---|---|"]
+        for model_dir in (checkpoint_of("tiny", dataset, work), ernie_m):
+            out += tokenizer_rows(model_dir, inputs["tiny", "static"])
+            print("\n".join(out[-2:]), flush=True)
+        out.append("")
+    if "backends" in args.sections:
+        rows, fastest = backend_table(args.shapes, dataset, work, inputs)
+        out += rows
+    if "commands" in args.sections:
+        out += command_table(args.shapes, fastest, args.baseline_rev, dataset, work, inputs, one_line)
+    Path(args.out).write_text("\n".join(out) + "\n", encoding="utf-8")
+    print("\n".join(out))
 
-    out += ["| shape | backend | precision | end to end | engine ceiling | end to end / ceiling | read | tokenize | "
+
+def backend_table(shapes: list[str], dataset: Path, work: Path, inputs: dict) -> tuple[list[str], dict]:
+    """In-process labelling of every backend and precision per shape: end to end, ceiling and stages;
+    and each shape's fastest (backend, precision) end to end."""
+    out = ["| shape | backend | precision | end to end | engine ceiling | end to end / ceiling | read | tokenize | "
             "engine | write |", "|---|---|---|---|---|---|---|---|---|---|"]
-    best: dict[str, tuple[str, str, float]] = {}
-    for shape in args.shapes:
+    fastest: dict[str, tuple[str, str, float]] = {}
+    for shape in shapes:
         checkpoint = checkpoint_of(shape, dataset, work)
         for backend, precision in [("dygraph", "fp32"), *variants("cpu")]:
             data = inputs[shape, "dygraph" if backend == "dygraph" else "static"]
@@ -197,20 +226,26 @@ def main() -> None:
             out.append(f"| {shape} | {backend} | {precision} | {case['end_to_end']:,.0f} | {case['ceiling']:,.0f} | "
                        f"{case['end_to_end'] / case['ceiling']:.0%} | {shares} |")
             print(out[-1], flush=True)
-            if case["end_to_end"] > best.get(shape, ("", "", 0.0))[2]:
-                best[shape] = (backend, precision, case["end_to_end"])
+            if case["end_to_end"] > fastest.get(shape, ("", "", 0.0))[2]:
+                fastest[shape] = (backend, precision, case["end_to_end"])
+    return out + [""], {shape: (backend, precision) for shape, (backend, precision, _) in fastest.items()}
 
-    baseline = baseline_checkout(args.baseline_rev, work)
-    out += ["", f"predict.py as a command (start-up taken off); baseline: predict.py at {args.baseline_rev}", "",
-            "| shape | predict.py | processes | lines/s | vs baseline |", "|---|---|---|---|---|"]
-    for shape in args.shapes:
+
+def command_table(shapes: list[str], fastest: dict, baseline_rev: str, dataset: Path, work: Path, inputs: dict,
+                  one_line: Path) -> list[str]:
+    """predict.py as a command with 1 and 2 processes: the dygraph default and each shape's fastest
+    in-process path, against predict.py at `baseline_rev`."""
+    baseline = baseline_checkout(baseline_rev, work)
+    out = [f"predict.py as a command (start-up taken off); baseline: predict.py at {baseline_rev}", "",
+           "| shape | predict.py | processes | lines/s | vs baseline |", "|---|---|---|---|---|"]
+    for shape in shapes:
         checkpoint = checkpoint_of(shape, dataset, work)
-        backend, precision, _ = best[shape]
+        backend, precision = fastest[shape]
         cases = [(["--backend", backend, "--precision", precision], inputs[shape, "static"])]
         if shape == "tiny":  # the dygraph default against the baseline's
             data = inputs[shape, "dygraph"]
             reference = predict_command_rate(baseline / "predict.py", checkpoint, data, one_line, 1, [], work)
-            out.append(f"| {shape} | {args.baseline_rev} (dygraph) | 1 | {reference:,.0f} | 1.00x |")
+            out.append(f"| {shape} | {baseline_rev} (dygraph) | 1 | {reference:,.0f} | 1.00x |")
             cases.insert(0, (["--backend", "dygraph"], data))
         for options, data in cases:
             for processes in (1, 2):
@@ -219,8 +254,7 @@ def main() -> None:
                 out.append(f"| {shape} | {' '.join(options[1::2])} | {processes} | {rate:,.0f} | {versus} |")
                 print(out[-1], flush=True)
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=True)
-    Path(args.out).write_text("\n".join(out) + "\n", encoding="utf-8")
-    print("\n".join(out))
+    return out
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceCla
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
 from data_io import iter_examples
-from scratch_model import PRESETS, masked_token_loss, model_config
+from scratch_model import PRESETS, create_scratch_model, masked_token_loss, model_config
 from utils import DataError
 
 from conftest import run_main, run_script
@@ -38,6 +38,17 @@ def test_scratch_vocabulary_covers_every_training_character(keyword_data, scratc
     assert tokenizer.unk_token_id not in ids
     assert tokenizer("犇")["input_ids"][1] == tokenizer.unk_token_id  # a character never seen
     assert tokenizer.convert_ids_to_tokens(tokenizer("[SEP]足球")["input_ids"])[1] == "[SEP]"
+
+
+def test_scratch_ernie_m_covers_more_characters_than_the_base_vocabulary_size(tmp_path):
+    """Chinese data sets hold thousands of distinct characters; SentencePiece needs a piece for each."""
+    characters = [chr(code_point) for code_point in range(0x4E00, 0x4E00 + 2500)]
+    lines = ["".join(characters[i:i + 25]) + "\tA" for i in range(0, len(characters), 25)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    create_scratch_model(str(tmp_path), str(tmp_path / "m"), model_type="ernie-m")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "m"))
+    ids = tokenizer("".join(characters))["input_ids"]
+    assert len(ids) == 2502 and tokenizer.unk_token_id not in ids
 
 
 def test_scratch_cli_rejects_bad_shape(keyword_data, tmp_path):

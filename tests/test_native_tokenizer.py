@@ -1,16 +1,21 @@
-"""native_tokenizer: the Rust WordPiece tokenizer gives exactly the paddlenlp tokenizer's tokens and ids."""
+"""native_tokenizer: the native WordPiece (ERNIE) and SentencePiece (ERNIE-M) encoders give exactly the
+paddlenlp tokenizers' tokens and ids."""
+import random
 import subprocess
 import sys
 import unicodedata
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import sentencepiece as spm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paddlenlp.transformers import AutoTokenizer, BasicTokenizer, ErnieTokenizer
+from paddlenlp.transformers import AutoTokenizer, BasicTokenizer, ErnieMTokenizer, ErnieTokenizer
 
 import native_tokenizer
-from native_tokenizer import PaddleNLPEncoder, WordPieceEncoder, token_encoder
+from native_tokenizer import PaddleNLPEncoder, SentencePieceEncoder, WordPieceEncoder, token_encoder
 from pipeline import TextPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +87,19 @@ def test_random_text_gets_the_paddlenlp_ids(alphabet_tokenizer, alphabet_encoder
     assert alphabet_encoder([text]) == paddlenlp_ids(alphabet_tokenizer, [text])
 
 
-def test_every_data_file_in_the_repository_gets_the_paddlenlp_ids(tmp_path):
+def repository_texts() -> list[str]:
+    """Every tab-separated field of every data file tracked in git: texts, label names and prompt files."""
     data_files = [ROOT / path for path in subprocess.run(["git", "ls-files", "*.txt"], cwd=ROOT, check=True,
                                                           capture_output=True, text=True).stdout.split()
                   if "data" in Path(path).parts]
-    texts = [text for path in data_files for line in path.read_text(encoding="utf-8").splitlines()
-             for text in line.split("\t")]  # texts, label names and prompt files alike
-    assert len(data_files) >= 10 and len(texts) > 1000
+    assert len(data_files) >= 10
+    return [text for path in data_files for line in path.read_text(encoding="utf-8").splitlines()
+            for text in line.split("\t")]
+
+
+def test_every_data_file_in_the_repository_gets_the_paddlenlp_ids(tmp_path):
+    texts = repository_texts()
+    assert len(texts) > 1000
     words = {word for text in texts[::3] for word in BasicTokenizer().tokenize(text)}  # a third are unknown words
     characters = {char for word in words for char in word}
     tokenizer = make_tokenizer(tmp_path, sorted(words | characters | {"##" + char for char in characters}))
@@ -120,11 +131,96 @@ def test_tokenizers_the_native_encoder_cannot_reproduce_fall_back_to_paddlenlp(a
     assert encoder(["abc 中"]) == paddlenlp_ids(alphabet_tokenizer, ["abc 中"])
 
 
-def test_the_ernie_m_tokenizer_runs_as_itself(ernie_m_trained):
+def test_the_ernie_m_checkpoint_gets_the_native_encoder(ernie_m_trained):
     tokenizer = AutoTokenizer.from_pretrained(str(ernie_m_trained))
     encoder = token_encoder(tokenizer)
-    assert encoder.name == "paddlenlp ErnieMTokenizer (no native equivalent of ErnieMTokenizer)"
+    assert encoder.name == "native SentencePiece (sentencepiece 0.2.3), ids equal to ErnieMTokenizer"
     assert encoder(["婚姻 abc"]) == paddlenlp_ids(tokenizer, ["婚姻 abc"])
+
+
+# ERNIE-M: characters its piece split treats differently (CJK inside and outside U+4E00-U+9FFF, its
+# punctuation, digits of several scripts, the word-start mark) besides ALPHABET.
+ERNIE_M_ALPHABET = ALPHABET + "▁婚后１２３²٣〇,;:.?!~，；：。？！《》【】ab12"
+
+
+def train_ernie_m_tokenizer(directory: Path, model_type: str):
+    """A SentencePiece model of `model_type` trained on the repository's texts and ERNIE_M_ALPHABET
+    strings, with a vocab.txt of every token ErnieMTokenizer makes of them (so ids tell tokens apart)."""
+    directory.mkdir()
+    rng = random.Random(0)
+    lines = [line for line in repository_texts() if line.strip()] + [
+        "".join(rng.choices(ERNIE_M_ALPHABET.replace("\n", "").replace("\r", ""), k=rng.randint(1, 30)))
+        for _ in range(3000)]
+    (directory / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(directory / "corpus.txt"), model_prefix=str(directory / "sp"),
+                                   model_type=model_type, vocab_size=3000, character_coverage=1.0,
+                                   hard_vocab_limit=False, minloglevel=2)
+    vocab_file, sp_file = directory / "vocab.txt", str(directory / "sp.model")
+    vocab_file.write_text("\n".join(SPECIAL) + "\n", encoding="utf-8")
+    bare = ErnieMTokenizer(str(vocab_file), sp_file)
+    counts = Counter(token for text in lines + list(ERNIE_M_ALPHABET) for token in bare.tokenize(text))
+    vocab_file.write_text("\n".join(dict.fromkeys(SPECIAL + sorted(counts))) + "\n", encoding="utf-8")
+    ErnieMTokenizer(str(vocab_file), sp_file).save_pretrained(str(directory / "saved"))
+    return AutoTokenizer.from_pretrained(str(directory / "saved"))
+
+
+@pytest.fixture(scope="module", params=["unigram", "bpe"])
+def sentencepiece_tokenizer(request, tmp_path_factory):
+    return train_ernie_m_tokenizer(tmp_path_factory.mktemp("ernie_m") / request.param, request.param)
+
+
+def reference_piece_split(tokenizer, piece: str) -> list[str]:
+    """ErnieMTokenizer._tokenize applied to one piece: its SentencePiece step made to return the piece."""
+    harness = SimpleNamespace(sp_model=SimpleNamespace(EncodeAsPieces=lambda text: [text]),
+                              is_ch_char=tokenizer.is_ch_char, is_punct=tokenizer.is_punct)
+    return ErnieMTokenizer._tokenize(harness, piece)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.sampled_from("▁▁a1２²٣中𠀀,。《xX "), max_size=12))
+def test_a_piece_is_split_as_ernie_m_splits_it(sentencepiece_tokenizer, piece):
+    encoder = SentencePieceEncoder(sentencepiece_tokenizer)
+    assert encoder.split_piece(piece) == reference_piece_split(sentencepiece_tokenizer, piece)
+
+
+def test_every_piece_of_the_model_gets_the_paddlenlp_split_and_ids(sentencepiece_tokenizer):
+    """Each piece id's table entry equals what paddlenlp makes of the piece's text."""
+    encoder = SentencePieceEncoder(sentencepiece_tokenizer)
+    model = sentencepiece_tokenizer.sp_model
+    pieces = [model.id_to_piece(piece_id) for piece_id in range(model.get_piece_size())]
+    assert sum(len(reference_piece_split(sentencepiece_tokenizer, piece)) > 1 for piece in pieces) > 50
+    for piece_id, piece in enumerate(pieces):
+        expected = sentencepiece_tokenizer.convert_tokens_to_ids(reference_piece_split(sentencepiece_tokenizer, piece))
+        assert list(encoder.piece_ids(piece_id)) == expected, piece
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.sampled_from(ERNIE_M_ALPHABET), st.sampled_from(SPECIAL + ["[sep]", "[SEP", "▁"]),
+                          st.text(st.sampled_from("ab12婚姻"), min_size=1, max_size=40),
+                          st.characters(exclude_categories=["Cs"])), max_size=40).map("".join))
+def test_random_text_gets_the_ernie_m_ids(sentencepiece_tokenizer, text):
+    """Known and unknown pieces, special tokens with the whitespace around them, digits of every script."""
+    encoder = SentencePieceEncoder(sentencepiece_tokenizer)
+    assert encoder([text, "婚姻" + text]) == paddlenlp_ids(sentencepiece_tokenizer, [text, "婚姻" + text])
+
+
+def test_every_data_file_gets_the_ernie_m_ids_lowercased_or_not(sentencepiece_tokenizer):
+    """Lowercasing is per character (no final sigma), and a text that lowercases into a special token
+    ("<MARK>" into "<mark>") gets that token, as paddlenlp lowercases before it cuts specials out."""
+    texts = repository_texts() + ["ΣΑΣ ΑΣ", "İSTANBUL [SEP] x", "[UNK]", "a <MARK> b", "<mark>"]
+    assert SentencePieceEncoder(sentencepiece_tokenizer)(texts) == paddlenlp_ids(sentencepiece_tokenizer, texts)
+    lowercasing = AutoTokenizer.from_pretrained(str(Path(sentencepiece_tokenizer.sentencepiece_model_file).parent),
+                                                do_lower_case=True)
+    lowercasing.add_special_tokens({"additional_special_tokens": ["<mark>"]})
+    assert lowercasing.tokenize("a <MARK> b") == ["▁a", "<mark>", "▁b"]
+    assert SentencePieceEncoder(lowercasing)(texts) == paddlenlp_ids(lowercasing, texts)
+
+
+def test_ernie_m_drops_a_lone_surrogate_on_which_paddlenlp_fails(sentencepiece_tokenizer):
+    with pytest.raises(RuntimeError):
+        sentencepiece_tokenizer.tokenize("ab\ud800c 中")
+    assert SentencePieceEncoder(sentencepiece_tokenizer)(["ab\ud800c 中"]) == paddlenlp_ids(
+        sentencepiece_tokenizer, ["abc 中"])
 
 
 def test_the_character_tables_come_from_this_python():
