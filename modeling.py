@@ -47,6 +47,7 @@ REFERENCE_MODEL_NAMES = (
     "ernie-2.0-large-en",
     "ernie-m-base",
     "ernie-m-large",
+    "rocketqa-zh-dureader-query-encoder",  # retrieval_based/'s default encoder
 )
 
 # Additive attention-mask value for padded positions. paddlenlp uses -1e4; its softmax clamps
@@ -64,7 +65,7 @@ def _offline_hint(model_name: str) -> str:
         f"  python scratch_model.py --dataset_dir data --output_dir ./scratch_model "
         f"--preset {model_name if model_name.startswith('ernie-3.0-') else 'tiny'}\n"
         f"  python train.py --model_name ./scratch_model ...   "
-        f"(few-shot/train.py: --model_name_or_path ./scratch_model)\n"
+        f"(few-shot/ and retrieval_based/: --model_name_or_path ./scratch_model)\n"
         f"or copy a downloaded model directory (config.json, model_state.pdparams, vocab.txt, "
         f"tokenizer_config.json) to this machine and pass its path as --model_name."
     )

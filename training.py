@@ -170,11 +170,12 @@ def text_logits(model, batch: dict, pad_token_id: int, pooling: str) -> paddle.T
     return pool_logits(logits, batch["row_text"], pooling) if "row_text" in batch else logits
 
 
-def build_optimizer(model, learning_rate, weight_decay: float) -> paddle.optimizer.AdamW:
+def build_optimizer(model, learning_rate, weight_decay: float, grad_clip=None) -> paddle.optimizer.AdamW:
     """AdamW without weight decay on biases and LayerNorm parameters, as in the reference."""
     decay_params = {p.name for n, p in model.named_parameters() if not any(nd in n for nd in ["bias", "norm"])}
     return paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=model.parameters(),
-                                  weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params)
+                                  weight_decay=weight_decay, apply_decay_param_fun=lambda name: name in decay_params,
+                                  grad_clip=grad_clip)
 
 
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}

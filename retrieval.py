@@ -1,0 +1,169 @@
+"""The retrieval route's corpus, recall and label decision, shared by retrieval_based/'s scripts.
+
+Two corpora (`--recall_mode`): `label` indexes the label names (the reference's mode; a query's
+neighbours are its candidate labels, scored by their cosine similarity) and `text` indexes the
+labelled training texts (each label scores the similarity-weighted share of the neighbours that
+carry it). A label is predicted when its score is above `--threshold`; the scores go to the suite's
+MetricReport, so micro and macro F1 are the multi-label ones (the reference's flattened matrix
+reported cell accuracy and a two-class average under those names).
+
+The recall file keeps the reference's rows, `query<TAB>corpus entry<TAB>similarity`, the same
+number per query in query order; the text corpus adds a fourth field, the entry's labels, so the file
+alone can be scored.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from data_io import Example, format_labels, read_lines
+from pipeline import TextPipeline
+from semantic_index import SemanticIndexModel, embed
+from utils import DataError, logger
+from vector_index import Entry, VectorIndex
+
+RECALL_MODES = ("label", "text")
+
+
+def label_corpus(labels: Sequence[str]) -> list[Entry]:
+    """One entry per label name; its id is the label's line in label.txt."""
+    return [Entry(name, [name]) for name in labels]
+
+
+def check_label_names(pipeline: TextPipeline, labels: Sequence[str]) -> None:
+    """Label names are what the label corpus indexes: two names the tokenizer turns into the same ids
+    (characters outside its vocabulary become [UNK]) get the same vector and can never be told apart."""
+    rows = pipeline.encode(labels).features["input_ids"]
+    seen: dict[tuple, str] = {}
+    for name, ids in zip(labels, rows):
+        if tuple(ids) in seen:
+            raise DataError(f"the label names {seen[tuple(ids)]!r} and {name!r} get the same tokens "
+                            f"{pipeline.tokenizer.convert_ids_to_tokens(ids)}: the encoder cannot tell them apart. "
+                            f"Use a model whose vocabulary covers the label names, or --recall_mode text")
+        seen[tuple(ids)] = name
+
+
+def text_corpus(examples: Sequence[Example], labels: Sequence[str]) -> list[Entry]:
+    """One entry per distinct labelled text, with every label any of its lines gives it (the reference's
+    train.txt repeats a text once per label)."""
+    merged: dict[str, list[str]] = {}
+    for example in examples:
+        names = merged.setdefault(example.text, [])
+        names += [labels[i] for i in example.labels if labels[i] not in names]
+    entries = [Entry(text, names) for text, names in merged.items() if names]
+    if not entries:
+        raise DataError("the text corpus is empty: no training line has a label")
+    return entries
+
+
+def entry_id(text: str) -> int:
+    """An entry's id, from its text: indexing the same entry again replaces it, and entries added
+    later (a new label, new examples) never take the id of another."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1  # a non-negative int64
+
+
+def build_index(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, entries: Sequence[Entry]
+                ) -> None:
+    """Embed the entries and upsert them (by `entry_id`)."""
+    if not entries:
+        raise DataError("the corpus is empty: nothing to index")
+    logger.info("start build index..........")
+    vectors = embed(model, pipeline, [entry.text for entry in entries])
+    index.upsert([entry_id(entry.text) for entry in entries], vectors, entries)
+    logger.info("Total index number:%d" % index.count())
+
+
+@dataclass
+class Recall:
+    """Per query: the recalled entries, nearest first, and their cosine similarities."""
+
+    entries: list[list[Entry]]
+    similarities: np.ndarray  # [queries, recalled]
+
+
+def recall(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, queries: Sequence[str],
+           recall_num: int) -> Recall:
+    ids, similarities = index.search(embed(model, pipeline, queries), recall_num)
+    found = index.entries(sorted(set(ids.ravel().tolist())))
+    return Recall([[found[i] for i in row] for row in ids.tolist()], similarities)
+
+
+def label_scores(result: Recall, labels: Sequence[str], mode: str) -> np.ndarray:
+    """[queries, labels] scores: `label` mode, the best similarity of an entry naming the label;
+    `text` mode, the similarity-weighted share of the neighbours carrying it (negative similarities
+    weigh nothing). Labels unknown to `labels` (added to the index later) are ignored."""
+    label_id = {name: i for i, name in enumerate(labels)}
+    scores = np.zeros((len(result.entries), len(labels)), dtype="float32")
+    for query, (entries, similarities) in enumerate(zip(result.entries, result.similarities)):
+        weights = np.clip(similarities, 0.0, None)
+        total = float(weights.sum())
+        for entry, similarity, weight in zip(entries, similarities, weights):
+            for name in entry.labels:
+                if name not in label_id:
+                    continue
+                j = label_id[name]
+                if mode == "label":
+                    scores[query, j] = max(scores[query, j], similarity)
+                elif total > 0:
+                    scores[query, j] += weight / total
+    return scores
+
+
+def write_recall_file(path: str | os.PathLike, queries: Sequence[str], result: Recall, mode: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for query, entries, similarities in zip(queries, result.entries, result.similarities):
+            for entry, similarity in zip(entries, similarities):
+                fields = [query, entry.text, str(similarity)] + ([",".join(entry.labels)] if mode == "text" else [])
+                out.write("\t".join(fields) + "\n")
+
+
+def read_recall_file(path: str | os.PathLike, queries: Sequence[str]) -> tuple[Recall, str]:
+    """The recall of each query (rows matched by position, not by text: duplicate queries stay apart)
+    and the mode the file was written in."""
+    rows = [line.rstrip("\n").split("\t") for line in open(path, encoding="utf-8") if line.strip()]
+    if not queries:
+        raise DataError("no queries to score")
+    if not rows or len(rows) % len(queries):
+        raise DataError(f"{path}: {len(rows)} rows do not divide into {len(queries)} queries; "
+                        f"was it recalled from another dev file?")
+    widths = {len(row) for row in rows}
+    if widths not in ({3}, {4}):
+        raise DataError(f"{path}: rows must have 3 fields (label corpus) or 4 (text corpus), found {sorted(widths)}")
+    mode = "label" if widths == {3} else "text"
+    per_query = len(rows) // len(queries)
+    entries, similarities = [], []
+    for q, query in enumerate(queries):
+        block = rows[q * per_query:(q + 1) * per_query]
+        if block[0][0] != query:
+            raise DataError(f"{path}: row {q * per_query + 1} is for {block[0][0]!r}, expected query {query!r}")
+        entries.append([Entry(row[1], [row[1]] if mode == "label" else row[3].split(",")) for row in block])
+        similarities.append([float(row[2]) for row in block])
+    return Recall(entries, np.asarray(similarities, dtype="float32").reshape(len(queries), per_query)), mode
+
+
+def predicted_names(scores: np.ndarray, labels: Sequence[str], threshold: float) -> list[str]:
+    """Per query, the comma-joined labels whose score is above the threshold."""
+    return [format_labels(np.flatnonzero(row > threshold).tolist(), labels) for row in scores]
+
+
+def read_text_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(text, label) pairs of a `text<TAB>label[,label]` file, one pair per label: what
+    retrieval_based/predict.py scores. The labels need not be in label.txt (any label text can be scored)."""
+    pairs = []
+    for line_no, raw in read_lines(path):
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
+            raise DataError(f"{path}:{line_no}: expected text<TAB>label, got {raw!r}")
+        pairs += [(columns[0].strip(), label.strip()) for label in columns[1].split(",") if label.strip()]
+    if not pairs:
+        raise DataError(f"{path}: no text<TAB>label pairs")
+    return pairs

@@ -1,0 +1,226 @@
+"""Train the semantic-index encoder with in-batch negatives, evaluating by recall after every epoch.
+
+Same command line and log lines as PaddleNLP's retrieval_based/train.py. train.txt is the suite's
+format (`text<TAB>label,label`; the reference's one label per line is the same format); each
+(text, label) pair is one training pair, and a pair whose label is also one of the other query's
+labels is not used as its negative. Evaluation recalls the dev texts from the corpus (label names,
+or with `--recall_mode text` the training texts) and scores the suite's multi-label micro/macro F1;
+the best macro F1 is saved in `save_dir/model_best` with the encoder config, the tokenizer and the
+projection width.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+from paddlenlp.transformers import AutoModel, LinearDecayWithWarmup
+
+from cli import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEED, SEQ_LENGTH, ArgumentParser
+from data_io import load_examples, multi_hot, read_label_list
+from metric import MetricReport
+from modeling import from_pretrained, load_tokenizer, model_inputs
+from pipeline import EncodedRows
+from retrieval import (
+    RECALL_MODES,
+    build_index,
+    check_label_names,
+    label_corpus,
+    label_scores,
+    recall,
+    text_corpus,
+    write_recall_file,
+)
+from semantic_index import (
+    SemanticIndexModel,
+    embedding_pipeline,
+    encoder_fingerprint,
+    in_batch_negative_loss,
+    not_negative_mask,
+    save_semantic_checkpoint,
+)
+from training import StepState, TrainBatches, TrainingLoop, build_optimizer
+from utils import DataError, logger, run_cli, set_device, set_seed
+from vector_index import HnswIndex, IndexInfo
+
+
+def parse_bool(text: str) -> bool:
+    """The reference's `type=eval` True/False options, without eval."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+# yapf: disable
+parser = ArgumentParser(description=__doc__)
+parser.add_argument("--save_dir", default='./checkpoint', type=str, help="The output directory where the model checkpoints will be written.")
+parser.add_argument("--max_seq_length", default=512, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization. Sequences longer than that will be truncated.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Batch size per GPU/CPU for training.")
+parser.add_argument("--output_emb_size", default=256, type=NON_NEGATIVE_INT, help="Width of the linear projection of the pooled output (0: no projection); saved with the checkpoint.")
+parser.add_argument("--learning_rate", default=5E-5, type=NON_NEGATIVE_FLOAT, help="The initial learning rate for Adam.")
+parser.add_argument("--weight_decay", default=0.0, type=NON_NEGATIVE_FLOAT, help="Weight decay if we apply some.")
+parser.add_argument("--epochs", default=10, type=POSITIVE_INT, help="Total number of training epochs to perform.")
+parser.add_argument("--warmup_proportion", default=0.0, type=NON_NEGATIVE_FLOAT, help="Linear warmup proportion over the training process.")
+parser.add_argument("--init_from_ckpt", type=str, default=None, help="The path of checkpoint to be loaded.")
+parser.add_argument("--seed", type=SEED, default=1000, help="Random seed for initialization.")
+parser.add_argument('--device', choices=['cpu', 'gpu'], default="cpu", help="Select which device to train model, defaults to cpu.")
+parser.add_argument('--save_steps', type=POSITIVE_INT, default=10000, help="Interval steps to save checkpoint (with --evaluate False).")
+parser.add_argument('--log_steps', type=POSITIVE_INT, default=10, help="Interval steps to print log.")
+parser.add_argument("--train_set_file", type=str, default='./data/train.txt', help="The full path of train_set_file.")
+parser.add_argument("--margin", default=0.2, type=NON_NEGATIVE_FLOAT, help="Margin subtracted from the positive pair's similarity.")
+parser.add_argument("--scale", default=30, type=POSITIVE_INT, help="Scale applied to the similarities before the softmax.")
+parser.add_argument("--corpus_file", type=str, default='./data/label.txt', help="The label file: the corpus of --recall_mode label and the label vocabulary.")
+parser.add_argument("--similar_text_pair_file", type=str, default='./data/dev.txt', help="The dev file (text<TAB>label,label) recalled to evaluate.")
+parser.add_argument("--recall_result_dir", type=str, default='./recall_result_dir', help="The directory of the recall result file.")
+parser.add_argument("--recall_result_file", type=str, default='recall_result_init.txt', help="The recall result file.")
+parser.add_argument("--recall_num", default=50, type=POSITIVE_INT, help="Number of nearest corpus entries recalled per text.")
+parser.add_argument("--hnsw_m", default=100, type=POSITIVE_INT, help="hnswlib's M (links per node).")
+parser.add_argument("--hnsw_ef", default=100, type=POSITIVE_INT, help="hnswlib's ef, at construction and search.")
+parser.add_argument("--hnsw_max_elements", default=1000000, type=POSITIVE_INT, help="The most entries the hnswlib index holds.")
+parser.add_argument("--evaluate_result", type=str, default='evaluate_result.txt', help="Where the best evaluation is written (in --save_dir).")
+parser.add_argument("--evaluate", default=True, type=parse_bool, help="Evaluate by recall after every epoch and keep the best model (True/False).")
+parser.add_argument("--model_name_or_path", default='rocketqa-zh-dureader-query-encoder', type=str, help="The pretrained encoder: a reference name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py.")
+parser.add_argument("--threshold", default=0.5, type=PROBABILITY, help="A label is predicted when its recall score is above this.")
+parser.add_argument("--recall_mode", default="label", choices=RECALL_MODES, help="label: index the label names (the reference); text: index the labelled training texts, whose neighbours vote their labels.")
+# yapf: enable
+
+
+class PairData:
+    """The training pairs: distinct texts, label names, and per pair its text and its label."""
+
+    def __init__(self, train_file: str, labels: list[str]):
+        self.examples = examples = load_examples(train_file, labels)
+        text_ids: dict[str, int] = {}
+        self.text_labels: list[set[int]] = []
+        for example in examples:
+            index = text_ids.setdefault(example.text, len(text_ids))
+            if index == len(self.text_labels):
+                self.text_labels.append(set())
+            self.text_labels[index].update(example.labels)
+        self.texts = list(text_ids)
+        self.pairs = np.array([(text, label) for text, names in enumerate(self.text_labels) for label in sorted(names)],
+                              dtype="int64").reshape(-1, 2)
+        if not len(self.pairs):
+            raise DataError(f"{train_file}: no line has a label; the encoder learns from (text, label) pairs")
+        logger.info(f"Training pairs: {len(self.pairs)} from {len(self.texts)} texts and {len(labels)} labels")
+
+
+def pair_batches(data: PairData, pipeline, labels: list[str], args, rank: int, world_size: int) -> TrainBatches:
+    """Batches of pairs: texts then label names as one padded feed, and the not-negative mask."""
+    text_rows, label_rows = pipeline.encode(data.texts), pipeline.encode(labels)
+    members = len(data.texts) + len(labels)
+    rows = EncodedRows({name: text_rows.features[name] + label_rows.features[name] for name in text_rows.features},
+                       np.arange(members), members)
+    offset = len(data.texts)
+    lengths = [len(text_rows.features["input_ids"][text]) for text in data.pairs[:, 0]]
+
+    def collate(batch: list[int]) -> dict:
+        pairs = data.pairs[batch]
+        feed = {name: paddle.to_tensor(array)
+                for name, array in pipeline.pad(rows, pairs[:, 0].tolist() + (pairs[:, 1] + offset).tolist()).items()}
+        mask = not_negative_mask(pairs[:, 0], pairs[:, 1], data.text_labels)
+        return {"feed": feed, "not_negative": paddle.to_tensor(mask)}
+
+    return TrainBatches(lengths, args.batch_size, collate, args.seed, world_size, rank)
+
+
+def evaluate(model: SemanticIndexModel, pipeline, labels: list[str], data: PairData, dev_texts: list[str],
+             gold: np.ndarray, args) -> float:
+    """Recall the dev texts, write the recall file, log micro/macro F1 (x100, evaluate.py's lines) and
+    return the macro F1."""
+    entries = label_corpus(labels) if args.recall_mode == "label" else text_corpus(data.examples, labels)
+    with tempfile.TemporaryDirectory() as scratch:
+        index = HnswIndex(scratch, IndexInfo(model.embedding_size, "training"), args.hnsw_m, args.hnsw_ef,
+                          args.hnsw_max_elements)
+        build_index(model, pipeline, index, entries)
+        result = recall(model, pipeline, index, dev_texts, args.recall_num)
+    write_recall_file(Path(args.recall_result_dir) / args.recall_result_file, dev_texts, result, args.recall_mode)
+    metric = MetricReport(thresholds=args.threshold, label_names=labels)
+    metric.update(label_scores(result, labels, args.recall_mode), gold)
+    micro_f1, macro_f1 = metric.accumulate()
+    logger.info("Micro fl score: {}".format(micro_f1 * 100))
+    logger.info("Macro f1 score: {}".format(macro_f1 * 100))
+    return macro_f1
+
+
+def train(args: argparse.Namespace) -> None:
+    set_device(args.device)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size > 1:
+        dist.init_parallel_env()
+    set_seed(args.seed)
+    labels = read_label_list(args.corpus_file)
+    data = PairData(args.train_set_file, labels)
+    dev = load_examples(args.similar_text_pair_file, labels) if args.evaluate else []
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    encoder = from_pretrained(AutoModel.from_pretrained, args.model_name_or_path)
+    model = SemanticIndexModel(encoder, args.output_emb_size)
+    if args.init_from_ckpt:
+        if not Path(args.init_from_ckpt).is_file():
+            raise DataError(f"--init_from_ckpt {args.init_from_ckpt} is not a file")
+        model.set_state_dict(paddle.load(args.init_from_ckpt))
+        logger.info("warmup from:{}".format(args.init_from_ckpt))
+    pipeline = embedding_pipeline(tokenizer, args.max_seq_length, args.batch_size)
+    if args.recall_mode == "label":
+        check_label_names(pipeline, labels)
+    batches = pair_batches(data, pipeline, labels, args, rank, world_size)
+    trained = paddle.DataParallel(model) if world_size > 1 else model
+    total_steps = len(batches) * args.epochs
+    lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_proportion)
+    # the reference clipped each tensor's norm alone (ClipGradByNorm); the global norm keeps the step's direction
+    optimizer = build_optimizer(model, lr_scheduler, args.weight_decay, paddle.nn.ClipGradByGlobalNorm(1.0))
+    pad_token_id = tokenizer.pad_token_id
+
+    def train_step(batch: dict, backward) -> paddle.Tensor:
+        embeddings = trained(**model_inputs(batch["feed"], pad_token_id))
+        queries, positives = paddle.split(embeddings, 2)
+        loss = in_batch_negative_loss(queries, positives, args.margin, args.scale, batch["not_negative"])
+        backward(loss)
+        return loss
+
+    def log_line(state: StepState) -> str:
+        return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s"
+                % (state.global_step, state.epoch, state.step, float(state.loss), state.speed))
+
+    save_dir = Path(args.save_dir)
+    best = {"macro_f1": 0.0}
+    gold = multi_hot(dev, len(labels))
+
+    def on_step_end(state: StepState) -> bool:
+        if not args.evaluate and rank == 0 and state.global_step % args.save_steps == 0:
+            save_semantic_checkpoint(model, tokenizer, save_dir / f"model_{state.global_step}")
+        return False
+
+    def on_epoch_end(state: StepState) -> bool:
+        if not args.evaluate or rank != 0:
+            return False
+        logger.info("evaluating")
+        macro_f1 = evaluate(model, pipeline, labels, data, [e.text for e in dev], gold, args)
+        if macro_f1 > best["macro_f1"] or "epoch" not in best:
+            best.update(macro_f1=macro_f1, epoch=state.epoch)
+            weights = save_semantic_checkpoint(model, tokenizer, save_dir / "model_best")
+            line = "epoch=%d, global_step: %d, Macro f1: %s" % (state.epoch, state.global_step, macro_f1)
+            with open(save_dir / "model_best" / "train_result.txt", "a", encoding="utf-8") as result:
+                result.write(line + "\n")
+            (save_dir / args.evaluate_result).write_text(
+                f"{line}\nencoder: {encoder_fingerprint(weights)}\n", encoding="utf-8")
+        return True
+
+    TrainingLoop(trained, batches, train_step, optimizer, lr_scheduler, total_steps, log_line, args.log_steps,
+                 main_process=rank == 0).run(on_step_end, on_epoch_end)
+    if rank == 0 and args.evaluate:
+        logger.info("Best macro f1 %.5f at epoch %d, saved in %s" % (best["macro_f1"], best["epoch"],
+                                                                     save_dir / "model_best"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,205 @@
+"""retrieval_based/: the in-batch loss, both index engines, and train -> recall -> evaluate on keyword data."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from retrieval import Recall, label_scores, read_recall_file, write_recall_file
+from semantic_index import in_batch_negative_loss, not_negative_mask
+from utils import DataError
+from vector_index import Entry, HnswIndex, IndexInfo, MilvusIndex
+
+from conftest import LABELS, run_main
+
+
+def test_the_loss_is_the_margin_softmax_over_the_batch():
+    rng = np.random.default_rng(0)
+    queries, positives = (rng.normal(size=(4, 6)).astype("float32") for _ in range(2))
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    positives /= np.linalg.norm(positives, axis=1, keepdims=True)
+    margin, scale = 0.2, 30.0
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0, 2] = mask[3, 1] = True  # pair 2's label is also a label of text 0, pair 1's of text 3
+    logits = scale * (queries @ positives.T - margin * np.eye(4))
+    expected = []
+    for i in range(4):
+        kept = [j for j in range(4) if not mask[i, j]]
+        expected.append(-(logits[i, i] - np.log(np.exp(logits[i, kept]).sum())))
+    loss = in_batch_negative_loss(paddle.to_tensor(queries), paddle.to_tensor(positives), margin, scale,
+                                  paddle.to_tensor(mask))
+    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+    unmasked = in_batch_negative_loss(paddle.to_tensor(queries), paddle.to_tensor(positives), margin, scale)
+    assert float(unmasked) > float(loss)
+
+
+def test_a_label_of_the_query_text_is_never_its_negative():
+    # pairs: (text 0, label 1), (text 0, label 2), (text 1, label 1), (text 2, label 0)
+    mask = not_negative_mask([0, 0, 1, 2], [1, 2, 1, 0], [{1, 2}, {1}, {0}])
+    assert mask.tolist() == [[False, True, True, False],
+                             [True, False, True, False],
+                             [True, False, False, False],
+                             [False, False, False, False]]
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype("float32")
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=["hnswlib", "milvus"])
+def make_index(request, tmp_path):
+    """index(info) opens the same store again each call: an hnswlib directory or a Milvus Lite file."""
+    def make(info: IndexInfo):
+        if request.param == "hnswlib":
+            return HnswIndex(tmp_path / "hnsw", info)
+        return MilvusIndex(str(tmp_path / "milvus.db"), info)
+    make.engine = request.param
+    return make
+
+
+def test_the_index_round_trips_and_reinserting_adds_no_duplicates(make_index):
+    info = IndexInfo(16, "encoder-a")
+    vectors = unit_vectors(300, 16, 0)
+    entries = [Entry(f"text {i}", [LABELS[i % 5]]) for i in range(300)]
+    index = make_index(info)
+    index.upsert(list(range(300)), vectors, entries)
+    index.upsert(list(range(300)), vectors, entries)
+    index.save()
+    queries = unit_vectors(20, 16, 1)
+    ids, similarities = index.search(queries, 5)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
+    assert index.count() == 300
+    assert (ids == exact).mean() >= 0.95
+    np.testing.assert_allclose(similarities, np.take_along_axis(queries @ vectors.T, ids, 1), atol=1e-5)
+    if make_index.engine == "milvus":
+        index.client.close()
+    reopened = make_index(info)
+    assert reopened.count() == 300
+    np.testing.assert_array_equal(reopened.search(queries, 5)[0], ids)
+    assert reopened.entries([7]) == {7: Entry("text 7", [LABELS[2]])}
+
+
+def test_both_engines_return_the_same_neighbours(tmp_path):
+    info = IndexInfo(8, "encoder-a")
+    vectors, queries = unit_vectors(200, 8, 2), unit_vectors(10, 8, 3)
+    entries = [Entry(str(i), []) for i in range(200)]
+    results = []
+    for index in (HnswIndex(tmp_path / "hnsw", info), MilvusIndex(str(tmp_path / "m.db"), info)):
+        index.upsert(list(range(200)), vectors, entries)
+        results.append(index.search(queries, 10)[0])
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_an_index_of_another_model_or_width_is_refused(make_index):
+    index = make_index(IndexInfo(16, "encoder-a"))
+    index.upsert([0], unit_vectors(1, 16, 0), [Entry("x", ["体育"])])
+    index.save()
+    if make_index.engine == "milvus":
+        index.client.close()
+    with pytest.raises(DataError, match="was built with another model"):
+        make_index(IndexInfo(16, "encoder-b"))
+    with pytest.raises(DataError, match="holds 16-dimensional vectors, but the encoder makes 32"):
+        make_index(IndexInfo(32, "encoder-a"))
+    with pytest.raises(DataError, match=r"vectors of shape \(1, 8\) do not fit"):
+        make_index(IndexInfo(16, "encoder-a")).upsert([1], unit_vectors(1, 8, 0), [Entry("y", [])])
+
+
+def test_label_scores_of_both_modes():
+    result = Recall([[Entry("体育", ["体育"]), Entry("财经", ["财经"]), Entry("体育", ["体育"])]],
+                    np.array([[0.9, 0.6, 0.2]], dtype="float32"))
+    np.testing.assert_allclose(label_scores(result, LABELS, "label")[0], [0.9, 0.6, 0, 0, 0])
+    texts = Recall([[Entry("a", ["体育", "财经"]), Entry("b", ["财经"]), Entry("c", ["新标签"])]],
+                   np.array([[0.5, 0.3, -0.4]], dtype="float32"))
+    np.testing.assert_allclose(label_scores(texts, LABELS, "text")[0], [0.625, 1.0, 0, 0, 0], rtol=1e-6)
+
+
+def test_recall_files_are_read_by_position(tmp_path):
+    same = [Entry("体育", ["体育"])]
+    result = Recall([same, [Entry("财经", ["财经"])]], np.array([[0.8], [0.7]], dtype="float32"))
+    write_recall_file(tmp_path / "r.txt", ["同一句", "同一句"], result, "label")
+    read, mode = read_recall_file(tmp_path / "r.txt", ["同一句", "同一句"])
+    assert mode == "label" and [e[0].text for e in read.entries] == ["体育", "财经"]
+    with pytest.raises(DataError, match="do not divide into 3 queries"):
+        read_recall_file(tmp_path / "r.txt", ["a", "b", "c"])
+    with pytest.raises(DataError, match="expected query 'b'"):
+        read_recall_file(tmp_path / "r.txt", ["同一句", "b"])
+
+
+# The keyword data with label names the scratch vocabulary covers (its own names' characters never
+# occur in the texts, so they are all [UNK] to it): the first keywords of each label.
+NAMES = {"体育": "足球篮球", "财经": "股票银行", "科技": "芯片手机", "娱乐": "电影明星", "教育": "学校考试"}
+
+
+@pytest.fixture(scope="module")
+def named_data(keyword_data, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("named_data")
+    for name in ("train.txt", "dev.txt", "label.txt"):
+        text = (keyword_data / name).read_text(encoding="utf-8")
+        for old, new in NAMES.items():
+            text = text.replace(old, new)
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def test_label_names_the_encoder_cannot_tell_apart_are_refused(keyword_data, scratch_model, tmp_path):
+    result = run_main("retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", scratch_model,
+                      "--train_set_file", keyword_data / "train.txt", "--corpus_file", keyword_data / "label.txt",
+                      "--similar_text_pair_file", keyword_data / "dev.txt", "--save_dir", tmp_path)
+    assert result.returncode == 2
+    assert ("the label names '体育' and '财经' get the same tokens ['[CLS]', '[UNK]', '[UNK]', '[SEP]']: the encoder "
+            "cannot tell them apart") in result.stderr
+
+
+@pytest.fixture(scope="module")
+def retrieval_checkpoint(named_data, trained, tmp_path_factory):
+    """Two epochs from the fine-tuned classifier's encoder (a scratch encoder's pooled outputs start
+    nearly equal and need about six)."""
+    keyword_data = named_data
+    save_dir = tmp_path_factory.mktemp("retrieval") / "checkpoint"
+    result = run_main("retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", trained[0],
+                      "--train_set_file", keyword_data / "train.txt", "--corpus_file", keyword_data / "label.txt",
+                      "--similar_text_pair_file", keyword_data / "dev.txt", "--save_dir", save_dir,
+                      "--recall_result_dir", save_dir / "recall", "--epochs", "2", "--batch_size", "32",
+                      "--learning_rate", "3e-4", "--output_emb_size", "64", "--max_seq_length", "32",
+                      "--recall_num", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_dir, result.stderr
+
+
+def test_training_logs_the_reference_lines_and_keeps_the_best_model(retrieval_checkpoint):
+    save_dir, log = retrieval_checkpoint
+    assert "global step 10, epoch: 1, batch: 10, loss: " in log
+    assert log.count("evaluating") == 2 and "start build index.........." in log
+    assert "Total index number:5" in log and "Macro f1 score: " in log
+    best_lines = (save_dir / "model_best" / "train_result.txt").read_text(encoding="utf-8").splitlines()
+    assert best_lines and best_lines[0].startswith("epoch=1, global_step: ")
+    assert {p.name for p in (save_dir / "model_best").iterdir()} >= {
+        "model_state.pdparams", "config.json", "semantic_index.json", "vocab.txt"}
+
+
+@pytest.mark.parametrize("engine", ["hnswlib", "milvus"])
+def test_recall_and_evaluate_find_the_keyword_labels(retrieval_checkpoint, named_data, tmp_path, engine):
+    save_dir, _ = retrieval_checkpoint
+    keyword_data = named_data
+    store = ["--index_path", tmp_path / "hnsw"] if engine == "hnswlib" else ["--milvus_uri", tmp_path / "m.db"]
+    for _ in range(2):  # the second run replaces the entries of the first
+        result = run_main("retrieval_based/recall.py", "--device", "cpu", "--corpus_file", keyword_data / "label.txt",
+                          "--similar_text_pair_file", keyword_data / "dev.txt", "--params_path",
+                          save_dir / "model_best" / "model_state.pdparams", "--recall_result_dir", tmp_path,
+                          "--recall_result_file", "recall.txt", "--recall_num", "5", "--max_seq_length", "32", *store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Total index number:5" in result.stderr
+    rows = [row.split("\t") for row in (tmp_path / "recall.txt").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 5 * 100 and all(len(row) == 3 for row in rows)
+    gold = [line.split("\t")[1].split(",") for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()
+            if "\t" in line]
+    labelled = [rows[5 * i] for i, line in enumerate((keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines())
+                if "\t" in line]
+    top1 = np.mean([first[1] in names for first, names in zip(labelled, gold)])
+    assert top1 > 0.9, top1
+    result = run_main("retrieval_based/evaluate.py", "--label_path", keyword_data / "label.txt",
+                      "--recall_result_file", tmp_path / "recall.txt", "--similar_text_pair", keyword_data / "dev.txt")
+    micro = float(result.stdout.splitlines()[0].removeprefix("Micro fl score: "))
+    assert result.stdout.splitlines()[1].startswith("Macro f1 score: ")
+    assert micro > 60.0, result.stdout
