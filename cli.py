@@ -59,3 +59,10 @@ SEQ_LENGTH = bounded(int, 3)  # [CLS], one token, [SEP]: anything shorter drops 
 PORT = bounded(int, 1, 65535)
 MINUS_ONE_OR_MORE = bounded(int, -1)  # -1: "not set", as paddlenlp has it for steps and degrees
 UNIT_INTERVAL_OPEN = bounded(float, 0, 1, high_open=True)  # a ratio, a dropout, an Adam beta
+
+
+def true_or_false(text: str) -> bool:
+    """The reference's `type=eval` True/False options, without eval (which runs any text given)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")

@@ -154,16 +154,41 @@ def predicted_names(scores: np.ndarray, labels: Sequence[str], threshold: float)
 
 def read_text_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(text, label) pairs of a `text<TAB>label[,label]` file, one pair per label: what
-    retrieval_based/predict.py scores. The labels need not be in label.txt (any label text can be scored)."""
-    pairs = []
+    retrieval_based/predict.py scores. The labels need not be in label.txt (any label text can be
+    scored); a line without a label gives no pair and is counted in the log."""
+    pairs, unlabelled = [], 0
     for line_no, raw in read_lines(path):
         line = raw.rstrip()
         if not line.strip():
             continue
         columns = line.split("\t")
-        if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
+        if len(columns) > 2 or not columns[0].strip():
             raise DataError(f"{path}:{line_no}: expected text<TAB>label, got {raw!r}")
-        pairs += [(columns[0].strip(), label.strip()) for label in columns[1].split(",") if label.strip()]
+        labels = [label.strip() for label in columns[1].split(",") if label.strip()] if len(columns) == 2 else []
+        unlabelled += not labels
+        pairs += [(columns[0].strip(), label) for label in labels]
+    if unlabelled:
+        logger.info(f"{path}: {unlabelled} lines without a label have no pair to score")
     if not pairs:
         raise DataError(f"{path}: no text<TAB>label pairs")
     return pairs
+
+
+def read_corpus(path: str | os.PathLike) -> list[Entry]:
+    """Corpus entries of a file: a line `text<TAB>label,label` is a labelled text, any other line a label
+    name (label.txt). A text on several lines gets all their labels. Labels need not be in label.txt:
+    this is how entries of a new label reach an index."""
+    merged: dict[str, list[str]] = {}
+    for line_no, raw in read_lines(path):
+        line = raw.strip()
+        if not line:
+            continue
+        text, tab, names = line.partition("\t")
+        labels = [name.strip() for name in names.split(",") if name.strip()] if tab else [text]
+        if not text.strip() or not labels or "\t" in names:
+            raise DataError(f"{path}:{line_no}: expected a label name or text<TAB>label,label, got {raw!r}")
+        known = merged.setdefault(text.strip(), [])
+        known += [name for name in labels if name not in known]
+    if not merged:
+        raise DataError(f"{path}: the corpus is empty")
+    return [Entry(text, labels) for text, labels in merged.items()]

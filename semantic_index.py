@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +23,15 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from backends import Backend, create_backend
+from exporting import ExportInfo, export_static_graph
 from modeling import from_pretrained, load_tokenizer, model_input_names, model_inputs
 from pipeline import TextPipeline
 from utils import DataError, logger
 
 CHECKPOINT_FILE = "model_state.pdparams"
 SETTINGS_FILE = "semantic_index.json"
+EXPORT_PREFIX = "inference.get_pooled_embedding"  # the reference's file names for the deployed encoder
 FALSE_NEGATIVE = -1e4  # a logit the softmax gives no weight
 
 
@@ -180,3 +184,45 @@ def load_semantic_model(params_path: str | os.PathLike, model_name_or_path: str,
     logger.info("Loaded parameters from %s" % weights_file)
     model.eval()
     return model, tokenizer
+
+
+def export_encoder(model: SemanticIndexModel, tokenizer, output: str | os.PathLike, encoder: str) -> Path:
+    """The encoder as a static graph (`inference.get_pooled_embedding.*`, the reference's names) with
+    its tokenizer and semantic_index.json (width, input names and the encoder's fingerprint, which
+    indexes built from its vectors are checked against)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    input_names = list(model_input_names(tokenizer))
+    model.eval()
+    export_static_graph(model, output / EXPORT_PREFIX, input_names)
+    tokenizer.save_pretrained(str(output))
+    (output / SETTINGS_FILE).write_text(json.dumps(
+        {"output_emb_size": model.output_emb_size, "embedding_size": model.embedding_size, "encoder": encoder,
+         "input_names": input_names}) + "\n", encoding="utf-8")
+    return output / EXPORT_PREFIX
+
+
+@dataclass
+class EncoderExport:
+    """An exported encoder loaded for inference: its engine, tokenizer and settings."""
+
+    engine: Backend
+    tokenizer: object
+    embedding_size: int
+    encoder: str
+
+
+def load_encoder_export(directory: str | os.PathLike, device: str, precision: str = "fp32", num_threads: int = 1,
+                        tokenizer_name: str | None = None) -> EncoderExport:
+    """Paddle Inference over an export_model.py directory (tokenizer from the directory, else `tokenizer_name`)."""
+    directory = Path(directory)
+    settings_file = directory / SETTINGS_FILE
+    if not settings_file.is_file():
+        raise DataError(f"--model_dir {directory}: no {SETTINGS_FILE} (export the encoder with "
+                        f"retrieval_based/export_model.py)")
+    settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    info = ExportInfo(directory, directory / EXPORT_PREFIX, [], np.zeros(0, dtype="float32"), settings["input_names"])
+    engine = create_backend(info, "paddle", precision, device, num_threads=num_threads)
+    has_tokenizer = (directory / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(directory) if has_tokenizer or tokenizer_name is None else tokenizer_name)
+    return EncoderExport(engine, tokenizer, settings["embedding_size"], settings["encoder"])

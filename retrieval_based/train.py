@@ -19,7 +19,16 @@ import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import AutoModel, LinearDecayWithWarmup
 
-from cli import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEED, SEQ_LENGTH, ArgumentParser
+from cli import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SEED,
+    SEQ_LENGTH,
+    ArgumentParser,
+    true_or_false,
+)
 from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
 from modeling import from_pretrained, load_tokenizer, model_inputs
@@ -45,16 +54,6 @@ from semantic_index import (
 from training import StepState, TrainBatches, TrainingLoop, build_optimizer
 from utils import DataError, logger, run_cli, set_device, set_seed
 from vector_index import HnswIndex, IndexInfo
-
-
-def parse_bool(text: str) -> bool:
-    """The reference's `type=eval` True/False options, without eval."""
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -83,7 +82,7 @@ parser.add_argument("--hnsw_m", default=100, type=POSITIVE_INT, help="hnswlib's 
 parser.add_argument("--hnsw_ef", default=100, type=POSITIVE_INT, help="hnswlib's ef, at construction and search.")
 parser.add_argument("--hnsw_max_elements", default=1000000, type=POSITIVE_INT, help="The most entries the hnswlib index holds.")
 parser.add_argument("--evaluate_result", type=str, default='evaluate_result.txt', help="Where the best evaluation is written (in --save_dir).")
-parser.add_argument("--evaluate", default=True, type=parse_bool, help="Evaluate by recall after every epoch and keep the best model (True/False).")
+parser.add_argument("--evaluate", default=True, type=true_or_false, help="Evaluate by recall after every epoch and keep the best model (True/False).")
 parser.add_argument("--model_name_or_path", default='rocketqa-zh-dureader-query-encoder', type=str, help="The pretrained encoder: a reference name (downloaded when online) or a local model directory, e.g. one made by scratch_model.py.")
 parser.add_argument("--threshold", default=0.5, type=PROBABILITY, help="A label is predicted when its recall score is above this.")
 parser.add_argument("--recall_mode", default="label", choices=RECALL_MODES, help="label: index the label names (the reference); text: index the labelled training texts, whose neighbours vote their labels.")

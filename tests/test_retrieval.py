@@ -203,3 +203,105 @@ def test_recall_and_evaluate_find_the_keyword_labels(retrieval_checkpoint, named
     micro = float(result.stdout.splitlines()[0].removeprefix("Micro fl score: "))
     assert result.stdout.splitlines()[1].startswith("Macro f1 score: ")
     assert micro > 60.0, result.stdout
+
+
+def test_predict_prints_one_similarity_per_pair(retrieval_checkpoint, tmp_path):
+    save_dir, _ = retrieval_checkpoint
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("今天足球比赛\t足球篮球,股票银行\n没有标签的一句\n新手机芯片\t芯片手机\n", encoding="utf-8")
+    result = run_main("retrieval_based/predict.py", "--device", "cpu", "--params_path", save_dir / "model_best",
+                      "--text_pair_file", pairs, "--max_seq_length", "32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    similarities = [float(line) for line in result.stdout.splitlines()]
+    assert len(similarities) == 3 and all(-1.0 <= value <= 1.0 for value in similarities)
+    assert similarities[0] > similarities[1]  # its keyword's label above another label
+    assert "1 lines without a label have no pair to score" in result.stderr
+
+
+NEW_LABEL = NAMES["教育"]
+
+
+@pytest.fixture(scope="module")
+def held_out(named_data, trained, tmp_path_factory):
+    """The retrieval encoder trained without one label (its name is in no file it reads), then exported."""
+    root = tmp_path_factory.mktemp("held_out")
+    data = root / "data"
+    data.mkdir()
+    for name in ("train.txt", "dev.txt"):
+        lines = []
+        for line in (named_data / name).read_text(encoding="utf-8").splitlines():
+            text, _, labels = line.partition("\t")
+            kept = [label for label in labels.split(",") if label and label != NEW_LABEL]
+            lines.append(text + ("\t" + ",".join(kept) if kept else ""))
+        (data / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    labels = [name for name in NAMES.values() if name != NEW_LABEL]
+    (data / "label.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    result = run_main("retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", trained[0],
+                      "--train_set_file", data / "train.txt", "--corpus_file", data / "label.txt",
+                      "--similar_text_pair_file", data / "dev.txt", "--save_dir", root / "checkpoint",
+                      "--recall_result_dir", root / "recall", "--epochs", "2", "--learning_rate", "3e-4",
+                      "--output_emb_size", "64", "--max_seq_length", "32", "--recall_num", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_main("retrieval_based/export_model.py", "--params_path", root / "checkpoint" / "model_best",
+                      "--output_path", root / "output")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "embeddings of 32 probe texts within" in result.stderr
+    return data, root / "output"
+
+
+def printed_labels(stdout: str) -> dict[str, list[str]]:
+    """run_system.py's `{'sentence': text} label score` lines: the labels per text, best first."""
+    labels: dict[str, list[str]] = {}
+    for line in stdout.splitlines()[2:]:
+        sentence, label = line.split("'}")[0].split("'")[-1], line.split("'} ")[1].split()[0]
+        labels.setdefault(sentence, []).append(label)
+    return labels
+
+
+def insert_labels(export_dir, label_file, store: list, work) -> str:
+    result = run_main("retrieval_based/utils/feature_extract.py", "--device", "cpu", "--model_dir", export_dir,
+                      "--corpus_file", label_file, "--output_dir", work, "--data_name", "label")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.load(work / "label_embedding.npy").shape == (len(label_file.read_text(encoding="utf-8").split()), 64)
+    result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path", work / "label_embedding.npy", *store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+@pytest.mark.parametrize("engine", ["hnswlib", "milvus"])
+def test_a_label_added_after_training_is_predicted_for_its_keywords(held_out, named_data, tmp_path, engine):
+    data, export_dir = held_out
+    store = ["--index_path", tmp_path / "hnsw"] if engine == "hnswlib" else ["--milvus_uri", tmp_path / "m.db"]
+    assert "Insert 4 entities, there are 4 entities after insert data." in insert_labels(
+        export_dir, data / "label.txt", store, tmp_path)
+    texts = ["学校考试的老师", "今天学校考试了", "学生在学校考试"]
+    query = ["retrieval_based/run_system.py", "--device", "cpu", "--model_dir", export_dir, "--text", *texts,
+             "--max_seq_length", "32", "--threshold", "0.3", *store]
+    before = run_main(*query)
+    assert before.returncode == 0, before.stderr[-3000:]
+    assert all(NEW_LABEL not in labels for labels in printed_labels(before.stdout).values())
+    with_new = tmp_path / "label_new.txt"
+    with_new.write_text(data.joinpath("label.txt").read_text(encoding="utf-8") + NEW_LABEL + "\n", encoding="utf-8")
+    for _ in range(2):  # inserting the same labels again adds nothing
+        log = insert_labels(export_dir, with_new, store, tmp_path)
+        assert "Insert 5 entities, there are 5 entities after insert data." in log
+    after = run_main(*query)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert after.stdout.startswith("Extract feature time to cost :") and "Search milvus time cost is " in after.stdout
+    best = {text: labels[0] for text, labels in printed_labels(after.stdout).items()}
+    assert best == {text: NEW_LABEL for text in texts}, after.stdout
+
+
+def test_an_index_of_another_encoder_is_refused_by_vector_insert(held_out, retrieval_checkpoint, tmp_path):
+    data, export_dir = held_out
+    store = ["--index_path", tmp_path / "hnsw"]
+    insert_labels(export_dir, data / "label.txt", store, tmp_path)
+    other = tmp_path / "other_export"
+    result = run_main("retrieval_based/export_model.py", "--params_path", retrieval_checkpoint[0] / "model_best",
+                      "--output_path", other)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_main("retrieval_based/utils/feature_extract.py", "--device", "cpu", "--model_dir", other,
+             "--corpus_file", data / "label.txt", "--output_dir", tmp_path / "o", "--data_name", "label")
+    result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path", tmp_path / "o" / "label_embedding.npy",
+                      *store)
+    assert result.returncode == 2 and "was built with another model" in result.stderr

@@ -1,0 +1,73 @@
+"""Label texts with the index: embed them with the exported encoder, search, print the labels above the threshold.
+
+PaddleNLP's retrieval_based/run_system.py asked a Paddle Serving pipeline for the embedding and
+searched Milvus; Paddle Serving does not install on Python 3.11, so the exported encoder runs here
+through Paddle Inference. The index is the one vector_insert.py (or recall.py --milvus_uri /
+--index_path) filled: `--milvus_uri` (Milvus Lite path or http://host:19530) or `--index_path`
+(hnswlib). It prints the reference's timing lines and `<query> <label> <score>` per label above
+`--threshold`, best first (the reference sorted ascending).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+from data_io import iter_examples
+from retrieval import RECALL_MODES, Recall, label_scores
+from semantic_index import embedding_pipeline, load_encoder_export
+from utils import DataError, run_cli, set_device
+from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
+
+# yapf: disable
+parser = ArgumentParser(description=__doc__)
+parser.add_argument("--model_dir", type=str, required=True, help="The directory of the exported encoder (export_model.py --output_path).")
+parser.add_argument("--text", type=str, nargs="+", default=["中国农业大学怎么样？可以吗？"], help="The texts to label (the reference's sample by default).")
+parser.add_argument("--input_file", type=str, default=None, help="Label the texts of this file (one per line, text<TAB>labels also read) instead of --text.")
+parser.add_argument("--milvus_uri", type=str, default="./milvus.db", help="The Milvus index: a local path (Milvus Lite) or http://host:19530.")
+parser.add_argument("--index_path", type=str, default=None, help="Search this hnswlib index directory instead of Milvus.")
+parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+parser.add_argument("--top_k", type=POSITIVE_INT, default=20, help="Number of nearest entries searched per text.")
+parser.add_argument("--threshold", type=PROBABILITY, default=0.5, help="Labels scoring above this are printed.")
+parser.add_argument("--recall_mode", default="label", choices=RECALL_MODES, help="What the index holds: label names, or labelled texts whose neighbours vote.")
+parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The maximum total input sequence length after tokenization.")
+parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Batch size for the encoder.")
+parser.add_argument('--device', choices=['cpu', 'gpu'], default="gpu", help="Select which device to run the encoder on, defaults to gpu.")
+# yapf: enable
+
+
+def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
+    set_device(args.device)
+    queries = [example.text for example in iter_examples(args.input_file)] if args.input_file else args.text
+    exported = load_encoder_export(args.model_dir, args.device)
+    index = open_index(IndexInfo(exported.embedding_size, exported.encoder), args.index_path,
+                       None if args.index_path else args.milvus_uri, collection=args.collection_name)
+    if index.count() == 0:
+        raise DataError("the index is empty: fill it with utils/feature_extract.py and utils/vector_insert.py first")
+    pipeline = embedding_pipeline(exported.tokenizer, args.max_seq_length, args.batch_size)
+    start = time.time()
+    vectors = pipeline.outputs(exported.engine, pipeline.encode(queries))
+    print("Extract feature time to cost :{} seconds".format(time.time() - start))
+    start = time.time()
+    ids, similarities = index.search(vectors, args.top_k)
+    print("Search milvus time cost is {} seconds ".format(time.time() - start))
+    found = index.entries(sorted(set(ids.ravel().tolist())))
+    result = Recall([[found[i] for i in row] for row in ids.tolist()], similarities)
+    labels = list(dict.fromkeys(name for row in result.entries for entry in row for name in entry.labels))
+    scores = label_scores(result, labels, args.recall_mode)
+    chosen = []
+    for query, row in zip(queries, scores):
+        ranked = sorted(((labels[j], float(row[j])) for j in range(len(labels)) if row[j] > args.threshold),
+                        key=lambda item: -item[1])
+        for label, score in ranked:
+            print({"sentence": query}, label, score)
+        chosen.append(ranked)
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_cli(main)
