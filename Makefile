@@ -9,11 +9,14 @@ export PYTHONWARNINGS := ignore
 .PHONY: venv demo test clean
 
 # --no-compile: pip would byte-compile every installed file (all of Paddle's); Python compiles the modules
-# a run imports on first use instead
+# a run imports on first use instead.
+# editable_mode=compat puts the checkout itself on sys.path, so a script run from retrieval_based/ (whose
+# utils/ directory is the reference's) still imports the suite's utils.py, not that directory
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check --no-compile -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e . \
+		--config-settings editable_mode=compat
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)

@@ -10,7 +10,7 @@ from semantic_index import in_batch_negative_loss, not_negative_mask
 from utils import DataError
 from vector_index import Entry, HnswIndex, IndexInfo, MilvusIndex
 
-from conftest import LABELS, run_main
+from conftest import LABELS, ROOT, run_main, run_script
 
 
 def test_the_loss_is_the_margin_softmax_over_the_batch():
@@ -305,3 +305,11 @@ def test_an_index_of_another_encoder_is_refused_by_vector_insert(held_out, retri
     result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path", tmp_path / "o" / "label_embedding.npy",
                       *store)
     assert result.returncode == 2 and "was built with another model" in result.stderr
+
+
+def test_scripts_run_from_their_directory_import_the_suite_not_their_utils_folder():
+    """retrieval_based/utils/ is the reference's folder name; run from retrieval_based/, Python must
+    still find the suite's utils.py (make installs the checkout in compat mode, the checkout itself importable)."""
+    result = run_script("retrieval_based/evaluate.py", "--help", cwd=ROOT / "retrieval_based")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--recall_result_file" in result.stdout
