@@ -313,3 +313,28 @@ def test_scripts_run_from_their_directory_import_the_suite_not_their_utils_folde
     result = run_script("retrieval_based/evaluate.py", "--help", cwd=ROOT / "retrieval_based")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--recall_result_file" in result.stdout
+
+
+def test_the_text_corpus_votes_the_labels_of_the_nearest_training_texts(retrieval_checkpoint, named_data, tmp_path):
+    save_dir, _ = retrieval_checkpoint
+    result = run_main("retrieval_based/recall.py", "--device", "cpu", "--corpus_file", named_data / "label.txt",
+                      "--similar_text_pair_file", named_data / "dev.txt", "--params_path", save_dir / "model_best",
+                      "--recall_mode", "text", "--train_set_file", named_data / "train.txt",
+                      "--recall_result_dir", tmp_path, "--recall_result_file", "recall.txt", "--recall_num", "10",
+                      "--max_seq_length", "32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    distinct_labelled = len({line.split("\t")[0] for line in (named_data / "train.txt").read_text(
+        encoding="utf-8").splitlines() if "\t" in line})
+    assert f"Total index number:{distinct_labelled}" in result.stderr
+    rows = [row.split("\t") for row in (tmp_path / "recall.txt").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 10 * 100 and all(len(row) == 4 for row in rows)
+    train_labels: dict[str, set[str]] = {}  # a text on several lines has all their labels
+    for line in (named_data / "train.txt").read_text(encoding="utf-8").splitlines():
+        if "\t" in line:
+            train_labels.setdefault(line.split("\t")[0], set()).update(line.split("\t")[1].split(","))
+    assert all(set(row[3].split(",")) == train_labels[row[1]] for row in rows)
+    result = run_main("retrieval_based/evaluate.py", "--label_path", named_data / "label.txt",
+                      "--recall_result_file", tmp_path / "recall.txt", "--similar_text_pair", named_data / "dev.txt",
+                      "--threshold", "0.3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.splitlines()[0].removeprefix("Micro fl score: ")) > 70.0, result.stdout
