@@ -190,13 +190,14 @@ class MilvusIndex(VectorIndex):
 
     def search(self, vectors, k):
         vectors = np.asarray(vectors, dtype="float32")
-        k = min(k, self.count())
-        if k == 0 or not len(vectors):
-            return np.zeros((len(vectors), 0), dtype="int64"), np.zeros((len(vectors), 0), dtype="float32")
+        if not len(vectors):
+            return np.zeros((0, 0), dtype="int64"), np.zeros((0, 0), dtype="float32")
         hits = self.client.search(self.collection, data=vectors.tolist(), limit=k,
                                   search_params={"metric_type": "IP", "params": {"ef": max(self.ef, k)}})
-        ids = np.array([[hit["id"] for hit in row] for row in hits], dtype="int64")
-        return ids, np.array([[hit["distance"] for hit in row] for row in hits], dtype="float32")
+        found = min(map(len, hits))  # fewer than k only when the collection holds fewer entries
+        ids = np.array([[hit["id"] for hit in row[:found]] for row in hits], dtype="int64").reshape(len(hits), found)
+        similarities = np.array([[hit["distance"] for hit in row[:found]] for row in hits], dtype="float32")
+        return ids, similarities.reshape(len(hits), found)
 
     def entries(self, ids):
         ids = [int(i) for i in ids]
