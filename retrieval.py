@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data_io import Example, format_labels, read_lines
+from data_io import Example, read_lines
 from pipeline import TextPipeline
 from semantic_index import SemanticIndexModel, embed
 from utils import DataError, logger
@@ -31,7 +31,7 @@ RECALL_MODES = ("label", "text")
 
 
 def label_corpus(labels: Sequence[str]) -> list[Entry]:
-    """One entry per label name; its id is the label's line in label.txt."""
+    """One entry per label name, standing for that label."""
     return [Entry(name, [name]) for name in labels]
 
 
@@ -145,11 +145,6 @@ def read_recall_file(path: str | os.PathLike, queries: Sequence[str]) -> tuple[R
         entries.append([Entry(row[1], [row[1]] if mode == "label" else row[3].split(",")) for row in block])
         similarities.append([float(row[2]) for row in block])
     return Recall(entries, np.asarray(similarities, dtype="float32").reshape(len(queries), per_query)), mode
-
-
-def predicted_names(scores: np.ndarray, labels: Sequence[str], threshold: float) -> list[str]:
-    """Per query, the comma-joined labels whose score is above the threshold."""
-    return [format_labels(np.flatnonzero(row > threshold).tolist(), labels) for row in scores]
 
 
 def read_text_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
