@@ -17,7 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -48,14 +48,19 @@ def check_label_names(pipeline: TextPipeline, labels: Sequence[str]) -> None:
         seen[tuple(ids)] = name
 
 
-def text_corpus(examples: Sequence[Example], labels: Sequence[str]) -> list[Entry]:
-    """One entry per distinct labelled text, with every label any of its lines gives it (the reference's
-    train.txt repeats a text once per label)."""
+def merged_entries(labelled_texts: Iterable[tuple[str, Sequence[str]]]) -> list[Entry]:
+    """One entry per distinct text, with every label any of its lines gives it (the reference's
+    train.txt repeats a text once per label), in first-seen order; texts without a label are left out."""
     merged: dict[str, list[str]] = {}
-    for example in examples:
-        names = merged.setdefault(example.text, [])
-        names += [labels[i] for i in example.labels if labels[i] not in names]
-    entries = [Entry(text, names) for text, names in merged.items() if names]
+    for text, names in labelled_texts:
+        known = merged.setdefault(text, [])
+        known += [name for name in names if name not in known]
+    return [Entry(text, names) for text, names in merged.items() if names]
+
+
+def text_corpus(examples: Sequence[Example], labels: Sequence[str]) -> list[Entry]:
+    """The labelled training texts as entries."""
+    entries = merged_entries((example.text, [labels[i] for i in example.labels]) for example in examples)
     if not entries:
         raise DataError("the text corpus is empty: no training line has a label")
     return entries
@@ -88,7 +93,12 @@ class Recall:
 
 def recall(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, queries: Sequence[str],
            recall_num: int) -> Recall:
-    ids, similarities = index.search(embed(model, pipeline, queries), recall_num)
+    return search_entries(index, embed(model, pipeline, queries), recall_num)
+
+
+def search_entries(index: VectorIndex, vectors: np.ndarray, k: int) -> Recall:
+    """The k nearest entries of each vector, each entry read from the index once."""
+    ids, similarities = index.search(vectors, k)
     found = index.entries(sorted(set(ids.ravel().tolist())))
     return Recall([[found[i] for i in row] for row in ids.tolist()], similarities)
 
@@ -173,7 +183,7 @@ def read_corpus(path: str | os.PathLike) -> list[Entry]:
     """Corpus entries of a file: a line `text<TAB>label,label` is a labelled text, any other line a label
     name (label.txt). A text on several lines gets all their labels. Labels need not be in label.txt:
     this is how entries of a new label reach an index."""
-    merged: dict[str, list[str]] = {}
+    labelled_texts = []
     for line_no, raw in read_lines(path):
         line = raw.strip()
         if not line:
@@ -182,8 +192,7 @@ def read_corpus(path: str | os.PathLike) -> list[Entry]:
         labels = [name.strip() for name in names.split(",") if name.strip()] if tab else [text]
         if not text.strip() or not labels or "\t" in names:
             raise DataError(f"{path}:{line_no}: expected a label name or text<TAB>label,label, got {raw!r}")
-        known = merged.setdefault(text.strip(), [])
-        known += [name for name in labels if name not in known]
-    if not merged:
+        labelled_texts.append((text.strip(), labels))
+    if not labelled_texts:
         raise DataError(f"{path}: the corpus is empty")
-    return [Entry(text, labels) for text, labels in merged.items()]
+    return merged_entries(labelled_texts)

@@ -14,7 +14,7 @@ import time
 
 from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import iter_examples
-from retrieval import RECALL_MODES, Recall, label_scores
+from retrieval import RECALL_MODES, label_scores, search_entries
 from semantic_index import embedding_pipeline, load_encoder_export
 from utils import DataError, run_cli, set_device
 from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
@@ -49,10 +49,8 @@ def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
     vectors = pipeline.outputs(exported.engine, pipeline.encode(queries))
     print("Extract feature time to cost :{} seconds".format(time.time() - start))
     start = time.time()
-    ids, similarities = index.search(vectors, args.top_k)
+    result = search_entries(index, vectors, args.top_k)
     print("Search milvus time cost is {} seconds ".format(time.time() - start))
-    found = index.entries(sorted(set(ids.ravel().tolist())))
-    result = Recall([[found[i] for i in row] for row in ids.tolist()], similarities)
     labels = list(dict.fromkeys(name for row in result.entries for entry in row for name in entry.labels))
     scores = label_scores(result, labels, args.recall_mode)
     chosen = []
