@@ -39,14 +39,22 @@ def _server_predictor_from_export(self) -> None:
     SimpleServer.register on a Paddle 3 export (`<name>.json`) fails with "The model path do not
     include the inference model, please check!"; past that, `_is_int8_model` walks legacy program
     blocks and the CPU config enables memory_optimize_pass, which fails under PIR. The same engine
-    (Paddle Inference) is built by backends.create_backend from the export's metadata instead.
+    (Paddle Inference) is built by backends.create_backend from the export's metadata instead: the
+    classifier's (export_model.py) or the retrieval encoder's (retrieval_based/export_model.py).
     """
     from backends import create_backend
     from exporting import export_prefix_in, load_export
+    from semantic_index import is_encoder_export, load_encoder_export
 
-    self.export = load_export(export_prefix_in(self._model_path))
     device, _, index = self._device.partition(":")
-    self.backend = create_backend(self.export, "paddle", self._precision, device, int(index or 0), self._num_threads)
+    if is_encoder_export(self._model_path):
+        self.export = load_encoder_export(self._model_path, device, self._precision, self._num_threads,
+                                          device_id=int(index or 0))
+        self.backend = self.export.engine
+    else:
+        self.export = load_export(export_prefix_in(self._model_path))
+        self.backend = create_backend(self.export, "paddle", self._precision, device, int(index or 0),
+                                      self._num_threads)
     self._predictor_type, self._output_num = "paddle_inference", 1
 
 

@@ -61,6 +61,22 @@ class SemanticIndexModel(paddle.nn.Layer):
         return F.normalize(self.dropout(pooled), axis=-1)
 
 
+class PairEncoder(paddle.nn.Layer):
+    """Both sides of a batch of (text, label name) pairs in one forward call (DataParallel expects one
+    per step): the texts, and each distinct label name of the batch once, then gathered per pair.
+    Padding each side to its own length and embedding a name once, not per pair, does about half the
+    work of padding texts and names together."""
+
+    def __init__(self, model: SemanticIndexModel, pad_token_id: int):
+        super().__init__()
+        self.model = model
+        self.pad_token_id = pad_token_id
+
+    def forward(self, texts: dict, names: dict, name_of_pair: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        queries = self.model(**model_inputs(texts, self.pad_token_id))
+        return queries, paddle.gather(self.model(**model_inputs(names, self.pad_token_id)), name_of_pair)
+
+
 def in_batch_negative_loss(queries: paddle.Tensor, positives: paddle.Tensor, margin: float, scale: float,
                            not_negative: paddle.Tensor | None = None) -> paddle.Tensor:
     """Mean over i of -log softmax_j(scale * (S_ij - margin * [i == j]))_i with S = queries . positivesᵀ.
@@ -211,9 +227,28 @@ class EncoderExport:
     embedding_size: int
     encoder: str
 
+    def embed(self, texts: Sequence[str], max_seq_length: int, batch_size: int) -> np.ndarray:
+        """Embeddings [texts, embedding_size] in input order."""
+        pipeline = embedding_pipeline(self.tokenizer, max_seq_length, batch_size)
+        if not len(texts):
+            return np.zeros((0, self.embedding_size), dtype="float32")
+        return pipeline.outputs(self.engine, pipeline.encode(texts)).astype("float32")
+
+
+def check_predictor_options(device: str, use_tensorrt: bool) -> None:
+    """The reference's Paddle Inference options this suite cannot honour are errors, not ignored."""
+    if use_tensorrt:
+        raise DataError("--use_tensorrt True: TensorRT is not supported by this suite's Paddle Inference engine")
+    if device == "xpu":
+        raise DataError("--device xpu is not supported here; use cpu or gpu")
+
+
+def is_encoder_export(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / SETTINGS_FILE).is_file() and Path(f"{Path(directory) / EXPORT_PREFIX}.pdiparams").is_file()
+
 
 def load_encoder_export(directory: str | os.PathLike, device: str, precision: str = "fp32", num_threads: int = 1,
-                        tokenizer_name: str | None = None) -> EncoderExport:
+                        tokenizer_name: str | None = None, device_id: int = 0) -> EncoderExport:
     """Paddle Inference over an export_model.py directory (tokenizer from the directory, else `tokenizer_name`)."""
     directory = Path(directory)
     settings_file = directory / SETTINGS_FILE
@@ -222,7 +257,7 @@ def load_encoder_export(directory: str | os.PathLike, device: str, precision: st
                         f"retrieval_based/export_model.py)")
     settings = json.loads(settings_file.read_text(encoding="utf-8"))
     info = ExportInfo(directory, directory / EXPORT_PREFIX, [], np.zeros(0, dtype="float32"), settings["input_names"])
-    engine = create_backend(info, "paddle", precision, device, num_threads=num_threads)
+    engine = create_backend(info, "paddle", precision, device, device_id, num_threads)
     has_tokenizer = (directory / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(directory) if has_tokenizer or tokenizer_name is None else tokenizer_name)
     return EncoderExport(engine, tokenizer, settings["embedding_size"], settings["encoder"])

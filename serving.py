@@ -1,5 +1,5 @@
 """What the servers (SimpleServing, Paddle Serving) share: checking the texts of a request, and the
-answer's fields.
+answer's fields; for SimpleServing (the classifier's and the retrieval encoder's), building the app.
 
 A request comes from anywhere, so its content is checked here and a bad one becomes a DataError
 that each server turns into its own error answer (HTTP 422, an error status), never a crash. The
@@ -8,14 +8,24 @@ working, and adds label names and, on request, every label's probability.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+import sys
+from typing import Callable, Sequence
 
 import numpy as np
 
+from native_tokenizer import tokenize_on_calling_threads
 from pipeline import predicted_labels
-from utils import DataError
+from utils import DataError, logger
 
 MAX_REQUEST_TEXTS = 256  # texts one serving request may carry
+
+
+def texts_of_request(data) -> list[str]:
+    """The texts of a SimpleServing request's `data` (`{"text": ...}`), or a DataError saying why not."""
+    if not isinstance(data, dict) or "text" not in data:
+        raise DataError("the request's 'data' must be an object with a 'text' field")
+    return request_texts(data["text"])
 
 
 def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS) -> list[str]:
@@ -31,6 +41,18 @@ def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS) -> list[str]:
     return texts
 
 
+def request_parameter(parameters: dict, name: str, default, kind: type, low: float, high: float) -> int | float | None:
+    """One request parameter, checked: JSON lets clients send any type, and a bad one must be a 422."""
+    value = parameters.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+            or (kind is int and value != int(value)):
+        raise DataError(f"parameter {name} must be {'an integer' if kind is int else 'a number'} in "
+                        f"[{low:g}, {high:g}], got {value!r}")
+    return kind(value)
+
+
 def label_response(probs: np.ndarray, labels: Sequence[str], thresholds, with_probs: bool = False) -> dict:
     """Per text: `label`, the ids of the labels above their threshold, and `confidence`, their
     probabilities (the reference's fields), plus `label_names` and, with `with_probs`, `probs`:
@@ -40,3 +62,33 @@ def label_response(probs: np.ndarray, labels: Sequence[str], thresholds, with_pr
     if with_probs:
         response["probs"] = np.round(np.asarray(probs, dtype="float64"), 6).tolist()
     return response
+
+
+def simple_server(route: str, settings: argparse.Namespace, model_handler: type, post_handler: type):
+    """A SimpleServer answering `route` with the export in `settings.export_dir` on `settings.device`.
+
+    The export is loaded by SimpleServer's model loader (patched in compat, which the server scripts
+    import); tokenizing stays on the request's thread, as each request is one batch.
+    """
+    import paddle
+    from paddlenlp import SimpleServer
+
+    if settings.device == "gpu" and not paddle.is_compiled_with_cuda():
+        raise DataError("this Paddle build has no GPU support: serve on the CPU with --device cpu "
+                        "(or DEVICE=cpu paddlenlp server server:app ...)")
+    tokenize_on_calling_threads()
+    app = SimpleServer()
+    app.register(route, model_path=settings.export_dir, tokenizer_name=settings.export_dir,
+                 model_handler=model_handler, post_handler=post_handler,
+                 device_id=settings.device_id if settings.device == "gpu" else -1)
+    return app
+
+
+def app_from_environment(parser: argparse.ArgumentParser, build_app: Callable):
+    """The app `paddlenlp server server:app` imports: the settings are the parser's defaults, which
+    read the environment (EXPORT_DIR, DEVICE, DEVICE_ID); a bad setting ends the process with its reason."""
+    try:
+        return build_app(parser.parse_args([]))
+    except DataError as err:
+        logger.error(str(err))
+        sys.exit(2)

@@ -65,6 +65,17 @@ def run(script: str, *args, log: Path) -> None:
         subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def test_scores(dataset: Path, checkpoint: Path, out: Path, gold: np.ndarray, labels: list[str]) -> dict:
+    """micro/macro F1 of a classifier checkpoint on test.txt at 0.5 and with its tuned thresholds."""
+    scores = {}
+    for name, extra in (("0.5", ["--threshold", "0.5"]), ("tuned", [])):
+        pred_file = out / f"test_{name}.txt"
+        run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt", "--params_path",
+            checkpoint, "--output_file", pred_file, *extra, log=out / "predict.log")
+        scores[name] = f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
+    return scores
+
+
 def main() -> None:
     args = parser.parse_args()
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from accuracy import f1_pair, run
+from accuracy import run, test_scores
 
 from data_io import load_examples, multi_hot, read_label_list
 
@@ -37,17 +37,6 @@ parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
 parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
 parser.add_argument("--epochs", type=int, default=10)
 parser.add_argument("--warmup_steps", type=int, default=200)
-
-
-def test_scores(dataset: Path, checkpoint: Path, out: Path, gold: np.ndarray, labels: list[str]) -> dict:
-    """micro/macro F1 on test.txt at 0.5 and with the checkpoint's tuned thresholds."""
-    scores = {}
-    for name, extra in (("0.5", ["--threshold", "0.5"]), ("tuned", [])):
-        pred_file = out / f"test_{name}.txt"
-        run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt", "--params_path",
-            checkpoint, "--output_file", pred_file, *extra, log=out / "predict.log")
-        scores[name] = f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
-    return scores
 
 
 def table(results: dict, args: argparse.Namespace, dataset: Path, test_size: int) -> str:

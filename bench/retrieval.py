@@ -1,10 +1,21 @@
-"""Index engines at scale: build time, memory, query latency and recall@10 of hnswlib and Milvus Lite.
+"""The retrieval route on a real data set next to the classifier, and the index engines at scale.
 
-Usage: python -P bench/retrieval.py --sizes 10000 100000 --out bench/out/retrieval_scale.md
-(-P: bench/losses.py must not shadow the suite's losses module)
+Usage (-P: this file's name must not shadow the suite's retrieval module):
+    python -P bench/retrieval.py --sections quality --dataset_dir divorce --out_dir bench/out/retrieval
+    python -P bench/retrieval.py --sections scale --sizes 10000 100000 1000000 --out bench/out/retrieval_scale.md
 
-Random unit vectors (the engines do not care where vectors come from) of `--dim` dimensions are
-upserted through vector_index (the interface the scripts use), in chunks of INSERT_CHUNK; then
+quality: one scratch model (scratch_model.py, preset tiny, dropout 0.1) is the starting point of the
+classifier (train.py --tune_thresholds, then predict.py on test.txt) and of the retrieval encoder in
+both recall modes (retrieval_based/train.py, model selection by dev macro F1, then recall.py on dev
+and test). Test micro/macro F1 at the 0.5 threshold and at per-label thresholds tuned on dev (the
+classifier's tuner, metric.tune_thresholds, applied to the recall scores). Then two labels are held
+out: removed from train.txt, dev.txt and the label file the encoder trains with, and given to
+recall.py afterwards in the full label file (label mode: their names are embedded into the index;
+text mode: their training examples are indexed with them), so the encoder never saw them; their test
+F1 is reported with the overall F1. Every step runs the real scripts.
+
+scale: random unit vectors (the engines do not care where vectors come from) of `--dim` dimensions
+are upserted through vector_index (the interface the scripts use), in chunks of INSERT_CHUNK; then
 `--queries` other unit vectors are searched one at a time (a request's latency), top 10, and
 compared with exact search (numpy). Memory is the growth of this process's resident set over the
 build (Milvus Lite runs inside the process). Both engines use the scripts' defaults: HNSW with
@@ -14,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
@@ -21,16 +33,32 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from data_io import load_examples, multi_hot, read_label_list
+from metric import tune_thresholds
+from retrieval import label_scores, read_recall_file
 from vector_index import INSERT_CHUNK, Entry, HnswIndex, IndexInfo, MilvusIndex
 
-K = 10
+# -P leaves bench/ out of the import path: the classifier's steps come from bench/accuracy.py by its file name
+_spec = importlib.util.spec_from_file_location("accuracy", Path(__file__).with_name("accuracy.py"))
+accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accuracy)
+f1_pair, run, test_scores = accuracy.f1_pair, accuracy.run, accuracy.test_scores
 
-parser = argparse.ArgumentParser(description=__doc__)
+K = 10
+RECALL_MODES = ("label", "text")
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--sections", nargs="+", default=["quality", "scale"], choices=["quality", "scale"])
+parser.add_argument("--dataset_dir", help="quality: the divorce dataset directory (README 2.3).")
+parser.add_argument("--out_dir", default="bench/out/retrieval", help="quality: models, logs and retrieval_quality.md.")
+parser.add_argument("--epochs", type=int, default=30, help="quality: training epochs of the classifier and the encoder.")
+parser.add_argument("--holdout_labels", nargs=2, default=["婚后分居", "有夫妻共同债务"],
+                    help="quality: the two labels the held-out encoder never trains with.")
 parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000000], help="Index sizes.")
 parser.add_argument("--dim", type=int, default=256, help="Vector width (train.py's default output_emb_size).")
 parser.add_argument("--queries", type=int, default=500, help="Queries per index, searched one at a time.")
 parser.add_argument("--engines", nargs="+", default=["hnswlib", "milvus"], choices=["hnswlib", "milvus"])
-parser.add_argument("--out", default="bench/out/retrieval_scale.md")
+parser.add_argument("--out", default="bench/out/retrieval_scale.md", help="scale: the table.")
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
@@ -79,8 +107,102 @@ def measure(engine: str, size: int, dim: int, vectors: np.ndarray, queries: np.n
             "p95_ms": 1000 * np.percentile(latencies, 95), "recall": recall}
 
 
-def main() -> None:
-    args = parser.parse_args()
+def without_labels(source: Path, target: Path, held_out: set[str]) -> None:
+    """A copy of a data file with `held_out` removed from every line's labels (the texts stay)."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        text, _, names = line.partition("\t")
+        lines.append(f"{text}\t{','.join(name for name in names.split(',') if name and name not in held_out)}")
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def holdout_dataset(dataset: Path, target: Path, labels: list[str], held_out: list[str]) -> Path:
+    """train.txt, dev.txt and label.txt without the held-out labels."""
+    missing = set(held_out) - set(labels)
+    if missing:
+        raise SystemExit(f"--holdout_labels {sorted(missing)} are not in {dataset / 'label.txt'}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("train.txt", "dev.txt"):
+        without_labels(dataset / name, target / name, set(held_out))
+    (target / "label.txt").write_text("".join(f"{name}\n" for name in labels if name not in held_out), encoding="utf-8")
+    return target
+
+
+def recall_scores(params: Path, dataset: Path, data_file: str, mode: str, labels: list[str], out: Path) -> np.ndarray:
+    """recall.py's [texts, labels] scores for one data file, read back from its recall file."""
+    run("retrieval_based/recall.py", "--device", "cpu", "--params_path", params, "--corpus_file", dataset / "label.txt",
+        "--similar_text_pair_file", dataset / data_file, "--train_set_file", dataset / "train.txt",
+        "--recall_mode", mode, "--recall_num", 50 if mode == "label" else 10, "--max_seq_length", 128,
+        "--recall_result_dir", out, "--recall_result_file", f"recall_{data_file}", log=out / f"recall_{data_file}.log")
+    texts = [example.text for example in load_examples(dataset / data_file, labels)]
+    result, _ = read_recall_file(out / f"recall_{data_file}", texts)
+    return label_scores(result, labels, mode)
+
+
+def retrieval_scores(scratch: Path, train_data: Path, eval_data: Path, mode: str, labels: list[str], epochs: int,
+                     out: Path) -> dict:
+    """Train the encoder on `train_data` (its label file), recall `eval_data`'s dev and test with its full
+    label file, and score test at 0.5 and with thresholds tuned on dev; also the per-label test F1."""
+    run("retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", scratch, "--save_dir", out / "checkpoint",
+        "--train_set_file", train_data / "train.txt", "--corpus_file", train_data / "label.txt",
+        "--similar_text_pair_file", train_data / "dev.txt", "--recall_mode", mode, "--epochs", epochs,
+        "--batch_size", 32, "--learning_rate", 1e-3, "--warmup_proportion", 0.1, "--max_seq_length", 128,
+        "--recall_num", 50 if mode == "label" else 10, "--recall_result_dir", out / "train_recall", "--log_steps", 50,
+        log=out / "train.log")
+    params = out / "checkpoint" / "model_best"
+    dev_gold = multi_hot(load_examples(eval_data / "dev.txt", labels), len(labels))
+    test_gold = multi_hot(load_examples(eval_data / "test.txt", labels), len(labels))
+    dev, test = (recall_scores(params, eval_data, name, mode, labels, out) for name in ("dev.txt", "test.txt"))
+    thresholds = tune_thresholds(dev, dev_gold, 0.5)
+    predicted = (test > thresholds).astype("float32")
+    scores = {"0.5": f1_pair(test, test_gold), "tuned": f1_pair(predicted, test_gold)}
+    scores["per_label_tuned"] = [f1_pair(predicted[:, [j]], test_gold[:, [j]])[0] for j in range(len(labels))]
+    return scores
+
+
+def quality(args: argparse.Namespace) -> None:
+    if not args.dataset_dir:
+        raise SystemExit("--sections quality needs --dataset_dir")
+    dataset, out = Path(args.dataset_dir), Path(args.out_dir)
+    labels = read_label_list(dataset / "label.txt")
+    test_gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
+    scratch = out / "scratch"
+    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny", "--dropout", "0.1",
+        log=out / "scratch_model.log")
+    rows = {}
+    start = time.perf_counter()
+    run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
+        out / "classifier" / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
+        "--warmup", "--warmup_steps", 300, "--logging_steps", 100, "--tune_thresholds", log=out / "classifier" / "train.log")
+    minutes = {"classifier": (time.perf_counter() - start) / 60}
+    rows["classifier (train.py)"] = test_scores(dataset, out / "classifier" / "checkpoint", out / "classifier",
+                                                test_gold, labels)
+    holdout = holdout_dataset(dataset, out / "holdout_data", labels, args.holdout_labels)
+    held_out = [labels.index(name) for name in args.holdout_labels]
+    for mode in RECALL_MODES:
+        start = time.perf_counter()
+        rows[f"retrieval, {mode} corpus"] = retrieval_scores(scratch, dataset, dataset, mode, labels, args.epochs,
+                                                             out / f"retrieval_{mode}")
+        minutes[f"retrieval {mode}"] = (time.perf_counter() - start) / 60
+        rows[f"retrieval, {mode} corpus, 2 labels added after training"] = retrieval_scores(
+            scratch, holdout, dataset, mode, labels, args.epochs, out / f"holdout_{mode}")
+    lines = [f"#### {dataset.name}/test.txt ({len(test_gold)} texts): one scratch tiny model (dropout 0.1), "
+             f"{args.epochs} epochs each; classifier batch 16, lr 1e-3, warmup 300 steps; encoder batch 32 pairs, "
+             f"lr 1e-3, warmup 10 %, output_emb_size 256, margin 0.2, scale 30; recall 50 label names or 10 texts",
+             "", "| model | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) | "
+             + " | ".join(f"{name} F1 (tuned)" for name in args.holdout_labels) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(args.holdout_labels)]
+    for name, scores in rows.items():
+        per_label = scores.get("per_label_tuned")
+        held = [f"{per_label[j] * 100:.2f}" if per_label else "-" for j in held_out]
+        lines.append(f"| {name} | " + " | ".join(f"{value * 100:.2f}" for key in ("0.5", "tuned")
+                                                  for value in scores[key]) + " | " + " | ".join(held) + " |")
+    lines += ["", "Training minutes: " + ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())]
+    (out / "retrieval_quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def scale(args: argparse.Namespace) -> None:
     lines = [f"Index engines, {args.dim}-dimensional random unit vectors, HNSW M 100 / ef 100, top {K}, "
              f"{args.queries} queries one at a time", "",
              "| vectors | engine | build (s) | memory growth (MB) | query p50 (ms) | query p95 (ms) | recall@10 |",
@@ -99,6 +221,14 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+
+
+def main() -> None:
+    args = parser.parse_args()
+    if "quality" in args.sections:
+        quality(args)
+    if "scale" in args.sections:
+        scale(args)
 
 
 if __name__ == "__main__":

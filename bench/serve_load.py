@@ -28,6 +28,7 @@ import tritonclient.http as httpclient
 from backends import create_backend
 from data_io import load_examples
 from exporting import export_prefix_in, load_export, load_export_tokenizer
+from http_json import post
 from pipeline import TextPipeline, predicted_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,6 @@ def load_script(relative: str):
 
 
 run_server = load_script("deploy/triton_serving/run_server.py")
-post = load_script("deploy/simple_serving/client.py").post
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--export_dir", default=str(ROOT / "bench/out/infer/trained_export_0"))

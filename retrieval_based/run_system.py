@@ -1,8 +1,10 @@
 """Label texts with the index: embed them with the exported encoder, search, print the labels above the threshold.
 
 PaddleNLP's retrieval_based/run_system.py asked a Paddle Serving pipeline for the embedding and
-searched Milvus; Paddle Serving does not install on Python 3.11, so the exported encoder runs here
-through Paddle Inference. The index is the one vector_insert.py (or recall.py --milvus_uri /
+searched Milvus. Here the embedding comes from the embedding server (`--server_url`, the
+SimpleServing server in deploy/simple_serving; Paddle Serving does not install on Python 3.11) or,
+without a server, from the exported encoder run in this process through Paddle Inference
+(`--model_dir`). The index is the one vector_insert.py (or recall.py --milvus_uri /
 --index_path) filled: `--milvus_uri` (Milvus Lite path or http://host:19530) or `--index_path`
 (hnswlib). It prints the reference's timing lines and `<query> <label> <score>` per label above
 `--threshold`, best first (the reference sorted ascending).
@@ -12,16 +14,22 @@ from __future__ import annotations
 import argparse
 import time
 
-from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+import numpy as np
+
+from cli import POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import iter_examples
+from http_json import server_result
 from retrieval import RECALL_MODES, label_scores, search_entries
-from semantic_index import embedding_pipeline, load_encoder_export
-from utils import DataError, run_cli, set_device
+from semantic_index import load_encoder_export
+from serving import MAX_REQUEST_TEXTS
+from utils import DataError, batched, run_cli, set_device
 from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
-parser.add_argument("--model_dir", type=str, required=True, help="The directory of the exported encoder (export_model.py --output_path).")
+parser.add_argument("--model_dir", type=str, default=None, help="The directory of the exported encoder (export_model.py --output_path), run in this process.")
+parser.add_argument("--server_url", type=str, default=None, help="Get the embeddings from this server instead of --model_dir, e.g. http://127.0.0.1:8190/models/semantic_index.")
+parser.add_argument("--timeout", default=60, type=POSITIVE_FLOAT, help="Seconds to wait for the server's answer.")
 parser.add_argument("--text", type=str, nargs="+", default=["中国农业大学怎么样？可以吗？"], help="The texts to label (the reference's sample by default).")
 parser.add_argument("--input_file", type=str, default=None, help="Label the texts of this file (one per line, text<TAB>labels also read) instead of --text.")
 parser.add_argument("--milvus_uri", type=str, default="./milvus.db", help="The Milvus index: a local path (Milvus Lite) or http://host:19530.")
@@ -36,18 +44,35 @@ parser.add_argument('--device', choices=['cpu', 'gpu'], default="gpu", help="Sel
 # yapf: enable
 
 
-def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
+def embeddings(args: argparse.Namespace, queries: list[str]) -> tuple[np.ndarray, str]:
+    """The queries' embeddings and the fingerprint of the encoder that made them."""
+    if args.server_url:
+        parameters = {"max_seq_len": args.max_seq_length, "batch_size": args.batch_size}
+        try:  # requests of at most MAX_REQUEST_TEXTS texts, as the server takes them
+            answers = [server_result(args.server_url, {"text": chunk}, parameters, args.timeout)
+                       for chunk in batched(queries, MAX_REQUEST_TEXTS)]
+        except RuntimeError as err:
+            raise DataError(f"the embedding server: {err}") from None
+        return np.concatenate([np.asarray(answer["embedding"], dtype="float32") for answer in answers]), \
+            answers[0]["encoder"]
     set_device(args.device)
-    queries = [example.text for example in iter_examples(args.input_file)] if args.input_file else args.text
     exported = load_encoder_export(args.model_dir, args.device)
-    index = open_index(IndexInfo(exported.embedding_size, exported.encoder), args.index_path,
+    return exported.embed(queries, args.max_seq_length, args.batch_size), exported.encoder
+
+
+def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
+    if (args.model_dir is None) == (args.server_url is None):
+        raise DataError("give the encoder: --model_dir (the export, run here) or --server_url (the embedding server)")
+    queries = [example.text for example in iter_examples(args.input_file)] if args.input_file else args.text
+    if not queries:
+        raise DataError(f"{args.input_file}: no texts to label (the file has only blank lines)")
+    start = time.time()
+    vectors, encoder = embeddings(args, queries)
+    print("Extract feature time to cost :{} seconds".format(time.time() - start))
+    index = open_index(IndexInfo(vectors.shape[1], encoder), args.index_path,
                        None if args.index_path else args.milvus_uri, collection=args.collection_name)
     if index.count() == 0:
         raise DataError("the index is empty: fill it with utils/feature_extract.py and utils/vector_insert.py first")
-    pipeline = embedding_pipeline(exported.tokenizer, args.max_seq_length, args.batch_size)
-    start = time.time()
-    vectors = pipeline.outputs(exported.engine, pipeline.encode(queries))
-    print("Extract feature time to cost :{} seconds".format(time.time() - start))
     start = time.time()
     result = search_entries(index, vectors, args.top_k)
     print("Search milvus time cost is {} seconds ".format(time.time() - start))

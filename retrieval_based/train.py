@@ -31,8 +31,7 @@ from cli import (
 )
 from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
-from modeling import from_pretrained, load_tokenizer, model_inputs
-from pipeline import EncodedRows
+from modeling import from_pretrained, load_tokenizer
 from retrieval import (
     RECALL_MODES,
     build_index,
@@ -44,6 +43,7 @@ from retrieval import (
     write_recall_file,
 )
 from semantic_index import (
+    PairEncoder,
     SemanticIndexModel,
     embedding_pipeline,
     encoder_fingerprint,
@@ -110,22 +110,24 @@ class PairData:
 
 
 def pair_batches(data: PairData, pipeline, labels: list[str], args, rank: int, world_size: int) -> TrainBatches:
-    """Batches of pairs: texts then label names as one padded feed, and the not-negative mask."""
+    """Batches of pairs: the texts, the batch's distinct label names (each side padded to its own
+    length: label names are a few tokens), which name each pair has, and the not-negative mask."""
     text_rows, label_rows = pipeline.encode(data.texts), pipeline.encode(labels)
-    members = len(data.texts) + len(labels)
-    rows = EncodedRows({name: text_rows.features[name] + label_rows.features[name] for name in text_rows.features},
-                       np.arange(members), members)
-    offset = len(data.texts)
     lengths = [len(text_rows.features["input_ids"][text]) for text in data.pairs[:, 0]]
 
     def collate(batch: list[int]) -> dict:
         pairs = data.pairs[batch]
-        feed = {name: paddle.to_tensor(array)
-                for name, array in pipeline.pad(rows, pairs[:, 0].tolist() + (pairs[:, 1] + offset).tolist()).items()}
+        names, name_of_pair = np.unique(pairs[:, 1], return_inverse=True)
         mask = not_negative_mask(pairs[:, 0], pairs[:, 1], data.text_labels)
-        return {"feed": feed, "not_negative": paddle.to_tensor(mask)}
+        return {"texts": tensors(pipeline.pad(text_rows, pairs[:, 0].tolist())),
+                "names": tensors(pipeline.pad(label_rows, names.tolist())),
+                "name_of_pair": paddle.to_tensor(name_of_pair.astype("int64")), "not_negative": paddle.to_tensor(mask)}
 
     return TrainBatches(lengths, args.batch_size, collate, args.seed, world_size, rank)
+
+
+def tensors(feed: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
+    return {name: paddle.to_tensor(array) for name, array in feed.items()}
 
 
 def evaluate(model: SemanticIndexModel, pipeline, labels: list[str], data: PairData, dev_texts: list[str],
@@ -168,16 +170,14 @@ def train(args: argparse.Namespace) -> None:
     if args.recall_mode == "label":
         check_label_names(pipeline, labels)
     batches = pair_batches(data, pipeline, labels, args, rank, world_size)
-    trained = paddle.DataParallel(model) if world_size > 1 else model
+    pair_encoder = PairEncoder(model, tokenizer.pad_token_id)
+    trained = paddle.DataParallel(pair_encoder) if world_size > 1 else pair_encoder
     total_steps = len(batches) * args.epochs
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_proportion)
     # the reference clipped each tensor's norm alone (ClipGradByNorm); the global norm keeps the step's direction
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay, paddle.nn.ClipGradByGlobalNorm(1.0))
-    pad_token_id = tokenizer.pad_token_id
-
     def train_step(batch: dict, backward) -> paddle.Tensor:
-        embeddings = trained(**model_inputs(batch["feed"], pad_token_id))
-        queries, positives = paddle.split(embeddings, 2)
+        queries, positives = trained(batch["texts"], batch["names"], batch["name_of_pair"])
         loss = in_batch_negative_loss(queries, positives, args.margin, args.scale, batch["not_negative"])
         backward(loss)
         return loss

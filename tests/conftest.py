@@ -201,13 +201,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_simple_server(module: str, export_dir: Path, log: Path):
-    """`paddlenlp server <module>:app` on an ephemeral port and on the CPU, serving `export_dir`; yields its URL."""
+def running_simple_server(module: str, export_dir: Path, log: Path, directory: str = "deploy/simple_serving",
+                          route: str = "models/cls_multi_label"):
+    """`paddlenlp server <module>:app`, run in `directory`, on an ephemeral port and on the CPU, serving
+    `export_dir`; yields the URL of its `route`."""
     port = free_port()
     env = {**os.environ, "EXPORT_DIR": str(export_dir), "DEVICE": "cpu", "PYTHONWARNINGS": "ignore"}
     with open(log, "w") as log_file:
         process = subprocess.Popen([str(Path(sys.executable).parent / "paddlenlp"), "server", f"{module}:app",
-                                    "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT / "deploy/simple_serving", env=env,
+                                    "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT / directory, env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
@@ -218,7 +220,7 @@ def running_simple_server(module: str, export_dir: Path, log: Path):
             time.sleep(0.5)
     assert process.poll() is None, log.read_text()[-3000:]
     try:
-        yield f"http://127.0.0.1:{port}/models/cls_multi_label"
+        yield f"http://127.0.0.1:{port}/{route}"
     finally:
         process.terminate()
         process.wait(timeout=30)

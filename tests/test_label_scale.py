@@ -10,9 +10,10 @@ import numpy as np
 import paddle
 import pytest
 
+from http_json import post
 from metric import tune_thresholds
 
-from conftest import load_script, predict_py_labels, run_main, running_simple_server
+from conftest import predict_py_labels, run_main, running_simple_server
 
 NUM_LABELS = 2000
 
@@ -91,7 +92,6 @@ def test_simple_serving_lists_positive_labels_and_all_scores_on_request(many_lab
     data, save_dir, _, _ = many_labels
     expected = predict_py_labels(save_dir, data, "data.txt", tmp_path / "predict.txt")
     texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()[:50]
-    post = load_script("deploy/simple_serving/client.py").post
     with running_simple_server("server", many_labels_export, tmp_path / "server.log") as url:
         status, answer = post(url, {"data": {"text": texts}})
         assert status == 200 and set(answer["result"]) == {"label", "confidence", "label_names"}

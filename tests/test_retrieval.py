@@ -1,16 +1,19 @@
 """retrieval_based/: the in-batch loss, both index engines, and train -> recall -> evaluate on keyword data."""
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import paddle
 import pytest
 
+from http_json import post
 from retrieval import Recall, label_scores, read_recall_file, write_recall_file
-from semantic_index import in_batch_negative_loss, not_negative_mask
+from semantic_index import in_batch_negative_loss, load_encoder_export, not_negative_mask
 from utils import DataError
 from vector_index import Entry, HnswIndex, IndexInfo, MilvusIndex
 
-from conftest import LABELS, ROOT, run_main, run_script
+from conftest import LABELS, ROOT, run_main, run_script, running_simple_server
 
 
 def test_the_loss_is_the_margin_softmax_over_the_batch():
@@ -305,6 +308,72 @@ def test_an_index_of_another_encoder_is_refused_by_vector_insert(held_out, retri
     result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path", tmp_path / "o" / "label_embedding.npy",
                       *store)
     assert result.returncode == 2 and "was built with another model" in result.stderr
+
+
+def printed_scores(stdout: str) -> dict[str, dict[str, float]]:
+    """run_system.py's `{'sentence': text} label score` lines: per text, each printed label's score."""
+    scores: dict[str, dict[str, float]] = {}
+    for line in stdout.splitlines()[2:]:
+        sentence, rest = line.split("'}")[0].split("'")[-1], line.split("'} ")[1]
+        scores.setdefault(sentence, {})[rest.split()[0]] = float(rest.split()[1])
+    return scores
+
+
+def test_the_embedding_server_answers_what_the_export_computes_and_run_system_uses_it(held_out, tmp_path):
+    """retrieval_based/deploy/simple_serving: a real server; its embeddings are the exported encoder's,
+    run_system.py --server_url labels like run_system.py --model_dir, bad requests get a 422."""
+    data, export_dir = held_out
+    texts = ["学校考试的老师", "足球篮球比赛", ""]
+    exported = load_encoder_export(export_dir, "cpu")
+    store = ["--index_path", tmp_path / "hnsw"]
+    insert_labels(export_dir, data / "label.txt", store, tmp_path)
+    with running_simple_server("server", export_dir, tmp_path / "server.log", "retrieval_based/deploy/simple_serving",
+                               "models/semantic_index") as url:
+        status, answer = post(url, {"data": {"text": texts}, "parameters": {"max_seq_len": 32, "batch_size": 2}})
+        assert status == 200, answer
+        np.testing.assert_allclose(answer["result"]["embedding"], exported.embed(texts, 32, 32), atol=1e-5)
+        assert answer["result"]["encoder"] == exported.encoder
+        status, answer = post(url, {"data": {"text": ["考试", 7]}})
+        assert status == 422 and answer["detail"] == "text[1] is int, not a string"
+        status, answer = post(url, {"data": {"text": "考试"}, "parameters": {"max_seq_len": 1}})
+        assert status == 422 and answer["detail"] == "parameter max_seq_len must be an integer in [3, 2048], got 1"
+
+        (tmp_path / "texts.txt").write_text("学校考试\n股票银行\n", encoding="utf-8")
+        result = run_script("retrieval_based/deploy/simple_serving/client.py", "--url", url, "--input_file",
+                            tmp_path / "texts.txt")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("time to cost :") and f"encoder: {exported.encoder}\n(2, 64)\n" in result.stdout
+
+        query = ["retrieval_based/run_system.py", "--text", *texts[:2], "--max_seq_length", "32", "--threshold", "0.3",
+                 *store]
+        served = run_main(*query, "--server_url", url)
+    assert served.returncode == 0, served.stderr[-3000:]
+    local = run_main(*query, "--device", "cpu", "--model_dir", export_dir)
+    assert local.returncode == 0, local.stderr[-3000:]
+    served_scores, local_scores = printed_scores(served.stdout), printed_scores(local.stdout)
+    assert served_scores.keys() == local_scores.keys() == set(texts[:2])
+    for text in texts[:2]:
+        assert list(served_scores[text]) == list(local_scores[text])
+        np.testing.assert_allclose(list(served_scores[text].values()), list(local_scores[text].values()), atol=1e-5)
+    result = run_main(*query, "--device", "cpu", "--model_dir", export_dir, "--server_url", url)
+    assert result.returncode == 2 and "give the encoder: --model_dir" in result.stderr
+    result = run_main(*query, "--server_url", url)  # the server has stopped
+    assert result.returncode == 2 and "the embedding server: cannot reach" in result.stderr
+
+
+def test_deploy_predict_prints_the_embedding_and_the_similarity_of_each_label(held_out):
+    _, export_dir = held_out
+    text, names = "学校考试的老师", [NAMES["教育"], NAMES["体育"]]
+    result = run_main("retrieval_based/deploy/python/predict.py", "--device", "cpu", "--model_dir", export_dir,
+                      "--text", text, "--label", *names, "--max_seq_length", "32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [str({0: {"sentence": text}}), "(1, 64)"]
+    vectors = load_encoder_export(export_dir, "cpu").embed([text, *names], 32, 32)
+    np.testing.assert_allclose(ast.literal_eval(lines[-1]), vectors[1:] @ vectors[0], atol=1e-5)
+    result = run_main("retrieval_based/deploy/python/predict.py", "--model_dir", export_dir, "--device", "cpu",
+                      "--use_tensorrt", "True")
+    assert result.returncode == 2 and "TensorRT is not supported" in result.stderr
 
 
 def test_scripts_run_from_their_directory_import_the_suite_not_their_utils_folder():

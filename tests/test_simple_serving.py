@@ -1,16 +1,14 @@
 """deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
+from http_json import post
 from serving import MAX_REQUEST_TEXTS
 
 from conftest import (
     LABELS,
-    ROOT,
     WINDOW,
     free_port,
     offline_predictions,
@@ -21,11 +19,6 @@ from conftest import (
 )
 
 pytestmark = pytest.mark.slow
-SERVING = ROOT / "deploy/simple_serving"
-spec = importlib.util.spec_from_file_location("client", SERVING / "client.py")
-client = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(client)
-post = client.post
 
 
 @pytest.fixture(scope="module")

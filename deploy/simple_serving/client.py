@@ -1,13 +1,10 @@
 """Send texts to the SimpleServer (server.py) and print the labels it returns."""
 from __future__ import annotations
 
-import json
 import sys
-import time
-import urllib.error
-import urllib.request
 
 from cli import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+from http_json import server_result
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -27,43 +24,6 @@ EXAMPLES = [
 ]
 
 
-def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
-    """POST JSON; returns (HTTP status, decoded answer); raises RuntimeError when there is no server."""
-    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as err:
-        text = err.read().decode("utf-8", "replace")
-        try:
-            return err.code, json.loads(text)
-        except json.JSONDecodeError:
-            return err.code, {"detail": text}
-    except urllib.error.URLError as err:
-        raise RuntimeError(f"cannot reach {url}: {err.reason} (is server.py running?)") from None
-
-
-def classify(url: str, texts: list[str], parameters: dict, timeout: float, wait: float = 0) -> dict:
-    """The server's result for these texts, or RuntimeError with the server's reason.
-
-    With `wait`, a server that does not accept connections yet is asked again until `wait` seconds
-    have passed: a readiness check instead of a fixed sleep after starting it.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            status, answer = post(url, {"data": {"text": texts}, "parameters": parameters}, timeout)
-            break
-        except RuntimeError as err:
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"{err}; waited {wait:g} s" if wait else str(err)) from None
-            time.sleep(1)
-    if status != 200:
-        raise RuntimeError(f"HTTP {status}: {json.dumps(answer, ensure_ascii=False)}")
-    return answer["result"]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.input_file:
@@ -75,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.prob_limit is not None:
         parameters["prob_limit"] = args.prob_limit
     try:
-        result = classify(args.url, texts, parameters, args.timeout, args.wait)
+        result = server_result(args.url, {"text": texts}, parameters, args.timeout, args.wait)
     except RuntimeError as err:
         sys.exit(f"error: {err}")
     for text, names, probs in zip(texts, result["label_names"], result["confidence"]):

@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
-import paddle
 import uvicorn
 from fastapi import HTTPException
-from paddlenlp import SimpleServer
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import NON_NEGATIVE_INT, PORT, ArgumentParser
-from native_tokenizer import tokenize_on_calling_threads
 from pipeline import TextPipeline, sigmoid
-from serving import label_response, request_texts
-from utils import DataError, logger, run_cli
+from serving import app_from_environment, label_response, request_parameter, simple_server, texts_of_request
+from utils import DataError, run_cli
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,18 +43,6 @@ parser.add_argument("--port", type=PORT, default=8189, help="Port to listen on."
 # yapf: enable
 
 
-def parameter(parameters: dict, name: str, default, kind: type, low: float, high: float) -> int | float | None:
-    """One request parameter, checked: JSON lets clients send any type, and a bad one must be a 422."""
-    value = parameters.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
-            or (kind is int and value != int(value)):
-        raise DataError(f"parameter {name} must be {'an integer' if kind is int else 'a number'} in "
-                        f"[{low:g}, {high:g}], got {value!r}")
-    return kind(value)
-
-
 class MultiLabelModelHandler(BaseModelHandler):
     """Tokenize (long texts as the export reads them), batch by length and run the export, exactly as
     deploy/predictor does."""
@@ -66,12 +50,10 @@ class MultiLabelModelHandler(BaseModelHandler):
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
         try:
-            if not isinstance(data, dict) or "text" not in data:
-                raise DataError("the request's 'data' must be an object with a 'text' field")
-            texts = request_texts(data["text"])
-            max_seq_len = parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
-            batch_size = parameter(parameters, "batch_size", 32, int, 1, 1024)
-            prob_limit = parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
+            texts = texts_of_request(data)
+            max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
+            batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
+            prob_limit = request_parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
             if not isinstance(parameters.get("return_probs", False), bool):
                 raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
@@ -93,29 +75,16 @@ class MultiLabelPostHandler(BasePostHandler):
                               with_probs=parameters.get("return_probs", False))
 
 
-def build_app(export_dir: str, device: str, device_id: int) -> SimpleServer:
-    if device == "gpu" and not paddle.is_compiled_with_cuda():
-        raise DataError("this Paddle build has no GPU support: serve on the CPU with --device cpu "
-                        "(or DEVICE=cpu paddlenlp server server:app ...)")
-    tokenize_on_calling_threads()
-    app = SimpleServer()
-    app.register("models/cls_multi_label", model_path=export_dir, tokenizer_name=export_dir,
-                 model_handler=MultiLabelModelHandler, post_handler=MultiLabelPostHandler,
-                 device_id=device_id if device == "gpu" else -1)
-    return app
+def build_app(settings: argparse.Namespace):
+    return simple_server("models/cls_multi_label", settings, MultiLabelModelHandler, MultiLabelPostHandler)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    uvicorn.run(build_app(args.export_dir, args.device, args.device_id), host=args.host, port=args.port)
+    uvicorn.run(build_app(args), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
     run_cli(main)
-else:  # imported by `paddlenlp server server:app`: the settings come from the environment
-    try:
-        settings = parser.parse_args([])
-        app = build_app(settings.export_dir, settings.device, settings.device_id)
-    except DataError as err:
-        logger.error(str(err))
-        sys.exit(2)
+else:  # imported by `paddlenlp server server:app`
+    app = app_from_environment(parser, build_app)

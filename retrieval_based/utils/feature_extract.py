@@ -15,8 +15,8 @@ import numpy as np
 
 from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser, true_or_false
 from retrieval import read_corpus
-from semantic_index import embedding_pipeline, load_encoder_export
-from utils import DataError, logger, run_cli, set_device
+from semantic_index import check_predictor_options, load_encoder_export
+from utils import logger, run_cli, set_device
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -36,16 +36,12 @@ parser.add_argument("--enable_mkldnn", default=False, type=true_or_false, help="
 
 
 def extract(args: argparse.Namespace) -> Path:
-    if args.use_tensorrt:
-        raise DataError("--use_tensorrt True: TensorRT is not supported by this suite's Paddle Inference engine")
-    if args.device == "xpu":
-        raise DataError("--device xpu is not supported here; use cpu or gpu")
+    check_predictor_options(args.device, args.use_tensorrt)
     set_device(args.device)
     entries = read_corpus(args.corpus_file)
     exported = load_encoder_export(args.model_dir, args.device, args.precision, args.cpu_threads,
                                    args.model_name_or_path)
-    pipeline = embedding_pipeline(exported.tokenizer, args.max_seq_length, args.batch_size)
-    vectors = pipeline.outputs(exported.engine, pipeline.encode([entry.text for entry in entries])).astype("float32")
+    vectors = exported.embed([entry.text for entry in entries], args.max_seq_length, args.batch_size)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / f"{args.data_name}_embedding.npy", vectors)
