@@ -12,15 +12,16 @@ export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: venv demo test clean
 
-# --no-compile: pip would byte-compile every installed file (all of Paddle's); Python compiles the modules
-# a run imports on first use instead.
+# The lock is installed with uv (its version pinned in requirements.txt), which downloads in parallel;
+# `pip install -r requirements.txt` installs the same packages (README). Neither byte-compiles every
+# installed file (all of Paddle's): Python compiles the modules a run imports on first use instead.
 # editable_mode=compat puts the checkout itself on sys.path, so a script run from retrieval_based/ (whose
 # utils/ directory is the reference's) still imports the suite's utils.py, not that directory
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check --no-compile -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e . \
-		--config-settings editable_mode=compat
+	$(PY) -m pip install --disable-pip-version-check --no-compile $$(grep '^uv==' requirements.txt)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps --no-build-isolation -e . -C editable_mode=compat
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)

@@ -11,6 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, read_label_list
 from retrieval import (

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import iter_examples
 from http_json import server_result

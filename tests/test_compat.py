@@ -8,11 +8,13 @@ import paddle
 import pytest
 from paddlenlp.server import predictor as server_predictor
 from paddlenlp.trainer import Trainer, TrainingArguments
+from pymilvus.client.prepare import Prepare
 
 import compat
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
 from pipeline import TextPipeline
+from vector_index import IndexInfo, MilvusIndex
 
 
 def layer_norm_model(weight: np.ndarray) -> paddle.nn.Layer:
@@ -119,3 +121,23 @@ def test_single_process_trainer_still_ignores_save_total_limit(tmp_path):
 def test_patched_trainer_keeps_save_total_limit_checkpoints(tmp_path):
     assert Trainer._save_checkpoint is compat._save_checkpoint_then_rotate
     assert checkpoints_after_three_saves(tiny_trainer(tmp_path), Trainer._save_checkpoint) == ["checkpoint-3"]
+
+
+def described_milvus_index(path: str) -> dict:
+    """describe_index of the vector field of a new Milvus Lite collection made by MilvusIndex with M 48, ef 64."""
+    index = MilvusIndex(path, IndexInfo(8, "test"), m=48, ef=64)
+    try:
+        return index.client.describe_index(index.collection, "vector")
+    finally:
+        index.client.close()
+
+
+def test_milvus_lite_still_drops_the_index_parameters_pymilvus_sends(tmp_path, monkeypatch):
+    monkeypatch.setattr(Prepare, "create_index_request", classmethod(compat.UPSTREAM_CREATE_INDEX_REQUEST))
+    described = described_milvus_index(str(tmp_path / "upstream.db"))
+    assert described["index_type"] == "HNSW" and "params" not in described and "M" not in described
+
+
+def test_patched_index_request_gives_milvus_lite_the_index_parameters(tmp_path):
+    assert Prepare.create_index_request.__func__ is compat._create_index_request_with_params_json
+    assert described_milvus_index(str(tmp_path / "patched.db"))["params"] == {"M": 48, "efConstruction": 64}

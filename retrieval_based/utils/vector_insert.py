@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import ArgumentParser
 from retrieval import entry_id
 from utils import DataError, logger, run_cli
