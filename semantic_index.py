@@ -64,8 +64,8 @@ class SemanticIndexModel(paddle.nn.Layer):
 class PairEncoder(paddle.nn.Layer):
     """Both sides of a batch of (text, label name) pairs in one forward call (DataParallel expects one
     per step): the texts, and each distinct label name of the batch once, then gathered per pair.
-    Padding each side to its own length and embedding a name once, not per pair, does about half the
-    work of padding texts and names together."""
+    Label names are a few tokens: padded apart from the texts and embedded once per batch instead of
+    once per pair, they add little to the texts' cost (padded together, every name cost a full text)."""
 
     def __init__(self, model: SemanticIndexModel, pad_token_id: int):
         super().__init__()

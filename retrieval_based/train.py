@@ -176,6 +176,7 @@ def train(args: argparse.Namespace) -> None:
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_proportion)
     # the reference clipped each tensor's norm alone (ClipGradByNorm); the global norm keeps the step's direction
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay, paddle.nn.ClipGradByGlobalNorm(1.0))
+
     def train_step(batch: dict, backward) -> paddle.Tensor:
         queries, positives = trained(batch["texts"], batch["names"], batch["name_of_pair"])
         loss = in_batch_negative_loss(queries, positives, args.margin, args.scale, batch["not_negative"])

@@ -376,6 +376,38 @@ def test_deploy_predict_prints_the_embedding_and_the_similarity_of_each_label(he
     assert result.returncode == 2 and "TensorRT is not supported" in result.stderr
 
 
+def test_bad_input_ends_with_one_clear_error(named_data, held_out, retrieval_checkpoint, tmp_path):
+    """Each script refuses bad input before any work, with the file and the reason (exit code 2)."""
+    _, export_dir = held_out
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    unknown = tmp_path / "dev_unknown.txt"
+    unknown.write_text("学校考试的老师\t学校考试\n足球比赛\t棒球\n", encoding="utf-8")
+    unlabelled = tmp_path / "train_unlabelled.txt"
+    unlabelled.write_text("学校考试的老师\n足球比赛\n", encoding="utf-8")
+    train = ["retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", "unused",
+             "--corpus_file", named_data / "label.txt", "--save_dir", tmp_path / "c"]
+    cases = [
+        (train + ["--train_set_file", named_data / "train.txt", "--similar_text_pair_file", unknown],
+         f"{unknown}:2: unknown label '棒球'"),
+        (train + ["--train_set_file", unlabelled, "--similar_text_pair_file", named_data / "dev.txt"],
+         "no line has a label; the encoder learns from (text, label) pairs"),
+        (["retrieval_based/utils/feature_extract.py", "--device", "cpu", "--model_dir", export_dir,
+          "--corpus_file", empty, "--output_dir", tmp_path, "--data_name", "x"], f"{empty}: the corpus is empty"),
+        (["retrieval_based/recall.py", "--device", "cpu", "--corpus_file", named_data / "label.txt",
+          "--similar_text_pair_file", named_data / "dev.txt", "--params_path", retrieval_checkpoint[0] / "model_best",
+          "--recall_mode", "text"], "--recall_mode text indexes the labelled texts of --train_set_file; give it"),
+        (["retrieval_based/run_system.py", "--device", "cpu", "--model_dir", export_dir, "--index_path",
+          tmp_path / "no_index"], "the index is empty: fill it with utils/feature_extract.py"),
+        (["retrieval_based/run_system.py", "--device", "cpu", "--model_dir", export_dir, "--index_path",
+          tmp_path / "no_index", "--input_file", empty], f"{empty}: no texts to label"),
+    ]
+    for argv, message in cases:
+        result = run_main(*argv)
+        assert result.returncode == 2 and message in result.stderr, (argv[0], result.stderr[-1500:])
+        assert "Traceback" not in result.stderr
+
+
 def test_scripts_run_from_their_directory_import_the_suite_not_their_utils_folder():
     """retrieval_based/utils/ is the reference's folder name; run from retrieval_based/, Python must
     still find the suite's utils.py (make installs the checkout in compat mode, the checkout itself importable)."""
