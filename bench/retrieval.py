@@ -5,16 +5,17 @@ Usage (-P: this file's name must not shadow the suite's retrieval module):
     python -P bench/retrieval.py --sections scale --sizes 10000 100000 1000000 --out bench/out/retrieval_scale.md
 
 quality: one scratch model (scratch_model.py, preset tiny, dropout 0.1) is the starting point of the
-classifier (train.py --tune_thresholds, then predict.py on test.txt) and of the retrieval encoder in
-both recall modes (retrieval_based/train.py, model selection by dev macro F1, then recall.py on dev
-and test). Test micro/macro F1 at the 0.5 threshold and at per-label thresholds tuned on dev (the
-classifier's tuner, metric.tune_thresholds, applied to the recall scores). Then two labels are held
-out: removed from train.txt, dev.txt and the label file the encoder trains with, and given to
-recall.py afterwards in the full label file (label mode: their names are embedded into the index;
-text mode: their training examples are indexed with them), so the encoder never saw them; their test
-F1 is reported with the overall F1. Every step runs the real scripts. A last row starts the encoder from the
-fine-tuned classifier instead of the scratch model. A re-run reuses the trainings an earlier run
-finished (`trained.json` in each run's directory) and recomputes the scores.
+classifier (train.py --tune_thresholds, then predict.py on test.txt) and of the retrieval encoder
+(retrieval_based/train.py, model selection by the dev macro F1 of the label corpus). The encoder is
+trained once and used in both recall modes (recall.py on dev and test: label names, or the labelled
+training texts). Test micro/macro F1 at the 0.5 threshold and at per-label thresholds tuned on dev
+(the classifier's tuner, metric.tune_thresholds, applied to the recall scores). Then two labels are
+held out: removed from train.txt, dev.txt and the label file a second encoder trains with, and given
+to recall.py afterwards in the full label file and train.txt (label mode: their names are embedded
+into the index; text mode: their training examples are indexed with them), so that encoder never saw
+them; their test F1 is reported with the overall F1. A last row starts the encoder from the
+fine-tuned classifier instead of the scratch model. Every step runs the real scripts; a re-run reuses
+the trainings an earlier run finished (`trained.json` in each run's directory) and recomputes the scores.
 
 scale: random unit vectors (the engines do not care where vectors come from) of `--dim` dimensions
 are upserted through vector_index (the interface the scripts use), in chunks of INSERT_CHUNK; then
@@ -158,34 +159,37 @@ def holdout_dataset(dataset: Path, target: Path, labels: list[str], held_out: li
 
 def recall_scores(params: Path, dataset: Path, data_file: str, mode: str, labels: list[str], out: Path) -> np.ndarray:
     """recall.py's [texts, labels] scores for one data file, read back from its recall file."""
+    name = f"recall_{mode}_{data_file}"
     run("retrieval_based/recall.py", "--device", "cpu", "--params_path", params, "--corpus_file", dataset / "label.txt",
         "--similar_text_pair_file", dataset / data_file, "--train_set_file", dataset / "train.txt",
         "--recall_mode", mode, "--recall_num", 50 if mode == "label" else 10, "--max_seq_length", 128,
-        "--recall_result_dir", out, "--recall_result_file", f"recall_{data_file}", log=out / f"recall_{data_file}.log")
+        "--recall_result_dir", out, "--recall_result_file", name, log=out / f"{name}.log")
     texts = [example.text for example in load_examples(dataset / data_file, labels)]
-    result, _ = read_recall_file(out / f"recall_{data_file}", texts)
+    result, _ = read_recall_file(out / name, texts)
     return label_scores(result, labels, mode)
 
 
-def retrieval_scores(encoder: Path, train_data: Path, eval_data: Path, mode: str, labels: list[str], epochs: int,
-                     out: Path) -> dict:
-    """Train the encoder on `train_data` (its label file), recall `eval_data`'s dev and test with its full
-    label file, and score test at 0.5 and with thresholds tuned on dev; also the per-label test F1."""
+def retrieval_scores(encoder: Path, train_data: Path, eval_data: Path, labels: list[str], epochs: int, out: Path,
+                     modes: tuple[str, ...] = RECALL_MODES) -> dict[str, dict]:
+    """Train the encoder on `train_data` (its label file; model selection by the dev F1 of the label
+    corpus), then per recall mode: recall `eval_data`'s dev and test with its full label file and
+    train.txt, and score test at 0.5 and with thresholds tuned on dev, with the per-label test F1."""
     minutes = trained_once(out, lambda: run(
         "retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", encoder, "--save_dir", out / "checkpoint",
         "--train_set_file", train_data / "train.txt", "--corpus_file", train_data / "label.txt",
-        "--similar_text_pair_file", train_data / "dev.txt", "--recall_mode", mode, "--epochs", epochs,
-        "--batch_size", 32, "--learning_rate", 1e-3, "--warmup_proportion", 0.1, "--max_seq_length", 128,
-        "--recall_num", 50 if mode == "label" else 10, "--recall_result_dir", out / "train_recall", "--log_steps", 50,
-        log=out / "train.log"))
+        "--similar_text_pair_file", train_data / "dev.txt", "--epochs", epochs, "--batch_size", 32,
+        "--learning_rate", 1e-3, "--warmup_proportion", 0.1, "--max_seq_length", 128, "--recall_num", 50,
+        "--recall_result_dir", out / "train_recall", "--log_steps", 50, log=out / "train.log"))
     params = out / "checkpoint" / "model_best"
     dev_gold = multi_hot(load_examples(eval_data / "dev.txt", labels), len(labels))
     test_gold = multi_hot(load_examples(eval_data / "test.txt", labels), len(labels))
-    dev, test = (recall_scores(params, eval_data, name, mode, labels, out) for name in ("dev.txt", "test.txt"))
-    thresholds = tune_thresholds(dev, dev_gold, 0.5)
-    predicted = (test > thresholds).astype("float32")
-    return {"0.5": f1_pair(test, test_gold), "tuned": f1_pair(predicted, test_gold), "minutes": minutes,
-            "per_label_tuned": [f1_pair(predicted[:, [j]], test_gold[:, [j]])[0] for j in range(len(labels))]}
+    rows = {}
+    for mode in modes:
+        dev, test = (recall_scores(params, eval_data, name, mode, labels, out) for name in ("dev.txt", "test.txt"))
+        predicted = (test > tune_thresholds(dev, dev_gold, 0.5)).astype("float32")
+        rows[mode] = {"0.5": f1_pair(test, test_gold), "tuned": f1_pair(predicted, test_gold), "minutes": minutes,
+                      "per_label_tuned": [f1_pair(predicted[:, [j]], test_gold[:, [j]])[0] for j in range(len(labels))]}
+    return rows
 
 
 def trained_once(run_dir: Path, train) -> float:
@@ -218,19 +222,26 @@ def quality(args: argparse.Namespace) -> None:
                                       "minutes": minutes}}
     holdout = holdout_dataset(dataset, out / "holdout_data", labels, args.holdout_labels)
     held_out = [labels.index(name) for name in args.holdout_labels]
-    for mode in RECALL_MODES:
-        rows[f"retrieval, {mode} corpus"] = retrieval_scores(scratch, dataset, dataset, mode, labels, args.epochs,
-                                                             out / f"retrieval_{mode}")
-        rows[f"retrieval, {mode} corpus, 2 labels added after training"] = retrieval_scores(
-            scratch, holdout, dataset, mode, labels, args.epochs, out / f"holdout_{mode}")
+    write_quality_table(rows, args, out, len(test_gold), held_out)
+    for name, train_data, run_dir in (("", dataset, "encoder"), (", 2 labels added after training", holdout,
+                                                                  "holdout_encoder")):
+        for mode, scores in retrieval_scores(scratch, train_data, dataset, labels, args.epochs, out / run_dir).items():
+            rows[f"retrieval, {mode} corpus{name}"] = scores
+        write_quality_table(rows, args, out, len(test_gold), held_out)
     rows["retrieval, label corpus, encoder started from the classifier"] = retrieval_scores(
-        classifier / "checkpoint", dataset, dataset, "label", labels, args.epochs, out / "from_classifier_label")
-    lines = [f"#### {dataset.name}/test.txt ({len(test_gold)} texts): one scratch tiny model (dropout 0.1), "
+        classifier / "checkpoint", dataset, dataset, labels, args.epochs, out / "from_classifier", ("label",))["label"]
+    print(write_quality_table(rows, args, out, len(test_gold), held_out))
+
+
+def write_quality_table(rows: dict, args: argparse.Namespace, out: Path, test_size: int, held_out: list[int]) -> str:
+    """The table of the rows so far, written to out/retrieval_quality.md (after every row: a long run can be read)."""
+    dataset = Path(args.dataset_dir)
+    lines = [f"#### {dataset.name}/test.txt ({test_size} texts): one scratch tiny model (dropout 0.1), "
              f"{args.epochs} epochs each; classifier batch 16, lr 1e-3, warmup 300 steps; encoder batch 32 pairs, "
              f"lr 1e-3, warmup 10 %, output_emb_size 256, margin 0.2, scale 30; recall 50 label names or 10 texts",
              "", "| model | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) | "
              + " | ".join(f"{name} F1 (tuned)" for name in args.holdout_labels) + " | minutes |",
-             "|---|---|---|---|---|---|" + "---|" * len(args.holdout_labels) + "---|"]
+             "|---|---|---|---|---|" + "---|" * len(args.holdout_labels) + "---|"]
     for name, scores in rows.items():
         per_label = scores.get("per_label_tuned")
         held = [f"{per_label[j] * 100:.2f}" if per_label else "-" for j in held_out]
@@ -238,7 +249,7 @@ def quality(args: argparse.Namespace) -> None:
                                                   for value in scores[key]) + " | " + " | ".join(held)
                      + f" | {scores['minutes']:.1f} |")
     (out / "retrieval_quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -256,8 +267,8 @@ def scale(args: argparse.Namespace) -> None:
                     lines.append(f"| {size:,} | {row['engine']} | {row['build_s']:.1f} | {row['memory_mb']:.0f} | "
                                  f"{row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['recall']:.3f} |")
                     print(lines[-1], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every row: a long run can be read
+                    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
