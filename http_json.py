@@ -1,4 +1,5 @@
-"""JSON over HTTP for the SimpleServing clients (standard library only, so a client machine needs no Paddle).
+"""What the SimpleServing clients share: JSON over HTTP and reading their texts (standard library only,
+so a client machine needs no Paddle).
 
 Both servers (deploy/simple_serving for the classifier, retrieval_based/deploy/simple_serving for the
 encoder) take `{"data": ..., "parameters": ...}` and answer `{"result": ...}`, or an HTTP error whose
@@ -47,3 +48,11 @@ def server_result(url: str, data: dict, parameters: dict, timeout: float, wait: 
     if status != 200:
         raise RuntimeError(f"HTTP {status}: {json.dumps(answer, ensure_ascii=False)}")
     return answer["result"]
+
+
+def client_texts(input_file: str | None, default: list[str]) -> list[str]:
+    """The non-blank lines of `input_file`, or `default` when no file is given."""
+    if not input_file:
+        return default
+    with open(input_file, encoding="utf-8-sig") as handle:
+        return [line.rstrip("\r\n") for line in handle if line.strip()]

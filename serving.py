@@ -9,11 +9,13 @@ working, and adds label names and, on request, every label's probability.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
 import numpy as np
 
+from cli import NON_NEGATIVE_INT, PORT
 from native_tokenizer import tokenize_on_calling_threads
 from pipeline import predicted_labels
 from utils import DataError, logger
@@ -62,6 +64,18 @@ def label_response(probs: np.ndarray, labels: Sequence[str], thresholds, with_pr
     if with_probs:
         response["probs"] = np.round(np.asarray(probs, dtype="float64"), 6).tolist()
     return response
+
+
+def add_simple_server_arguments(parser: argparse.ArgumentParser, export_dir: str, export_help: str, port: int) -> None:
+    """The options of a SimpleServing script; the defaults read the environment, as `paddlenlp server`
+    gives no command line. The model runs on GPU 0 by default, as the reference's server."""
+    parser.add_argument("--export_dir", default=os.environ.get("EXPORT_DIR", export_dir), help=export_help)
+    parser.add_argument("--device", choices=["gpu", "cpu"], default=os.environ.get("DEVICE", "gpu"),
+                        help="Device that runs the model, defaults to gpu (as the reference's server).")
+    parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"),
+                        help="Which gpu runs the model.")
+    parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
+    parser.add_argument("--port", type=PORT, default=port, help="Port to listen on.")
 
 
 def simple_server(route: str, settings: argparse.Namespace, model_handler: type, post_handler: type):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from cli import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
-from http_json import server_result
+from http_json import client_texts, server_result
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -26,11 +26,7 @@ EXAMPLES = [
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.input_file:
-        with open(args.input_file, encoding="utf-8-sig") as handle:
-            texts = [line.rstrip("\r\n") for line in handle if line.strip()]
-    else:
-        texts = EXAMPLES
+    texts = client_texts(args.input_file, EXAMPLES)
     parameters = {"max_seq_len": args.max_seq_len, "batch_size": args.batch_size}
     if args.prob_limit is not None:
         parameters["prob_limit"] = args.prob_limit

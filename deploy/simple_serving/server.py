@@ -20,7 +20,6 @@ sends `prob_limit`; bad requests get HTTP 422 with the reason.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 import uvicorn
@@ -28,19 +27,20 @@ from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
-from cli import NON_NEGATIVE_INT, PORT, ArgumentParser
+from cli import ArgumentParser
 from pipeline import TextPipeline, sigmoid
-from serving import app_from_environment, label_response, request_parameter, simple_server, texts_of_request
+from serving import (
+    add_simple_server_arguments,
+    app_from_environment,
+    label_response,
+    request_parameter,
+    simple_server,
+    texts_of_request,
+)
 from utils import DataError, run_cli
 
-# yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--export_dir", default=os.environ.get("EXPORT_DIR", "../../export"), help="Directory written by export_model.py or prune.py.")
-parser.add_argument("--device", choices=["gpu", "cpu"], default=os.environ.get("DEVICE", "gpu"), help="Device that runs the model, defaults to gpu (as the reference's server).")
-parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"), help="Which gpu runs the model.")
-parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
-parser.add_argument("--port", type=PORT, default=8189, help="Port to listen on.")
-# yapf: enable
+add_simple_server_arguments(parser, "../../export", "Directory written by export_model.py or prune.py.", 8189)
 
 
 class MultiLabelModelHandler(BaseModelHandler):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from cli import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
-from http_json import server_result
+from http_json import client_texts, server_result
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -24,11 +24,7 @@ EXAMPLE = "中国农业大学怎么样？可以吗？"
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    if args.input_file:
-        with open(args.input_file, encoding="utf-8-sig") as handle:
-            texts = [line.rstrip("\r\n") for line in handle if line.strip()]
-    else:
-        texts = [EXAMPLE]
+    texts = client_texts(args.input_file, [EXAMPLE])
     start = time.time()
     try:
         result = server_result(args.url, {"text": texts}, {"max_seq_len": args.max_seq_len, "batch_size": args.batch_size},

@@ -21,27 +21,26 @@ model. Bad requests get HTTP 422 with the reason. The model runs on GPU 0 by def
 from __future__ import annotations
 
 import argparse
-import os
 
 import uvicorn
 from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports and this encoder's)
-from cli import NON_NEGATIVE_INT, PORT, ArgumentParser
-from serving import app_from_environment, request_parameter, simple_server, texts_of_request
+from cli import ArgumentParser
+from serving import (
+    add_simple_server_arguments,
+    app_from_environment,
+    request_parameter,
+    simple_server,
+    texts_of_request,
+)
 from utils import DataError, run_cli
 
 ROUTE = "models/semantic_index"
 
-# yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--export_dir", default=os.environ.get("EXPORT_DIR", "../../output"), help="Directory written by retrieval_based/export_model.py.")
-parser.add_argument("--device", choices=["gpu", "cpu"], default=os.environ.get("DEVICE", "gpu"), help="Device that runs the model, defaults to gpu.")
-parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"), help="Which gpu runs the model.")
-parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
-parser.add_argument("--port", type=PORT, default=8190, help="Port to listen on.")
-# yapf: enable
+add_simple_server_arguments(parser, "../../output", "Directory written by retrieval_based/export_model.py.", 8190)
 
 
 class EmbeddingHandler(BaseModelHandler):
