@@ -252,13 +252,13 @@ def held_out(named_data, trained, tmp_path_factory):
     return data, root / "output"
 
 
-def printed_labels(stdout: str) -> dict[str, list[str]]:
-    """run_system.py's `{'sentence': text} label score` lines: the labels per text, best first."""
-    labels: dict[str, list[str]] = {}
+def printed_scores(stdout: str) -> dict[str, dict[str, float]]:
+    """run_system.py's `{'sentence': text} label score` lines: per text, each printed label's score, best first."""
+    scores: dict[str, dict[str, float]] = {}
     for line in stdout.splitlines()[2:]:
-        sentence, label = line.split("'}")[0].split("'")[-1], line.split("'} ")[1].split()[0]
-        labels.setdefault(sentence, []).append(label)
-    return labels
+        sentence, rest = line.split("'}")[0].split("'")[-1], line.split("'} ")[1]
+        scores.setdefault(sentence, {})[rest.split()[0]] = float(rest.split()[1])
+    return scores
 
 
 def insert_labels(export_dir, label_file, store: list, work) -> str:
@@ -282,7 +282,7 @@ def test_a_label_added_after_training_is_predicted_for_its_keywords(held_out, na
              "--max_seq_length", "32", "--threshold", "0.3", *store]
     before = run_main(*query)
     assert before.returncode == 0, before.stderr[-3000:]
-    assert all(NEW_LABEL not in labels for labels in printed_labels(before.stdout).values())
+    assert all(NEW_LABEL not in labels for labels in printed_scores(before.stdout).values())
     with_new = tmp_path / "label_new.txt"
     with_new.write_text(data.joinpath("label.txt").read_text(encoding="utf-8") + NEW_LABEL + "\n", encoding="utf-8")
     for _ in range(2):  # inserting the same labels again adds nothing
@@ -291,7 +291,7 @@ def test_a_label_added_after_training_is_predicted_for_its_keywords(held_out, na
     after = run_main(*query)
     assert after.returncode == 0, after.stderr[-3000:]
     assert after.stdout.startswith("Extract feature time to cost :") and "Search milvus time cost is " in after.stdout
-    best = {text: labels[0] for text, labels in printed_labels(after.stdout).items()}
+    best = {text: next(iter(labels)) for text, labels in printed_scores(after.stdout).items()}
     assert best == {text: NEW_LABEL for text in texts}, after.stdout
 
 
@@ -308,15 +308,6 @@ def test_an_index_of_another_encoder_is_refused_by_vector_insert(held_out, retri
     result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path", tmp_path / "o" / "label_embedding.npy",
                       *store)
     assert result.returncode == 2 and "was built with another model" in result.stderr
-
-
-def printed_scores(stdout: str) -> dict[str, dict[str, float]]:
-    """run_system.py's `{'sentence': text} label score` lines: per text, each printed label's score."""
-    scores: dict[str, dict[str, float]] = {}
-    for line in stdout.splitlines()[2:]:
-        sentence, rest = line.split("'}")[0].split("'")[-1], line.split("'} ")[1]
-        scores.setdefault(sentence, {})[rest.split()[0]] = float(rest.split()[1])
-    return scores
 
 
 def test_the_embedding_server_answers_what_the_export_computes_and_run_system_uses_it(held_out, tmp_path):
