@@ -7,7 +7,8 @@ their loss from here, so a new loss changes every one of them at once. Targets a
 Rare labels are why there is more than `bce`: with a few positives among thousands of negatives,
 plain BCE learns to say "no" to a rare label and macro F1 suffers. The alternatives reweight the
 positives (`bce_pos_weight`), down-weight the easy examples (`focal`), or do both asymmetrically
-(`asl`); `zlpr` compares each text's positive logits with its negative ones instead of each with a
+(`asl`); `db` reweights each text's labels by how rare they are among that text's labels and tolerates
+negatives; `zlpr` compares each text's positive logits with its negative ones instead of each with a
 fixed 0.5. Every one keeps the decision rule of the suite: a label is predicted when its logit is
 above 0 (sigmoid above the 0.5 default threshold), so thresholds, tuning and serving are unchanged.
 All are computed in log space (softplus, logsumexp): logits of +-100 give finite values and gradients.
@@ -36,6 +37,20 @@ class LossSettings:
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
+    label_counts: np.ndarray | None = None  # training texts carrying each label, for db
+    num_texts: int = 0  # training texts, for db
+    db_neg_scale: float = 2.0  # lambda of db's negative-tolerant regularisation
+    db_bias_scale: float = 0.05  # kappa: how far db shifts each logit by its label's prior log-odds
+    db_map_alpha: float = 0.1  # db's weight mapping alpha + sigmoid(beta * (r - mu)) of the rebalancing ratio r
+    db_map_beta: float = 10.0
+    db_map_mu: float = 0.05
+
+
+def label_log_odds(label_prior: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of each label's share of the training texts, with p clipped to [1e-4, 1 - 1e-4] so
+    that a label absent from the training file (or in every text) gets a finite value."""
+    prior = np.clip(np.asarray(label_prior, dtype="float64"), 1e-4, 1 - 1e-4)
+    return np.log(prior / (1 - prior)).astype("float32")
 
 
 def positive_weights(label_counts: np.ndarray, num_texts: int, max_weight: float = 10.0) -> np.ndarray:
@@ -126,11 +141,47 @@ def zlpr(settings: LossSettings) -> LossFunction:
     return loss
 
 
+def distribution_balanced(settings: LossSettings) -> LossFunction:
+    """Distribution-Balanced loss (Wu et al. 2020; for text, Huang et al. 2021), up to their constant 1/2.
+
+    Rebalancing: a text with a frequent and a rare label teaches the frequent one far more often than
+    the rare one is seen. Each (text, label) term is weighted by alpha + sigmoid(beta * (r - mu)), where
+    r = (1 / n_label) / sum over the text's labels of 1 / n, n being training counts; a text without
+    labels gets the largest weight, alpha + 1.
+    Negative-tolerant regularisation: the logit is shifted by kappa / lambda times the label's prior
+    log-odds, and negatives are scored at lambda times that logit with 1 / lambda of the loss, so the
+    thousands of easy negatives of a rare label stop flattening its logit.
+    Focal factor: (1 - p_t)^focal_gamma on the shifted logits. Prediction uses the unshifted logit and
+    the usual logit-0 rule, so a rare label's probability comes out higher than the loss saw it; tuned
+    thresholds absorb that shift like any other calibration offset.
+    """
+    if settings.label_counts is None or settings.num_texts <= 0:
+        raise DataError("the loss db needs the label counts of the training texts")
+    counts = np.asarray(settings.label_counts, dtype="float64")
+    inverse_count = paddle.to_tensor((1.0 / np.maximum(counts, 1.0)).astype("float32"))
+    scale = settings.db_neg_scale
+    shift = paddle.to_tensor(settings.db_bias_scale / scale * label_log_odds(counts / settings.num_texts))
+    alpha, beta, mu, gamma = settings.db_map_alpha, settings.db_map_beta, settings.db_map_mu, settings.focal_gamma
+
+    def loss(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        targets = paddle.cast(targets, logits.dtype)
+        text_inverse_sum = (paddle.cast(targets > 0.5, logits.dtype) * inverse_count).sum(axis=1, keepdim=True)
+        ratio = inverse_count / paddle.clip(text_inverse_sum, min=TINY)  # about 1e12 for a text without labels
+        weight = alpha + F.sigmoid(beta * (ratio - mu))
+        shifted = logits + shift
+        positive = (F.sigmoid(-shifted) + TINY) ** gamma * F.softplus(-shifted)
+        negative = (F.sigmoid(scale * shifted) + TINY) ** gamma * F.softplus(scale * shifted) / scale
+        return (weight * (targets * positive + (1 - targets) * negative)).mean()
+
+    return loss
+
+
 LOSSES: dict[str, Callable[[LossSettings], LossFunction]] = {
     "bce": binary_cross_entropy,
     "bce_pos_weight": weighted_binary_cross_entropy,
     "focal": focal,
     "asl": asymmetric,
+    "db": distribution_balanced,
     "zlpr": zlpr,
 }
 

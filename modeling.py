@@ -24,6 +24,7 @@ from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassificatio
 
 from cli import NON_NEGATIVE_INT, POSITIVE_INT
 from data_io import read_label_list
+from losses import label_log_odds
 from pipeline import (
     DEFAULT_MAX_WINDOWS,
     ERNIE_INPUTS,
@@ -194,8 +195,7 @@ def init_classifier_bias(model, label_prior: np.ndarray) -> None:
     A fresh head predicts p=0.5 for every label, and BCE spends many epochs pushing all rare labels
     down before anything is learned; starting at the prior lets a scratch model predict from epoch 2.
     """
-    prior = np.clip(label_prior, 1e-4, 1 - 1e-4)
-    model.classifier.bias.set_value(np.log(prior / (1 - prior)).astype("float32"))
+    model.classifier.bias.set_value(label_log_odds(label_prior))
 
 
 def checkpoint_labels(model) -> list[str] | None:

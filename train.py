@@ -94,10 +94,12 @@ parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="pri
 parser.add_argument("--loss", choices=list(LOSSES), default="bce", help="Training loss (losses.py); the logged eval loss is the same loss.")
 parser.add_argument("--pos_weight", default="auto", help="For --loss bce_pos_weight: auto (clip(sqrt(negatives / positives), 1, --pos_weight_max) per label, counted on the training file) or a file with one weight per line, in label file order.")
 parser.add_argument("--pos_weight_max", type=bounded(float, 1), default=10.0, help="Upper clip of the automatic positive weights.")
-parser.add_argument("--focal_gamma", type=NON_NEGATIVE_FLOAT, default=2.0, help="For --loss focal: the focusing exponent (0 is BCE).")
+parser.add_argument("--focal_gamma", type=NON_NEGATIVE_FLOAT, default=2.0, help="For --loss focal and db: the focusing exponent (0 is BCE).")
 parser.add_argument("--asl_gamma_neg", type=NON_NEGATIVE_FLOAT, default=4.0, help="For --loss asl: the focusing exponent of negatives.")
 parser.add_argument("--asl_gamma_pos", type=NON_NEGATIVE_FLOAT, default=0.0, help="For --loss asl: the focusing exponent of positives.")
 parser.add_argument("--asl_clip", type=UNIT_INTERVAL_OPEN, default=0.05, help="For --loss asl: negatives below this probability are ignored (probability margin).")
+parser.add_argument("--db_neg_scale", type=bounded(float, 1), default=2.0, help="For --loss db: negatives are scored at this multiple of their logit, with its inverse as weight (negative-tolerant regularisation).")
+parser.add_argument("--db_bias_scale", type=NON_NEGATIVE_FLOAT, default=0.05, help="For --loss db: each logit is shifted by this share of its label's prior log-odds (divided by --db_neg_scale) inside the loss.")
 parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
 parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
@@ -333,7 +335,8 @@ def read_pos_weights(path: str, label_file: Path, num_labels: int) -> np.ndarray
 def loss_settings(args: argparse.Namespace, targets: np.ndarray, label_file: Path) -> LossSettings:
     """The chosen loss's parameters; positive weights are counted on the training texts."""
     settings = LossSettings(focal_gamma=args.focal_gamma, asl_gamma_neg=args.asl_gamma_neg,
-                            asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip)
+                            asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip, label_counts=(targets > 0.5).sum(0),
+                            num_texts=len(targets), db_neg_scale=args.db_neg_scale, db_bias_scale=args.db_bias_scale)
     if args.loss == "bce_pos_weight":
         settings.pos_weight = (positive_weights((targets > 0.5).sum(0), len(targets), args.pos_weight_max)
                                if args.pos_weight == "auto" else

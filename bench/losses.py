@@ -25,9 +25,11 @@ SETTINGS = {  # name -> train.py arguments
     "focal": ["--loss", "focal"],
     "asl": ["--loss", "asl"],
     "zlpr": ["--loss", "zlpr"],
+    "db": ["--loss", "db"],
     "bce + repeat_factor": ["--loss", "bce", "--sampling", "repeat_factor"],
     "bce_pos_weight + repeat_factor": ["--loss", "bce_pos_weight", "--sampling", "repeat_factor"],
     "focal + repeat_factor": ["--loss", "focal", "--sampling", "repeat_factor"],
+    "db + repeat_factor": ["--loss", "db", "--sampling", "repeat_factor"],
 }
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
