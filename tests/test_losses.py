@@ -48,7 +48,7 @@ def asl_formula(logits, targets):
 
 
 def db_formula(logits, targets):
-    """Wu et al. 2020, eq. 6-9 (without their constant 1/2), written per text and label in float64."""
+    """Wu et al. 2020 (without their constant 1/2), written per text and label in float64."""
     counts, total, scale, gamma = SETTINGS.label_counts, SETTINGS.num_texts, SETTINGS.db_neg_scale, SETTINGS.focal_gamma
     inverse = 1 / np.maximum(counts, 1)
     prior = np.clip(counts / total, 1e-4, 1 - 1e-4)
