@@ -33,7 +33,7 @@ from metric import MetricReport, tune_thresholds
 from modeling import load_model, load_tokenizer, text_probs
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSSES = ["bce", "bce_pos_weight", "focal", "asl", "zlpr"]
+LOSSES = ["bce", "bce_pos_weight", "focal", "asl", "zlpr", "db"]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/label_scale"))

@@ -1,8 +1,7 @@
 """Batch-labelling throughput of predict.py: every backend and precision, 1 and 2 processes, the engine's
 ceiling, where the time goes, and the native tokenizers (ERNIE and ERNIE-M) against paddlenlp's.
 
-Usage: python -P bench/label_throughput.py --dataset_dir divorce
-(-P: bench/losses.py must not shadow the suite's losses module)
+Usage: python bench/label_throughput.py --dataset_dir divorce
 
 The input is sentences of the data set (train, dev and test texts in turn, repeated): `--lines` of them
 per shape for the static backends, `--dygraph_lines` for the dygraph model. For each model shape

@@ -8,10 +8,9 @@ speed), one process measures side by side, in turns, with the median per variant
 - gradient accumulation: seconds per batch with 4 batches per optimizer step against 1;
 - the cost of one resumable state (resume.save_state): seconds and bytes.
 
-Writes a Markdown table. Run it with `python -P` (Python 3.11+: the script's directory is not searched first
-for imports), so the suite's `losses` module is imported rather than bench/losses.py:
+Writes a Markdown table:
 
-    python -P bench/train_features.py --out bench/out/train_features.md
+    python bench/train_features.py --out bench/out/train_features.md
 """
 from __future__ import annotations
 

@@ -10,10 +10,9 @@ AdamW and linear schedule, the same number of steps; only the loop differs:
   feed our batches and mask, to tell the loop's own cost from the batching's.
 
 Variants run in turns (A B C A B C ...) in one process and the median per variant is reported,
-as a ratio to ours. Writes a Markdown table. `python -P` keeps bench/losses.py from shadowing the
-suite's `losses` module.
+as a ratio to ours. Writes a Markdown table.
 
-    python -P bench/train_loop_bench.py --dataset_dir <divorce> --steps 120 --out bench/out/train_loop.md
+    python bench/train_loop_bench.py --dataset_dir <divorce> --steps 120 --out bench/out/train_loop.md
 """
 from __future__ import annotations
 

@@ -45,3 +45,10 @@ def test_no_file_manipulates_sys_path():
                  if ".venv" not in path.parts and "sys.path" in path.read_text(encoding="utf-8")
                  and path.name != "test_layout.py"]
     assert offenders == []
+
+
+def test_no_benchmark_shadows_a_suite_module():
+    """`python bench/x.py` puts bench/ first on the import path: a bench/losses.py would be imported by
+    modeling.py in place of the suite's losses module and break every benchmark that loads a model."""
+    bench_names = {path.stem for path in (ROOT / "bench").glob("*.py")}
+    assert bench_names & set(CORE_LAYERS + SCRIPTS) == set()

@@ -1,6 +1,6 @@
 """Test micro/macro F1 of every loss, with and without repeat-factor sampling, over several seeds.
 
-Usage: python bench/losses.py --dataset_dir divorce [--seeds 1 2 3] [--epochs 10] [--jobs 2] [--mlm_epochs 30]
+Usage: python bench/loss_bench.py --dataset_dir divorce [--seeds 1 2 3] [--epochs 10] [--jobs 2] [--mlm_epochs 30]
 
 Each seed makes one scratch model (preset tiny, dropout 0.1) that every setting starts from; each
 setting runs the real train.py (same schedule, --tune_thresholds) and predict.py on test.txt at the

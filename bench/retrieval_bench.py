@@ -1,8 +1,8 @@
 """The retrieval route on a real data set next to the classifier, and the index engines at scale.
 
-Usage (-P: this file's name must not shadow the suite's retrieval module):
-    python -P bench/retrieval.py --sections quality --dataset_dir divorce --out_dir bench/out/retrieval
-    python -P bench/retrieval.py --sections scale --sizes 10000 100000 1000000 --out bench/out/retrieval_scale.md
+Usage:
+    python bench/retrieval_bench.py --sections quality --dataset_dir divorce --out_dir bench/out/retrieval
+    python bench/retrieval_bench.py --sections scale --sizes 10000 100000 1000000 --out bench/out/retrieval_scale.md
 
 quality: one scratch model (scratch_model.py, preset tiny, dropout 0.1) is the starting point of the
 classifier (train.py --tune_thresholds, then predict.py on test.txt) and of the retrieval encoder
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import tempfile
@@ -39,18 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from accuracy import f1_pair, run, test_scores
 
 import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from data_io import load_examples, multi_hot, read_label_list
 from metric import tune_thresholds
 from retrieval import label_scores, read_recall_file
 from vector_index import INSERT_CHUNK, Entry, HnswIndex, IndexInfo, MilvusIndex
-
-# -P leaves bench/ out of the import path: the classifier's steps come from bench/accuracy.py by its file name
-_spec = importlib.util.spec_from_file_location("accuracy", Path(__file__).with_name("accuracy.py"))
-accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(accuracy)
-f1_pair, run, test_scores = accuracy.f1_pair, accuracy.run, accuracy.test_scores
 
 K = 10
 RECALL_MODES = ("label", "text")
