@@ -158,6 +158,20 @@ def test_relative_links_point_at_files_of_the_repository(doc):
     assert not broken, f"{doc.relative_to(ROOT)}: links to missing files: {broken}"
 
 
+def heading_anchors(doc: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces to '-'."""
+    headings = re.findall(r"^#+ (.+)$", doc.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(doc.relative_to(ROOT)) for doc in DOCS])
+def test_links_to_a_section_name_a_heading_of_the_target(doc):
+    links = re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", doc.read_text(encoding="utf-8"))
+    broken = [f"{target}#{anchor}" for target, anchor in links if "://" not in target
+              and anchor not in heading_anchors(doc.parent / target if target else doc)]
+    assert not broken, f"{doc.relative_to(ROOT)}: links to missing sections: {broken}"
+
+
 def test_the_checker_finds_commands_flags_and_wrong_paths(tmp_path):
     """The checks above read what they claim to read."""
     doc = ROOT / "README.md"
