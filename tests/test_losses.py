@@ -166,6 +166,21 @@ def test_repeat_factors_formula():
     assert factors[52] == 1.0  # sqrt(0.04 / 0.08) < 1 is raised to 1
 
 
+def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog):
+    import train
+
+    targets = np.zeros((1000, 3), dtype="float32")
+    targets[:500, 0], targets[500:, 1], targets[:20, 2] = 1, 1, 1  # the rarest label in 2% of the texts
+    args = train.parser.parse_args(["--dataset_dir", "data", "--sampling", "repeat_factor"])  # threshold 0.01
+    assert np.all(train.text_repeats(args, targets) == 1.0)
+    assert ("Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in 2.00% of the training "
+            "texts. --repeat_threshold 0.2 would repeat its texts about 3 times.") in caplog.text
+    caplog.clear()
+    args.repeat_threshold = 0.2
+    assert train.text_repeats(args, targets)[:20] == pytest.approx(np.sqrt(10))
+    assert "adds less than 1%" not in caplog.text
+
+
 def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():
     factors = np.array([1.0, 1.0, 2.5, 4.0, 1.0, 1.5])
     counts = np.zeros(len(factors))
