@@ -11,9 +11,8 @@ A second table splits the labels into three bands by their training frequency an
 setting's tuned macro F1 per band next to the TF-IDF + logistic-regression baseline (balanced class
 weights, 0.5): it shows where a loss gains and what is left to gain.
 
-`--jobs 2` runs two trainings at once with one core each: on a 2-core machine that finishes the
-table about 1.7 times sooner than one 2-thread training after another, with the same scores up to
-float rounding. `--mlm_epochs` pretrains the scratch models as masked language models on the texts
+`--jobs 2` runs two trainings at once with one core each (a tiny model keeps one core busier than
+two), with the same scores up to float rounding. `--mlm_epochs` pretrains the scratch models as masked language models on the texts
 first, which shows how much of the gap to TF-IDF is the random-weight encoder's.
 """
 from __future__ import annotations
