@@ -1,6 +1,6 @@
 """Test micro/macro F1 of every loss, with and without repeat-factor sampling, over several seeds.
 
-Usage: python bench/loss_bench.py --dataset_dir divorce [--seeds 1 2 3] [--epochs 10] [--jobs 2] [--mlm_epochs 30]
+Usage: python bench/loss_bench.py --dataset_dir divorce [--seeds 1 2 3] [--epochs 10] [--jobs 2]
 
 Each seed makes one scratch model (preset tiny, dropout 0.1) that every setting starts from; each
 setting runs the real train.py (same schedule, --tune_thresholds) and predict.py on test.txt at the
@@ -12,8 +12,7 @@ setting's tuned macro F1 per band next to the TF-IDF + logistic-regression basel
 weights, 0.5): it shows where a loss gains and what is left to gain.
 
 `--jobs 2` runs two trainings at once with one core each (a tiny model keeps one core busier than
-two), with the same scores up to float rounding. `--mlm_epochs` pretrains the scratch models as masked language models on the texts
-first, which shows how much of the gap to TF-IDF is the random-weight encoder's.
+two), with the same scores up to float rounding.
 """
 from __future__ import annotations
 
@@ -53,13 +52,11 @@ parser.add_argument("--warmup_steps", type=int, default=200)
 parser.add_argument("--repeat_threshold", type=float, default=0.1,
                     help="train.py --repeat_threshold of the repeat_factor settings: train.py's 0.01 repeats no text of "
                          "divorce's rarest labels (39 of 4,005 texts, about 1%%); 0.1 repeats them about 3 times")
-parser.add_argument("--mlm_epochs", type=int, default=0, help="scratch_model.py --mlm_epochs of every seed's model")
 parser.add_argument("--jobs", type=int, default=1, help="trainings run at once, each on an equal share of the cores")
 
 
 def table(results: dict, args: argparse.Namespace, dataset: Path, test_size: int) -> str:
-    model = f"scratch tiny --dropout 0.1 --mlm_epochs {args.mlm_epochs}" if args.mlm_epochs else "scratch tiny --dropout 0.1"
-    lines = [f"#### {dataset.name}/test.txt ({test_size} texts): {model}, {args.epochs} epochs, "
+    lines = [f"#### {dataset.name}/test.txt ({test_size} texts): scratch tiny --dropout 0.1, {args.epochs} epochs, "
              f"batch 16, lr 1e-3, warmup {args.warmup_steps}, --repeat_threshold {args.repeat_threshold}; "
              "mean +- std over seeds",
              "", "| setting | seeds | micro F1 (0.5) | macro F1 (0.5) | micro F1 (tuned) | macro F1 (tuned) |",
@@ -103,11 +100,11 @@ def per_label_f1(predictions: Path, gold: np.ndarray, labels: list[str]) -> list
     return f1_score(gold, predicted, average=None, zero_division=0).tolist()
 
 
-def make_scratch_model(dataset: Path, out: Path, seed: int, mlm_epochs: int) -> Path:
+def make_scratch_model(dataset: Path, out: Path, seed: int) -> Path:
     scratch = out / f"scratch_seed{seed}"
     if not (scratch / "model_state.pdparams").is_file():
         run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny",
-            "--dropout", "0.1", "--seed", seed, "--mlm_epochs", mlm_epochs, log=out / f"scratch_seed{seed}.log")
+            "--dropout", "0.1", "--seed", seed, log=out / f"scratch_seed{seed}.log")
     return scratch
 
 
@@ -136,7 +133,7 @@ def main() -> None:
     train_counts = multi_hot(load_examples(dataset / "train.txt", labels), len(labels)).sum(0).astype(int)
     tfidf_per_label = f1_score(gold, tfidf_probabilities(dataset, labels) > 0.5, average=None, zero_division=0)
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda seed: make_scratch_model(dataset, out, seed, args.mlm_epochs), args.seeds))
+        list(pool.map(lambda seed: make_scratch_model(dataset, out, seed), args.seeds))
         pending = {(seed, setting): pool.submit(train_and_score, args, dataset, out, seed, setting, gold, labels)
                    for seed in args.seeds for setting in args.settings
                    if str(seed) not in results.get(setting, {})}  # runs finished earlier are kept
