@@ -355,8 +355,8 @@ def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | 
     logger.info(f"Repeat-factor sampling (threshold {args.repeat_threshold}): {int((factors > 1).sum())} of "
                 f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has "
                 f"{epoch_rows(factors)} texts")
-    if epoch_rows(factors) < 1.01 * len(factors):  # the default threshold suits thousands of labels, not 20
-        shares = (targets > 0.5).mean(0)
+    shares = (targets > 0.5).mean(0)
+    if epoch_rows(factors) < 1.01 * len(factors) and shares.any():  # the default suits thousands of labels, not 20
         rarest = float(shares[shares > 0].min())
         logger.warning(f"Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in "
                        f"{rarest:.2%} of the training texts. --repeat_threshold {10 * rarest:.2g} would repeat "

@@ -179,6 +179,7 @@ def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog)
     args.repeat_threshold = 0.2
     assert train.text_repeats(args, targets)[:20] == pytest.approx(np.sqrt(10))
     assert "adds less than 1%" not in caplog.text
+    assert np.all(train.text_repeats(args, np.zeros((10, 3), dtype="float32")) == 1.0)  # no label to suggest for
 
 
 def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():
