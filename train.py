@@ -352,15 +352,16 @@ def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | 
     if args.sampling == "none":
         return None
     factors = repeat_factors(targets, args.repeat_threshold)
+    rows = epoch_rows(factors)
     logger.info(f"Repeat-factor sampling (threshold {args.repeat_threshold}): {int((factors > 1).sum())} of "
-                f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has "
-                f"{epoch_rows(factors)} texts")
+                f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has {rows} texts")
     shares = (targets > 0.5).mean(0)
-    if epoch_rows(factors) < 1.01 * len(factors) and shares.any():  # the default suits thousands of labels, not 20
+    if rows < 1.01 * len(factors) and shares.any():  # the default threshold suits thousands of labels, not 20
         rarest = float(shares[shares > 0].min())
+        advice = (f"--repeat_threshold {10 * rarest:.2g} would repeat its texts about 3 times." if rarest < 0.1 else
+                  "No label is rare enough to repeat (a threshold must stay below 1).")
         logger.warning(f"Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in "
-                       f"{rarest:.2%} of the training texts. --repeat_threshold {10 * rarest:.2g} would repeat "
-                       f"its texts about 3 times.")
+                       f"{rarest:.2%} of the training texts. {advice}")
     return factors
 
 

@@ -180,6 +180,11 @@ def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog)
     assert train.text_repeats(args, targets)[:20] == pytest.approx(np.sqrt(10))
     assert "adds less than 1%" not in caplog.text
     assert np.all(train.text_repeats(args, np.zeros((10, 3), dtype="float32")) == 1.0)  # no label to suggest for
+    caplog.clear()
+    args.repeat_threshold = 0.01
+    assert np.all(train.text_repeats(args, targets[:, :2]) == 1.0)  # both labels in half of the texts
+    assert ("the rarest label is in 50.00% of the training texts. No label is rare enough to repeat (a threshold "
+            "must stay below 1).") in caplog.text
 
 
 def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():
