@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data_io import PREDICTION_HEADER, Example, ReadStats, count_lines, format_predictions, iter_examples
 from pipeline import WINDOW_BATCHES, Runner, TextPipeline, sigmoid
-from utils import DataError, batched, logger
+from utils import DataError, batched, logger, write_text_atomic
 
 QUEUE_WINDOWS = 2  # tokenized windows waiting for the model
 PART_LINES = 50_000  # the most input lines in one part (fewer when the processes would otherwise idle)
@@ -215,18 +215,9 @@ def write_part(labeller: Labeller, data_path: Path, parts_dir: Path, part: Part,
         os.fsync(out.fileno())
     progress.close()
     os.replace(partial, rows_path(parts_dir, part))
-    write_atomic(record_path(parts_dir, part), json.dumps(record | {"examples": stats.examples}, ensure_ascii=False))
+    write_text_atomic(record_path(parts_dir, part), json.dumps(record | {"examples": stats.examples}, ensure_ascii=False))
     logger.info(f"Part {part.index}: lines {describe(part)} labelled; "
                 f"{stats.summary(data_path, blank_lines='kept as empty rows')}")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def join_parts(parts_dir: Path, parts: list[Part], output_file: Path, data_path: Path, expected: dict) -> None:

@@ -6,12 +6,14 @@ Argument parsing conventions live in `cli`, the data format in `data_io`, models
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 import paddle
@@ -64,12 +66,49 @@ def write_settings(args, save_dir: str | os.PathLike) -> None:
     lines = ["------------------ start ------------------"]
     lines += [f"{name} : {value}" for name, value in sorted(vars(args).items())]
     lines.append("------------------- end -------------------")
-    Path(save_dir, "setting.txt").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(Path(save_dir, "setting.txt"), "\n".join(lines))
 
 
 def write_json(path: str | os.PathLike, value) -> None:
     """A JSON file for people and programs: UTF-8, labels unescaped, indented."""
-    Path(path).write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file handle whose content replaces `path` only when the block ends without an exception:
+    it writes a temporary file in the same directory, flushes it to disk and renames it over `path`
+    (atomic on POSIX), so a kill at any moment leaves either the old complete file or the new one.
+    A directory that is missing or not writable is a DataError naming it, not a traceback."""
+    path = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DataError(f"cannot write {path}: {err.strerror} ({path.parent})") from None
+    try:
+        with open(descriptor, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """`path` holds exactly `text` (UTF-8) or, after a crash, what it held before."""
+    with atomic_output(path) as handle:
+        handle.write(text)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (mkstemp creates files readable by the owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
