@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from decision import Decision
 from pipeline import WINDOW_BATCHES
 from utils import DataError, batched, logger
 
@@ -178,20 +179,25 @@ def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:
     return ",".join(label_list[i] for i in label_ids)
 
 
-def format_predictions(texts: Sequence[str], probs: np.ndarray, thresholds: np.ndarray, label_list: Sequence[str],
+def format_predictions(texts: Sequence[str], probs: np.ndarray, decision: Decision, label_list: Sequence[str],
                        output_probs: bool = False) -> list[str]:
     """Output rows as the reference writes them: `text<TAB>name, name` (names joined by comma and space,
-    which the reader accepts as data too), plus every label's probability as JSON with `output_probs`.
+    which the reader accepts as data too), plus every label's probability as JSON with `output_probs`,
+    plus, when the decision has a `top_k`, its k most probable labels as a JSON list of [name, probability].
     The decisions are taken for all rows at once: per row they cost more than the model of a small
     checkpoint."""
     probs = np.asarray(probs).reshape(len(texts), len(label_list))
-    rows, columns = np.nonzero(probs > np.asarray(thresholds))
+    rows, columns = np.nonzero(decision.chosen(probs))
     names = [label_list[column] for column in columns.tolist()]
     bounds = np.searchsorted(rows, np.arange(len(texts) + 1)).tolist()  # row i's names: names[bounds[i]:bounds[i + 1]]
     lines = [f"{text}\t{', '.join(names[start:end])}" for text, start, end in zip(texts, bounds, bounds[1:])]
     if output_probs:
         lines = [line + "\t" + json.dumps({n: round(float(p), 4) for n, p in zip(label_list, row)},
                                           ensure_ascii=False) for line, row in zip(lines, probs)]
+    if decision.top_k:
+        top_ids, top_probs = decision.top(probs)
+        lines = [line + "\t" + json.dumps([[label_list[i], round(float(p), 4)] for i, p in zip(ids, row)],
+                                          ensure_ascii=False) for line, ids, row in zip(lines, top_ids, top_probs)]
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Export a trained checkpoint for deployment: static graph, ONNX model, tokenizer, labels, thresholds.
+"""Export a trained checkpoint for deployment: static graph, ONNX model, tokenizer, labels, decision (thresholds, policy, calibration).
 
 The output directory is self-contained: deploy/predictor/infer.py (and the servers) need nothing
 else. Before returning, the exported graph is run through Paddle Inference and ONNX Runtime and
@@ -14,7 +14,7 @@ from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import EXPORT_PREFIX, META_FILE, deploy_input_names
 from modeling import (
     check_max_seq_length,
-    checkpoint_thresholds,
+    checkpoint_decision,
     load_model,
     load_tokenizer,
     resolve_label_list,
@@ -44,10 +44,10 @@ def export(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.params_path)
     label_file = Path(args.dataset_dir or args.params_path) / "label.txt"
     label_list = resolve_label_list(model, label_file)
-    thresholds = checkpoint_thresholds(model)
+    decision = checkpoint_decision(model)
     input_names = deploy_input_names(tokenizer, args.multilingual)
     texts, labels = parity_texts(tokenizer, label_list, args.dataset_dir, args.dev_file, args.parity_samples)
-    export_checked(model, tokenizer, Path(args.output_path), EXPORT_PREFIX, label_list, thresholds, input_names,
+    export_checked(model, tokenizer, Path(args.output_path), EXPORT_PREFIX, label_list, decision, input_names,
                    texts, labels, args.max_seq_length)
     logger.info(f"Exported {len(label_list)}-label model to {args.output_path}/: {EXPORT_PREFIX}.* (Paddle Inference), "
                 f"model.onnx, tokenizer, {META_FILE}; FP32 parity checked on {len(texts)} "

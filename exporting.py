@@ -2,7 +2,7 @@
 every deployment reads it.
 
 An export holds the static graph (`<prefix>.json` + `.pdiparams`), `model.onnx` with stable tensor
-names (`logits` out), the tokenizer and `export_meta.json` (labels and thresholds in output order,
+names (`logits` out), the tokenizer and `export_meta.json` (labels, thresholds and the rest of the decision in output order,
 input names, how long texts are read, the model's position count). Exports of the reference, which
 have no metadata, are read too. ONNX tooling is imported only when a conversion actually runs.
 """
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import paddle
 
 from data_io import read_label_list
+from decision import CONFIG_KEY as DECISION_KEY
+from decision import Decision
 from modeling import check_label_list, load_tokenizer, model_input_names, stored_long_text
 from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText
-from utils import DataError, logger
+from utils import DataError, logger, write_json
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
@@ -34,13 +35,13 @@ OUTPUT_NAME = "logits"
 
 @dataclass
 class ExportInfo:
-    """What an export directory holds; `labels` and `thresholds` are in model output order;
+    """What an export directory holds; `labels` and the decision's thresholds are in model output order;
     `max_positions` is None when the export does not say (reference exports)."""
 
     directory: Path
     model_prefix: Path
     labels: list[str]
-    thresholds: np.ndarray
+    decision: Decision
     input_names: list[str]
     long_text: LongText = LongText()
     max_positions: int | None = None
@@ -116,13 +117,13 @@ def convert_to_onnx(prefix: Path, onnx_file: Path) -> None:
     onnx.save(model, str(onnx_file))
 
 
-def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresholds, input_names,
+def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], decision: Decision, input_names,
                extra: dict | None = None) -> None:
     """export_meta.json; `extra` holds what one kind of model needs besides (few-shot: its template)."""
     meta = {"model_prefix": prefix_name, "onnx": ONNX_FILE, "input_names": list(input_names),
-            "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds],
-            **(extra or {})}
-    (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            "output_name": OUTPUT_NAME, "labels": list(labels),
+            "thresholds": [float(t) for t in decision.thresholds], DECISION_KEY: decision.settings(), **(extra or {})}
+    write_json(directory / META_FILE, meta)
 
 
 def deploy_input_names(tokenizer, multilingual: bool = False) -> tuple[str, ...]:
@@ -149,7 +150,7 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
         labels = meta["labels"]
         if file_labels is not None:
             check_label_list(label_file, file_labels, labels)
-        return ExportInfo(directory, prefix, labels, np.asarray(meta["thresholds"], dtype="float32"),
+        return ExportInfo(directory, prefix, labels, stored_decision(meta, meta_file),
                           meta["input_names"], stored_long_text(meta.get("long_text")),
                           meta.get("max_position_embeddings"))
     if file_labels is None:
@@ -158,7 +159,15 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
     import onnx
 
     input_names = [i.name for i in onnx.load(str(ensure_onnx(prefix, directory)), load_external_data=False).graph.input]
-    return ExportInfo(directory, prefix, file_labels, np.full(len(file_labels), 0.5, dtype="float32"), input_names)
+    return ExportInfo(directory, prefix, file_labels, Decision.stored(None, None, len(file_labels)), input_names)
+
+
+def stored_decision(meta: dict, meta_file: Path) -> Decision:
+    """The export's decision (exports written before the policy settings existed have thresholds only)."""
+    try:
+        return Decision.stored(meta["thresholds"], meta.get(DECISION_KEY), len(meta["labels"]))
+    except ValueError as err:
+        raise DataError(f"{meta_file}: {DECISION_KEY}: {err}") from None
 
 
 def ensure_onnx(prefix: Path, directory: Path) -> Path:

@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_io import PREDICTION_HEADER, Example, ReadStats, count_lines, format_predictions, iter_examples
-from pipeline import WINDOW_BATCHES, Runner, TextPipeline, sigmoid
+from decision import Decision
+from pipeline import WINDOW_BATCHES, Runner, TextPipeline
 from utils import DataError, batched, logger, write_text_atomic
 
 QUEUE_WINDOWS = 2  # tokenized windows waiting for the model
@@ -46,12 +47,13 @@ class Labeller:
 
     pipeline: TextPipeline
     runner: Runner
-    thresholds: np.ndarray
+    decision: Decision
     labels: list[str]
     output_probs: bool = False
 
-    def rows(self, texts: list[str], probs: np.ndarray) -> list[str]:
-        return format_predictions(texts, probs, self.thresholds, self.labels, self.output_probs)
+    def rows(self, texts: list[str], logits: np.ndarray) -> list[str]:
+        return format_predictions(texts, self.decision.probabilities(logits), self.decision, self.labels,
+                                  self.output_probs)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def write_rows(labeller: Labeller, data_path: Path, out, part: Part, batch_size:
         return texts, pipeline.encode(texts) if texts else None
 
     for window, (texts, encoded) in ahead(part_windows(data_path, batch_size, stats, part), encode):
-        rows = iter(labeller.rows(texts, sigmoid(pipeline.outputs(labeller.runner, encoded))) if texts else [])
+        rows = iter(labeller.rows(texts, pipeline.outputs(labeller.runner, encoded)) if texts else [])
         out.write("".join((next(rows) if example.text else "") + "\n" for example in window))
         progress.update(window[-1].line_no - part.first_line + 1 - progress.n)
     return stats

@@ -1,4 +1,4 @@
-"""Multi-label metrics with one global or per-label decision threshold.
+"""Multi-label metrics of the labels a decision (decision.py) or a threshold chooses.
 
 Keeps only per-label counts (true/false positives, false negatives), so memory does not grow
 with the number of examples and every update is linear in its batch. Figures equal
@@ -9,11 +9,14 @@ at both 20 and 5,000 labels.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 import paddle
 from paddlenlp.utils.log import logger
+
+from decision import NO_CALIBRATION, Decision, calibration_error, fit_calibration
 
 # A label needs at least this many positive dev examples to get its own tuned threshold.
 MIN_TUNING_SUPPORT = 5
@@ -33,12 +36,14 @@ def _to_numpy(x) -> np.ndarray:
 class MetricReport(paddle.metric.Metric):
     """Micro/macro precision, recall and F1, subset accuracy and per-class figures."""
 
-    def __init__(self, name: str = "MetricReport", average: str = "micro", thresholds=0.5,
+    def __init__(self, name: str = "MetricReport", average: str = "micro", decision: Decision | float = 0.5,
                  label_names: Sequence[str] | None = None):
+        """`decision` decides the labels that are scored: a Decision, or thresholds (one for every label
+        or one per label) alone."""
         super().__init__()
         self._name = name
         self.average = average
-        self.thresholds = thresholds
+        self.decision = decision
         self.label_names = list(label_names) if label_names is not None else None
         self.reset()
 
@@ -49,7 +54,10 @@ class MetricReport(paddle.metric.Metric):
 
     def update(self, probs, labels) -> None:
         probs, labels = _to_numpy(probs), _to_numpy(labels) > 0.5
-        preds = probs > np.asarray(self.thresholds, dtype=probs.dtype)
+        decision = self.decision
+        if not isinstance(decision, Decision):
+            decision = Decision(np.broadcast_to(np.asarray(decision, dtype=probs.dtype), probs.shape[1:]))
+        preds = decision.chosen(probs)
         counts = ((preds & labels).sum(0), (preds & ~labels).sum(0), (~preds & labels).sum(0), labels.sum(0))
         self.add_counts(counts, exact_matches=int((preds == labels).all(1).sum()), num_examples=len(probs))
 
@@ -187,3 +195,54 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray, default: float,
         if not changed:
             break
     return thresholds
+
+
+def fit_decision_on_dev(decision: Decision, logits: np.ndarray, targets: np.ndarray, label_list: Sequence[str],
+                        tune_from: float | None = None, calibration_method: str | None = None) -> tuple[Decision, dict]:
+    """The decision refitted on dev logits: per-label thresholds tuned from the global `tune_from` (on
+    the uncalibrated scale, as they always were), then a new calibration of `calibration_method`
+    (thresholds move with it, so the labels stay those of the thresholds; "none" removes a calibration,
+    None keeps the stored one). Logs and returns the dev
+    figures: F1 before/after tuning, ECE and Brier score before/after calibration."""
+    results: dict = {}
+    raw = decision.calibrated(None)
+    raw_probs = raw.probabilities(logits)
+    if tune_from is not None:
+        tuned = tune_thresholds(raw_probs, targets, tune_from)
+        results["tuned_dev"] = report_thresholds(raw_probs, targets, np.full(len(label_list), tune_from), tuned,
+                                                 label_list)
+        raw = dataclasses.replace(raw, thresholds=tuned)
+    calibration = None if calibration_method == NO_CALIBRATION else decision.calibration
+    fitting = calibration_method not in (None, NO_CALIBRATION)
+    if fitting:
+        calibration, unfitted = fit_calibration(logits, targets, calibration_method)
+        if unfitted:
+            names = ", ".join(label_list[i] for i in unfitted[:LOGGED_EACH])
+            logger.info(f"Calibration: {len(unfitted)} labels have no positive or no negative dev example and keep "
+                        f"their probabilities uncalibrated: {names}{' ...' if len(unfitted) > LOGGED_EACH else ''}")
+    decision = raw.calibrated(calibration)
+    if fitting:
+        before, after = calibration_error(raw_probs, targets), calibration_error(decision.probabilities(logits), targets)
+        logger.info(f"dev calibration ({calibration_method}): expected calibration error {before['ece']:.4f} -> "
+                    f"{after['ece']:.4f}, Brier score {before['brier']:.5f} -> {after['brier']:.5f}")
+        results["calibration_dev"] = {"method": calibration_method, "unfitted_labels": len(unfitted),
+                                      "ece_before": before["ece"], "ece_after": after["ece"],
+                                      "brier_before": before["brier"], "brier_after": after["brier"]}
+    results["thresholds"] = [float(t) for t in decision.thresholds]
+    return decision, results
+
+
+def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> dict:
+    """Log dev F1 with the global and the tuned thresholds; returns the tuned figures."""
+    for name, values in (("global", global_thresholds), ("tuned", tuned)):
+        metric = MetricReport(decision=values)
+        metric.update(probs, labels)
+        micro_f1, macro_f1 = metric.accumulate()
+        logger.info(f"dev with {name} thresholds: micro f1 score: {micro_f1:.5f}, macro f1 score: {macro_f1:.5f}")
+    if len(label_list) <= LISTED_LABELS:
+        logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
+    else:
+        moved = tuned != global_thresholds
+        logger.info(f"thresholds: {int(moved.sum())} of {len(label_list)} labels tuned (min {tuned.min():.3f}, "
+                    f"median {np.median(tuned):.3f}, max {tuned.max():.3f}); every label's in config.json")
+    return {"micro_f1": micro_f1, "macro_f1": macro_f1}

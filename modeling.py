@@ -3,7 +3,8 @@ and the dygraph model as a runner of the text pipeline (`load_trained`: a checkp
 texts, for predict.py and the analysis scripts).
 
 A checkpoint directory is a paddlenlp model and tokenizer whose config.json also stores the label
-list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`), how it reads long
+list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`) with the rest of the
+decision (`multi_label_decision`: label-count policy, calibration; decision.py), how it reads long
 texts (`long_text`) and, for a width-pruned model, its width (`pruned_width`): everything later
 scripts need, written and read only here.
 """
@@ -22,8 +23,10 @@ import paddle
 import paddlenlp.transformers
 from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from cli import NON_NEGATIVE_INT, POSITIVE_INT
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY
 from data_io import read_label_list
+from decision import CONFIG_KEY as DECISION_KEY
+from decision import Decision
 from losses import label_log_odds
 from pipeline import (
     DEFAULT_MAX_WINDOWS,
@@ -204,10 +207,15 @@ def checkpoint_labels(model) -> list[str] | None:
     return list(names) if names else None
 
 
-def checkpoint_thresholds(model, default: float = 0.5) -> np.ndarray:
-    thresholds = getattr(model.config, "multi_label_thresholds", None)
-    num_labels = model.config.num_labels
-    return np.asarray(thresholds if thresholds else [default] * num_labels, dtype="float32")
+def checkpoint_decision(model) -> Decision:
+    """The thresholds, label-count policy and calibration stored by save_checkpoint (0.5 for every
+    label and nothing else for a checkpoint without them)."""
+    config = model.config
+    try:
+        return Decision.stored(getattr(config, "multi_label_thresholds", None),
+                               getattr(config, DECISION_KEY, None), config.num_labels)
+    except ValueError as err:
+        raise DataError(f"the checkpoint's decision settings ({DECISION_KEY} in config.json): {err}") from None
 
 
 def check_label_list(label_file: str | os.PathLike, file_labels: list[str], model_labels: list[str]) -> None:
@@ -240,14 +248,16 @@ def resolve_label_list(model, label_file: str | os.PathLike) -> list[str]:
     return model_labels
 
 
-def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], thresholds,
+def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: Sequence[str], decision: Decision,
                     long_text: LongText | None = None) -> None:
-    """Write model, tokenizer, label list, thresholds and long-text settings: everything later scripts need."""
+    """Write model, tokenizer, label list, decision (thresholds, policy, calibration) and long-text
+    settings: everything later scripts need."""
     model = model._layers if isinstance(model, paddle.DataParallel) else model
     if long_text is not None:
         model.config.long_text = long_text.as_dict()
     model.config.multi_label_names = list(label_list)
-    model.config.multi_label_thresholds = [float(t) for t in thresholds]
+    model.config.multi_label_thresholds = [float(t) for t in decision.thresholds]
+    setattr(model.config, DECISION_KEY, decision.settings())
     model.config.id2label = {i: name for i, name in enumerate(label_list)}
     model.config.label2id = {name: i for i, name in enumerate(label_list)}
     model.save_pretrained(str(save_dir))
@@ -279,6 +289,29 @@ def resolve_long_text(args: argparse.Namespace, stored: LongText, max_seq_length
     except ValueError as err:
         raise DataError(str(err)) from None
     return settings
+
+
+def add_decision_arguments(parser: argparse.ArgumentParser, stored: bool = True, threshold: bool = True) -> None:
+    """The label-decision options (decision.py) of every script that labels texts; one left out takes
+    the checkpoint's (or export's) stored value. train.py (`stored=False`) stores what it is given, and
+    has its own --threshold, as calibrate.py does (`threshold=False`). Their destinations are prefixed
+    (`decision_top_k`) so a script's own `--top_k` cannot be read as one."""
+    where = "the checkpoint's (or export's) setting, else " if stored else ""
+    if stored and threshold:
+        parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint (or export).")
+    parser.add_argument("--min_labels", dest="decision_min_labels", type=NON_NEGATIVE_INT, default=None, help=f"Give every text at least this many labels: when fewer pass their thresholds, add the most probable others. Default: {where}0.")
+    parser.add_argument("--max_labels", dest="decision_max_labels", type=NON_NEGATIVE_INT, default=None, help=f"Keep at most this many of the labels that pass, the most probable (0: no cap). Default: {where}0.")
+    parser.add_argument("--top_k", dest="decision_top_k", type=NON_NEGATIVE_INT, default=None, help=f"Also output the k most probable labels with their probabilities, whether they pass or not (0: no such output). Default: {where}0.")
+
+
+def resolve_decision(args: argparse.Namespace, stored: Decision) -> Decision:
+    """The stored decision with every decision option given on the command line put over it (a script
+    without these options uses the stored decision, or one --threshold)."""
+    try:
+        return stored.overridden(getattr(args, "threshold", None), getattr(args, "decision_min_labels", None),
+                                 getattr(args, "decision_max_labels", None), getattr(args, "decision_top_k", None))
+    except ValueError as err:
+        raise DataError(f"--min_labels/--max_labels: {err}") from None
 
 
 def stored_long_text(stored: dict | None) -> LongText:
@@ -350,35 +383,39 @@ def dygraph_pipeline(tokenizer, max_seq_length: int, batch_size: int = 32, long_
 
 
 def text_probs(model, tokenizer, texts: Sequence[str], max_seq_length: int, batch_size: int = 32,
-               long_text: LongText | None = None) -> np.ndarray:
-    """Dygraph sigmoid probabilities for raw texts, in input order (the model is left in eval mode);
-    long texts are read as the checkpoint stores unless `long_text` says otherwise."""
+               long_text: LongText | None = None, decision: Decision | None = None) -> np.ndarray:
+    """Dygraph probabilities for raw texts, in input order (the model is left in eval mode): sigmoid,
+    or calibrated by `decision`; long texts are read as the checkpoint stores unless `long_text` says
+    otherwise."""
     model.eval()
     long_text = checkpoint_long_text(model) if long_text is None else long_text
     return dygraph_pipeline(tokenizer, max_seq_length, batch_size, long_text).probs(
-        DygraphRunner(model, tokenizer.pad_token_id), texts)
+        DygraphRunner(model, tokenizer.pad_token_id), texts, decision)
 
 
 @dataclasses.dataclass
 class TrainedModel:
-    """The checkpoint with its labels, thresholds and the pipeline that reads texts as it was trained to
-    (or as the long-text options say)."""
+    """The checkpoint with its labels, decision and the pipeline that reads texts as it was trained to
+    (or as the long-text and decision options say)."""
 
     model: object
     tokenizer: object
     labels: list[str]
-    thresholds: np.ndarray
+    decision: Decision
     pipeline: TextPipeline
 
     def runner(self, pooled: bool = False) -> DygraphRunner:
         return DygraphRunner(self.model, self.tokenizer.pad_token_id, pooled)
 
     def probs(self, texts: list[str]) -> np.ndarray:
-        """Probabilities per text, in input order (what was truncated or windowed is logged, here and in
-        `features`)."""
-        probs = self.pipeline.probs(self.runner(), texts)
+        """The decision's (calibrated) probabilities per text, in input order (what was truncated or
+        windowed is logged, here and in `logits` and `features`)."""
+        return self.decision.probabilities(self.logits(texts))
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        logits = self.pipeline.outputs(self.runner(), self.pipeline.encode(texts))
         logger.info(self.pipeline.length_summary())
-        return probs
+        return logits
 
     def features(self, texts: list[str]) -> np.ndarray:
         """The classifier's input (pooled [CLS] vector) per text, the windows of a text pooled like its
@@ -391,7 +428,7 @@ class TrainedModel:
 
 def load_trained(args: argparse.Namespace) -> TrainedModel:
     """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file,
-    the thresholds (--threshold, else stored) and the pipeline that reads texts as the checkpoint (or the
+    the decision (stored, with the decision options over it) and the pipeline that reads texts as the checkpoint (or the
     long-text options) say: what predict.py and the analysis scripts run."""
     set_device(args.device, getattr(args, "num_threads", None))
     if getattr(args, "seed", None) is not None:
@@ -402,10 +439,8 @@ def load_trained(args: argparse.Namespace) -> TrainedModel:
     model.eval()
     check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.params_path)
     labels = resolve_label_list(model, Path(args.dataset_dir) / getattr(args, "label_file", "label.txt"))
-    threshold = getattr(args, "threshold", None)
-    thresholds = (np.full(len(labels), threshold, dtype="float32") if threshold is not None
-                  else checkpoint_thresholds(model))
+    decision = resolve_decision(args, checkpoint_decision(model))
     tokenizer = load_tokenizer(args.params_path)
     long_text = resolve_long_text(args, checkpoint_long_text(model), args.max_seq_length)
     pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, getattr(args, "batch_size", 32), long_text)
-    return TrainedModel(model, tokenizer, labels, thresholds, pipeline)
+    return TrainedModel(model, tokenizer, labels, decision, pipeline)

@@ -20,6 +20,7 @@ import numpy as np
 
 from backends import create_backend
 from data_io import load_examples, multi_hot
+from decision import Decision
 from exporting import (
     EXPORT_PREFIX,
     META_FILE,
@@ -32,7 +33,7 @@ from exporting import (
     write_meta,
 )
 from metric import MetricReport
-from modeling import checkpoint_long_text, checkpoint_thresholds, model_input_names, plain_vocabulary, text_probs
+from modeling import checkpoint_decision, checkpoint_long_text, model_input_names, plain_vocabulary, text_probs
 from pipeline import ERNIE_M_INPUTS, TextPipeline
 from utils import DataError, logger
 
@@ -40,7 +41,7 @@ EXPORT_CACHE = "export_cache"  # predict.py's export of a checkpoint, inside the
 PARITY_SAMPLES = 256
 
 
-def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], thresholds,
+def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list: Sequence[str], decision: Decision,
                    input_names: Sequence[str], texts: Sequence[str], labels: np.ndarray | None,
                    max_seq_length: int) -> list[dict]:
     """Write a deployable directory of a sequence classifier and prove it answers like the dygraph model.
@@ -49,10 +50,10 @@ def export_checked(model, tokenizer, output: Path, prefix_name: str, label_list:
     and the parity texts get one document several windows long, made of the others joined."""
     long_text = checkpoint_long_text(model)
     texts, labels = with_long_document(texts, labels, max_seq_length)
-    reference = text_probs(model, tokenizer, texts, max_seq_length)  # before to_static rewrites forward
+    reference = text_probs(model, tokenizer, texts, max_seq_length, decision=decision)  # before to_static rewrites forward
     return write_checked_export(
         lambda prefix: export_static_graph(model, prefix, input_names), reference, tokenizer, output, prefix_name,
-        label_list, thresholds, input_names, texts, labels,
+        label_list, decision, input_names, texts, labels,
         make_pipeline=lambda exported: TextPipeline(tokenizer, exported.input_names, max_seq_length,
                                                     long_text=exported.long_text),
         extra_meta={"long_text": long_text.as_dict(), "max_position_embeddings": model.config.max_position_embeddings})
@@ -99,7 +100,7 @@ def cached_export(model, tokenizer, params_path: str | os.PathLike, label_list: 
             texts, labels = parity_texts(tokenizer, label_list, dataset_dir if dev_file else None, dev_file or "",
                                          PARITY_SAMPLES)
             multilingual = model_input_names(tokenizer) == ERNIE_M_INPUTS
-            export_checked(model, tokenizer, cache, EXPORT_PREFIX, label_list, checkpoint_thresholds(model),
+            export_checked(model, tokenizer, cache, EXPORT_PREFIX, label_list, checkpoint_decision(model),
                            deploy_input_names(tokenizer, multilingual), texts, labels, max_seq_length)
             stamp.write_text(json.dumps(source), encoding="utf-8")
     return load_export(cache / EXPORT_PREFIX)
@@ -119,13 +120,13 @@ def with_long_document(texts: Sequence[str], labels: np.ndarray | None, max_seq_
 
 
 def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndarray, tokenizer, output: Path,
-                         prefix_name: str, label_list: Sequence[str], thresholds, input_names: Sequence[str],
+                         prefix_name: str, label_list: Sequence[str], decision: Decision, input_names: Sequence[str],
                          texts: Sequence[str], labels: np.ndarray | None,
                          make_pipeline: Callable[[ExportInfo], TextPipeline], extra_meta: dict | None = None
                          ) -> list[dict]:
     """Static graph `<prefix_name>.*` (written by `write_graph`), model.onnx, tokenizer and metadata go
     to `output`; then both FP32 runtimes are compared with the dygraph probabilities `reference` of
-    `texts`. A failing export is deleted (a model that answers differently must not be deployed) and
+    `texts` (both through `decision`'s calibration). A failing export is deleted (a model that answers differently must not be deployed) and
     reported as a DataError. Returns the parity rows.
     """
     output.mkdir(parents=True, exist_ok=True)
@@ -133,15 +134,15 @@ def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndar
     write_graph(prefix)
     convert_to_onnx(prefix, output / ONNX_FILE)
     tokenizer.save_pretrained(str(output))
-    write_meta(output, prefix_name, label_list, thresholds, input_names, extra_meta)
+    write_meta(output, prefix_name, label_list, decision, input_names, extra_meta)
 
     export = load_export(prefix)
     pipeline = make_pipeline(export)
     variants = {}
     for backend in ("onnxruntime", "paddle"):
         engine = create_backend(export, backend, "fp32", num_threads=os.cpu_count() or 1)
-        variants[engine.label] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, variants, np.asarray(thresholds, dtype="float32"), labels)
+        variants[engine.label] = pipeline.probs(engine, texts, decision)
+    rows = parity_rows(reference, variants, decision, labels)
     log_parity(rows)
     try:
         check_fp32_parity(rows)
@@ -156,15 +157,16 @@ def write_checked_export(write_graph: Callable[[Path], None], reference: np.ndar
 FP32_TOLERANCE = 1e-4  # max |Δprob| allowed between an FP32 variant and the dygraph model
 
 
-def parity_rows(reference: np.ndarray, variants: dict[str, np.ndarray], thresholds: np.ndarray,
+def parity_rows(reference: np.ndarray, variants: dict[str, np.ndarray], decision: Decision,
                 labels: np.ndarray | None = None) -> list[dict]:
     """Per variant: max |Δprob| against the reference, share of label decisions that flip, and F1."""
     rows = []
+    reference_labels = decision.chosen(reference)
     for name, probs in {"dygraph": reference, **variants}.items():
         row = {"variant": name, "max_abs_diff": float(np.abs(probs - reference).max()),
-               "changed_decisions": float(((probs > thresholds) != (reference > thresholds)).mean())}
+               "changed_decisions": float((decision.chosen(probs) != reference_labels).mean())}
         if labels is not None:
-            metric = MetricReport(thresholds=thresholds)
+            metric = MetricReport(decision=decision)
             metric.update(probs, labels)
             row["micro_f1"], row["macro_f1"] = metric.accumulate()
         rows.append(row)

@@ -1,15 +1,15 @@
 """The one text pipeline: texts -> encoded rows -> length-grouped padded batches -> model outputs ->
-per-text pooling -> thresholds -> labels.
+per-text pooling (then decision.py turns the outputs into labels).
 
 Every way the suite runs a model (the dygraph model in training, evaluation and prediction, every
 exported backend, the servers, Triton's python models, few-shot prompts) goes through this module,
-so a text gets the same ids, the same padding and the same decision everywhere.
+so a text gets the same ids and the same padding everywhere.
 
 A *row* is one model input sequence and `EncodedRows.source` names the text each row came from:
 an encoder may cut one text into several rows (windows of a long document) and `pool_rows` puts
 their outputs back together; with one row per text the pooling is the identity. Token ids come from
-native_tokenizer.py (the paddlenlp tokenizer's ids at native speed). The module needs only NumPy, SciPy
-and that file, so Triton's python models load copies of the two.
+native_tokenizer.py (the paddlenlp tokenizer's ids at native speed). The module needs only NumPy, SciPy,
+that file and decision.py, so Triton's python models load copies of the three.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from scipy.special import expit
 
+from decision import Decision
 from native_tokenizer import TokenEncoder, token_encoder
 
 # Batches are formed inside windows of this many batches: rows are sorted by length there, so a
@@ -238,12 +239,6 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return expit(logits)
 
 
-def chosen_label_ids(probs: np.ndarray, thresholds) -> list[list[int]]:
-    """Per text, the ids of the labels whose probability is above their threshold (maybe none)."""
-    chosen = np.asarray(probs) > np.asarray(thresholds)
-    return [np.flatnonzero(row).tolist() for row in chosen]
-
-
 @functools.lru_cache(maxsize=None)
 def shared_token_encoder(tokenizer) -> TokenEncoder:
     """One token encoder per tokenizer (the native one is built once), named once in the log."""
@@ -341,16 +336,8 @@ class TextPipeline:
             return np.zeros((0, 0), dtype="float32")
         return pool_rows(row_outputs, rows.source, rows.num_texts, self.long_text.pooling)
 
-    def probs(self, runner: Runner, texts: Sequence[str]) -> np.ndarray:
-        """Sigmoid probabilities [texts, labels] of a runner that outputs logits."""
-        return sigmoid(self.outputs(runner, self.encode(texts)))
-
-
-def predicted_labels(probs: np.ndarray, labels: Sequence[str], thresholds
-                     ) -> tuple[list[list[int]], list[list[str]], list[list[float]]]:
-    """Per text: the ids and names of the labels above their threshold and their probabilities (maybe none)."""
-    probs = np.asarray(probs)
-    chosen = chosen_label_ids(probs, thresholds)
-    names = [[labels[j] for j in ids] for ids in chosen]
-    confidences = [[round(float(row[j]), 6) for j in ids] for row, ids in zip(probs, chosen)]
-    return chosen, names, confidences
+    def probs(self, runner: Runner, texts: Sequence[str], decision: Decision | None = None) -> np.ndarray:
+        """Probabilities [texts, labels] of a runner that outputs logits: the decision's (calibrated)
+        ones, or the plain sigmoid without a decision."""
+        logits = self.outputs(runner, self.encode(texts))
+        return sigmoid(logits) if decision is None else decision.probabilities(logits)

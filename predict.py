@@ -1,7 +1,9 @@
 """Label new texts with a trained checkpoint.
 
 Writes what the reference writes: the header `text<TAB>label`, then one `text<TAB>name, name` row per
-input line, in input order (the suite's reader reads it back as data). The input is streamed window
+input line, in input order (the suite's reader reads it back as data). `--output_probs` adds every
+label's probability and `--top_k k` the k most probable labels as columns; `--min_labels` and
+`--max_labels` bound how many labels a text gets (decision.py). The input is streamed window
 by window, so files larger than memory work; inside a window texts are batched by length for speed,
 and the next window is read and tokenized while the model runs (labelling.py).
 
@@ -20,9 +22,9 @@ from pathlib import Path
 import paddle.distributed as dist
 
 from backends import BACKENDS, calibration_texts, check_variant, create_backend
-from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from labelling import PART_LINES, Labeller, label_file
-from modeling import TrainedModel, add_long_text_arguments, load_trained
+from modeling import TrainedModel, add_decision_arguments, add_long_text_arguments, load_trained
 from parity import cached_export
 from pipeline import TextPipeline
 from utils import DataError, cpu_threads_per_process, local_device_id, logger, run_cli
@@ -39,7 +41,6 @@ parser.add_argument("--max_seq_length", default=128, type=SEQ_LENGTH, help="The 
 parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Texts per forward pass of the model.")
 parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled data file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name (optional: checked against the labels stored in the checkpoint)")
-parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
 parser.add_argument("--output_probs", action="store_true", help="Add a third column with every label's probability as JSON.")
 parser.add_argument("--backend", default="dygraph", choices=["dygraph", *BACKENDS], help="Engine that runs the model: the dygraph checkpoint, or its export (made once, cached in params_path/export_cache).")
 parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="Precision of a static backend (cpu: onnxruntime fp32/int8, paddle fp32/bf16, openvino fp32/bf16/int8; gpu: fp16 too).")
@@ -47,6 +48,7 @@ parser.add_argument("--num_threads", type=POSITIVE_INT, default=None, help="CPU 
 parser.add_argument("--resume", action="store_true", help="Label in parts beside the output and keep the parts an interrupted run finished with the same options.")
 parser.add_argument("--part_lines", type=POSITIVE_INT, default=PART_LINES, help="Most input lines in one part (with --resume or several processes): what an interrupted run may have to label again.")
 add_long_text_arguments(parser)
+add_decision_arguments(parser)
 # yapf: enable
 
 
@@ -56,7 +58,7 @@ def make_labeller(args: argparse.Namespace, trained: TrainedModel, data_path: Pa
         if args.precision != "fp32":
             raise DataError(f"--backend dygraph runs fp32 only; --precision {args.precision} needs a static "
                             f"backend (--backend {' or '.join(BACKENDS)})")
-        return Labeller(trained.pipeline, trained.runner(), trained.thresholds, trained.labels, args.output_probs)
+        return Labeller(trained.pipeline, trained.runner(), trained.decision, trained.labels, args.output_probs)
     device = "gpu" if args.device.startswith("gpu") else "cpu"
     check_variant(args.backend, args.precision, device)
     export = cached_export(trained.model, trained.tokenizer, args.params_path, trained.labels, args.max_seq_length,
@@ -66,7 +68,7 @@ def make_labeller(args: argparse.Namespace, trained: TrainedModel, data_path: Pa
     engine = create_backend(export, args.backend, args.precision, device, local_device_id(), threads,
                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(Path(args.dataset_dir),
                                                                                      data_path))))
-    return Labeller(pipeline, engine, trained.thresholds, trained.labels, args.output_probs)
+    return Labeller(pipeline, engine, trained.decision, trained.labels, args.output_probs)
 
 
 def output_options(args: argparse.Namespace, labeller: Labeller) -> dict:
@@ -75,7 +77,8 @@ def output_options(args: argparse.Namespace, labeller: Labeller) -> dict:
     return {"params_path": str(Path(args.params_path).resolve()), "weights_mtime_ns": weights.st_mtime_ns,
             "backend": args.backend, "precision": args.precision, "batch_size": args.batch_size,
             "max_seq_length": args.max_seq_length, "long_text": labeller.pipeline.long_text.as_dict(),
-            "labels": labeller.labels, "thresholds": [float(t) for t in labeller.thresholds],
+            "labels": labeller.labels, "thresholds": [float(t) for t in labeller.decision.thresholds],
+            "decision": labeller.decision.settings(),
             "output_probs": args.output_probs}
 
 

@@ -48,9 +48,9 @@ from exporting import deploy_input_names
 from losses import get_loss
 from modeling import (
     check_max_seq_length,
+    checkpoint_decision,
     checkpoint_labels,
     checkpoint_long_text,
-    checkpoint_thresholds,
     dygraph_pipeline,
     encoder_layers,
     kept_units,
@@ -266,7 +266,7 @@ class Pruner:
                  widths: list[Fraction], pipeline: TextPipeline, dev: LabelledRows) -> None:
         self.args, self.tokenizer, self.label_list, self.widths = args, tokenizer, label_list, widths
         self.teacher, self.pipeline, self.dev = teacher, pipeline, dev
-        self.thresholds = checkpoint_thresholds(teacher)
+        self.decision = checkpoint_decision(teacher)
         self.student = copy.deepcopy(teacher)
         self.best = {width: -1.0 for width in widths}
         self.output = Path(args.output_dir)
@@ -317,7 +317,7 @@ class Pruner:
             tic = time.time()
             logger.info(f"width_mult {round(float(width), 2)} (step {global_step}):")
             set_width(self.student, width)
-            metric, _ = evaluate(self.student, self.pipeline, self.dev, LOSS, self.thresholds, self.label_list)
+            metric, _ = evaluate(self.student, self.pipeline, self.dev, LOSS, self.decision, self.label_list)
             _, macro_f1 = metric.accumulate()
             if macro_f1 > self.best[width]:
                 self.best[width] = macro_f1
@@ -336,7 +336,7 @@ class Pruner:
     def save(self, width: Fraction) -> None:
         """Keep this width's best sub-network as a checkpoint every script can load."""
         save_checkpoint(self.dense(width), self.tokenizer, self.output / width_name(width), self.label_list,
-                        self.thresholds)
+                        self.decision)
 
 
 def export_width(directory: Path, texts: list[str], labels: np.ndarray | None, max_seq_length: int) -> None:
@@ -345,7 +345,7 @@ def export_width(directory: Path, texts: list[str], labels: np.ndarray | None, m
     model.eval()
     tokenizer = load_tokenizer(str(directory))
     export_checked(model, tokenizer, directory, PRUNED_PREFIX, checkpoint_labels(model),
-                   checkpoint_thresholds(model), deploy_input_names(tokenizer), texts, labels, max_seq_length)
+                   checkpoint_decision(model), deploy_input_names(tokenizer), texts, labels, max_seq_length)
 
 
 def clear_width_dir(directory: Path) -> None:
@@ -429,7 +429,7 @@ def prune(args: argparse.Namespace) -> None:
     write_settings(args, output)
 
     logger.info("Teacher's evaluation starts.")
-    evaluate(teacher, dev_pipeline, dev_data, LOSS, checkpoint_thresholds(teacher), label_list)
+    evaluate(teacher, dev_pipeline, dev_data, LOSS, checkpoint_decision(teacher), label_list)
     pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data)
     pruner.prepare()
     logger.info("DynaBERT training starts. This period will cost some time.")

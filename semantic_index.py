@@ -24,6 +24,7 @@ import paddle
 import paddle.nn.functional as F
 
 from backends import Backend, create_backend
+from decision import Decision
 from exporting import ExportInfo, export_static_graph
 from modeling import from_pretrained, load_tokenizer, model_input_names, model_inputs
 from pipeline import TextPipeline
@@ -256,7 +257,8 @@ def load_encoder_export(directory: str | os.PathLike, device: str, precision: st
         raise DataError(f"--model_dir {directory}: no {SETTINGS_FILE} (export the encoder with "
                         f"retrieval_based/export_model.py)")
     settings = json.loads(settings_file.read_text(encoding="utf-8"))
-    info = ExportInfo(directory, directory / EXPORT_PREFIX, [], np.zeros(0, dtype="float32"), settings["input_names"])
+    info = ExportInfo(directory, directory / EXPORT_PREFIX, [], Decision(np.zeros(0, dtype="float32")),
+                      settings["input_names"])
     engine = create_backend(info, "paddle", precision, device, device_id, num_threads)
     has_tokenizer = (directory / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(directory) if has_tokenizer or tokenizer_name is None else tokenizer_name)

@@ -4,7 +4,8 @@ answer's fields; for SimpleServing (the classifier's and the retrieval encoder's
 A request comes from anywhere, so its content is checked here and a bad one becomes a DataError
 that each server turns into its own error answer (HTTP 422, an error status), never a crash. The
 answer keeps the reference's fields and meanings, so clients written for the reference keep
-working, and adds label names and, on request, every label's probability.
+working, and adds label names and, on request, every label's probability, the k most probable
+labels, and a label-count policy of its own (decision.py).
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli import NON_NEGATIVE_INT, PORT
+from decision import Decision
 from native_tokenizer import tokenize_on_calling_threads
-from pipeline import predicted_labels
 from utils import DataError, logger
 
 MAX_REQUEST_TEXTS = 256  # texts one serving request may carry
+MAX_LABEL_COUNT = 1_000_000  # the largest label count a request may name (min_labels, max_labels, top_k)
 
 
 def texts_of_request(data) -> list[str]:
@@ -55,14 +57,32 @@ def request_parameter(parameters: dict, name: str, default, kind: type, low: flo
     return kind(value)
 
 
-def label_response(probs: np.ndarray, labels: Sequence[str], thresholds, with_probs: bool = False) -> dict:
-    """Per text: `label`, the ids of the labels above their threshold, and `confidence`, their
-    probabilities (the reference's fields), plus `label_names` and, with `with_probs`, `probs`:
-    every label's probability in label-id order."""
-    ids, names, confidences = predicted_labels(probs, labels, thresholds)
-    response = {"label": ids, "confidence": confidences, "label_names": names}
+def request_decision(parameters: dict, stored: Decision) -> Decision:
+    """The export's decision with a request's `prob_limit`, `min_labels`, `max_labels` and `top_k` over it
+    (each checked like any request parameter; a bad combination is a DataError too)."""
+    overrides = {name: request_parameter(parameters, name, None, int, 0, MAX_LABEL_COUNT)
+                 for name in ("min_labels", "max_labels", "top_k")}
+    try:
+        return stored.overridden(request_parameter(parameters, "prob_limit", None, float, 0.0, 1.0), **overrides)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
+def label_response(logits: np.ndarray, labels: Sequence[str], decision: Decision, with_probs: bool = False) -> dict:
+    """Per text: `label`, the ids of the labels the decision chooses, and `confidence`, their
+    probabilities (the reference's fields), plus `label_names`; with `with_probs`, `probs`: every
+    label's probability in label-id order; with the decision's `top_k`, `top_k`: the k most probable
+    labels as {"label", "label_name", "score"}, most probable first."""
+    probs = decision.probabilities(logits)
+    ids = decision.label_ids(probs)
+    response = {"label": ids, "confidence": [[round(float(row[j]), 6) for j in row_ids] for row, row_ids in zip(probs, ids)],
+                "label_names": [[labels[j] for j in row_ids] for row_ids in ids]}
     if with_probs:
         response["probs"] = np.round(np.asarray(probs, dtype="float64"), 6).tolist()
+    if decision.top_k:
+        top_ids, top_probs = decision.top(probs)
+        response["top_k"] = [[{"label": int(j), "label_name": labels[j], "score": round(float(p), 6)}
+                              for j, p in zip(row_ids, row_probs)] for row_ids, row_probs in zip(top_ids, top_probs)]
     return response
 
 

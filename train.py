@@ -1,7 +1,8 @@
 """Fine-tune an ERNIE model for multi-label text classification.
 
 Same command line, log lines and checkpoint layout as PaddleNLP's multi_label/train.py, plus the
-label list and decision thresholds saved with the checkpoint. Multi-card: run it under
+label list and the decision (thresholds, label-count policy, calibration; decision.py) saved with the
+checkpoint. Multi-card: run it under
 `python -m paddle.distributed.launch`.
 """
 from __future__ import annotations
@@ -32,10 +33,12 @@ from cli import (
     bounded,
 )
 from data_io import load_examples, read_label_list
+from decision import CALIBRATION_METHODS, Decision
 from history import TrainingHistory
 from losses import LOSSES, LossSettings, get_loss, positive_weights
-from metric import LISTED_LABELS, MetricReport, tune_thresholds
+from metric import fit_decision_on_dev
 from modeling import (
+    add_decision_arguments,
     add_long_text_arguments,
     check_label_list,
     check_max_seq_length,
@@ -48,7 +51,7 @@ from modeling import (
     save_checkpoint,
     stored_config,
 )
-from pipeline import LongText, sigmoid
+from pipeline import LongText
 from resume import RESUME_DIR, find_state, load_state, read_progress, save_state
 from training import (
     AMP_DTYPES,
@@ -103,6 +106,8 @@ parser.add_argument("--db_bias_scale", type=NON_NEGATIVE_FLOAT, default=0.05, he
 parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
 parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
+parser.add_argument("--calibrate", action='store_true', help="After training, fit per-label calibration on dev (probabilities that match observed rates) and save it with the model; thresholds move with it, so the labels stay the same.")
+parser.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="platt", help="With --calibrate: platt (per-label scale and bias of the logit) or temperature (per-label scale only).")
 parser.add_argument("--save_last", action='store_true', help="Write a resumable state (weights, optimizer, LR schedule, random generators, data position, best score) into <save_dir>/resume/ after every epoch.")
 parser.add_argument("--save_last_steps", type=NON_NEGATIVE_INT, default=0, help="Also write the resumable state every this many optimizer steps (implies --save_last; 0: at epoch ends only).")
 parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="Continue a run exactly from its resumable state: a --save_dir written with --save_last (or its resume/step-N directory). --init_from_ckpt loads weights only.")
@@ -110,6 +115,7 @@ parser.add_argument("--gradient_accumulation_steps", type=POSITIVE_INT, default=
 parser.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="Mixed precision on GPU: fp16 (with dynamic loss scaling) or bf16. Not available on CPU.")
 parser.add_argument("--visualdl", action='store_true', help="Also log the metrics history to VisualDL in <save_dir>/visualdl (visualdl --logdir <save_dir>/visualdl).")
 add_long_text_arguments(parser, stored=False)
+add_decision_arguments(parser, stored=False)
 # yapf: enable
 
 
@@ -124,6 +130,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if args.resume_from_checkpoint and args.init_from_ckpt:
         raise DataError("--resume_from_checkpoint restores the weights with everything else; drop --init_from_ckpt")
+
+
+def train_decision(args: argparse.Namespace, num_labels: int) -> Decision:
+    """The decision evaluated during training and stored with the checkpoint: --threshold for every
+    label with the label-count policy of the decision options."""
+    try:
+        return Decision(np.full(num_labels, args.threshold, dtype="float32"), args.decision_min_labels or 0,
+                        args.decision_max_labels or None, args.decision_top_k or 0)
+    except ValueError as err:
+        raise DataError(f"--min_labels/--max_labels: {err}") from None
 
 
 def check_resume_args(state_dir: Path, args: argparse.Namespace) -> None:
@@ -207,7 +223,7 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
     precision = MixedPrecision(args.amp)
     loss_function = get_loss(args.loss, loss_settings(args, train_data.targets, dataset / args.label_file))
-    thresholds = np.full(len(label_list), args.threshold, dtype="float32")
+    decision = train_decision(args, len(label_list))
     progress = load_state(state_dir, model, optimizer, precision.scaler, rank, world_size) if state_dir else {}
 
     if rank == 0:
@@ -253,7 +269,7 @@ def train(args: argparse.Namespace) -> dict:
     def on_epoch_end(state: StepState) -> bool:
         nonlocal epochs_without_gain
         epochs_without_gain += 1
-        metric, eval_loss = evaluate(model, pipeline, dev_data, loss_function, thresholds, label_list)
+        metric, eval_loss = evaluate(model, pipeline, dev_data, loss_function, decision, label_list)
         figures = metric.figures()
         history.log_eval(state, eval_loss, figures["micro_f1"], figures["macro_f1"])
         if figures["macro_f1"] > best["macro_f1"]:
@@ -261,7 +277,7 @@ def train(args: argparse.Namespace) -> dict:
             best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
                         global_step=state.global_step)
             if rank == 0:
-                save_checkpoint(model, tokenizer, args.save_dir, label_list, thresholds, long_text)
+                save_checkpoint(model, tokenizer, args.save_dir, label_list, decision, long_text)
         logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
         if args.early_stop and epochs_without_gain >= args.early_stop_nums:
             loop.request_stop()
@@ -280,10 +296,10 @@ def train(args: argparse.Namespace) -> dict:
                "best_epoch": best["epoch"], "best_global_step": best["global_step"],
                "epochs_run": last.epoch, "global_steps": last.global_step, "loss": args.loss,
                "resumed_from": str(state_dir) if state_dir else None,
-               "thresholds": [float(t) for t in thresholds]}
-    if args.tune_thresholds and rank == 0:
-        results.update(save_tuned_thresholds(model._layers if world_size > 1 else model, tokenizer, pipeline,
-                                             dev_data, label_list, args))
+               "thresholds": [float(t) for t in decision.thresholds]}
+    if (args.tune_thresholds or args.calibrate) and rank == 0:
+        results.update(save_decision(model._layers if world_size > 1 else model, tokenizer, pipeline, dev_data,
+                                     decision, label_list, args))
     results["train_time_s"] = round(time.time() - started, 1)
     if rank == 0:
         write_json(Path(args.save_dir, "results.json"), results)
@@ -365,33 +381,18 @@ def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | 
     return factors
 
 
-def save_tuned_thresholds(model, tokenizer, pipeline, dev_data, label_list: list[str],
-                          args: argparse.Namespace) -> dict:
-    """Reload the best checkpoint, tune per-label thresholds on dev and store them with it."""
+def save_decision(model, tokenizer, pipeline, dev_data, decision: Decision, label_list: list[str],
+                  args: argparse.Namespace) -> dict:
+    """Reload the best checkpoint, tune its thresholds and/or calibrate it on dev, and store the result."""
     model.set_dict(paddle.load(str(Path(args.save_dir, "model_state.pdparams"))))
-    probs = sigmoid(predict_logits(model, pipeline, dev_data.rows))
-    tuned = tune_thresholds(probs, dev_data.targets, args.threshold)
-    tuned_dev = report_thresholds(probs, dev_data.targets, np.full(len(label_list), args.threshold), tuned,
-                                  label_list)
-    save_checkpoint(model, tokenizer, args.save_dir, label_list, tuned, pipeline.long_text)
-    logger.info(f"Per-label thresholds tuned on dev saved in {Path(args.save_dir, 'config.json')}")
-    return {"thresholds": [float(t) for t in tuned], "tuned_dev": tuned_dev}
-
-
-def report_thresholds(probs, labels, global_thresholds, tuned, label_list) -> dict:
-    """Log dev F1 with the global and the tuned thresholds; returns the tuned figures."""
-    for name, values in (("global", global_thresholds), ("tuned", tuned)):
-        metric = MetricReport(thresholds=values)
-        metric.update(probs, labels)
-        micro_f1, macro_f1 = metric.accumulate()
-        logger.info(f"dev with {name} thresholds: micro f1 score: {micro_f1:.5f}, macro f1 score: {macro_f1:.5f}")
-    if len(label_list) <= LISTED_LABELS:
-        logger.info("thresholds: " + ", ".join(f"{n}={t:.3f}" for n, t in zip(label_list, tuned)))
-    else:
-        moved = tuned != global_thresholds
-        logger.info(f"thresholds: {int(moved.sum())} of {len(label_list)} labels tuned (min {tuned.min():.3f}, "
-                    f"median {np.median(tuned):.3f}, max {tuned.max():.3f}); every label's in config.json")
-    return {"micro_f1": micro_f1, "macro_f1": macro_f1}
+    logits = predict_logits(model, pipeline, dev_data.rows)
+    decision, results = fit_decision_on_dev(decision, logits, dev_data.targets, label_list,
+                                            args.threshold if args.tune_thresholds else None,
+                                            args.calibration if args.calibrate else None)
+    save_checkpoint(model, tokenizer, args.save_dir, label_list, decision, pipeline.long_text)
+    logger.info(f"{'Per-label thresholds tuned' if args.tune_thresholds else 'Calibration'} on dev saved in "
+                f"{Path(args.save_dir, 'config.json')}")
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:

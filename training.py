@@ -20,10 +20,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data_io import Example, multi_hot
+from decision import Decision
 from losses import LossFunction
 from metric import MetricReport
 from modeling import DygraphRunner, model_inputs
-from pipeline import EncodedRows, TextPipeline, length_grouped_batches, sigmoid
+from pipeline import EncodedRows, TextPipeline, length_grouped_batches
 from utils import DataError, logger
 
 
@@ -340,7 +341,7 @@ def predict_logits(model, pipeline: TextPipeline, rows: EncodedRows) -> np.ndarr
     return logits
 
 
-def evaluate(model, pipeline: TextPipeline, data: LabelledRows, loss: LossFunction, thresholds,
+def evaluate(model, pipeline: TextPipeline, data: LabelledRows, loss: LossFunction, decision: Decision,
              label_list: Sequence[str]) -> tuple[MetricReport, float]:
     """Evaluate on labelled rows and log the reference's eval line; the loss is the training loss.
     Returns the metric and that eval loss."""
@@ -349,8 +350,8 @@ def evaluate(model, pipeline: TextPipeline, data: LabelledRows, loss: LossFuncti
     batch_texts = [np.unique(data.rows.source[batch]) for batch in pipeline.batches(data.rows)]
     eval_loss = float(np.mean([float(loss(paddle.to_tensor(logits[texts]), paddle.to_tensor(data.targets[texts])))
                                for texts in batch_texts]))
-    metric = MetricReport(thresholds=thresholds, label_names=label_list)
-    metric.update(sigmoid(logits), data.targets)
+    metric = MetricReport(decision=decision, label_names=label_list)
+    metric.update(decision.probabilities(logits), data.targets)
     micro_f1, macro_f1 = metric.accumulate()
     logger.info("eval loss: %.5f, micro f1 score: %.5f, macro f1 score: %.5f" % (eval_loss, micro_f1, macro_f1))
     return metric, eval_loss

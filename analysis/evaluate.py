@@ -2,14 +2,14 @@
 
 Same command line and log lines as PaddleNLP's multi_label/analysis/evaluate.py; writes
 `bad_case.txt` (Text<TAB>Label<TAB>Prediction) into the dataset directory, and next to it
-`metrics.json` (every figure, the CAIL score and the thresholds used), `per_label.csv` and
-`per_label_f1.png` (F1 against support per label).
+`metrics.json` (every figure, the CAIL score, the decision used, and how well the probabilities are
+calibrated: expected calibration error and Brier score of the model's sigmoid and, for a calibrated
+checkpoint, of its calibrated probabilities), `per_label.csv`, `per_label_f1.png` (F1 against support
+per label) and `reliability.png` (the reliability diagram of the dev probabilities).
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +18,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cli import PROBABILITY, ArgumentParser
+from cli import ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
+from decision import Decision, calibration_error
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
-from modeling import TrainedModel, load_trained
-from pipeline import chosen_label_ids
-from utils import logger, run_cli
+from modeling import TrainedModel, add_decision_arguments, load_trained
+from utils import logger, run_cli, write_json
 
 from common import BAD_CASE_HEADER, add_model_arguments
 
@@ -34,19 +34,52 @@ parser.add_argument("--train_file", type=str, default=None, help="Also evaluate 
 parser.add_argument("--dev_file", type=str, default="dev.txt", help="Dev dataset file name")
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name")
 parser.add_argument("--bad_case_file", type=str, default="bad_case.txt", help="Bad case saving file name")
-parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint.")
+add_decision_arguments(parser)
 # yapf: enable
 
 
-def evaluate_file(trained: TrainedModel, path: Path, split: str, args: argparse.Namespace
+def evaluate_file(trained: TrainedModel, path: Path, split: str
                   ) -> tuple[list[Example], np.ndarray, MetricReport]:
-    """Predict one labelled file and log the reference's report for it."""
+    """Predict one labelled file and log the reference's report for it; returns the examples, the
+    model's logits and the metric."""
     examples = load_examples(path, trained.labels)
-    probs = trained.probs([e.text for e in examples])
-    metric = MetricReport(thresholds=trained.thresholds, label_names=trained.labels)
-    metric.update(probs, multi_hot(examples, len(trained.labels)))
+    logits = trained.logits([e.text for e in examples])
+    metric = MetricReport(decision=trained.decision, label_names=trained.labels)
+    metric.update(trained.decision.probabilities(logits), multi_hot(examples, len(trained.labels)))
     log_report(metric.figures(), trained.labels, split)
-    return examples, probs, metric
+    return examples, logits, metric
+
+
+def calibration_report(decision: Decision, logits: np.ndarray, targets: np.ndarray) -> dict[str, dict]:
+    """ECE, Brier score and reliability curve of the sigmoid probabilities and, when the decision is
+    calibrated, of the calibrated ones; each logged in one line."""
+    kinds = {"sigmoid": decision.calibrated(None)}
+    if decision.calibration is not None:
+        kinds[f"calibrated ({decision.calibration.method})"] = decision
+    figures = {}
+    for name, kind in kinds.items():
+        figures[name] = calibration_error(kind.probabilities(logits), targets)
+        logger.info(f"Calibration of the {name} probabilities: expected calibration error "
+                    f"{figures[name]['ece']:.4f}, Brier score {figures[name]['brier']:.5f}")
+    return figures
+
+
+def plot_reliability(path: Path, figures: dict[str, dict]) -> None:
+    """The reliability diagram: observed positive rate against mean probability per bin, per kind."""
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, kind in figures.items():
+        curve = kind["reliability"]
+        axes.plot([b["mean_probability"] for b in curve], [b["observed_rate"] for b in curve], marker="o",
+                  label=f"{name}: ECE {kind['ece']:.3f}")
+    axes.set_xlabel("mean predicted probability (15 bins, every text and label)")
+    axes.set_ylabel("observed positive rate")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def log_report(figures: dict, labels: list[str], split: str) -> None:
@@ -71,12 +104,13 @@ def log_report(figures: dict, labels: list[str], split: str) -> None:
         logger.info("----------------------------")
 
 
-def write_bad_cases(path: Path, examples: list[Example], probs: np.ndarray, trained: TrainedModel) -> int:
+def write_bad_cases(path: Path, examples: list[Example], logits: np.ndarray, trained: TrainedModel) -> int:
     """Every example whose predicted label set differs from the gold one."""
     count = 0
+    predictions = trained.decision.label_ids(trained.decision.probabilities(logits))
     with open(path, "w", encoding="utf-8") as out:
         out.write(BAD_CASE_HEADER + "\n")
-        for example, predicted in zip(examples, chosen_label_ids(probs, trained.thresholds)):
+        for example, predicted in zip(examples, predictions):
             gold = sorted(set(example.labels))
             if predicted != gold:
                 out.write(f"{example.text}\t{format_labels(gold, trained.labels)}\t"
@@ -118,18 +152,21 @@ def main(argv: list[str] | None = None) -> None:
     trained = load_trained(args)
     reports = {}
     if args.train_file:
-        reports["train"] = evaluate_file(trained, dataset / args.train_file, "train", args)[2].figures()
-    examples, probs, metric = evaluate_file(trained, dataset / args.dev_file, "dev", args)
+        reports["train"] = evaluate_file(trained, dataset / args.train_file, "train")[2].figures()
+    examples, logits, metric = evaluate_file(trained, dataset / args.dev_file, "dev")
     reports["dev"] = metric.figures()
     for figures in reports.values():
         figures["cail_score"] = (figures["micro_f1"] + figures["macro_f1"]) / 2
-    metrics = {"labels": trained.labels, "thresholds": [float(t) for t in trained.thresholds], **reports}
-    (dataset / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    calibration = calibration_report(trained.decision, logits, multi_hot(examples, len(trained.labels)))
+    metrics = {"labels": trained.labels, "thresholds": [float(t) for t in trained.decision.thresholds],
+               "decision": trained.decision.settings(), **reports, "dev_calibration": calibration}
+    write_json(dataset / "metrics.json", metrics)
     write_per_label(dataset, reports, trained.labels)
+    plot_reliability(dataset / "reliability.png", calibration)
     bad_case_path = dataset / args.bad_case_file
-    count = write_bad_cases(bad_case_path, examples, probs, trained)
+    count = write_bad_cases(bad_case_path, examples, logits, trained)
     logger.info(f"Bad case in dev dataset saved in {bad_case_path} ({count} of {len(examples)} examples)")
-    logger.info(f"metrics.json, per_label.csv and per_label_f1.png saved in {dataset}")
+    logger.info(f"metrics.json, per_label.csv, per_label_f1.png and reliability.png saved in {dataset}")
 
 
 if __name__ == "__main__":

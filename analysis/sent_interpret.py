@@ -12,7 +12,6 @@ from pathlib import Path
 from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
 from modeling import load_trained
-from pipeline import chosen_label_ids
 from utils import logger, run_cli
 
 from common import add_model_arguments, read_interpret_rows, top_k_similar
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     out_path = dataset / args.interpret_result_file
     with open(out_path, "w", encoding="utf-8") as out:
         for row, row_probs, neighbours, neighbour_scores in zip(rows, probs, index, scores):
-            prediction = row.prediction or format_labels(chosen_label_ids(row_probs[None], trained.thresholds)[0], trained.labels)
+            prediction = row.prediction or format_labels(trained.decision.label_ids(row_probs[None])[0], trained.labels)
             out.write(f"text: {row.text}\npredict label: {prediction}\nlabel: {row.label}\n"
                       f"examples with positive influence\n")
             for rank, (i, score) in enumerate(zip(neighbours, neighbour_scores), start=1):

@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
 from modeling import TrainedModel, load_trained
-from pipeline import chosen_label_ids
 from utils import DataError, logger, run_cli
 
 from common import InterpretRow, add_model_arguments, read_interpret_rows
@@ -48,7 +47,7 @@ def labels_of_interest(row: InterpretRow, probs: np.ndarray, trained: TrainedMod
     """(gold, predicted, labels to explain): predicted as written in the file, else by the model."""
     gold = parse_names(row.label, trained.labels, path, row.text)
     predicted = (parse_names(row.prediction, trained.labels, path, row.text) if row.prediction
-                 else set(chosen_label_ids(probs[None], trained.thresholds)[0]))
+                 else set(trained.decision.label_ids(probs[None])[0]))
     return gold, predicted, sorted(gold | predicted) or [int(np.argmax(probs))]
 
 

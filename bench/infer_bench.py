@@ -30,6 +30,7 @@ import paddle
 
 from backends import create_backend, variants
 from data_io import load_examples, multi_hot, read_label_list
+from decision import Decision
 from exporting import load_export, load_export_tokenizer
 from modeling import DygraphRunner, load_model, load_tokenizer, save_checkpoint, text_probs
 from parity import parity_rows
@@ -127,7 +128,8 @@ def medium_checkpoint(dataset: Path, out: Path) -> Path:
         labels = read_label_list(dataset / "label.txt")
         create_scratch_model(str(dataset), str(out / "medium_scratch"), "ernie-3.0-medium-zh")
         model = load_model(str(out / "medium_scratch"), num_labels=len(labels))
-        save_checkpoint(model, load_tokenizer(str(out / "medium_scratch")), checkpoint, labels, [0.5] * len(labels))
+        save_checkpoint(model, load_tokenizer(str(out / "medium_scratch")), checkpoint, labels,
+                        Decision.stored(None, None, len(labels)))
     return checkpoint
 
 
@@ -200,7 +202,7 @@ def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> N
         engine = create_backend(export_info, backend, precision, "cpu", 0, args.num_threads,
                                 lambda: pipeline.feeds(pipeline.encode(train_texts)))
         variants[f"{backend} {precision}"] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, variants, export_info.thresholds, labels)
+    rows = parity_rows(reference, variants, export_info.decision, labels)
     config = load_model(str(checkpoint)).config
     print(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint} "
           f"({config.num_hidden_layers} layers, hidden {config.hidden_size}):\n")

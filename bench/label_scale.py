@@ -126,7 +126,7 @@ def budget_row(out: Path, data: Path, loss: str, epochs: int, warmup_steps: int,
     row = {"loss": loss, "minutes": seconds / 60}
     for name, thresholds in (("0.5", np.full(len(label_list), 0.5)),
                              ("tuned", np.asarray(model.config.multi_label_thresholds))):
-        metric = MetricReport(thresholds=thresholds)
+        metric = MetricReport(decision=thresholds)
         metric.update(probs, multi_hot(examples, len(label_list)))
         row[name] = metric.accumulate()
     return row

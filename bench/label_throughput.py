@@ -33,6 +33,7 @@ import numpy as np
 
 from backends import variants
 from data_io import iter_examples, read_label_list
+from decision import Decision
 from labelling import label_file
 from modeling import dygraph_pipeline, load_model, load_tokenizer, load_trained, save_checkpoint
 from native_tokenizer import PaddleNLPEncoder, token_encoder
@@ -76,7 +77,8 @@ def checkpoint_of(shape: str, dataset: Path, work: Path) -> Path:
         labels = read_label_list(dataset / "label.txt")
         scratch = create_scratch_model(str(dataset), str(work / f"{shape}_scratch"), shape)
         model = load_model(str(scratch), num_labels=len(labels))
-        save_checkpoint(model, load_tokenizer(str(scratch)), checkpoint, labels, [0.5] * len(labels))
+        save_checkpoint(model, load_tokenizer(str(scratch)), checkpoint, labels,
+                        Decision.stored(None, None, len(labels)))
     return checkpoint
 
 

@@ -52,7 +52,7 @@ class SklearnMetricReport(MetricReport):
 
     def update(self, probs, labels) -> None:
         probs, labels = np.asarray(probs), np.asarray(labels) > 0.5
-        preds = probs > np.asarray(self.thresholds, dtype=probs.dtype)
+        preds = probs > np.asarray(self.decision, dtype=probs.dtype)
         mcm = multilabel_confusion_matrix(labels, preds)  # (labels, 2, 2): [[tn, fp], [fn, tp]]
         counts = (mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0], mcm[:, 1, 1] + mcm[:, 1, 0])
         self.add_counts(counts, int(accuracy_score(labels, preds, normalize=False)), len(probs))
@@ -74,7 +74,7 @@ def batches(probs: np.ndarray, labels: np.ndarray, batch_size: int):
 
 
 def streaming(metric_cls, probs, labels, thresholds, batch_size: int) -> dict:
-    metric = metric_cls(thresholds=thresholds)
+    metric = metric_cls(decision=thresholds)
     for batch_probs, batch_labels in batches(probs, labels, batch_size):
         metric.update(batch_probs, batch_labels)
     return metric.figures()

@@ -28,8 +28,8 @@ from data_io import load_examples, multi_hot
 from exporting import load_export, load_export_tokenizer
 from metric import MetricReport
 from modeling import (
+    checkpoint_decision,
     checkpoint_labels,
-    checkpoint_thresholds,
     encoder_layers,
     load_model,
     load_tokenizer,
@@ -84,7 +84,7 @@ def measure(prefix: Path, dataset: Path, args, with_f1: bool) -> dict[str, tuple
         f1 = {}
         if with_f1:
             for split, examples in splits.items():
-                metric = MetricReport(thresholds=export_info.thresholds)
+                metric = MetricReport(decision=export_info.decision)
                 metric.update(pipeline.probs(engine, [e.text for e in examples]),
                               multi_hot(examples, len(export_info.labels)))
                 f1[split] = metric.accumulate()
@@ -140,7 +140,7 @@ def medium_tables(args, dataset: Path, out: Path) -> None:
             model = load_model(str(checkpoint))
             narrow_to_width(model, width)
             save_checkpoint(model, load_tokenizer(str(checkpoint)), directory, checkpoint_labels(model),
-                            checkpoint_thresholds(model))
+                            checkpoint_decision(model))
             export_width(directory, [e.text for e in dev], None, 128)
         models[f"width {text}"] = (directory / PRUNED_PREFIX, directory)
     results = {name: measure(prefix, dataset, args, with_f1=False) for name, (prefix, _) in models.items()}

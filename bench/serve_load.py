@@ -29,7 +29,7 @@ from backends import create_backend
 from data_io import load_examples
 from exporting import export_prefix_in, load_export, load_export_tokenizer
 from http_json import post
-from pipeline import TextPipeline, predicted_labels
+from pipeline import TextPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def main() -> None:
     texts = [e.text for e in load_examples(Path(args.dataset_dir) / "dev.txt", export.labels)]
     probs = TextPipeline(load_export_tokenizer(export), export.input_names).probs(create_backend(export, "onnxruntime", "fp32"),
                                                                       texts)
-    expected = predicted_labels(probs, export.labels, export.thresholds)[1]
+    expected = [[export.labels[i] for i in ids] for ids in export.decision.label_ids(probs)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

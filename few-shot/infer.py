@@ -18,7 +18,6 @@ from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import ReadStats, text_windows
 from labelling import Labeller, label_file
 from modeling import check_max_seq_length, tokenizer_positions
-from pipeline import predicted_labels
 from utils import DataError, logger, run_cli
 
 from prompt_io import PromptPipeline, load_prompt_export, load_template, prompt_tokenizer, read_label_words
@@ -72,17 +71,16 @@ def main(argv: list[str] | None = None) -> None:
                              args.device_id, args.num_threads)
 
     if args.output_file:
-        label_file(Labeller(pipeline, backend, export.thresholds, export.labels), data_file, args.output_file,
+        label_file(Labeller(pipeline, backend, export.decision, export.labels), data_file, args.output_file,
                    args.batch_size, options={})
         logger.info(f"Predictions written to {args.output_file}")
         return
     stats = ReadStats()
     for window in text_windows(data_file, args.batch_size, stats):
         texts = [example.text for example in window]
-        for text, names in zip(texts, predicted_labels(pipeline.probs(backend, texts), export.labels,
-                                                       export.thresholds)[1]):
+        for text, ids in zip(texts, export.decision.label_ids(pipeline.probs(backend, texts, export.decision))):
             logger.info(f"input data: {text}")
-            logger.info(f"labels: {', '.join(names)}")
+            logger.info(f"labels: {', '.join(export.labels[i] for i in ids)}")
             logger.info("-----------------------------")
     logger.info(stats.summary(data_file))
 

@@ -18,6 +18,7 @@ from paddle.static import InputSpec
 from paddlenlp.prompt import AutoTemplate, PromptModelForSequenceClassification, Template
 
 from data_io import check_unique_labels, load_examples, multi_hot, read_label_entries
+from decision import Decision
 from exporting import META_FILE, ExportInfo, ensure_onnx, load_export, paddle_model_files
 from modeling import PAD_MASK_VALUE, load_tokenizer
 from pipeline import EncodedRows, TextPipeline, pad_sequences
@@ -192,7 +193,7 @@ def load_prompt_export(model_path_prefix: str | os.PathLike) -> PromptExport:
     graph = onnx.load(str(ensure_onnx(prefix, directory)), load_external_data=False).graph
     shapes = {item.name: [dim.dim_value for dim in item.type.tensor_type.shape.dim] for item in graph.input}
     mask_shape = shapes.get("attention_mask", [])
-    export = ExportInfo(directory, prefix, labels, np.full(len(labels), 0.5, dtype="float32"), list(shapes))
+    export = ExportInfo(directory, prefix, labels, Decision.stored(None, None, len(labels)), list(shapes))
     logger.info(f"{directory}: an export without {META_FILE} (the reference's); labels from {VERBALIZER_FILE}, "
                 f"threshold 0.5")
     return PromptExport(export, REFERENCE_EMBEDDING_SIZE, None,

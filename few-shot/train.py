@@ -38,11 +38,11 @@ from cli import (
     bounded,
 )
 from data_io import PREDICTION_HEADER, format_predictions
+from decision import Decision
 from exporting import ExportInfo
 from metric import MetricReport
 from modeling import check_max_seq_length, from_pretrained, load_tokenizer
 from parity import write_checked_export
-from pipeline import sigmoid
 from utils import DataError, logger, run_cli, set_device, set_seed
 
 from prompt_io import (
@@ -133,8 +133,9 @@ def early_stopping(training_args: PromptTuningArguments, stopping: EarlyStopping
 
 
 def compute_metrics(eval_preds) -> dict[str, float]:
-    metric = MetricReport()
-    metric.update(sigmoid(eval_preds.predictions), eval_preds.label_ids)
+    decision = Decision.stored(None, None, eval_preds.predictions.shape[1])
+    metric = MetricReport(decision=decision)
+    metric.update(decision.probabilities(eval_preds.predictions), eval_preds.label_ids)
     micro_f1_score, macro_f1_score = metric.accumulate()
     return {"micro_f1_score": micro_f1_score, "macro_f1_score": macro_f1_score}
 
@@ -143,12 +144,12 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     """Test metrics with a per-label report, and the predictions in predict.py's format."""
     result = trainer.predict(MapDataset(examples))
     trainer.log_metrics("test", result.metrics)
-    probs = sigmoid(result.predictions)
-    report = MetricReport(label_names=labels)
+    decision = Decision.stored(None, None, len(labels))
+    probs = decision.probabilities(result.predictions)
+    report = MetricReport(decision=decision, label_names=labels)
     report.update(probs, result.label_ids)
     report.report()
-    thresholds = np.full(len(labels), 0.5, dtype="float32")
-    lines = format_predictions([example["text_a"] for example in examples], probs, thresholds, labels)
+    lines = format_predictions([example["text_a"] for example in examples], probs, decision, labels)
     predictions_file = output_dir / "test_predictions.txt"
     predictions_file.write_text("\n".join([PREDICTION_HEADER, *lines]) + "\n", encoding="utf-8")
     logger.info(f"Test predictions written to {predictions_file}")
@@ -159,7 +160,7 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
     """Static graph + ONNX + tokenizer + label order, proven to answer like the dygraph model."""
     export_dir = output_dir / "export"
     input_names = [item.name for item in spec]
-    thresholds = np.full(len(labels), 0.5, dtype="float32")
+    decision = Decision.stored(None, None, len(labels))
     examples = (dev_examples or [{"text_a": "测试"}])[:PARITY_TEXTS]
     texts = [example["text_a"] for example in examples]
     targets = np.asarray([example["labels"] for example in examples]) if dev_examples else None
@@ -169,11 +170,11 @@ def export(trainer: PromptTrainer, prompt_model: PromptModelForSequenceClassific
     def make_pipeline(exported: ExportInfo) -> PromptPipeline:
         return PromptPipeline(exported, prompt_model.template)
 
-    before_export = ExportInfo(export_dir, export_dir / "model", labels, thresholds, input_names)
+    before_export = ExportInfo(export_dir, export_dir / "model", labels, decision, input_names)
     reference = make_pipeline(before_export).probs(PromptRunner(prompt_model), texts)
     write_checked_export(
         lambda prefix: trainer.export_model(str(prefix.parent), input_spec=spec, export_type="paddle"),
-        reference, trainer.tokenizer, export_dir, "model", labels, thresholds, input_names, texts, targets,
+        reference, trainer.tokenizer, export_dir, "model", labels, decision, input_names, texts, targets,
         make_pipeline, extra_meta=template_meta(prompt_model))
     logger.info(f"Exported to {export_dir}: model.json/.pdiparams, model.onnx, template and label order")
 

@@ -28,7 +28,7 @@ def evaluate(args: argparse.Namespace) -> tuple[float, float]:
     labels = read_label_list(args.label_path)
     examples = load_examples(args.similar_text_pair, labels)
     result, mode = read_recall_file(args.recall_result_file, [example.text for example in examples])
-    metric = MetricReport(thresholds=args.threshold, label_names=labels)
+    metric = MetricReport(decision=args.threshold, label_names=labels)
     metric.update(label_scores(result, labels, mode), multi_hot(examples, len(labels)))
     micro_f1, macro_f1 = metric.accumulate()
     print("Micro fl score: {}".format(micro_f1 * 100))

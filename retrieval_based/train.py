@@ -141,7 +141,7 @@ def evaluate(model: SemanticIndexModel, pipeline, labels: list[str], data: PairD
         build_index(model, pipeline, index, entries)
         result = recall(model, pipeline, index, dev_texts, args.recall_num)
     write_recall_file(Path(args.recall_result_dir) / args.recall_result_file, dev_texts, result, args.recall_mode)
-    metric = MetricReport(thresholds=args.threshold, label_names=labels)
+    metric = MetricReport(decision=args.threshold, label_names=labels)
     metric.update(label_scores(result, labels, args.recall_mode), gold)
     micro_f1, macro_f1 = metric.accumulate()
     logger.info("Micro fl score: {}".format(micro_f1 * 100))

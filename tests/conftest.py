@@ -25,7 +25,7 @@ import pytest
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
-from pipeline import TextPipeline, predicted_labels
+from pipeline import TextPipeline
 from utils import DataError, logger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,13 +283,18 @@ def window_exported(window_checkpoint, documents, tmp_path_factory) -> Path:
 
 
 def offline_predictions(export_dir: Path, texts: list[str], max_seq_length: int = 128):
-    """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported thresholds, long texts read
+    """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported decision, long texts read
     as the export says): the servers must give the same. Returns (label names per text, probabilities)."""
     export = load_export(export_dir / "float32")
     pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, max_seq_length,
                             long_text=export.long_text)
-    probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts)
-    return predicted_labels(probs, export.labels, export.thresholds)[1], probs
+    probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts, export.decision)
+    return chosen_names(export, probs), probs
+
+
+def chosen_names(export, probs) -> list[list[str]]:
+    """The names of the labels the export's decision gives each text."""
+    return [[export.labels[i] for i in ids] for ids in export.decision.label_ids(probs)]
 
 
 def predict_py_labels(checkpoint: Path, dataset: Path, data_file: str, output: Path, *options) -> list[list[str]]:

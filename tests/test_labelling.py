@@ -217,6 +217,7 @@ MEMORY_RUN = """
 import resource, sys
 import numpy as np
 from paddlenlp.transformers import AutoTokenizer
+from decision import Decision
 from labelling import Labeller, label_file
 from pipeline import TextPipeline
 
@@ -228,7 +229,7 @@ class BagOfIds:  # a real runner: logits from a fixed projection of the token id
 
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 pipeline = TextPipeline(tokenizer, ("input_ids", "token_type_ids"), 128, 256)
-labeller = Labeller(pipeline, BagOfIds(len(tokenizer), 5), np.full(5, 0.5), list("abcde"))
+labeller = Labeller(pipeline, BagOfIds(len(tokenizer), 5), Decision(np.full(5, 0.5, dtype="float32")), list("abcde"))
 for data, output in zip(sys.argv[2::2], sys.argv[3::2]):  # the peak so far, after each file
     label_file(labeller, data, output, 256, options={})
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

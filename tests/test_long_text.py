@@ -17,10 +17,10 @@ from exporting import load_export, load_export_tokenizer
 from metric import MetricReport
 from modeling import load_tokenizer, stored_config
 from parity import with_long_document
-from pipeline import LongText, TextPipeline, pool_rows, predicted_labels
+from pipeline import LongText, TextPipeline, pool_rows
 from training import pool_logits
 
-from conftest import ROOT, WINDOW, load_script, run_main, train_on_documents
+from conftest import ROOT, WINDOW, chosen_names, load_script, run_main, train_on_documents
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_paddle_serving_pools_the_windows_of_a_request(documents, window_exporte
                                      source)
     probs = TextPipeline(tokenizer, export.input_names, WINDOW, long_text=export.long_text).probs(
         create_backend(export, "onnxruntime", "fp32"), texts)
-    assert pipeline_io.decode_response(answer)[0] == predicted_labels(probs, export.labels, export.thresholds)[1]
+    assert pipeline_io.decode_response(answer)[0] == chosen_names(export, probs)
 
 
 def test_word_interpret_refuses_documents_it_would_explain_in_part(documents, window_checkpoint, tmp_path):

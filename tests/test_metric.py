@@ -22,7 +22,7 @@ def test_equals_sklearn(seed, per_label):
     probs, labels = random_case(seed)
     thresholds = np.random.default_rng(seed).uniform(0.2, 0.8, probs.shape[1]) if per_label else 0.5
     preds = probs > thresholds
-    metric = MetricReport(thresholds=thresholds)
+    metric = MetricReport(decision=thresholds)
     for start in range(0, len(probs), 64):  # batched updates
         metric.update(probs[start:start + 64], labels[start:start + 64])
     figures = metric.figures()
@@ -40,7 +40,7 @@ def test_equals_sklearn(seed, per_label):
 
 
 def test_strict_greater_than_rule_and_reset():
-    metric = MetricReport(thresholds=0.5)
+    metric = MetricReport(decision=0.5)
     metric.update(np.array([[0.5, 0.51]]), np.array([[1, 1]]))
     assert metric.figures()["per_class"]["recall"] == [0.0, 1.0]
     metric.reset()
@@ -51,7 +51,7 @@ def test_strict_greater_than_rule_and_reset():
 def objective(probs, labels, thresholds) -> float:
     """(micro F1 + macro F1) / 2 by MetricReport (itself checked against scikit-learn above; 3,000 evaluations
     per case make scikit-learn's validation the slowest part of the suite)."""
-    metric = MetricReport(thresholds=thresholds)
+    metric = MetricReport(decision=thresholds)
     metric.update(probs, labels)
     return sum(metric.accumulate()) / 2
 
@@ -81,7 +81,7 @@ def test_tuning_cuts_between_adjacent_floats():
 
 
 def test_report_logs_every_class(caplog):
-    metric = MetricReport(thresholds=0.5, label_names=["离婚", "子女"])
+    metric = MetricReport(decision=0.5, label_names=["离婚", "子女"])
     metric.update(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 0]]))
     metric.report()
     assert "离婚    1.0000    1.0000    1.0000         1" in caplog.text

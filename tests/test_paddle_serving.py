@@ -12,11 +12,11 @@ import pytest
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
-from pipeline import TextPipeline, predicted_labels
+from pipeline import TextPipeline
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError
 
-from conftest import ROOT
+from conftest import ROOT, chosen_names
 
 spec = importlib.util.spec_from_file_location("pipeline_io", ROOT / "deploy/paddle_serving/pipeline_io.py")
 pipeline_io = importlib.util.module_from_spec(spec)
@@ -39,7 +39,8 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
     assert all(isinstance(value, str) for value in answer.values())  # the pipeline sends strings
     labels, confidences = pipeline_io.decode_response(answer)
     probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)
-    ids, names, _ = predicted_labels(probs, export.labels, export.thresholds)
+    ids = export.decision.label_ids(probs)
+    names = chosen_names(export, probs)
     assert labels == names
     assert eval(answer["label"]) == [",".join(map(str, row)) for row in ids]  # how the reference's clients read it
     assert eval(answer["label"])[:2] == [f"{export.labels.index('体育')},{export.labels.index('财经')}", ""]

@@ -11,9 +11,10 @@ import pytest
 
 import exporting
 from backends import BACKENDS, check_variant, variants
+from decision import Decision
 from exporting import cached
 from parity import check_fp32_parity, parity_rows
-from pipeline import LongText, TextPipeline, chosen_label_ids, pool_rows, predicted_labels, sigmoid, window_spans
+from pipeline import LongText, TextPipeline, pool_rows, sigmoid, window_spans
 from utils import DataError
 
 from conftest import ROOT
@@ -24,7 +25,7 @@ def test_parity_rows_and_fp32_tolerance():
     labels = np.array([[1, 0], [0, 1]], dtype="float32")
     shifted = reference + np.array([[0.0, 0.0], [0.2, 0.0]], dtype="float32")  # flips one decision of four
     rows = parity_rows(reference, {"onnxruntime int8": shifted, "paddle fp32": reference + 5e-5},
-                       np.array([0.5, 0.5], dtype="float32"), labels)
+                       Decision(np.array([0.5, 0.5], dtype="float32")), labels)
     assert [r["variant"] for r in rows] == ["dygraph", "onnxruntime int8", "paddle fp32"]
     assert rows[0]["micro_f1"] == 1.0 and rows[1]["changed_decisions"] == 0.25
     assert rows[1]["max_abs_diff"] == pytest.approx(0.2) and rows[1]["micro_f1"] == pytest.approx(0.8)
@@ -170,12 +171,7 @@ def test_pooling_refuses_a_text_without_rows():
         pool_rows(np.zeros((2, 3)), np.array([0, 2]), 3)
 
 
-def test_decisions_are_strictly_above_each_labels_threshold():
-    probs = np.array([[0.9, 0.5, 0.2], [0.1, 0.51, 0.7]])
-    thresholds = np.array([0.5, 0.5, 0.7])
-    assert chosen_label_ids(probs, thresholds) == [[0], [1]]
-    ids, names, confidences = predicted_labels(probs, ["a", "b", "c"], thresholds)
-    assert ids == [[0], [1]] and names == [["a"], ["b"]] and confidences == [[0.9], [0.51]]
+def test_sigmoid_of_zero_is_one_half():
     assert sigmoid(np.array([0.0], dtype="float32"))[0] == 0.5
 
 

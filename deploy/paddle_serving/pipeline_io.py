@@ -3,7 +3,7 @@
 Requests carry the texts as a JSON list of strings under the key `sentence` (the reference sent
 the repr of a numpy array and eval()ed it on the server: remote code execution). Responses carry
 the reference's `label` (label ids) plus `confidence` and `label_names` as JSON, with the labels and
-thresholds of the export.
+decision of the export (decision.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from exporting import ExportInfo
-from pipeline import TextPipeline, pool_rows, sigmoid
+from pipeline import TextPipeline, pool_rows
 from serving import label_response, request_texts
 from utils import DataError
 
@@ -60,10 +60,13 @@ def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo, source: n
     ('[[p, ...], ...]', the chosen labels' probabilities) and `label_names` ('[["name", ...], ...]')."""
     (logits,) = fetch_dict.values()
     logits = pool_rows(np.asarray(logits), source, int(source.max()) + 1, export.long_text.pooling)
-    response = label_response(sigmoid(logits), export.labels, export.thresholds)
-    return {"label": json.dumps([",".join(map(str, ids)) for ids in response["label"]]),
-            "confidence": json.dumps(response["confidence"]),
-            "label_names": json.dumps(response["label_names"], ensure_ascii=False)}
+    response = label_response(logits, export.labels, export.decision)
+    values = {"label": json.dumps([",".join(map(str, ids)) for ids in response["label"]]),
+              "confidence": json.dumps(response["confidence"]),
+              "label_names": json.dumps(response["label_names"], ensure_ascii=False)}
+    if "top_k" in response:  # the export's stored top_k
+        values["top_k"] = json.dumps(response["top_k"], ensure_ascii=False)
+    return values
 
 
 def decode_response(values: dict[str, str]) -> tuple[list[list[str]], list[list[float]]]:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from backends import BACKENDS, calibration_texts, create_backend, variants
-from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import ReadStats, load_examples, multi_hot, text_windows
+from decision import Decision
 from exporting import ExportInfo, load_export, load_export_tokenizer
 from labelling import Labeller, label_file
 from modeling import (
+    add_decision_arguments,
     add_long_text_arguments,
     check_max_seq_length,
     load_model,
     load_tokenizer,
+    resolve_decision,
     resolve_long_text,
     text_probs,
     tokenizer_positions,
@@ -54,10 +56,10 @@ parser.add_argument("--data_file", type=str, default="data.txt", help="Unlabeled
 parser.add_argument("--label_file", type=str, default="label.txt", help="Label file name inside dataset_dir.")
 parser.add_argument("--output_file", type=str, default=None, help="Write the predictions here as predict.py does (header, then `text<TAB>name, name` per input line) instead of logging each one.")
 parser.add_argument("--output_probs", action="store_true", help="With --output_file: add every label's probability as JSON.")
-parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the export.")
 parser.add_argument("--check_parity", action="store_true", help="Compare every backend and precision with the dygraph model of --params_path on the perf_dataset file.")
 parser.add_argument("--params_path", type=str, default="./checkpoint/", help="With --check_parity: the trained dygraph checkpoint that was exported.")
 add_long_text_arguments(parser)
+add_decision_arguments(parser)
 # yapf: enable
 
 
@@ -78,7 +80,7 @@ def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
 def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
     """Write `text<TAB>labels` lines with --output_file, else log each prediction as the reference does."""
     if args.output_file:
-        label_file(Labeller(predictor.pipeline, predictor.backend, predictor.thresholds, predictor.labels,
+        label_file(Labeller(predictor.pipeline, predictor.backend, predictor.decision, predictor.labels,
                             args.output_probs), data_path, args.output_file, args.batch_size, options={})
         logger.info(f"Prediction results save in {args.output_file}.")
         return
@@ -89,7 +91,7 @@ def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path
     logger.info(stats.summary(data_path))
 
 
-def check_parity(args: argparse.Namespace, export: ExportInfo, pipeline: TextPipeline, thresholds: np.ndarray) -> None:
+def check_parity(args: argparse.Namespace, export: ExportInfo, pipeline: TextPipeline, decision: Decision) -> None:
     examples = load_examples(Path(args.dataset_dir) / f"{args.perf_dataset}.txt", export.labels)
     texts, labels = [e.text for e in examples], multi_hot(examples, len(export.labels))
     if not Path(args.params_path).is_dir():
@@ -97,15 +99,15 @@ def check_parity(args: argparse.Namespace, export: ExportInfo, pipeline: TextPip
                         f"is not a directory")
     model = load_model(args.params_path)
     reference = text_probs(model, load_tokenizer(args.params_path), texts, args.max_seq_length, args.batch_size,
-                           pipeline.long_text)
+                           pipeline.long_text, decision)
     perf_file = Path(args.dataset_dir) / f"{args.perf_dataset}.txt"
     probs = {}
     for backend, precision in variants(args.device):
         engine = create_backend(export, backend, precision, args.device, args.device_id, args.num_threads,
                                 lambda: pipeline.feeds(pipeline.encode(calibration_texts(perf_file.parent,
                                                                                          perf_file))))
-        probs[engine.label] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, probs, thresholds, labels)
+        probs[engine.label] = pipeline.probs(engine, texts, decision)
+    rows = parity_rows(reference, probs, decision, labels)
     log_parity(rows)
     check_fp32_parity(rows)
 
@@ -122,19 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     check_args(args, export)
     tokenizer = load_export_tokenizer(export, args.model_name_or_path)
     check_max_seq_length(args.max_seq_length, export.max_positions or tokenizer_positions(tokenizer), export.directory)
-    thresholds = (np.full(len(export.labels), args.threshold, dtype="float32") if args.threshold is not None
-                  else export.thresholds)
+    decision = resolve_decision(args, export.decision)
     long_text = resolve_long_text(args, export.long_text, args.max_seq_length)
     pipeline = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size, long_text)
     if args.check_parity:
-        check_parity(args, export, pipeline, thresholds)
+        check_parity(args, export, pipeline, decision)
         return
 
     data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
     calibration = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size, long_text)
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
                              lambda: calibration.feeds(calibration.encode(calibration_texts(dataset, data_path))))
-    predictor = Predictor(pipeline, backend, export.labels, thresholds)
+    predictor = Predictor(pipeline, backend, export.labels, decision)
     if args.perf:
         examples = load_examples(data_path, export.labels)
         texts = [e.text for e in examples]

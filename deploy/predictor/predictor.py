@@ -1,8 +1,8 @@
 """The reference's Predictor: an exported model on one backend, with printing, evaluation and timing.
 
-The work itself (tokenizing, length-grouped batching, thresholds) is the project's text pipeline
-(`pipeline.py`) and the engines are the project's backends (`backends.py`), shared with
-export_model.py and the servers.
+The work itself (tokenizing, length-grouped batching) is the project's text pipeline (`pipeline.py`),
+the labels come from the export's decision (`decision.py`), and the engines are the project's backends
+(`backends.py`), shared with export_model.py and the servers.
 """
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ import numpy as np
 
 from backends import Backend
 from data_io import format_labels
+from decision import Decision
 from metric import MetricReport
-from pipeline import EncodedRows, TextPipeline, chosen_label_ids, sigmoid
+from pipeline import EncodedRows, TextPipeline
 from utils import logger
 
 
 class Predictor:
-    def __init__(self, pipeline: TextPipeline, backend: Backend, labels: Sequence[str], thresholds: np.ndarray):
+    def __init__(self, pipeline: TextPipeline, backend: Backend, labels: Sequence[str], decision: Decision):
         self.pipeline = pipeline
         self.backend = backend
         self.labels = list(labels)
-        self.thresholds = thresholds
+        self.decision = decision
 
     def preprocess(self, texts: Sequence[str]) -> EncodedRows:
         return self.pipeline.encode(texts)
@@ -32,8 +33,8 @@ class Predictor:
         return self.pipeline.outputs(self.backend, encoded)
 
     def postprocess(self, logits: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-        probs = sigmoid(logits)
-        return probs, chosen_label_ids(probs, self.thresholds)
+        probs = self.decision.probabilities(logits)
+        return probs, self.decision.label_ids(probs)
 
     def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[int]]]:
         if not texts:
@@ -48,7 +49,7 @@ class Predictor:
 
     def evaluate(self, texts: Sequence[str], labels: np.ndarray) -> MetricReport:
         probs, _ = self.predict(texts)
-        metric = MetricReport(thresholds=self.thresholds, label_names=self.labels)
+        metric = MetricReport(decision=self.decision, label_names=self.labels)
         metric.update(probs, labels)
         micro_f1, macro_f1 = metric.accumulate()
         logger.info("micro f1: %.2f, macro f1: %.2f" % (micro_f1 * 100, macro_f1 * 100))

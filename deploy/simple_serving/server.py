@@ -14,25 +14,27 @@ on a Paddle build without GPU support the server says so and stops. The export d
 ../../export unless `--export_dir`/`EXPORT_DIR` names another (any directory written by export_model.py
 or prune.py). Responses carry the reference's fields (`label`: label ids, `confidence`: their
 probabilities) plus `label_names`, and `probs` (every label's probability) when the request's
-parameters say `"return_probs": true`. The exported per-label thresholds decide unless the request
-sends `prob_limit`; bad requests get HTTP 422 with the reason.
+parameters say `"return_probs": true`, and `top_k` (the k most probable labels with their scores)
+when they say `"top_k": k`. The export's decision (per-label thresholds, label-count policy,
+calibration) decides; a request may send `prob_limit` (one threshold for every label), `min_labels`,
+`max_labels` and `top_k` over it. Bad requests get HTTP 422 with the reason.
 """
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import uvicorn
 from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import ArgumentParser
-from pipeline import TextPipeline, sigmoid
+from pipeline import TextPipeline
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
     label_response,
+    request_decision,
     request_parameter,
     simple_server,
     texts_of_request,
@@ -53,7 +55,7 @@ class MultiLabelModelHandler(BaseModelHandler):
             texts = texts_of_request(data)
             max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
             batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
-            prob_limit = request_parameter(parameters, "prob_limit", None, float, 0.0, 1.0)
+            decision = request_decision(parameters, predictor.export.decision)
             if not isinstance(parameters.get("return_probs", False), bool):
                 raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
@@ -61,17 +63,17 @@ class MultiLabelModelHandler(BaseModelHandler):
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
                                 predictor.export.long_text)
         logits = pipeline.outputs(predictor.backend, pipeline.encode(texts))
-        thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(logits[0]), prob_limit)
-        return {"logits": logits, "labels": predictor.export.labels, "thresholds": thresholds}
+        return {"logits": logits, "labels": predictor.export.labels, "decision": decision}
 
 
 class MultiLabelPostHandler(BasePostHandler):
     """The reference's answer (label ids and their probabilities per text, an empty list when no label
-    passes its threshold) plus label names, and every label's probability with `return_probs`."""
+    is chosen) plus label names, every label's probability with `return_probs`, the k most probable
+    labels with `top_k`."""
 
     @classmethod
     def process(cls, data, parameters):
-        return label_response(sigmoid(data["logits"]), data["labels"], data["thresholds"],
+        return label_response(data["logits"], data["labels"], data["decision"],
                               with_probs=parameters.get("return_probs", False))
 
 

@@ -2,8 +2,8 @@
 
     python deploy/triton_serving/build_repo.py --export_dir ./export --output_dir deploy/triton_serving/models
 
-Tensor names, the label count, labels, thresholds and the tokenizer all come from the export, so
-nothing in the repository is edited by hand:
+Tensor names, the label count, labels, the decision (thresholds, label-count policy, calibration) and
+the tokenizer all come from the export, so nothing in the repository is edited by hand:
 
     seqcls              ensemble: INPUT (string) -> label (int64 ids), confidence (fp32, their probabilities),
                         label_names (string), probs (fp32 x labels)
@@ -12,11 +12,12 @@ nothing in the repository is edited by hand:
     seqcls_model        the export's model.onnx: platform onnxruntime_onnx (--platform onnxruntime,
                         as in the NGC Triton image, CPU or GPU) or python running ONNX Runtime
                         (--platform python, for servers without the ONNX Runtime backend)
-    seqcls_postprocess  python: rows pooled per text, sigmoid, per-label thresholds, label ids and names
+    seqcls_postprocess  python: rows pooled per text, the export's decision (decision.py), label ids and names
 
-`label` and `confidence` are the reference's outputs (ids of the labels above their threshold and
+`label` and `confidence` are the reference's outputs (ids of the chosen labels and
 their probabilities; in a batch, rows shorter than the longest are padded with id -1 and 0.0);
-`label_names` (the names, comma-joined) and `probs` (every label's probability) are added.
+`label_names` (the names, comma-joined) and `probs` (every label's probability) are added. A stored
+`top_k` has no tensor here: `probs` carries every label's score.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import json
 import shutil
 from pathlib import Path
 
+import decision
 import native_tokenizer
 import pipeline
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
@@ -86,8 +88,9 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
 
 
 def copy_pipeline(model_dir: Path) -> None:
-    """The one text pipeline and its tokenizer module beside a python model (Triton imports from there)."""
-    for module in (pipeline, native_tokenizer):
+    """The one text pipeline, its tokenizer module and the decision step beside a python model (Triton
+    imports from there)."""
+    for module in (pipeline, native_tokenizer, decision):
         shutil.copy(module.__file__, model_dir / Path(module.__file__).name)
 
 
@@ -146,8 +149,8 @@ def build(args: argparse.Namespace) -> None:
         answer_tensors(num_labels), cpu), "seqcls_postprocess.py")
     copy_pipeline(post_dir)
     (post_dir / "labels.json").write_text(json.dumps(
-        {"labels": export.labels, "thresholds": [float(t) for t in export.thresholds],
-         "window_pooling": long_text.pooling}, ensure_ascii=False, indent=1), encoding="utf-8")
+        {"labels": export.labels, "thresholds": [float(t) for t in export.decision.thresholds],
+         decision.CONFIG_KEY: export.decision.settings(), "window_pooling": long_text.pooling}, ensure_ascii=False, indent=1), encoding="utf-8")
 
     steps = [ensemble_step("tokenizer", {"INPUT": "INPUT"}, {name: name for name in (*inputs, "text_index")}),
              ensemble_step("seqcls_model", {name: name for name in inputs}, {OUTPUT_NAME: OUTPUT_NAME}),

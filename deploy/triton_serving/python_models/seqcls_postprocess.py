@@ -6,8 +6,9 @@ export says first.
 `label` (label ids) and `confidence` (their probabilities) are the reference's outputs; a batch's
 rows are padded to its longest with id -1 and probability 0.0. `label_names` holds one string per
 text, the comma-joined names ("" when no label passes its exported threshold); `probs` every
-label's probability. The decision is the project's text pipeline (copied next to this file by
-build_repo.py).
+label's probability (calibrated when the export is). The labels are chosen by the export's decision
+(thresholds, label-count policy, calibration): the project's decision.py, copied next to this file with
+pipeline.py by build_repo.py, so Triton decides as every other consumer does.
 """
 import json
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import pipeline  # the project's pipeline.py, copied beside this file by build_repo.py (Triton imports from here)
+import decision  # the project's decision.py and pipeline.py, copied beside this file by build_repo.py
+import pipeline
 
 HERE = Path(__file__).parent
 
@@ -24,7 +26,7 @@ class TritonPythonModel:
     def initialize(self, args):
         meta = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
         self.labels = meta["labels"]
-        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        self.decision = decision.Decision.stored(meta["thresholds"], meta.get(decision.CONFIG_KEY), len(self.labels))
         self.pooling = meta["window_pooling"]
 
     def execute(self, requests):
@@ -33,8 +35,9 @@ class TritonPythonModel:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
             source = pb_utils.get_input_tensor_by_name(request, "text_index").as_numpy().reshape(-1)
             logits = pipeline.pool_rows(logits, source, int(source.max()) + 1, self.pooling)
-            probs = pipeline.sigmoid(logits).astype(np.float32)
-            ids, names, _ = pipeline.predicted_labels(probs, self.labels, self.thresholds)
+            probs = self.decision.probabilities(logits).astype(np.float32)
+            ids = self.decision.label_ids(probs)
+            names = [[self.labels[j] for j in row] for row in ids]
             width = max(len(row) for row in ids)
             label = np.full((len(ids), width), -1, dtype=np.int64)
             confidence = np.zeros((len(ids), width), dtype=np.float32)
