@@ -49,7 +49,7 @@ from modeling import (
     stored_config,
 )
 from pipeline import LongText, sigmoid
-from resume import RESUME_DIR, find_state, load_state, read_progress, save_state
+from resume import RESUME_DIR, check_data, data_fingerprint, find_state, load_state, read_progress, save_state
 from training import (
     AMP_DTYPES,
     MixedPrecision,
@@ -126,19 +126,28 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError("--resume_from_checkpoint restores the weights with everything else; drop --init_from_ckpt")
 
 
-def check_resume_args(state_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse a resume whose options would change the data order or the schedule (it would not be exact),
-    or that would continue in another --save_dir (where the best checkpoint so far is not)."""
+def data_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The files whose content a resumable state belongs to: the texts and labels trained on, and dev (the
+    best score and the early-stopping counter are measured on it)."""
+    dataset = Path(args.dataset_dir)
+    return {name: dataset / getattr(args, name) for name in ("train_file", "dev_file", "label_file")}
+
+
+def check_resume_args(state_dir: Path, args: argparse.Namespace, fingerprint: dict) -> None:
+    """Refuse a resume whose options or data would change the data order or the schedule (it would not be
+    exact), or that would continue in another --save_dir (where the best checkpoint so far is not)."""
     run_dir = state_dir.parent.parent
     if state_dir.parent.name == RESUME_DIR and run_dir.resolve() != Path(args.save_dir).resolve():
         raise DataError(f"--resume_from_checkpoint {state_dir}: the run continues in its own save directory, where its "
                         f"best checkpoint is; use --save_dir {run_dir}")
-    saved = read_progress(state_dir)["args"]
+    progress = read_progress(state_dir)
+    saved = progress.get("args", {})
     changed = [f"--{name} {getattr(args, name)} (the saved run used {saved[name]})" for name in RESUME_FIXED
                if saved.get(name) != getattr(args, name)]
     if changed:
         raise DataError(f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: "
                         + ", ".join(changed))
+    check_data(state_dir, progress.get("data"), fingerprint, data_files(args))
 
 
 def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
@@ -169,8 +178,9 @@ def train(args: argparse.Namespace) -> dict:
     """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
     state_dir = find_state(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    fingerprint = data_fingerprint(data_files(args))
     if state_dir:
-        check_resume_args(state_dir, args)
+        check_resume_args(state_dir, args, fingerprint)
     set_seed(args.seed)
     set_device(args.device)
     check_amp(args.amp)
@@ -241,7 +251,8 @@ def train(args: argparse.Namespace) -> dict:
         saved = save_state(args.save_dir, model, optimizer, precision.scaler,
                            {**state.position(), "stop_requested": loop.stop_requested, "best": best,
                             "epochs_without_gain": epochs_without_gain, "history_rows": history.rows,
-                            "args": {name: getattr(args, name) for name in RESUME_FIXED}}, rank, world_size)
+                            "args": {name: getattr(args, name) for name in RESUME_FIXED}, "data": fingerprint},
+                           rank, world_size)
         logger.info(f"Resumable state saved in {saved}")
 
     def on_step_end(state: StepState) -> bool:

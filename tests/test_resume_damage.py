@@ -1,0 +1,267 @@
+"""Fault injection on the state the suite keeps on disk: resumable states that are cut, emptied, garbled,
+deleted or half written by a killed save, resumed against changed data; damaged checkpoint configs and
+export metadata; option files and options that would otherwise be ignored without a word.
+
+Every fault must end in one line that names the file and says what to do, never a traceback and never a
+silent restart. The resumable state is saved once per test module (a tiny layer, or one short training
+run for the end-to-end checks) and damaged in copies.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import paddle
+import pytest
+
+import resume
+from training import MixedPrecision, build_optimizer
+from utils import DataError
+
+from conftest import LABELS, make_keyword_dataset, run_main
+
+DELETE_ADVICE = "delete"
+FRESH_START = "without --resume_from_checkpoint"
+
+
+# ------------------------------------------------------------------ resumable states, at the resume.py level
+
+
+def tiny_training_objects():
+    """A layer with an optimizer that has taken one step (so it has moments to save) and a loss scaler."""
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 8), paddle.nn.Linear(8, 3))
+    optimizer = build_optimizer(model, 1e-3, 0.0)
+    model(paddle.ones([2, 4])).mean().backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return model, optimizer, MixedPrecision().scaler
+
+
+def save_tiny_state(save_dir: Path, step: int = 1) -> Path:
+    model, optimizer, scaler = tiny_training_objects()
+    progress = {"global_step": step, "epoch": 1, "step": step, "args": {}}
+    return resume.save_state(save_dir, model, optimizer, scaler, progress)
+
+
+def resume_tiny(save_dir: Path) -> dict:
+    """What train.py does with --resume_from_checkpoint, on the tiny layer."""
+    state_dir = resume.find_state(save_dir)
+    resume.read_progress(state_dir)
+    model, optimizer, scaler = tiny_training_objects()
+    return resume.load_state(state_dir, model, optimizer, scaler)
+
+
+@pytest.fixture(scope="module")
+def tiny_state(tmp_path_factory) -> Path:
+    save_dir = tmp_path_factory.mktemp("tiny_state") / "run"
+    save_tiny_state(save_dir)
+    return save_dir
+
+
+def damaged_copy(tiny_state: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the saved run to damage; returns it and its state directory."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_state, copy)
+    return copy, copy / "resume" / "step-1"
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def assert_one_line_refusal(err: DataError, *fragments: str) -> None:
+    message = str(err)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_saved_state_records_size_and_sha256_of_its_files_and_resumes(tiny_state):
+    state_dir = resume.find_state(tiny_state)
+    recorded = resume.read_progress(state_dir)["files"]
+    assert sorted(recorded) == ["model_state.pdparams", "optimizer.pdopt", "rng-rank0.pkl", "scaler.pdparams"]
+    model_file = state_dir / "model_state.pdparams"
+    assert recorded["model_state.pdparams"]["bytes"] == model_file.stat().st_size
+    assert len(recorded["model_state.pdparams"]["sha256"]) == 64
+    assert resume_tiny(tiny_state)["global_step"] == 1
+
+
+DAMAGES = {
+    "model_truncated": (lambda state: truncate(state / "model_state.pdparams"), ["model_state.pdparams has"]),
+    "model_empty": (lambda state: (state / "model_state.pdparams").write_bytes(b""),
+                    ["model_state.pdparams has 0 bytes"]),
+    "model_byte_flipped": (lambda state: flip_last_byte(state / "model_state.pdparams"),
+                           ["model_state.pdparams differs from what was saved"]),
+    "optimizer_deleted": (lambda state: (state / "optimizer.pdopt").unlink(), ["optimizer.pdopt is missing"]),
+    "rng_deleted": (lambda state: (state / "rng-rank0.pkl").unlink(), ["rng-rank0.pkl is missing"]),
+    "rng_truncated": (lambda state: truncate(state / "rng-rank0.pkl"), ["rng-rank0.pkl has"]),
+    "trainer_state_truncated": (lambda state: truncate(state / "trainer_state.json"), ["trainer_state.json: "]),
+    "trainer_state_binary": (lambda state: (state / "trainer_state.json").write_bytes(b"\xff\xfe\x00garbage"),
+                             ["trainer_state.json: "]),
+    "trainer_state_not_an_object": (lambda state: (state / "trainer_state.json").write_text("[1, 2]"),
+                                    ["trainer_state.json lacks"]),
+    "latest_binary": (lambda state: (state.parent / "latest").write_bytes(b"\x80\x81\x00step"),
+                      ["latest does not name a state"]),
+    "latest_empty": (lambda state: (state.parent / "latest").write_bytes(b""), ["latest does not name a state"]),
+    "latest_names_a_deleted_state": (lambda state: shutil.rmtree(state), ["latest names step-1, which has no"]),
+}
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_state_is_one_line_that_says_what_to_do(damage, tiny_state, tmp_path):
+    copy, state_dir = damaged_copy(tiny_state, tmp_path)
+    apply, fragments = DAMAGES[damage]
+    apply(state_dir)
+    with pytest.raises(DataError) as refused:
+        resume_tiny(copy)
+    assert_one_line_refusal(refused.value, "is damaged", *fragments, DELETE_ADVICE, FRESH_START)
+
+
+def test_a_state_saved_without_checksums_still_fails_in_one_line_when_cut(tiny_state, tmp_path):
+    """States written before checksums were recorded: the loaders' own errors (EOFError, UnpicklingError)
+    become the same one line."""
+    copy, state_dir = damaged_copy(tiny_state, tmp_path)
+    progress = json.loads((state_dir / "trainer_state.json").read_text())
+    del progress["files"]
+    (state_dir / "trainer_state.json").write_text(json.dumps(progress))
+    for name in ("rng-rank0.pkl", "model_state.pdparams"):
+        truncate(state_dir / name)
+        with pytest.raises(DataError) as refused:
+            resume_tiny(copy)
+        assert_one_line_refusal(refused.value, "is damaged", DELETE_ADVICE)
+        shutil.copy(tiny_state / "resume" / "step-1" / name, state_dir / name)
+
+
+def fail_at_save_of(monkeypatch, file_name: str) -> None:
+    """paddle.save dies (as a killed process would stop) when it writes `file_name`."""
+    original = paddle.save
+
+    def save_or_die(obj, path, *args, **kwargs):
+        if Path(path).name == file_name:
+            Path(path).write_bytes(b"\x80partial")
+            raise KeyboardInterrupt("killed while saving")
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(resume.paddle, "save", save_or_die)
+
+
+def test_a_save_killed_midway_leaves_the_previous_state_whole(tmp_path, monkeypatch):
+    save_dir = tmp_path / "run"
+    save_tiny_state(save_dir, step=1)
+    with monkeypatch.context() as patch:
+        fail_at_save_of(patch, "optimizer.pdopt")
+        with pytest.raises(KeyboardInterrupt):
+            save_tiny_state(save_dir, step=2)
+    assert sorted(p.name for p in (save_dir / "resume").iterdir()) == ["latest", "step-1", "step-2.partial"]
+    assert resume_tiny(save_dir)["global_step"] == 1
+    save_tiny_state(save_dir, step=3)  # the next save clears what the killed one left
+    assert sorted(p.name for p in (save_dir / "resume").iterdir()) == ["latest", "step-3"]
+
+
+def test_a_first_save_killed_midway_is_named_when_resuming(tmp_path, monkeypatch):
+    save_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        fail_at_save_of(patch, "model_state.pdparams")
+        with pytest.raises(KeyboardInterrupt):
+            save_tiny_state(save_dir, step=4)
+    with pytest.raises(DataError) as refused:
+        resume_tiny(save_dir)
+    assert_one_line_refusal(refused.value, "no resumable state there", "step-4.partial was not finished",
+                            FRESH_START)
+
+
+def test_saving_over_a_damaged_pointer_replaces_it_and_clears_old_states(tiny_state, tmp_path):
+    """The advice 'train again without --resume_from_checkpoint' must work in the same save_dir."""
+    copy, state_dir = damaged_copy(tiny_state, tmp_path)
+    (state_dir.parent / "latest").write_bytes(b"\xff\xff")
+    save_tiny_state(copy, step=2)
+    assert sorted(p.name for p in (copy / "resume").iterdir()) == ["latest", "step-2"]
+    assert resume_tiny(copy)["global_step"] == 2
+
+
+# ------------------------------------------------------------------ data fingerprints
+
+
+def test_the_data_check_names_the_changed_file_and_its_lines(tmp_path):
+    data = make_keyword_dataset(tmp_path / "data", n_train=240, n_dev=20)
+    files = {"train_file": data / "train.txt", "dev_file": data / "dev.txt", "label_file": data / "label.txt"}
+    saved = resume.data_fingerprint(files)
+    resume.check_data(tmp_path, saved, resume.data_fingerprint(files), files)  # unchanged: accepted
+    lines = (data / "train.txt").read_text(encoding="utf-8").splitlines()
+    (data / "train.txt").write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as refused:
+        resume.check_data(tmp_path, saved, resume.data_fingerprint(files), files)
+    assert_one_line_refusal(refused.value, "saved for a different train.txt", "now 40 lines", "then 240 lines",
+                            FRESH_START, "restore the file")
+
+
+# ------------------------------------------------------------------ end to end through the scripts
+
+RUN = ["--device", "cpu", "--batch_size", "16", "--learning_rate", "1e-3", "--epochs", "2", "--logging_steps", "50",
+       "--max_seq_length", "32", "--save_last", "--window_stride", "4", "--repeat_threshold", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def saved_run(scratch_model, tmp_path_factory):
+    """One short run with --save_last (and options its setting ignores): its data, save_dir and log."""
+    root = tmp_path_factory.mktemp("saved_run")
+    data = make_keyword_dataset(root / "data", n_train=96, n_dev=16, seed=7)
+    weights = root / "weights.txt"
+    weights.write_text("\n".join(["2"] * len(LABELS)) + "\n", encoding="utf-8")
+    save_dir = root / "ckpt"
+    result = run_main("train.py", *RUN, "--dataset_dir", data, "--model_name", scratch_model, "--save_dir", save_dir,
+                      "--pos_weight", weights)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, save_dir, result.stderr, weights
+
+
+def resume_run(saved_run, scratch_model, data: Path, save_dir: Path, *options):
+    return run_main("train.py", *RUN, "--dataset_dir", data, "--model_name", scratch_model, "--save_dir", save_dir,
+                    "--resume_from_checkpoint", save_dir, *options)
+
+
+def assert_refused(result, *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if "ERROR" in line)
+    for fragment in fragments:
+        assert fragment in line, result.stderr[-2000:]
+    return line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changed", ["train.txt", "dev.txt", "label.txt"])
+def test_resume_on_changed_data_is_refused_naming_the_file(changed, saved_run, scratch_model, tmp_path):
+    data, save_dir, _, _ = saved_run
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    lines = (copy / changed).read_text(encoding="utf-8").splitlines()
+    cut = lines[::-1] if changed == "label.txt" else lines[:8]  # labels reordered; texts cut
+    (copy / changed).write_text("\n".join(cut) + "\n", encoding="utf-8")
+    before = sorted(p.name for p in save_dir.iterdir())
+    line = assert_refused(resume_run(saved_run, scratch_model, copy, save_dir),
+                          f"saved for a different {changed} ({copy / changed}: now {len(cut)} lines",
+                          FRESH_START, "restore the file")
+    assert f"then {len(lines)} lines" in line
+    assert sorted(p.name for p in save_dir.iterdir()) == before  # refused before writing anything
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["model_truncated", "rng_deleted", "trainer_state_truncated", "latest_binary"])
+def test_train_py_refuses_a_damaged_state_in_one_line(damage, saved_run, scratch_model, tmp_path):
+    data, save_dir, _, _ = saved_run
+    copy = tmp_path / "ckpt"
+    shutil.copytree(save_dir, copy)
+    apply, fragments = DAMAGES[damage]
+    apply(resume.find_state(copy))
+    assert_refused(resume_run(saved_run, scratch_model, data, copy), "is damaged", *fragments, DELETE_ADVICE,
+                   FRESH_START)
