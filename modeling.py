@@ -22,7 +22,7 @@ import paddle
 import paddlenlp.transformers
 from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from cli import NON_NEGATIVE_INT, POSITIVE_INT
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, ignored_option
 from data_io import read_label_list
 from losses import label_log_odds
 from pipeline import (
@@ -278,6 +278,10 @@ def resolve_long_text(args: argparse.Namespace, stored: LongText, max_seq_length
         settings.check(max_seq_length)
     except ValueError as err:
         raise DataError(str(err)) from None
+    if settings.mode != "window":  # what the windows are made of means nothing to a truncated text
+        for name in ("window_stride", "max_windows", "window_pooling"):
+            if getattr(args, name) is not None:
+                logger.warning(ignored_option(name, getattr(args, name), "--long_text window (texts are truncated)"))
     return settings
 
 

@@ -30,10 +30,12 @@ from cli import (
     UNIT_INTERVAL_OPEN,
     ArgumentParser,
     bounded,
+    given_options,
+    ignored_option,
 )
 from data_io import load_examples, read_label_list
 from history import TrainingHistory
-from losses import LOSSES, LossSettings, get_loss, positive_weights
+from losses import LOSS_OPTIONS, LOSSES, LossSettings, get_loss, positive_weights, read_pos_weights
 from metric import LISTED_LABELS, MetricReport, tune_thresholds
 from modeling import (
     add_long_text_arguments,
@@ -124,6 +126,21 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if args.resume_from_checkpoint and args.init_from_ckpt:
         raise DataError("--resume_from_checkpoint restores the weights with everything else; drop --init_from_ckpt")
+    warn_ignored_options(args)
+
+
+def warn_ignored_options(args: argparse.Namespace) -> None:
+    """One warning per option given a value that the chosen loss, sampling or stopping rule never reads
+    (a --pos_weight file under --loss bce trained without it, silently)."""
+    acts_with = {name: (args.loss in losses, "--loss " + " or ".join(losses)) for name, losses in LOSS_OPTIONS.items()}
+    if args.pos_weight != "auto":
+        acts_with["pos_weight_max"] = (False, "--pos_weight auto")
+    acts_with["repeat_threshold"] = (args.sampling == "repeat_factor", "--sampling repeat_factor")
+    acts_with["early_stop_nums"] = (args.early_stop, "--early_stop")
+    for name in given_options(args, parser):
+        used, setting = acts_with.get(name, (True, ""))
+        if not used:
+            logger.warning(ignored_option(name, getattr(args, name), setting))
 
 
 def data_files(args: argparse.Namespace) -> dict[str, Path]:
@@ -326,32 +343,15 @@ def stop_on_sigterm(resume_dir: Path | None):
         signal.signal(signal.SIGTERM, previous)
 
 
-def read_pos_weights(path: str, label_file: Path, num_labels: int) -> np.ndarray:
-    """--pos_weight FILE: one positive number per line, in the order of the label file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").split()
-    except OSError as err:
-        raise DataError(f"--pos_weight {path}: {err.strerror}") from None
-    if len(lines) != num_labels:
-        raise DataError(f"--pos_weight {path}: {len(lines)} weights for the {num_labels} labels of {label_file}")
-    try:
-        weights = np.asarray([float(line) for line in lines], dtype="float32")
-    except ValueError as err:
-        raise DataError(f"--pos_weight {path}: {err}") from None
-    if not np.all(np.isfinite(weights) & (weights > 0)):
-        raise DataError(f"--pos_weight {path}: weights must be positive numbers")
-    return weights
-
-
 def loss_settings(args: argparse.Namespace, targets: np.ndarray, label_file: Path) -> LossSettings:
     """The chosen loss's parameters; positive weights are counted on the training texts."""
     settings = LossSettings(focal_gamma=args.focal_gamma, asl_gamma_neg=args.asl_gamma_neg,
                             asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip, label_counts=(targets > 0.5).sum(0),
                             num_texts=len(targets), db_neg_scale=args.db_neg_scale, db_bias_scale=args.db_bias_scale)
+    from_file = None if args.pos_weight == "auto" else read_pos_weights(args.pos_weight, label_file, targets.shape[1])
     if args.loss == "bce_pos_weight":
         settings.pos_weight = (positive_weights((targets > 0.5).sum(0), len(targets), args.pos_weight_max)
-                               if args.pos_weight == "auto" else
-                               read_pos_weights(args.pos_weight, label_file, targets.shape[1]))
+                               if from_file is None else from_file)
         weights = settings.pos_weight
         logger.info(f"Positive weights ({args.pos_weight}): min {weights.min():.2f}, median {np.median(weights):.2f}, "
                     f"max {weights.max():.2f}")

@@ -8,14 +8,19 @@ run for the end-to-end checks) and damaged in copies.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import paddle
 import pytest
 
+import losses
 import resume
+from modeling import resolve_long_text
+from pipeline import LongText
 from training import MixedPrecision, build_optimizer
 from utils import DataError
 
@@ -204,6 +209,74 @@ def test_the_data_check_names_the_changed_file_and_its_lines(tmp_path):
                             FRESH_START, "restore the file")
 
 
+# ------------------------------------------------------------------ --pos_weight files and ignored options
+
+
+def test_pos_weight_file_faults_name_file_and_line(tmp_path):
+    weights = tmp_path / "weights.txt"
+    cases = [(b"1.0\n\xff\xfe\n1\n", f"{weights}:2: not valid UTF-8"),
+             (b"1\n2\nabc\n", f"{weights}:3: could not convert 'abc'"),
+             (b"1\n\n-2\n4\n", f"{weights}:3: -2: weights must be positive"),
+             (b"1\n2\n", "2 weights for the 3 labels")]
+    for content, fragment in cases:
+        weights.write_bytes(content)
+        with pytest.raises(DataError) as refused:
+            losses.read_pos_weights(weights, "label.txt", 3)
+        assert_one_line_refusal(refused.value, fragment)
+    weights.write_bytes(b"\xef\xbb\xbf1\n\n2.5\n3\n\n")  # BOM and blank lines
+    assert losses.read_pos_weights(weights, "label.txt", 3).tolist() == [1.0, 2.5, 3.0]
+
+
+def test_a_bad_pos_weight_file_is_refused_whichever_loss(tmp_path):
+    import train
+
+    weights = tmp_path / "weights.txt"
+    weights.write_text("1\n2\nx\n4\n5\n", encoding="utf-8")
+    targets = np.eye(len(LABELS), dtype="float32")
+    for loss in ("bce", "focal", "bce_pos_weight"):
+        args = train.parser.parse_args(["--dataset_dir", str(tmp_path), "--loss", loss, "--pos_weight", str(weights)])
+        with pytest.raises(DataError, match=f"{weights}:3: could not convert"):
+            train.loss_settings(args, targets, tmp_path / "label.txt")
+
+
+def test_options_the_chosen_setting_does_not_read_are_named_once(caplog):
+    import train
+
+    args = train.parser.parse_args(["--dataset_dir", "data", "--pos_weight", "w.txt", "--focal_gamma", "1",
+                                    "--repeat_threshold", "0.2", "--early_stop_nums", "2", "--asl_clip", "0.1"])
+    train.warn_ignored_options(args)
+    for line in ("--pos_weight w.txt is ignored: it acts only with --loss bce_pos_weight",
+                 "--focal_gamma 1.0 is ignored: it acts only with --loss focal or db",
+                 "--repeat_threshold 0.2 is ignored: it acts only with --sampling repeat_factor",
+                 "--early_stop_nums 2 is ignored: it acts only with --early_stop",
+                 "--asl_clip 0.1 is ignored: it acts only with --loss asl"):
+        assert caplog.text.count(line) == 1, caplog.text
+    caplog.clear()
+    args = train.parser.parse_args(["--dataset_dir", "data", "--loss", "bce_pos_weight", "--pos_weight", "w.txt",
+                                    "--focal_gamma", "1", "--sampling", "repeat_factor", "--repeat_threshold", "0.2",
+                                    "--early_stop", "--early_stop_nums", "2"])
+    train.warn_ignored_options(args)
+    assert "--pos_weight w.txt is ignored" not in caplog.text and "--repeat_threshold" not in caplog.text
+    assert "--early_stop_nums" not in caplog.text and "--focal_gamma 1.0 is ignored" in caplog.text
+
+
+def long_text_args(**given) -> argparse.Namespace:
+    return argparse.Namespace(**{"long_text": None, "window_stride": None, "max_windows": None,
+                                 "window_pooling": None, **given})
+
+
+def test_window_options_under_truncation_are_named_once_each(caplog):
+    resolve_long_text(long_text_args(window_stride=4, max_windows=3, window_pooling="mean"), LongText(), 32)
+    for name, value in (("window_stride", 4), ("max_windows", 3), ("window_pooling", "mean")):
+        assert caplog.text.count(f"--{name} {value} is ignored: it acts only with --long_text window") == 1
+    caplog.clear()
+    resolve_long_text(long_text_args(window_stride=4), LongText(mode="window"), 32)  # a windowed checkpoint
+    resolve_long_text(long_text_args(long_text="window", max_windows=3), LongText(), 32)
+    assert "is ignored" not in caplog.text
+    resolve_long_text(long_text_args(long_text="truncate", window_pooling="mean"), LongText(mode="window"), 32)
+    assert "--window_pooling mean is ignored" in caplog.text
+
+
 # ------------------------------------------------------------------ end to end through the scripts
 
 RUN = ["--device", "cpu", "--batch_size", "16", "--learning_rate", "1e-3", "--epochs", "2", "--logging_steps", "50",
@@ -239,6 +312,15 @@ def assert_refused(result, *fragments: str) -> str:
 
 
 @pytest.mark.slow
+def test_the_run_named_the_options_it_ignored(saved_run):
+    _, _, log, weights = saved_run
+    for line in (f"--pos_weight {weights} is ignored: it acts only with --loss bce_pos_weight",
+                 "--window_stride 4 is ignored: it acts only with --long_text window",
+                 "--repeat_threshold 0.2 is ignored: it acts only with --sampling repeat_factor"):
+        assert log.count(line) == 1, log[-3000:]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("changed", ["train.txt", "dev.txt", "label.txt"])
 def test_resume_on_changed_data_is_refused_naming_the_file(changed, saved_run, scratch_model, tmp_path):
     data, save_dir, _, _ = saved_run
@@ -265,3 +347,14 @@ def test_train_py_refuses_a_damaged_state_in_one_line(damage, saved_run, scratch
     apply(resume.find_state(copy))
     assert_refused(resume_run(saved_run, scratch_model, data, copy), "is damaged", *fragments, DELETE_ADVICE,
                    FRESH_START)
+
+
+@pytest.mark.slow
+def test_train_py_refuses_a_bad_pos_weight_file_under_bce(saved_run, scratch_model, tmp_path):
+    data, _, _, _ = saved_run
+    weights = tmp_path / "weights.txt"
+    for content, fragment in ((b"1\n1\n\xff\n1\n1\n", ":3: not valid UTF-8"), (b"1\n1\n1\nnan?\n1\n", ":4: could not")):
+        weights.write_bytes(content)
+        result = run_main("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", scratch_model,
+                          "--save_dir", tmp_path / "out", "--max_seq_length", "32", "--pos_weight", weights)
+        assert_refused(result, f"--pos_weight {weights}{fragment}")
