@@ -9,7 +9,6 @@ have no metadata, are read too. ONNX tooling is imported only when a conversion 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -24,11 +23,12 @@ import paddle
 from data_io import read_label_list
 from modeling import check_label_list, load_tokenizer, model_input_names, stored_long_text
 from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText
-from utils import DataError, logger
+from utils import DataError, logger, read_json_object, write_json
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
 META_FILE = "export_meta.json"
+EXPORT_REMEDY = "run export_model.py again"
 OUTPUT_NAME = "logits"
 
 
@@ -122,7 +122,7 @@ def write_meta(directory: Path, prefix_name: str, labels: Sequence[str], thresho
     meta = {"model_prefix": prefix_name, "onnx": ONNX_FILE, "input_names": list(input_names),
             "output_name": OUTPUT_NAME, "labels": list(labels), "thresholds": [float(t) for t in thresholds],
             **(extra or {})}
-    (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(directory / META_FILE, meta)
 
 
 def deploy_input_names(tokenizer, multilingual: bool = False) -> tuple[str, ...]:
@@ -145,7 +145,7 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
     meta_file = directory / META_FILE
     file_labels = read_label_list(label_file) if label_file is not None and Path(label_file).is_file() else None
     if meta_file.is_file():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json_object(meta_file, EXPORT_REMEDY)
         labels = meta["labels"]
         if file_labels is not None:
             check_label_list(label_file, file_labels, labels)
@@ -190,7 +190,7 @@ def export_prefix_in(directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     meta_file = directory / META_FILE
     if meta_file.is_file():
-        return directory / json.loads(meta_file.read_text(encoding="utf-8"))["model_prefix"]
+        return directory / read_json_object(meta_file, EXPORT_REMEDY)["model_prefix"]
     params = sorted(directory.glob("*.pdiparams"))
     if not params:
         raise DataError(f"{directory} holds no exported model (*.pdiparams); run export_model.py first")

@@ -17,9 +17,10 @@ import numpy as np
 import paddle
 import pytest
 
+import exporting
 import losses
 import resume
-from modeling import resolve_long_text
+from modeling import load_model, load_tokenizer, resolve_long_text, save_checkpoint, stored_config
 from pipeline import LongText
 from training import MixedPrecision, build_optimizer
 from utils import DataError
@@ -277,6 +278,38 @@ def test_window_options_under_truncation_are_named_once_each(caplog):
     assert "--window_pooling mean is ignored" in caplog.text
 
 
+# ------------------------------------------------------------------ checkpoint configs and export metadata
+
+
+@pytest.mark.parametrize("content", [b'{"multi_label_thresholds": [0.5, 0.', b"", b"\xff\xfe{}", b"[0.5]"])
+def test_a_damaged_checkpoint_config_is_one_line(content, tmp_path):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(DataError) as refused:
+        stored_config(tmp_path)
+    assert_one_line_refusal(refused.value, f"{tmp_path / 'config.json'}: damaged", "train it again")
+
+
+def test_damaged_export_metadata_is_one_line(tmp_path):
+    (tmp_path / exporting.META_FILE).write_text('{"model_prefix": "flo', encoding="utf-8")
+    with pytest.raises(DataError) as refused:
+        exporting.export_prefix_in(tmp_path)
+    assert_one_line_refusal(refused.value, "export_meta.json: damaged", "export_model.py again")
+
+
+def test_a_checkpoint_save_killed_midway_keeps_the_previous_config(scratch_model, tmp_path, monkeypatch):
+    model, tokenizer = load_model(str(scratch_model), len(LABELS)), load_tokenizer(str(scratch_model))
+    save_checkpoint(model, tokenizer, tmp_path, LABELS, np.full(len(LABELS), 0.5))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(type(tokenizer), "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, tokenizer, tmp_path, LABELS, np.full(len(LABELS), 0.3))
+    assert stored_config(tmp_path)["multi_label_thresholds"] == [0.5] * len(LABELS)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 # ------------------------------------------------------------------ end to end through the scripts
 
 RUN = ["--device", "cpu", "--batch_size", "16", "--learning_rate", "1e-3", "--epochs", "2", "--logging_steps", "50",
@@ -358,3 +391,16 @@ def test_train_py_refuses_a_bad_pos_weight_file_under_bce(saved_run, scratch_mod
         result = run_main("train.py", "--device", "cpu", "--dataset_dir", data, "--model_name", scratch_model,
                           "--save_dir", tmp_path / "out", "--max_seq_length", "32", "--pos_weight", weights)
         assert_refused(result, f"--pos_weight {weights}{fragment}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["predict.py", "export_model.py"])
+def test_a_checkpoint_with_a_cut_config_is_refused_in_one_line(script, saved_run, tmp_path):
+    data, save_dir, _, _ = saved_run
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(save_dir, checkpoint, ignore=shutil.ignore_patterns("resume"))
+    truncate(checkpoint / "config.json", 0.6)
+    options = (["--device", "cpu", "--output_file", tmp_path / "out.txt"] if script == "predict.py"
+               else ["--output_path", tmp_path / "export"])
+    result = run_main(script, "--dataset_dir", data, "--params_path", checkpoint, *options)
+    assert_refused(result, f"{checkpoint / 'config.json'}: damaged, not valid JSON", "train it again")
