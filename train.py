@@ -195,7 +195,8 @@ def train(args: argparse.Namespace) -> dict:
     """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
     state_dir = find_state(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
-    fingerprint = data_fingerprint(data_files(args))
+    keeps_states = args.resume_from_checkpoint or args.save_last or args.save_last_steps > 0
+    fingerprint = data_fingerprint(data_files(args)) if keeps_states else {}  # read the data once more only then
     if state_dir:
         check_resume_args(state_dir, args, fingerprint)
     set_seed(args.seed)
