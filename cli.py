@@ -61,6 +61,18 @@ MINUS_ONE_OR_MORE = bounded(int, -1)  # -1: "not set", as paddlenlp has it for s
 UNIT_INTERVAL_OPEN = bounded(float, 0, 1, high_open=True)  # a ratio, a dropout, an Adam beta
 
 
+def given_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The options whose value differs from their default: those the user asked for (an option given with
+    its default value cannot be told apart, and needs no warning either)."""
+    return [name for name, value in vars(args).items() if value != parser.get_default(name)]
+
+
+def ignored_option(name: str, value, acts_with: str) -> str:
+    """The warning for an option that does nothing in the chosen setting: said once, instead of being
+    dropped without a word while the user believes it works."""
+    return f"--{name} {value} is ignored: it acts only with {acts_with}"
+
+
 def true_or_false(text: str) -> bool:
     """The reference's `type=eval` True/False options, without eval (which runs any text given)."""
     if text.lower() in ("true", "false"):

@@ -9,7 +9,6 @@ have no metadata, are read too. ONNX tooling is imported only when a conversion 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -25,11 +24,12 @@ from decision import CONFIG_KEY as DECISION_KEY
 from decision import Decision
 from modeling import check_label_list, load_tokenizer, model_input_names, stored_long_text
 from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText
-from utils import DataError, logger, write_json
+from utils import DataError, logger, read_json_object, write_json
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
 META_FILE = "export_meta.json"
+EXPORT_REMEDY = "run export_model.py again"
 OUTPUT_NAME = "logits"
 
 
@@ -146,7 +146,7 @@ def load_export(model_path_prefix: str | os.PathLike, label_file: str | os.PathL
     meta_file = directory / META_FILE
     file_labels = read_label_list(label_file) if label_file is not None and Path(label_file).is_file() else None
     if meta_file.is_file():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json_object(meta_file, EXPORT_REMEDY)
         labels = meta["labels"]
         if file_labels is not None:
             check_label_list(label_file, file_labels, labels)
@@ -199,7 +199,7 @@ def export_prefix_in(directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     meta_file = directory / META_FILE
     if meta_file.is_file():
-        return directory / json.loads(meta_file.read_text(encoding="utf-8"))["model_prefix"]
+        return directory / read_json_object(meta_file, EXPORT_REMEDY)["model_prefix"]
     params = sorted(directory.glob("*.pdiparams"))
     if not params:
         raise DataError(f"{directory} holds no exported model (*.pdiparams); run export_model.py first")

@@ -15,7 +15,9 @@ All are computed in log space (softplus, logsumexp): logits of +-100 give finite
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -60,6 +62,34 @@ def positive_weights(label_counts: np.ndarray, num_texts: int, max_weight: float
     positives = np.asarray(label_counts, dtype="float64")
     ratio = np.sqrt((num_texts - positives) / np.maximum(positives, 1e-12))
     return np.clip(ratio, 1.0, max_weight).astype("float32")
+
+
+def read_pos_weights(path: str | os.PathLike, label_file: str | os.PathLike, num_labels: int) -> np.ndarray:
+    """--pos_weight FILE: one positive number per line, in the order of the label file (blank lines are
+    skipped). Any fault is one line naming the file and line, so a mistyped weight never trains silently."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"--pos_weight {path}: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(f"--pos_weight {path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    entries = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if len(entries) != num_labels:
+        raise DataError(f"--pos_weight {path}: {len(entries)} weights for the {num_labels} labels of {label_file}")
+    return np.asarray([_positive_weight(path, number, entry) for number, entry in entries], dtype="float32")
+
+
+def _positive_weight(path: str | os.PathLike, line: int, entry: str) -> float:
+    try:
+        weight = float(entry)
+    except ValueError:
+        raise DataError(f"--pos_weight {path}:{line}: could not convert {entry!r} to a number") from None
+    if not (np.isfinite(weight) and weight > 0):
+        raise DataError(f"--pos_weight {path}:{line}: {entry}: weights must be positive numbers")
+    return weight
 
 
 def _log_probs(logits: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -186,6 +216,11 @@ LOSSES: dict[str, Callable[[LossSettings], LossFunction]] = {
     "db": distribution_balanced,
     "zlpr": zlpr,
 }
+
+# the command-line options of the losses: which losses read each (the others ignore it)
+LOSS_OPTIONS = {"pos_weight": ("bce_pos_weight",), "pos_weight_max": ("bce_pos_weight",), "focal_gamma": ("focal", "db"),
+                "asl_gamma_neg": ("asl",), "asl_gamma_pos": ("asl",), "asl_clip": ("asl",), "db_neg_scale": ("db",),
+                "db_bias_scale": ("db",)}
 
 
 def get_loss(name: str, settings: LossSettings | None = None) -> LossFunction:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
+import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,7 @@ import paddle
 import paddlenlp.transformers
 from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY
+from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, ignored_option
 from data_io import read_label_list
 from decision import CONFIG_KEY as DECISION_KEY
 from decision import Decision
@@ -37,7 +38,7 @@ from pipeline import (
     LongText,
     TextPipeline,
 )
-from utils import DataError, logger, set_device, set_seed
+from utils import DataError, logger, read_json_object, set_device, set_seed
 
 REFERENCE_MODEL_NAMES = (
     "ernie-1.0-large-zh-cw",
@@ -124,7 +125,9 @@ def stored_config(directory: str | os.PathLike) -> dict:
     """The config.json of a model directory as written (empty when there is none), read without
     building the model: enough to tell what kind of checkpoint the directory holds."""
     config_file = Path(directory) / "config.json"
-    return json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    if not config_file.is_file():
+        return {}
+    return read_json_object(config_file, f"restore {directory} from a copy or train it again")
 
 
 def pruned_width(model_name: str) -> dict | None:
@@ -260,8 +263,22 @@ def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: S
     setattr(model.config, DECISION_KEY, decision.settings())
     model.config.id2label = {i: name for i, name in enumerate(label_list)}
     model.config.label2id = {name: i for i, name in enumerate(label_list)}
-    model.save_pretrained(str(save_dir))
-    tokenizer.save_pretrained(str(save_dir))
+    _save_pretrained_atomically(model, tokenizer, Path(save_dir))
+
+
+def _save_pretrained_atomically(model, tokenizer, save_dir: Path) -> None:
+    """paddlenlp writes config.json and the weights in place, so a kill mid-save left a cut config.json (labels,
+    thresholds) beside the previous weights; here they are written into a temporary folder and each file
+    is renamed into place (atomic on POSIX), config.json last, so every file is whole, old or new."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving.", dir=save_dir))
+    try:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        for file in sorted(staging.iterdir(), key=lambda path: path.name == "config.json"):
+            os.replace(file, save_dir / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------- long texts
@@ -288,6 +305,10 @@ def resolve_long_text(args: argparse.Namespace, stored: LongText, max_seq_length
         settings.check(max_seq_length)
     except ValueError as err:
         raise DataError(str(err)) from None
+    if settings.mode != "window":  # what the windows are made of means nothing to a truncated text
+        for name in ("window_stride", "max_windows", "window_pooling"):
+            if getattr(args, name) is not None:
+                logger.warning(ignored_option(name, getattr(args, name), "--long_text window (texts are truncated)"))
     return settings
 
 

@@ -13,6 +13,11 @@ Layout, under `<save_dir>/resume/`:
                     rng-rank<R>.pkl (one per process)
     latest          the name of the newest complete step-<N>
 
+trainer_state.json also records the size and SHA-256 of every other file of the step, and a fingerprint
+of the data the run trained on (train, dev and label files): a state truncated by a full disk or a
+copy, or resumed against edited data, is refused with one line before anything is loaded, instead of
+failing deep inside a loader or silently continuing a different run.
+
 A state is written into `step-<N>.partial/` and renamed when every process has written its part
 (with several machines, `--save_dir` must be a filesystem they share);
 only then is `latest` replaced (write a temporary file, then `os.replace`, atomic on POSIX), and only
@@ -20,10 +25,12 @@ after that is the previous state deleted. A crash at any point leaves `latest` n
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +43,8 @@ from utils import DataError, logger
 RESUME_DIR = "resume"
 POINTER = "latest"
 STATE_FILE = "trainer_state.json"
+STATE_NAME = re.compile(r"step-\d+")
+CHUNK = 1 << 20
 
 
 def _barrier(world_size: int) -> None:
@@ -106,27 +115,92 @@ def save_state(save_dir: str | os.PathLike, model: paddle.nn.Layer, optimizer: p
         paddle.save(_renamed_optimizer_state(optimizer.state_dict(), model, to_structured=True),
                     str(partial / "optimizer.pdopt"))
         paddle.save(scaler.state_dict(), str(partial / "scaler.pdparams"))
-        state = {**progress, "world_size": world_size}
+        state = {**progress, "world_size": world_size, "files": file_checksums(partial)}
         _fsync_write(partial / STATE_FILE, json.dumps(state, ensure_ascii=False, indent=2).encode("utf-8"))
     _barrier(world_size)
     final = root / name
     if rank == 0:
-        previous = read_pointer(root)
         if final.exists():  # the same step saved again by a resumed run
             shutil.rmtree(final)
         os.rename(partial, final)
         pointer_tmp = root / f"{POINTER}.tmp"
         _fsync_write(pointer_tmp, name.encode("utf-8"))
         os.replace(pointer_tmp, root / POINTER)
-        if previous and previous != name:
-            shutil.rmtree(root / previous, ignore_errors=True)
+        _remove_other_states(root, name)
     _barrier(world_size)
     return final
 
 
+def _remove_other_states(root: Path, keep: str) -> None:
+    """Delete every state but `keep` once the pointer names it: the previous one, and any left behind by
+    a run whose pointer was damaged or that was killed while saving."""
+    for entry in root.iterdir():
+        if entry.name != keep and STATE_NAME.fullmatch(entry.name.removesuffix(".partial")):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def file_checksum(path: Path, count_lines: bool = False) -> dict:
+    """Size and SHA-256 of a file (and its number of lines), read in chunks (model states are hundreds of MB)."""
+    digest, lines = hashlib.sha256(), 0
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            lines += chunk.count(b"\n") if count_lines else 0
+    checksum = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {**checksum, "lines": lines} if count_lines else checksum
+
+
+def data_fingerprint(files: dict[str, Path]) -> dict:
+    """{option: checksum with line count} of the data files a run trains on, to be saved with its states;
+    a file that is not there has none (reading it reports that)."""
+    return {option: file_checksum(path, count_lines=True) if path.is_file() else None
+            for option, path in files.items()}
+
+
+def check_data(state_dir: Path, saved: dict | None, current: dict, files: dict[str, Path]) -> None:
+    """Refuse to resume on data that differs from the data the state was saved for: the data position,
+    label columns and best score would belong to other texts (a train file cut from 240 to 40 lines
+    resumed past its end and trained nothing)."""
+    if saved is None:
+        logger.warning(f"{state_dir} was saved without a fingerprint of its data (an older version): the data files "
+                       f"are not checked")
+        return
+    for option, now in current.items():
+        before = saved.get(option)
+        if now is None or before is None or now["sha256"] == before["sha256"]:
+            continue
+        same_size = ", other content" if now["bytes"] == before["bytes"] else ""
+        raise DataError(f"--resume_from_checkpoint {state_dir}: the state was saved for a different "
+                        f"{files[option].name} ({files[option]}: now {now['lines']} lines, {now['bytes']} bytes; "
+                        f"then {before['lines']} lines, {before['bytes']} bytes{same_size}); "
+                        f"start without --resume_from_checkpoint or restore the file")
+
+
+def file_checksums(state_dir: Path) -> dict:
+    """Checksums of every file of a state but trainer_state.json (which holds them)."""
+    return {path.name: file_checksum(path) for path in sorted(state_dir.iterdir())
+            if path.is_file() and path.name != STATE_FILE}
+
+
+def _damaged(state_dir: Path, problem: str) -> DataError:
+    """The one line for a state that cannot be resumed: what is wrong and what to do instead."""
+    return DataError(f"--resume_from_checkpoint: the resumable state in {state_dir} is damaged ({problem}); it cannot "
+                     f"be resumed: delete {state_dir} and train again without --resume_from_checkpoint")
+
+
 def read_pointer(root: Path) -> str | None:
+    """The state name in `root/latest` (None without a pointer); a pointer that does not hold a state
+    name (binary bytes, an empty or cut file) is a DataError."""
     pointer = root / POINTER
-    return pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+    if not pointer.is_file():
+        return None
+    try:
+        name = pointer.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        name = None
+    if not name or not STATE_NAME.fullmatch(name):
+        raise _damaged(root, f"{pointer} does not name a state (step-<N>)")
+    return name
 
 
 def find_state(path: str | os.PathLike) -> Path:
@@ -134,16 +208,48 @@ def find_state(path: str | os.PathLike) -> Path:
     path = Path(path)
     for root in (path / RESUME_DIR, path):
         name = read_pointer(root)
-        if name and (root / name / STATE_FILE).is_file():
+        if name:
+            if not (root / name / STATE_FILE).is_file():
+                raise _damaged(root, f"{root / POINTER} names {name}, which has no {STATE_FILE}")
             return root / name
     if (path / STATE_FILE).is_file():
         return path
-    raise DataError(f"--resume_from_checkpoint {path}: no resumable state there (train with --save_last to "
-                    f"write one into <save_dir>/{RESUME_DIR}/)")
+    unfinished = sorted(p.name for root in (path / RESUME_DIR, path) if root.is_dir() for p in root.glob("*.partial"))
+    detail = (f"{', '.join(unfinished)} was not finished: the run stopped while saving its first state; train again "
+              f"without --resume_from_checkpoint" if unfinished else
+              f"train with --save_last to write one into <save_dir>/{RESUME_DIR}/")
+    raise DataError(f"--resume_from_checkpoint {path}: no resumable state there ({detail})")
 
 
 def read_progress(state_dir: Path) -> dict:
-    return json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
+    """trainer_state.json of a state; a cut or garbled file is a DataError, never a JSON traceback."""
+    try:
+        progress = json.loads((state_dir / STATE_FILE).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(state_dir, f"{STATE_FILE}: {err}") from None
+    missing = [key for key in ("global_step", "epoch", "step", "world_size") if key not in progress] \
+        if isinstance(progress, dict) else ["every entry"]
+    if missing:
+        raise _damaged(state_dir, f"{STATE_FILE} lacks {', '.join(missing)}")
+    return progress
+
+
+def verify_files(state_dir: Path, progress: dict, names: list[str]) -> None:
+    """Refuse a state whose files are missing, or differ in size or SHA-256 from what was saved (a cut copy,
+    a full disk): caught before a loader fails on it. States saved before checksums were recorded are
+    checked for presence only."""
+    recorded = progress.get("files", {})
+    for name in names:
+        path = state_dir / name
+        if not path.is_file():
+            raise _damaged(state_dir, f"{name} is missing")
+        if name not in recorded:
+            continue
+        actual = file_checksum(path)
+        if actual["bytes"] != recorded[name]["bytes"]:
+            raise _damaged(state_dir, f"{name} has {actual['bytes']} bytes, {recorded[name]['bytes']} were saved")
+        if actual["sha256"] != recorded[name]["sha256"]:
+            raise _damaged(state_dir, f"{name} differs from what was saved (SHA-256)")
 
 
 def load_state(state_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
@@ -156,13 +262,19 @@ def load_state(state_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimi
         raise DataError(f"--resume_from_checkpoint {state_dir}: saved by {progress['world_size']} processes, resumed "
                         f"with {world_size}; each process's data position and random state belong to its rank, "
                         f"so resume with {progress['world_size']} processes")
-    _unwrapped(model).set_state_dict(paddle.load(str(state_dir / "model_state.pdparams")))
-    optimizer_state = paddle.load(str(state_dir / "optimizer.pdopt"))
-    optimizer.set_state_dict(_renamed_optimizer_state(optimizer_state, model, to_structured=False))
-    scaler_state = paddle.load(str(state_dir / "scaler.pdparams"))
-    if scaler_state:
-        scaler.load_state_dict(scaler_state)
-    set_rng_states(pickle.loads((state_dir / f"rng-rank{rank}.pkl").read_bytes()))
+    files = ["model_state.pdparams", "optimizer.pdopt", "scaler.pdparams", f"rng-rank{rank}.pkl"]
+    verify_files(state_dir, progress, files)
+    try:
+        _unwrapped(model).set_state_dict(paddle.load(str(state_dir / files[0])))
+        optimizer_state = paddle.load(str(state_dir / files[1]))
+        optimizer.set_state_dict(_renamed_optimizer_state(optimizer_state, model, to_structured=False))
+        scaler_state = paddle.load(str(state_dir / files[2]))
+        if scaler_state:
+            scaler.load_state_dict(scaler_state)
+        set_rng_states(pickle.loads((state_dir / files[3]).read_bytes()))
+    except Exception as err:  # a file damaged the same way when saved: loaders raise anything (EOFError, KeyError...)
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise _damaged(state_dir, f"{type(err).__name__}: {first_line}") from None
     logger.info(f"Resumed from {state_dir} at global step {progress['global_step']} (epoch {progress['epoch']}, "
                 f"batch {progress['step']})")
     return progress

@@ -31,11 +31,13 @@ from cli import (
     UNIT_INTERVAL_OPEN,
     ArgumentParser,
     bounded,
+    given_options,
+    ignored_option,
 )
 from data_io import load_examples, read_label_list
 from decision import CALIBRATION_METHODS, Decision
 from history import TrainingHistory
-from losses import LOSSES, LossSettings, get_loss, positive_weights
+from losses import LOSS_OPTIONS, LOSSES, LossSettings, get_loss, positive_weights, read_pos_weights
 from metric import fit_decision_on_dev
 from modeling import (
     add_decision_arguments,
@@ -52,7 +54,7 @@ from modeling import (
     stored_config,
 )
 from pipeline import LongText
-from resume import RESUME_DIR, find_state, load_state, read_progress, save_state
+from resume import RESUME_DIR, check_data, data_fingerprint, find_state, load_state, read_progress, save_state
 from training import (
     AMP_DTYPES,
     MixedPrecision,
@@ -130,6 +132,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if args.resume_from_checkpoint and args.init_from_ckpt:
         raise DataError("--resume_from_checkpoint restores the weights with everything else; drop --init_from_ckpt")
+    warn_ignored_options(args)
 
 
 def train_decision(args: argparse.Namespace, num_labels: int) -> Decision:
@@ -142,19 +145,42 @@ def train_decision(args: argparse.Namespace, num_labels: int) -> Decision:
         raise DataError(f"--min_labels/--max_labels: {err}") from None
 
 
-def check_resume_args(state_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse a resume whose options would change the data order or the schedule (it would not be exact),
-    or that would continue in another --save_dir (where the best checkpoint so far is not)."""
+def warn_ignored_options(args: argparse.Namespace) -> None:
+    """One warning per option given a value that the chosen loss, sampling or stopping rule never reads
+    (a --pos_weight file under --loss bce trained without it, silently)."""
+    acts_with = {name: (args.loss in losses, "--loss " + " or ".join(losses)) for name, losses in LOSS_OPTIONS.items()}
+    if args.pos_weight != "auto":
+        acts_with["pos_weight_max"] = (False, "--pos_weight auto")
+    acts_with["repeat_threshold"] = (args.sampling == "repeat_factor", "--sampling repeat_factor")
+    acts_with["early_stop_nums"] = (args.early_stop, "--early_stop")
+    for name in given_options(args, parser):
+        used, setting = acts_with.get(name, (True, ""))
+        if not used:
+            logger.warning(ignored_option(name, getattr(args, name), setting))
+
+
+def data_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The files whose content a resumable state belongs to: the texts and labels trained on, and dev (the
+    best score and the early-stopping counter are measured on it)."""
+    dataset = Path(args.dataset_dir)
+    return {name: dataset / getattr(args, name) for name in ("train_file", "dev_file", "label_file")}
+
+
+def check_resume_args(state_dir: Path, args: argparse.Namespace, fingerprint: dict) -> None:
+    """Refuse a resume whose options or data would change the data order or the schedule (it would not be
+    exact), or that would continue in another --save_dir (where the best checkpoint so far is not)."""
     run_dir = state_dir.parent.parent
     if state_dir.parent.name == RESUME_DIR and run_dir.resolve() != Path(args.save_dir).resolve():
         raise DataError(f"--resume_from_checkpoint {state_dir}: the run continues in its own save directory, where its "
                         f"best checkpoint is; use --save_dir {run_dir}")
-    saved = read_progress(state_dir)["args"]
+    progress = read_progress(state_dir)
+    saved = progress.get("args", {})
     changed = [f"--{name} {getattr(args, name)} (the saved run used {saved[name]})" for name in RESUME_FIXED
                if saved.get(name) != getattr(args, name)]
     if changed:
         raise DataError(f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: "
                         + ", ".join(changed))
+    check_data(state_dir, progress.get("data"), fingerprint, data_files(args))
 
 
 def build_lr_scheduler(args: argparse.Namespace, total_steps: int):
@@ -185,8 +211,10 @@ def train(args: argparse.Namespace) -> dict:
     """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
     state_dir = find_state(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    keeps_states = args.resume_from_checkpoint or args.save_last or args.save_last_steps > 0
+    fingerprint = data_fingerprint(data_files(args)) if keeps_states else {}  # read the data once more only then
     if state_dir:
-        check_resume_args(state_dir, args)
+        check_resume_args(state_dir, args, fingerprint)
     set_seed(args.seed)
     set_device(args.device)
     check_amp(args.amp)
@@ -257,7 +285,8 @@ def train(args: argparse.Namespace) -> dict:
         saved = save_state(args.save_dir, model, optimizer, precision.scaler,
                            {**state.position(), "stop_requested": loop.stop_requested, "best": best,
                             "epochs_without_gain": epochs_without_gain, "history_rows": history.rows,
-                            "args": {name: getattr(args, name) for name in RESUME_FIXED}}, rank, world_size)
+                            "args": {name: getattr(args, name) for name in RESUME_FIXED}, "data": fingerprint},
+                           rank, world_size)
         logger.info(f"Resumable state saved in {saved}")
 
     def on_step_end(state: StepState) -> bool:
@@ -331,32 +360,15 @@ def stop_on_sigterm(resume_dir: Path | None):
         signal.signal(signal.SIGTERM, previous)
 
 
-def read_pos_weights(path: str, label_file: Path, num_labels: int) -> np.ndarray:
-    """--pos_weight FILE: one positive number per line, in the order of the label file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").split()
-    except OSError as err:
-        raise DataError(f"--pos_weight {path}: {err.strerror}") from None
-    if len(lines) != num_labels:
-        raise DataError(f"--pos_weight {path}: {len(lines)} weights for the {num_labels} labels of {label_file}")
-    try:
-        weights = np.asarray([float(line) for line in lines], dtype="float32")
-    except ValueError as err:
-        raise DataError(f"--pos_weight {path}: {err}") from None
-    if not np.all(np.isfinite(weights) & (weights > 0)):
-        raise DataError(f"--pos_weight {path}: weights must be positive numbers")
-    return weights
-
-
 def loss_settings(args: argparse.Namespace, targets: np.ndarray, label_file: Path) -> LossSettings:
     """The chosen loss's parameters; positive weights are counted on the training texts."""
     settings = LossSettings(focal_gamma=args.focal_gamma, asl_gamma_neg=args.asl_gamma_neg,
                             asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip, label_counts=(targets > 0.5).sum(0),
                             num_texts=len(targets), db_neg_scale=args.db_neg_scale, db_bias_scale=args.db_bias_scale)
+    from_file = None if args.pos_weight == "auto" else read_pos_weights(args.pos_weight, label_file, targets.shape[1])
     if args.loss == "bce_pos_weight":
         settings.pos_weight = (positive_weights((targets > 0.5).sum(0), len(targets), args.pos_weight_max)
-                               if args.pos_weight == "auto" else
-                               read_pos_weights(args.pos_weight, label_file, targets.shape[1]))
+                               if from_file is None else from_file)
         weights = settings.pos_weight
         logger.info(f"Positive weights ({args.pos_weight}): min {weights.min():.2f}, median {np.median(weights):.2f}, "
                     f"max {weights.max():.2f}")

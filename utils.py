@@ -74,6 +74,20 @@ def write_json(path: str | os.PathLike, value) -> None:
     write_text_atomic(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, remedy: str) -> dict:
+    """A JSON object the suite wrote (a checkpoint's config, an export's metadata); a file cut by a full disk
+    or garbled by a copy is one line naming it, what is wrong and `remedy`, never a JSONDecodeError."""
+    try:
+        value = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: damaged, not UTF-8 ({err.reason} at byte {err.start}); {remedy}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: damaged, not valid JSON ({err}); {remedy}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: damaged, a JSON object was expected, not {type(value).__name__}; {remedy}")
+    return value
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """A file handle whose content replaces `path` only when the block ends without an exception:

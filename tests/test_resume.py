@@ -144,6 +144,8 @@ def test_a_crash_while_saving_leaves_the_previous_state_usable(crash_in, uninter
     original, saves = getattr(resume.os, crash_in), []
 
     def crash_on_second_state(source, target):
+        if Path(target).parent.name != "resume":  # the atomic writes of settings, results and checkpoint files
+            return original(source, target)
         saves.append(target)
         if len(saves) == 2:  # the state of step 6 (end of epoch 1); step 4's is complete
             raise KeyboardInterrupt("killed while saving")
