@@ -20,6 +20,7 @@ import pytest
 import exporting
 import losses
 import resume
+from decision import Decision
 from modeling import load_model, load_tokenizer, resolve_long_text, save_checkpoint, stored_config
 from pipeline import LongText
 from training import MixedPrecision, build_optimizer
@@ -298,14 +299,14 @@ def test_damaged_export_metadata_is_one_line(tmp_path):
 
 def test_a_checkpoint_save_killed_midway_keeps_the_previous_config(scratch_model, tmp_path, monkeypatch):
     model, tokenizer = load_model(str(scratch_model), len(LABELS)), load_tokenizer(str(scratch_model))
-    save_checkpoint(model, tokenizer, tmp_path, LABELS, np.full(len(LABELS), 0.5))
+    save_checkpoint(model, tokenizer, tmp_path, LABELS, Decision(np.full(len(LABELS), 0.5, dtype="float32")))
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while saving")
 
     monkeypatch.setattr(type(tokenizer), "save_pretrained", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(model, tokenizer, tmp_path, LABELS, np.full(len(LABELS), 0.3))
+        save_checkpoint(model, tokenizer, tmp_path, LABELS, Decision(np.full(len(LABELS), 0.3, dtype="float32")))
     assert stored_config(tmp_path)["multi_label_thresholds"] == [0.5] * len(LABELS)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
