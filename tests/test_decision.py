@@ -5,6 +5,9 @@ import pytest
 from scipy.special import expit
 
 from decision import Calibration, Decision, calibration_error, fit_calibration
+from exporting import stored_decision
+from metric import fit_decision_on_dev
+from utils import DataError
 
 PROBS = np.array([[0.9, 0.6, 0.2, 0.7],    # three pass
                   [0.1, 0.3, 0.3, 0.2],    # none passes; a tie at 0.3 between labels 1 and 2
@@ -134,3 +137,30 @@ def test_calibration_error_by_hand():
     assert figures["ece"] == pytest.approx(0.25)
     assert figures["brier"] == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
     assert [b["count"] for b in figures["reliability"]] == [2, 2]
+
+
+def test_an_export_meta_without_decision_settings_decides_as_before(tmp_path):
+    meta = {"labels": ["a", "b"], "thresholds": [0.3, 0.6]}
+    decision = stored_decision(meta, tmp_path / "export_meta.json")
+    assert decision.thresholds.tolist() == pytest.approx([0.3, 0.6]) and decision.settings() == {
+        "min_labels": 0, "max_labels": None, "top_k": 0, "calibration": None}
+    broken = {**meta, "multi_label_decision": {"min_labels": 2, "max_labels": 1}}
+    with pytest.raises(DataError, match="export_meta.json: multi_label_decision: min_labels 2 is more than max_labels 1"):
+        stored_decision(broken, tmp_path / "export_meta.json")
+
+
+def test_fitting_on_dev_tunes_then_calibrates_and_counts_labels_left_uncalibrated():
+    logits, targets = miscalibrated(2000)
+    targets[:, 2] = 0
+    start = Decision(np.full(3, 0.5, dtype="float32"), min_labels=1)
+    decision, results = fit_decision_on_dev(start, logits, targets, ["a", "b", "c"], tune_from=0.5,
+                                            calibration_method="platt")
+    assert decision.min_labels == 1 and decision.calibration.scale[2] == 1
+    assert results["calibration_dev"]["unfitted_labels"] == 1
+    assert results["calibration_dev"]["ece_after"] < results["calibration_dev"]["ece_before"]
+    tuned = Decision(decision.calibration.raw_thresholds(decision.thresholds).astype("float32"))
+    assert tuned.label_ids(tuned.probabilities(logits)) == Decision(decision.thresholds, calibration=decision.calibration
+                                                                    ).label_ids(decision.probabilities(logits))
+    removed, _ = fit_decision_on_dev(decision, logits, targets, ["a", "b", "c"], calibration_method="none")
+    assert removed.calibration is None
+    np.testing.assert_allclose(removed.thresholds, tuned.thresholds, atol=1e-6)
