@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from data_io import PREDICTION_HEADER, Example, ReadStats, count_lines, format_predictions, iter_examples
 from pipeline import WINDOW_BATCHES, Runner, TextPipeline, sigmoid
-from utils import DataError, atomic_output, batched, logger, write_text_atomic
+from utils import DataError, atomic_output, batched, file_sha256, logger, write_text_atomic
 
 QUEUE_WINDOWS = 2  # tokenized windows waiting for the model
 PART_LINES = 50_000  # the most input lines in one part (fewer when the processes would otherwise idle)
@@ -220,11 +220,6 @@ def input_digests(data_path: Path, parts: list[Part]) -> list[str]:
     return [digest.hexdigest() for digest in digests]
 
 
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 class RowsWriter:
     """Rows written to a binary file as UTF-8, counted and hashed on the way, so the part's record can
     say what a complete copy of its rows holds."""
@@ -287,7 +282,7 @@ class PartedRun:
         size = rows.stat().st_size if rows.is_file() else None
         if size != record.get("rows_bytes"):
             return f"its rows file has {size} bytes, its record says {record.get('rows_bytes')}"
-        if checksum and file_digest(rows) != record.get("rows_sha256"):
+        if checksum and file_sha256(rows) != record.get("rows_sha256"):
             return "its rows do not match their checksum"
         return None
 

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 import labelling
+import parity
+from exporting import cached
 from labelling import Labeller, label_file
-from utils import DataError
+from utils import DataError, file_records, write_json
+
+from conftest import run_main
 
 OPTIONS = {"model": "stand-in"}
 
@@ -200,3 +204,130 @@ def test_an_output_directory_that_cannot_be_made_is_one_line(data, tmp_path, res
     for output in (tmp_path / "plain" / "output.txt", tmp_path / "plain" / "sub" / "output.txt"):
         with pytest.raises(DataError, match=r"--output_file .*plain.*: cannot create the directory"):
             label(data, output, resume=resume)
+
+
+# ------------------------------------------------------------------ the export cache of predict.py --backend
+
+
+def write_cache(cache: Path, source: dict) -> None:
+    """A stand-in export cache: two files and the stamp cached_export writes."""
+    cache.mkdir()
+    (cache / "float32.pdiparams").write_bytes(b"weights" * 100)
+    (cache / "model.onnx").write_bytes(b"graph" * 100)
+    write_json(cache / parity.CACHE_STAMP,
+               {"source": source, "files": file_records(cache, ["float32.pdiparams", "model.onnx"])})
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda cache: (cache / "float32.pdiparams").write_bytes(b"weights" * 50), "float32.pdiparams has 350 bytes"),
+    (lambda cache: (cache / "model.onnx").write_bytes(b"GRAPH" * 100), "model.onnx does not match its recorded"),
+    (lambda cache: (cache / "model.onnx").unlink(), "model.onnx is missing"),
+    (lambda cache: (cache / "source.json").write_bytes(b"\x00\xff{"), "source.json is unreadable"),
+    (lambda cache: (cache / "source.json").unlink(), "it has no stamp"),
+    (lambda cache: write_json(cache / "source.json", {"weights_size": 1, "weights_mtime_ns": 2}),
+     "made from other weights"),  # the stamp of an earlier version
+])
+def test_a_damaged_or_stale_export_cache_is_not_used(tmp_path, damage, problem):
+    cache = tmp_path / "export_cache"
+    write_cache(cache, {"weights_size": 1, "weights_mtime_ns": 2})
+    assert parity.cache_problem(cache, {"weights_size": 1, "weights_mtime_ns": 2}) is None
+    assert "made from other weights" in parity.cache_problem(cache, {"weights_size": 1, "weights_mtime_ns": 3})
+    damage(cache)
+    assert problem in parity.cache_problem(cache, {"weights_size": 1, "weights_mtime_ns": 2})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "record"])
+def test_a_damaged_derived_model_is_built_again(tmp_path, damage, caplog):
+    source, target = tmp_path / "model.onnx", tmp_path / "int8_model.onnx"
+    source.write_text("model")
+    builds = []
+
+    def build(out: Path) -> None:
+        builds.append(out)
+        out.write_text("int8 model")
+
+    cached(target, source, build, "INT8 model")
+    {"truncated": lambda: target.write_text("int8"), "garbage": lambda: target.write_text("INT8 MODEL"),
+     "record": lambda: target.with_name("int8_model.onnx.built.json").write_text("[")}[damage]()
+    cached(target, source, build, "INT8 model")
+    assert len(builds) == 2 and target.read_text() == "int8 model"
+    assert "Cached INT8 model" in caplog.text and "building it again" in caplog.text
+    cached(target, source, build, "INT8 model")
+    assert len(builds) == 2
+
+
+def test_a_derived_model_of_an_earlier_version_without_a_record_is_still_used(tmp_path):
+    source, target = tmp_path / "model.onnx", tmp_path / "int8_model.onnx"
+    source.write_text("model")
+    target.write_text("int8 model built before builds were recorded")
+    cached(target, source, lambda out: pytest.fail("rebuilt"), "INT8 model")
+
+
+# ------------------------------------------------------------------ predict.py on the trained checkpoint
+
+
+def predict(checkpoint: Path, data: Path, output: Path, *options):
+    return run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", checkpoint,
+                    "--output_file", output, *options)
+
+
+@pytest.mark.slow
+def test_predict_py_keeps_the_old_output_when_killed_and_makes_its_directory(trained, keyword_data, tmp_path,
+                                                                               monkeypatch):
+    output = tmp_path / "new" / "output.txt"
+    result = predict(trained[0], keyword_data, output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    complete = output.read_text(encoding="utf-8")
+    assert len(complete.splitlines()) == 1 + 100
+
+    def killed(labeller, data_path, out, *args):
+        out.write("半行")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labelling, "write_rows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        predict(trained[0], keyword_data, output)
+    assert output.read_text(encoding="utf-8") == complete
+    assert [p.name for p in output.parent.iterdir()] == ["output.txt"]
+    (tmp_path / "plain").write_text("", encoding="utf-8")
+    for resume in ([], ["--resume"]):
+        result = predict(trained[0], keyword_data, tmp_path / "plain" / "output.txt", *resume)
+        assert result.returncode == 2 and "cannot create the directory" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_damaged_export_cache_is_exported_again_and_an_unwritable_one_is_one_line(trained, keyword_data,
+                                                                                     tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(trained[0], checkpoint, ignore=shutil.ignore_patterns("export_cache*"))
+    cache = checkpoint / "export_cache"
+    result = predict(checkpoint, keyword_data, tmp_path / "first.txt", "--backend", "onnxruntime")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Exporting" in result.stderr
+    expected = (tmp_path / "first.txt").read_text(encoding="utf-8")
+
+    params = cache / "float32.pdiparams"
+    params.write_bytes(params.read_bytes()[:1000])  # a kill or a full disk: "Cannot read tensor desc size"
+    result = predict(checkpoint, keyword_data, tmp_path / "paddle.txt", "--backend", "paddle")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "float32.pdiparams has 1000 bytes" in result.stderr and "exporting again" in result.stderr
+    assert (tmp_path / "paddle.txt").read_text(encoding="utf-8") == expected
+
+    onnx_file = cache / "model.onnx"
+    content = bytearray(onnx_file.read_bytes())
+    content[len(content) // 2:len(content) // 2 + 64] = b"\x00" * 64
+    onnx_file.write_bytes(bytes(content))
+    result = predict(checkpoint, keyword_data, tmp_path / "onnx.txt", "--backend", "onnxruntime")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model.onnx does not match its recorded checksum" in result.stderr
+    assert (tmp_path / "onnx.txt").read_text(encoding="utf-8") == expected
+
+    (checkpoint / "export_cache.lock").unlink()
+    (checkpoint / "export_cache.lock").mkdir()  # as root a read-only directory cannot be made: no lock file either
+    result = predict(checkpoint, keyword_data, tmp_path / "kept.txt", "--backend", "onnxruntime")
+    assert result.returncode == 0 and "Using the export" in result.stderr  # a good cache needs no lock
+    (cache / "float32.json").unlink()
+    result = predict(checkpoint, keyword_data, tmp_path / "none.txt", "--backend", "paddle")
+    assert result.returncode == 2 and "cannot write the export cache of --params_path" in result.stderr
+    assert "float32.json is missing" in result.stderr and not (tmp_path / "none.txt").exists()
