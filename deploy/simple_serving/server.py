@@ -14,7 +14,8 @@ on a Paddle build without GPU support the server says so and stops. The export d
 ../../export unless `--export_dir`/`EXPORT_DIR` names another (any directory written by export_model.py
 or prune.py). Responses carry the reference's fields (`label`: label ids, `confidence`: their
 probabilities) plus `label_names`, and `probs` (every label's probability) when the request's
-parameters say `"return_probs": true`. The exported per-label thresholds decide unless the request
+parameters say `"return_probs": true`. A blank text (empty or white space) gets no labels and null
+`probs`, as predict.py writes an empty row for a blank line. The exported per-label thresholds decide unless the request
 sends `prob_limit`; bad requests get HTTP 422 with the reason.
 """
 from __future__ import annotations
@@ -32,10 +33,12 @@ from pipeline import TextPipeline, sigmoid
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
+    blank_texts,
     label_response,
     request_parameter,
     simple_server,
     texts_of_request,
+    with_blank_texts,
 )
 from utils import DataError, run_cli
 
@@ -60,19 +63,25 @@ class MultiLabelModelHandler(BaseModelHandler):
             raise HTTPException(status_code=422, detail=str(err)) from None
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
                                 predictor.export.long_text)
-        logits = pipeline.outputs(predictor.backend, pipeline.encode(texts))
-        thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(logits[0]), prob_limit)
-        return {"logits": logits, "labels": predictor.export.labels, "thresholds": thresholds}
+        labels = predictor.export.labels
+        blank = blank_texts(texts)
+        texts = [text for text, is_blank in zip(texts, blank) if not is_blank]
+        logits = (pipeline.outputs(predictor.backend, pipeline.encode(texts)) if texts
+                  else np.zeros((0, len(labels)), dtype="float32"))
+        thresholds = predictor.export.thresholds if prob_limit is None else np.full(len(labels), prob_limit)
+        return {"logits": logits, "labels": labels, "thresholds": thresholds, "blank": blank}
 
 
 class MultiLabelPostHandler(BasePostHandler):
     """The reference's answer (label ids and their probabilities per text, an empty list when no label
-    passes its threshold) plus label names, and every label's probability with `return_probs`."""
+    passes its threshold) plus label names, and every label's probability with `return_probs`. A blank
+    text gets no labels (and null probabilities), as predict.py gives a blank line an empty row."""
 
     @classmethod
     def process(cls, data, parameters):
-        return label_response(sigmoid(data["logits"]), data["labels"], data["thresholds"],
-                              with_probs=parameters.get("return_probs", False))
+        response = label_response(sigmoid(data["logits"]), data["labels"], data["thresholds"],
+                                  with_probs=parameters.get("return_probs", False))
+        return with_blank_texts(response, data["blank"])
 
 
 def build_app(settings: argparse.Namespace):
