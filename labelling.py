@@ -244,8 +244,8 @@ class RowsWriter:
 @dataclass
 class PartedRun:
     """The parts of one labelling run beside its output, and what a part on disk must show to be used:
-    the options, input file and input lines it was labelled from, and all of its rows (their count,
-    size and checksum, as its record says)."""
+    the options, input file and input lines it was labelled from, and all of its rows (the size and
+    checksum its record says; the record keeps their count too, for people)."""
 
     parts_dir: Path
     parts: list[Part]
@@ -270,14 +270,13 @@ class PartedRun:
 
     def problem(self, part: Part, checksum: bool = True) -> str | None:
         """Why the part on disk cannot be used, or None when it can; without `checksum` only what is
-        cheap to see (record, row count, file size), for polling."""
+        cheap to see (record, file size), for polling. The rows are checked against what the writer
+        recorded, not against the part's line count: a header line at the top of the input gets no row."""
         record = self.record(part)
         if record is None:
             return "its record is missing or unreadable"
         if any(record.get(key) != value for key, value in self.expected(part).items()):
             return "it was labelled with other options or from other input lines"
-        if record.get("rows") != self.lines(part):
-            return f"its record has {record.get('rows')} rows for {self.lines(part)} lines"
         rows = rows_path(self.parts_dir, part)
         size = rows.stat().st_size if rows.is_file() else None
         if size != record.get("rows_bytes"):
@@ -353,7 +352,7 @@ def join_parts(run: PartedRun, output_file: Path, relabel: Callable[[Part], None
 
 
 def wait_for_parts(run: PartedRun) -> None:
-    """Until every part looks done (record, row count and size: cheap enough to poll)."""
+    """Until every part looks done (record and size: cheap enough to poll)."""
     waiting_logged = False
     while missing := [part.index for part in run.parts if run.problem(part, checksum=False) is not None]:
         if not waiting_logged:

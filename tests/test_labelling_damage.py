@@ -331,3 +331,14 @@ def test_a_damaged_export_cache_is_exported_again_and_an_unwritable_one_is_one_l
     result = predict(checkpoint, keyword_data, tmp_path / "none.txt", "--backend", "paddle")
     assert result.returncode == 2 and "cannot write the export cache of --params_path" in result.stderr
     assert "float32.json is missing" in result.stderr and not (tmp_path / "none.txt").exists()
+
+
+def test_an_input_that_starts_with_the_output_header_resumes_its_kept_parts(data, tmp_path, monkeypatch, caplog):
+    """The header line gets no row, so a part's rows are not one per line: its record, not the line
+    count, says how many rows a complete part has."""
+    data.write_text("text\tlabel\n" + data.read_text(encoding="utf-8"), encoding="utf-8")
+    output = tmp_path / "output.txt"
+    calls = interrupted(data, output, monkeypatch)
+    label(data, output)
+    assert calls == [3, 4, 5] and "not kept" not in caplog.text
+    assert output.read_text(encoding="utf-8") == fresh(data, tmp_path)
