@@ -9,6 +9,7 @@ have no metadata, are read too. ONNX tooling is imported only when a conversion 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -24,13 +25,14 @@ from decision import CONFIG_KEY as DECISION_KEY
 from decision import Decision
 from modeling import check_label_list, load_tokenizer, model_input_names, stored_long_text
 from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText
-from utils import DataError, logger, read_json_object, write_json
+from utils import DataError, file_records, logger, read_json_object, records_problem, write_json
 
 EXPORT_PREFIX = "float32"
 ONNX_FILE = "model.onnx"
 META_FILE = "export_meta.json"
 EXPORT_REMEDY = "run export_model.py again"
 OUTPUT_NAME = "logits"
+BUILT_SUFFIX = ".built.json"  # beside a derived model: size and checksum of each file its build wrote
 
 
 @dataclass
@@ -177,21 +179,50 @@ def ensure_onnx(prefix: Path, directory: Path) -> Path:
 
 
 def cached(target: Path, source: Path, build: Callable[[Path], None], what: str) -> Path:
-    """Build `target` from `source` unless a file newer than the source is already there."""
-    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+    """Build `target` from `source` unless a good copy is already there: newer than the source and, when
+    it was built by this version, still the files its build wrote (a truncated or overwritten model is
+    built again rather than failing to load)."""
+    problem = built_problem(target, source)
+    if problem is None:
         logger.info(f"Using cached {what}: {target}")
         return target
+    if target.exists():
+        logger.info(f"Cached {what} {target} is not used: {problem}; building it again")
     if not os.access(target.parent, os.W_OK):
         raise DataError(f"{target.parent} is read-only, so the {what} cannot be built there: run this once where "
                         f"the export directory is writable (the file is reused afterwards)")
     start = time.perf_counter()
+    built_record_path(target).unlink(missing_ok=True)  # the record of an earlier build says nothing now
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # never leave a half-written file behind
-        partial = Path(tmp, target.name)
-        build(partial)
-        for built in Path(tmp).iterdir():
-            built.replace(target.parent / built.name)
+        build(Path(tmp, target.name))
+        names = [built.name for built in Path(tmp).iterdir()]
+        records = file_records(Path(tmp), names)
+        for name in names:
+            Path(tmp, name).replace(target.parent / name)
+    write_json(built_record_path(target), {"files": records})
     logger.info(f"Built {what} in {time.perf_counter() - start:.1f} s: {target}")
     return target
+
+
+def built_record_path(target: Path) -> Path:
+    return target.with_name(target.name + BUILT_SUFFIX)
+
+
+def built_problem(target: Path, source: Path) -> str | None:
+    """Why the cached `target` cannot be used, or None. A target without a record of its build (made by
+    an earlier version) is judged by its age alone, as it was then."""
+    if not target.is_file():
+        return "it is missing"
+    if target.stat().st_mtime < source.stat().st_mtime:
+        return f"it is older than {source.name}"
+    record_file = built_record_path(target)
+    if not record_file.is_file():
+        return None
+    try:
+        records = json.loads(record_file.read_bytes())["files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return f"{record_file.name} is unreadable"
+    return records_problem(target.parent, records)
 
 
 def export_prefix_in(directory: str | os.PathLike) -> Path:

@@ -7,13 +7,17 @@ release the GIL); a queue of `QUEUE_WINDOWS` bounds what waits, so memory stays 
 Under `paddle.distributed.launch` (one or more machines) the input's lines are cut into parts, each
 process labels its share into `<output>.parts/`, and rank 0 joins the parts in input order into
 the output. A part counts as done only once its rows are flushed to disk, renamed into place and its
-record (`part-N.json`, with the options that produced it) written; with `--resume` the parts that are
-done with the same options are kept and the rest are labelled again. A single process with `--resume`
-writes parts too, so a killed run continues where it stopped.
+record (`part-N.json`: the options, the input file and a checksum of the part's input lines that
+produced it, and the count, size and checksum of its rows) written. With `--resume` a part is kept only
+when all of that still holds, and the join verifies every part again: a part truncated by a kill or a
+crash of the disk, or made from input lines that were edited since, is labelled again (one log line),
+never joined. A single process with `--resume` writes parts too, so a killed run continues where it
+stopped. Without parts the output is written atomically: a kill leaves the old output or the new one.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -22,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterator, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +34,7 @@ from tqdm import tqdm
 from data_io import PREDICTION_HEADER, Example, ReadStats, count_lines, format_predictions, iter_examples
 from decision import Decision
 from pipeline import WINDOW_BATCHES, Runner, TextPipeline
-from utils import DataError, batched, logger, write_text_atomic
+from utils import DataError, atomic_output, batched, file_sha256, logger, write_text_atomic
 
 QUEUE_WINDOWS = 2  # tokenized windows waiting for the model
 PART_LINES = 50_000  # the most input lines in one part (fewer when the processes would otherwise idle)
@@ -137,41 +141,61 @@ def label_file(labeller: Labeller, data_path: Path, output_file: str | os.PathLi
                options: dict, resume: bool = False, rank: int = 0, world_size: int = 1,
                part_lines: int = PART_LINES) -> None:
     """Label `data_path` into `output_file` as the reference's predict.py does: the header
-    `text<TAB>label`, then one row per input line, so row N + 1 belongs to line N.
+    `text<TAB>label`, then one row per input line, so row N + 1 belongs to line N (a blank line, which
+    has no text to label, gives an empty row: the rows stay aligned with the lines).
 
     `options` are whatever changes the rows (checkpoint, thresholds, lengths ...): a part written with
-    other options is never reused.
+    other options is never reused. The output replaces an earlier one only once it is complete, and its
+    directory is created when missing (with or without parts).
     """
     output_file = Path(output_file)
     if output_file.resolve() == Path(data_path).resolve():
         raise DataError(f"--output_file {output_file} would overwrite the input {data_path}")
     if not Path(data_path).is_file():
         raise DataError(f"File not found: {data_path}")
+    make_directory(output_file.parent, output_file)
     total_lines = count_lines(data_path)
     if world_size == 1 and not resume:
-        progress = tqdm(total=total_lines, desc="Predicting", unit="line", disable=None)
-        with open(output_file, "w", encoding="utf-8") as out:
-            out.write(PREDICTION_HEADER + "\n")
-            stats = write_rows(labeller, data_path, out, Part(0, 1, None), batch_size, progress)
-        progress.close()
-        check_texts(stats.examples, data_path)
-        logger.info(stats.summary(data_path, blank_lines="kept as empty rows"))
+        label_whole_file(labeller, data_path, output_file, batch_size, total_lines)
         return
-    parts_dir = output_file.with_name(output_file.name + PARTS_SUFFIX)
-    parts_dir.mkdir(parents=True, exist_ok=True)
     parts = plan_parts(total_lines, world_size, part_lines)
-    source = input_identity(data_path)
+    run = PartedRun(output_file.with_name(output_file.name + PARTS_SUFFIX), parts, Path(data_path), total_lines,
+                    {"options": options, "input": input_identity(data_path)}, input_digests(data_path, parts))
+    make_directory(run.parts_dir, output_file)
     mine = parts[rank::world_size]
     logger.info(f"Rank {rank} of {world_size}: {len(mine)} of {len(parts)} parts of {data_path} "
-                f"({total_lines} lines) into {parts_dir}")
+                f"({total_lines} lines) into {run.parts_dir}")
     for part in mine:
-        record = {"options": options, "input": source, "part": asdict(part)}
-        if resume and done_record(parts_dir, part, record) is not None:
+        if resume and run.kept(part):
             logger.info(f"Part {part.index}: lines {describe(part)} already labelled, kept (--resume)")
             continue
-        write_part(labeller, data_path, parts_dir, part, record, batch_size, total_lines)
+        write_part(labeller, run, part, batch_size)
     if rank == 0:
-        join_parts(parts_dir, parts, output_file, data_path, {"options": options, "input": source})
+        relabel = (lambda part: write_part(labeller, run, part, batch_size)) if world_size == 1 else None
+        join_parts(run, output_file, relabel)
+
+
+def label_whole_file(labeller: Labeller, data_path: Path, output_file: Path, batch_size: int,
+                     total_lines: int) -> None:
+    """One process without parts: the rows go straight into the output, which replaces an earlier
+    output only when complete, so a kill never leaves a truncated file where a good one was."""
+    progress = tqdm(total=total_lines, desc="Predicting", unit="line", disable=None)
+    with atomic_output(output_file) as out:
+        out.write(PREDICTION_HEADER + "\n")
+        stats = write_rows(labeller, data_path, out, Part(0, 1, None), batch_size, progress)
+        check_texts(stats.examples, data_path)
+    progress.close()
+    logger.info(stats.summary(data_path, blank_lines="kept as empty rows"))
+
+
+def make_directory(directory: Path, output_file: Path) -> None:
+    """Create `directory` if missing; one line naming it when that is impossible (a file in the way,
+    no permission), not a traceback."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"--output_file {output_file}: cannot create the directory {directory}: "
+                        f"{err.strerror}") from None
 
 
 def describe(part: Part) -> str:
@@ -179,9 +203,96 @@ def describe(part: Part) -> str:
 
 
 def input_identity(data_path: Path) -> dict:
-    """What identifies the input file's content without reading it all: path, size and mtime."""
+    """What identifies the input file cheaply: path, size and mtime (the parts' line digests catch what
+    these miss, such as a same-size edit whose mtime was restored)."""
     status = Path(data_path).stat()
     return {"path": str(Path(data_path).resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def input_digests(data_path: Path, parts: list[Part]) -> list[str]:
+    """sha256 of each part's input lines (their bytes), in one pass over the file: what a part's rows
+    were made from, so an edited input invalidates exactly the parts whose lines changed."""
+    digests = [hashlib.sha256() for _ in parts]
+    index = 0
+    with open(data_path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            while index + 1 < len(parts) and line_no >= parts[index + 1].first_line:
+                index += 1
+            digests[index].update(line)
+    return [digest.hexdigest() for digest in digests]
+
+
+class RowsWriter:
+    """Rows written to a binary file as UTF-8, counted and hashed on the way, so the part's record can
+    say what a complete copy of its rows holds."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.rows = 0
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.handle.write(data)
+        self.digest.update(data)
+        self.rows += text.count("\n")
+        self.size += len(data)
+
+    def summary(self) -> dict:
+        return {"rows": self.rows, "rows_bytes": self.size, "rows_sha256": self.digest.hexdigest()}
+
+
+@dataclass
+class PartedRun:
+    """The parts of one labelling run beside its output, and what a part on disk must show to be used:
+    the options, input file and input lines it was labelled from, and all of its rows (the size and
+    checksum its record says; the record keeps their count too, for people)."""
+
+    parts_dir: Path
+    parts: list[Part]
+    data_path: Path
+    total_lines: int
+    source: dict  # options and input identity, the same for every part
+    digests: list[str]  # sha256 of each part's input lines
+
+    def expected(self, part: Part) -> dict:
+        return self.source | {"part": asdict(part), "input_sha256": self.digests[part.index]}
+
+    def lines(self, part: Part) -> int:
+        return (self.total_lines + 1 if part.end_line is None else part.end_line) - part.first_line
+
+    def record(self, part: Part) -> dict | None:
+        """The part's record, or None when it is missing or not a record (a damaged file)."""
+        try:
+            record = json.loads(record_path(self.parts_dir, part).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def problem(self, part: Part, checksum: bool = True) -> str | None:
+        """Why the part on disk cannot be used, or None when it can; without `checksum` only what is
+        cheap to see (record, file size), for polling. The rows are checked against what the writer
+        recorded, not against the part's line count: a header line at the top of the input gets no row."""
+        record = self.record(part)
+        if record is None:
+            return "its record is missing or unreadable"
+        if any(record.get(key) != value for key, value in self.expected(part).items()):
+            return "it was labelled with other options or from other input lines"
+        rows = rows_path(self.parts_dir, part)
+        size = rows.stat().st_size if rows.is_file() else None
+        if size != record.get("rows_bytes"):
+            return f"its rows file has {size} bytes, its record says {record.get('rows_bytes')}"
+        if checksum and file_sha256(rows) != record.get("rows_sha256"):
+            return "its rows do not match their checksum"
+        return None
+
+    def kept(self, part: Part) -> bool:
+        """Whether a finished part can be kept (--resume); one log line when a finished one cannot."""
+        problem = self.problem(part)
+        if problem is not None and record_path(self.parts_dir, part).exists():
+            logger.info(f"Part {part.index}: lines {describe(part)} not kept: {problem}; labelling it again")
+        return problem is None
 
 
 def record_path(parts_dir: Path, part: Part) -> Path:
@@ -192,63 +303,64 @@ def rows_path(parts_dir: Path, part: Part) -> Path:
     return parts_dir / f"part-{part.index:05d}.txt"
 
 
-def done_record(parts_dir: Path, part: Part, expected: dict) -> dict | None:
-    """The record of a part that is done (its rows are on disk) with the `expected` entries, or None."""
-    path = record_path(parts_dir, part)
-    if not path.is_file() or not rows_path(parts_dir, part).is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if all(record.get(key) == value for key, value in expected.items()) else None
-
-
-def write_part(labeller: Labeller, data_path: Path, parts_dir: Path, part: Part, record: dict, batch_size: int,
-               total_lines: int) -> None:
-    """The part's rows, flushed to disk before they are renamed into place and its record is written."""
-    record_path(parts_dir, part).unlink(missing_ok=True)
-    partial = rows_path(parts_dir, part).with_suffix(".partial")
-    lines = (total_lines + 1 if part.end_line is None else part.end_line) - part.first_line
-    progress = tqdm(total=lines, desc=f"Part {part.index}", unit="line", disable=None)
-    with open(partial, "w", encoding="utf-8") as out:
-        stats = write_rows(labeller, data_path, out, part, batch_size, progress)
-        out.flush()
-        os.fsync(out.fileno())
+def write_part(labeller: Labeller, run: PartedRun, part: Part, batch_size: int) -> None:
+    """The part's rows, flushed to disk before they are renamed into place and its record (with the
+    rows' count, size and checksum) is written."""
+    record_path(run.parts_dir, part).unlink(missing_ok=True)
+    partial = rows_path(run.parts_dir, part).with_suffix(".partial")
+    progress = tqdm(total=run.lines(part), desc=f"Part {part.index}", unit="line", disable=None)
+    with open(partial, "wb") as handle:
+        out = RowsWriter(handle)
+        stats = write_rows(labeller, run.data_path, out, part, batch_size, progress)
+        handle.flush()
+        os.fsync(handle.fileno())
     progress.close()
-    os.replace(partial, rows_path(parts_dir, part))
-    write_text_atomic(record_path(parts_dir, part), json.dumps(record | {"examples": stats.examples}, ensure_ascii=False))
+    os.replace(partial, rows_path(run.parts_dir, part))
+    record = run.expected(part) | {"examples": stats.examples} | out.summary()
+    write_text_atomic(record_path(run.parts_dir, part), json.dumps(record, ensure_ascii=False))
     logger.info(f"Part {part.index}: lines {describe(part)} labelled; "
-                f"{stats.summary(data_path, blank_lines='kept as empty rows')}")
+                f"{stats.summary(run.data_path, blank_lines='kept as empty rows')}")
 
 
-def join_parts(parts_dir: Path, parts: list[Part], output_file: Path, data_path: Path, expected: dict) -> None:
-    """Rank 0: wait until every part is done with these options, then write the output from them in
-    input order and remove the parts."""
+def join_parts(run: PartedRun, output_file: Path, relabel: Callable[[Part], None] | None) -> None:
+    """Rank 0: wait until every part is done, verify each against its record, then write the output
+    from them in input order (atomically) and remove the parts.
+
+    A part that does not verify is never joined: one process labels it again itself (`relabel`); with
+    several, another rank might be rewriting it right now, so the run stops and says to resume."""
+    if relabel is None:  # one process has written or checked every part itself: nothing to wait for
+        wait_for_parts(run)
+    for part in run.parts:
+        problem = run.problem(part)
+        if problem is None:
+            continue
+        if relabel is None:
+            raise DataError(f"{rows_path(run.parts_dir, part)}: part {part.index} (lines {describe(part)}) cannot "
+                            f"be joined: {problem}; run the same command with --resume to label it again")
+        logger.info(f"Part {part.index}: lines {describe(part)} not kept: {problem}; labelling it again")
+        relabel(part)
+    check_texts(sum(run.record(part)["examples"] for part in run.parts), run.data_path)
+    with atomic_output(output_file, "wb") as out:
+        out.write((PREDICTION_HEADER + "\n").encode("utf-8"))
+        for part in run.parts:
+            with open(rows_path(run.parts_dir, part), "rb") as rows:
+                shutil.copyfileobj(rows, out)
+    for part in run.parts:
+        record_path(run.parts_dir, part).unlink()
+        rows_path(run.parts_dir, part).unlink()
+    with contextlib.suppress(OSError):  # files of another run's processes may still arrive; leave those
+        run.parts_dir.rmdir()
+    logger.info(f"Joined {len(run.parts)} parts into {output_file}")
+
+
+def wait_for_parts(run: PartedRun) -> None:
+    """Until every part looks done (record and size: cheap enough to poll)."""
     waiting_logged = False
-    while True:
-        records = [done_record(parts_dir, part, expected | {"part": asdict(part)}) for part in parts]
-        missing = [part.index for part, record in zip(parts, records) if record is None]
-        if not missing:
-            break
+    while missing := [part.index for part in run.parts if run.problem(part, checksum=False) is not None]:
         if not waiting_logged:
             logger.info(f"Waiting for {len(missing)} parts from the other processes (first: part {missing[0]})")
             waiting_logged = True
         time.sleep(POLL_SECONDS)
-    check_texts(sum(record["examples"] for record in records), data_path)
-    partial = output_file.with_name(output_file.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as out:
-        out.write(PREDICTION_HEADER + "\n")
-        for part in parts:
-            with open(rows_path(parts_dir, part), encoding="utf-8") as rows:
-                shutil.copyfileobj(rows, out)
-    os.replace(partial, output_file)
-    for part in parts:
-        record_path(parts_dir, part).unlink()
-        rows_path(parts_dir, part).unlink()
-    with contextlib.suppress(OSError):  # files of another run's processes may still arrive; leave those
-        parts_dir.rmdir()
-    logger.info(f"Joined {len(parts)} parts into {output_file}")
 
 
 def check_texts(examples: int, data_path: Path) -> None:

@@ -8,13 +8,14 @@ checkpoint for its static backends.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,9 +36,10 @@ from exporting import (
 from metric import MetricReport
 from modeling import checkpoint_decision, checkpoint_long_text, model_input_names, plain_vocabulary, text_probs
 from pipeline import ERNIE_M_INPUTS, TextPipeline
-from utils import DataError, logger
+from utils import DataError, file_records, file_sha256, logger, records_problem, write_json
 
 EXPORT_CACHE = "export_cache"  # predict.py's export of a checkpoint, inside the checkpoint directory
+CACHE_STAMP = "source.json"  # in the cache: what it was made from, and its files' sizes and checksums
 PARITY_SAMPLES = 256
 
 
@@ -79,31 +81,83 @@ def parity_texts(tokenizer, label_list: Sequence[str], dataset_dir: str | os.Pat
 def cached_export(model, tokenizer, params_path: str | os.PathLike, label_list: Sequence[str], max_seq_length: int,
                   dataset_dir: str | os.PathLike) -> ExportInfo:
     """The checkpoint's export for a static backend, written once into `<params_path>/export_cache/` with
-    the parity check of export_model.py, and reused while the checkpoint's weights are unchanged.
+    the parity check of export_model.py, and reused while it is the export of these weights and config
+    and its files are the ones written (sizes and checksums in its stamp): a truncated, overwritten or
+    missing file, or a stamp of an earlier version, makes it export again instead of failing to load.
 
     Processes that start together (sharded labelling) export once: the others wait on a file lock and
-    then find the export made. The dev file of `dataset_dir` is the parity data when it exists.
+    then find the export made. The dev file of `dataset_dir` is the parity data when it exists. A
+    checkpoint directory where the cache cannot be written is one line (a good cache is still used).
     """
     params_path = Path(params_path)
     cache = params_path / EXPORT_CACHE
-    weights = (params_path / "model_state.pdparams").stat()
-    source = {"weights_size": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
-    stamp = cache / "source.json"
-    with open(params_path / f"{EXPORT_CACHE}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == source:
+    source = checkpoint_identity(params_path)
+    with export_cache_lock(params_path, cache, source):
+        problem = cache_problem(cache, source)
+        if problem is None:
             logger.info(f"Using the export of {params_path} cached in {cache}")
         else:
+            if (cache / CACHE_STAMP).exists():
+                logger.info(f"The export cached in {cache} is not used: {problem}; exporting again")
             logger.info(f"Exporting {params_path} once for the static backends into {cache}")
-            shutil.rmtree(cache, ignore_errors=True)
-            dev_file = "dev.txt" if (Path(dataset_dir) / "dev.txt").is_file() else None
-            texts, labels = parity_texts(tokenizer, label_list, dataset_dir if dev_file else None, dev_file or "",
-                                         PARITY_SAMPLES)
-            multilingual = model_input_names(tokenizer) == ERNIE_M_INPUTS
-            export_checked(model, tokenizer, cache, EXPORT_PREFIX, label_list, checkpoint_decision(model),
-                           deploy_input_names(tokenizer, multilingual), texts, labels, max_seq_length)
-            stamp.write_text(json.dumps(source), encoding="utf-8")
+            export_to_cache(model, tokenizer, cache, label_list, max_seq_length, dataset_dir)
+            files = sorted(str(path.relative_to(cache)) for path in cache.rglob("*") if path.is_file())
+            write_json(cache / CACHE_STAMP, {"source": source, "files": file_records(cache, files)})
     return load_export(cache / EXPORT_PREFIX)
+
+
+def checkpoint_identity(params_path: Path) -> dict:
+    """What the export is made from: the weights (size and mtime: they are large) and config.json
+    (labels, thresholds, long-text settings; small, so its checksum)."""
+    weights = (params_path / "model_state.pdparams").stat()
+    config = params_path / "config.json"
+    return {"weights_size": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns,
+            "config_sha256": file_sha256(config) if config.is_file() else None}
+
+
+def cache_problem(cache: Path, source: dict) -> str | None:
+    """Why the cached export cannot be used (None: it can)."""
+    try:
+        stamp = json.loads((cache / CACHE_STAMP).read_bytes())
+    except FileNotFoundError:
+        return "it has no stamp"
+    except (OSError, ValueError):
+        return f"{CACHE_STAMP} is unreadable"
+    if not isinstance(stamp, dict) or stamp.get("source") != source:
+        return "it was made from other weights or another config"
+    return records_problem(cache, stamp.get("files"))
+
+
+@contextlib.contextmanager
+def export_cache_lock(params_path: Path, cache: Path, source: dict) -> Iterator[None]:
+    """Hold the cache's lock file; where it cannot be created (read-only checkpoint directory) a good
+    cache is used without it, and a missing or damaged one is one line saying what to do."""
+    lock_path = params_path / f"{EXPORT_CACHE}.lock"
+    try:
+        lock = open(lock_path, "a")
+    except OSError as err:
+        problem = cache_problem(cache, source)
+        if problem is None:
+            yield
+            return
+        raise DataError(f"cannot write the export cache of --params_path {params_path} ({lock_path}: "
+                        f"{err.strerror}), and {cache} cannot be used ({problem}): make the checkpoint "
+                        f"directory writable, or copy the checkpoint to a writable one") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def export_to_cache(model, tokenizer, cache: Path, label_list: Sequence[str], max_seq_length: int,
+                    dataset_dir: str | os.PathLike) -> None:
+    """A fresh export with its parity check, on the dev file when the dataset has one."""
+    shutil.rmtree(cache, ignore_errors=True)
+    dev_file = "dev.txt" if (Path(dataset_dir) / "dev.txt").is_file() else None
+    texts, labels = parity_texts(tokenizer, label_list, dataset_dir if dev_file else None, dev_file or "",
+                                 PARITY_SAMPLES)
+    multilingual = model_input_names(tokenizer) == ERNIE_M_INPUTS
+    export_checked(model, tokenizer, cache, EXPORT_PREFIX, label_list, checkpoint_decision(model),
+                   deploy_input_names(tokenizer, multilingual), texts, labels, max_seq_length)
 
 
 def with_long_document(texts: Sequence[str], labels: np.ndarray | None, max_seq_length: int

@@ -7,6 +7,7 @@ Argument parsing conventions live in `cli`, the data format in `data_io`, models
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -116,6 +117,34 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """`path` holds exactly `text` (UTF-8) or, after a crash, what it held before."""
     with atomic_output(path) as handle:
         handle.write(text)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The file's sha256 (hex): what a record of a written file keeps to tell a damaged copy later."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_records(directory: Path, names: Iterable[str]) -> dict[str, dict]:
+    """Size and sha256 of the named files in `directory`, recorded when they are written."""
+    return {name: {"size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
+            for name in names}
+
+
+def records_problem(directory: Path, records) -> str | None:
+    """Why the files in `directory` are not the ones `file_records` recorded (missing, truncated,
+    changed), or None when they all are; sizes first, as they are cheap and catch truncation."""
+    if not isinstance(records, dict) or not records:
+        return "no record of its files"
+    for name, record in records.items():
+        path = directory / name
+        size = path.stat().st_size if path.is_file() else None
+        if not isinstance(record, dict) or size != record.get("size"):
+            return f"{name} is missing" if size is None else f"{name} has {size} bytes, not the recorded size"
+    for name, record in records.items():
+        if file_sha256(directory / name) != record.get("sha256"):
+            return f"{name} does not match its recorded checksum"
+    return None
 
 
 def _umask() -> int:

@@ -36,6 +36,7 @@ def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
     status, answer = post(url, {"data": {"text": texts}, "parameters": {"batch_size": 8}})
     assert status == 200
     expected, probs = offline_predictions(export_dir, texts)
+    expected[-2] = []  # the empty text has nothing to label: no labels, as predict.py's empty row
     result = answer["result"]
     assert set(result) == {"label", "confidence", "label_names"}
     assert result["label_names"] == expected
@@ -46,6 +47,18 @@ def test_server_labels_a_batch_like_the_offline_predictor(server, keyword_data):
     status, answer = post(url, {"data": {"text": texts[:3]}, "parameters": {"return_probs": True}})
     assert status == 200
     assert np.allclose(answer["result"]["probs"], probs[:3], atol=1e-5)
+
+
+def test_blank_texts_get_no_labels_as_predict_py_gives_them_an_empty_row(server):
+    url, _ = server
+    status, answer = post(url, {"data": {"text": ["", "足球比赛", " \u3000 "]}, "parameters": {"return_probs": True}})
+    assert status == 200
+    result = answer["result"]
+    assert result["label"][0] == result["label"][2] == [] and result["label_names"][2] == []
+    assert result["confidence"][0] == [] and result["probs"][0] is None and result["probs"][2] is None
+    assert len(result["probs"][1]) == len(LABELS)
+    status, answer = post(url, {"data": {"text": ""}, "parameters": {"prob_limit": 0.0}})
+    assert status == 200 and answer["result"] == {"label": [[]], "confidence": [[]], "label_names": [[]]}
 
 
 def test_a_reference_client_request_gets_label_ids(server):

@@ -17,12 +17,14 @@ probabilities) plus `label_names`, and `probs` (every label's probability) when 
 parameters say `"return_probs": true`, and `top_k` (the k most probable labels with their scores)
 when they say `"top_k": k`. The export's decision (per-label thresholds, label-count policy,
 calibration) decides; a request may send `prob_limit` (one threshold for every label), `min_labels`,
-`max_labels` and `top_k` over it. Bad requests get HTTP 422 with the reason.
+`max_labels` and `top_k` over it. A blank text (empty or white space) gets no labels and null `probs`,
+as predict.py writes an empty row for a blank line. Bad requests get HTTP 422 with the reason.
 """
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import uvicorn
 from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
@@ -33,11 +35,13 @@ from pipeline import TextPipeline
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
+    blank_texts,
     label_response,
     request_decision,
     request_parameter,
     simple_server,
     texts_of_request,
+    with_blank_texts,
 )
 from utils import DataError, run_cli
 
@@ -62,19 +66,25 @@ class MultiLabelModelHandler(BaseModelHandler):
             raise HTTPException(status_code=422, detail=str(err)) from None
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
                                 predictor.export.long_text)
-        logits = pipeline.outputs(predictor.backend, pipeline.encode(texts))
-        return {"logits": logits, "labels": predictor.export.labels, "decision": decision}
+        labels = predictor.export.labels
+        blank = blank_texts(texts)
+        texts = [text for text, is_blank in zip(texts, blank) if not is_blank]
+        logits = (pipeline.outputs(predictor.backend, pipeline.encode(texts)) if texts
+                  else np.zeros((0, len(labels)), dtype="float32"))
+        return {"logits": logits, "labels": labels, "decision": decision, "blank": blank}
 
 
 class MultiLabelPostHandler(BasePostHandler):
     """The reference's answer (label ids and their probabilities per text, an empty list when no label
     is chosen) plus label names, every label's probability with `return_probs`, the k most probable
-    labels with `top_k`."""
+    labels with `top_k`. A blank text gets no labels (and null probabilities), as predict.py gives a
+    blank line an empty row."""
 
     @classmethod
     def process(cls, data, parameters):
-        return label_response(data["logits"], data["labels"], data["decision"],
-                              with_probs=parameters.get("return_probs", False))
+        response = label_response(data["logits"], data["labels"], data["decision"],
+                                  with_probs=parameters.get("return_probs", False))
+        return with_blank_texts(response, data["blank"])
 
 
 def build_app(settings: argparse.Namespace):
