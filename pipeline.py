@@ -235,6 +235,28 @@ def pool_rows(row_outputs: np.ndarray, source: np.ndarray, num_texts: int, pooli
     raise ValueError(f"unknown window pooling {pooling!r}: choose from {', '.join(WINDOW_POOLINGS)}")
 
 
+def blank_texts(texts: Sequence[str]) -> list[bool]:
+    """Which texts are blank (empty or only white space): they have nothing to label, so every
+    consumer gives them no labels, the answer predict.py gives a blank line (an empty row)."""
+    return [not text.strip() for text in texts]
+
+
+def marked_text_index(source: np.ndarray, blank: Sequence[bool]) -> np.ndarray:
+    """Triton's `text_index` tensor: the text of each row, as -1 - text for the rows of a blank text, so
+    the postprocess (which never sees the texts) knows which texts get no labels."""
+    source = np.asarray(source, dtype=np.int64)
+    return np.where(np.asarray(blank, dtype=bool)[source], -1 - source, source)
+
+
+def unmarked_text_index(text_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the text of each row, which texts are blank) from a `marked_text_index`."""
+    text_index = np.asarray(text_index, dtype=np.int64).reshape(-1)
+    source = np.where(text_index < 0, -1 - text_index, text_index)
+    blank = np.zeros(int(source.max()) + 1, dtype=bool)
+    blank[source[text_index < 0]] = True
+    return source, blank
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return expit(logits)
 

@@ -86,12 +86,6 @@ def label_response(logits: np.ndarray, labels: Sequence[str], decision: Decision
     return response
 
 
-def blank_texts(texts: Sequence[str]) -> list[bool]:
-    """Which texts are blank (empty or only white space): they have nothing to label, so they get no
-    labels without running the model, the same answer predict.py gives a blank line (an empty row)."""
-    return [not text.strip() for text in texts]
-
-
 def with_blank_texts(response: dict, blank: Sequence[bool]) -> dict:
     """`response` (an entry per non-blank text) with an entry per text: blank texts get empty lists
     (no label) and, in `probs`, null, as predict.py writes no probabilities for a blank line."""

@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
-from pipeline import TextPipeline
+from pipeline import TextPipeline, blank_texts
 from utils import DataError, logger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,12 +285,15 @@ def window_exported(window_checkpoint, documents, tmp_path_factory) -> Path:
 
 def offline_predictions(export_dir: Path, texts: list[str], max_seq_length: int = 128):
     """deploy/predictor's answer for these texts (ONNX Runtime FP32, exported decision, long texts read
-    as the export says): the servers must give the same. Returns (label names per text, probabilities)."""
+    as the export says, blank texts without labels): the servers must give the same. Returns (label
+    names per text, probabilities; 0 for a blank text)."""
     export = load_export(export_dir / "float32")
     pipeline = TextPipeline(load_export_tokenizer(export), export.input_names, max_seq_length,
                             long_text=export.long_text)
     probs = pipeline.probs(create_backend(export, "onnxruntime", "fp32"), texts, export.decision)
-    return chosen_names(export, probs), probs
+    blank = np.asarray(blank_texts(texts), dtype=bool)
+    return [[] if is_blank else names for names, is_blank in zip(chosen_names(export, probs), blank)], \
+        np.where(blank[:, None], 0.0, probs)
 
 
 def chosen_names(export, probs) -> list[list[str]]:

@@ -108,9 +108,9 @@ def test_every_consumer_gives_the_same_labels_and_scores(decided, keyword_data, 
     offline, probs = offline_predictions(export_dir, texts)
     assert offline == expected
     export = load_export(export_dir / "float32")
-    feeds, source = pipeline_io.preprocess(texts, export, load_export_tokenizer(export), 128)
+    feeds, rows = pipeline_io.preprocess(texts, export, load_export_tokenizer(export), 128)
     answer = pipeline_io.postprocess({"logits": create_backend(export, "onnxruntime", "fp32").run(feeds)}, export,
-                                     source)
+                                     rows)
     assert pipeline_io.decode_response(answer)[0] == expected
     assert [[item["label_name"] for item in top] for top in json.loads(answer["top_k"])] == \
         [[name for name, _ in top] for top in expected_top]

@@ -173,10 +173,10 @@ def test_paddle_serving_pools_the_windows_of_a_request(documents, window_exporte
     export = load_export(window_exported / "float32")
     tokenizer = load_export_tokenizer(export)
     texts = [line.split("\t")[0] for line in (documents / "test.txt").read_text(encoding="utf-8").splitlines()[:5]]
-    feeds, source = pipeline_io.preprocess(texts, export, tokenizer, WINDOW)
-    assert source.tolist() == [index for index in range(5) for _ in range(5)]
+    feeds, rows = pipeline_io.preprocess(texts, export, tokenizer, WINDOW)
+    assert rows.source.tolist() == [index for index in range(5) for _ in range(5)]
     answer = pipeline_io.postprocess({"logits": create_backend(export, "onnxruntime", "fp32").run(feeds)}, export,
-                                     source)
+                                     rows)
     probs = TextPipeline(tokenizer, export.input_names, WINDOW, long_text=export.long_text).probs(
         create_backend(export, "onnxruntime", "fp32"), texts)
     assert pipeline_io.decode_response(answer)[0] == chosen_names(export, probs)

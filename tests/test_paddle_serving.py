@@ -12,11 +12,10 @@ import pytest
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
-from pipeline import TextPipeline
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError
 
-from conftest import ROOT, chosen_names
+from conftest import ROOT, offline_predictions
 
 spec = importlib.util.spec_from_file_location("pipeline_io", ROOT / "deploy/paddle_serving/pipeline_io.py")
 pipeline_io = importlib.util.module_from_spec(spec)
@@ -31,17 +30,16 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
     texts = ["足球比赛股票", "的了在是", "学校考试老师", ""]
     feed_dict = pipeline_io.encode_request(texts)  # what rpc_client.py / http_client.py send
     assert json.loads(feed_dict["sentence"]) == texts
-    feeds, source = pipeline_io.preprocess(pipeline_io.parse_request(feed_dict), export, tokenizer, 128)
+    feeds, rows = pipeline_io.preprocess(pipeline_io.parse_request(feed_dict), export, tokenizer, 128)
     assert sorted(feeds) == ["input_ids", "token_type_ids"] and feeds["input_ids"].dtype == np.int64
-    assert source.tolist() == [0, 1, 2, 3]  # truncation: one row per text
+    assert rows.source.tolist() == [0, 1, 2, 3] and rows.blank == [False, False, False, True]  # one row per text
     logits = create_backend(export, "paddle", "fp32").run(feeds)
-    answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export, source)  # any fetch name
+    answer = pipeline_io.postprocess({"linear_75.tmp_1": logits}, export, rows)  # any fetch name
     assert all(isinstance(value, str) for value in answer.values())  # the pipeline sends strings
     labels, confidences = pipeline_io.decode_response(answer)
-    probs = TextPipeline(tokenizer, export.input_names).probs(create_backend(export, "onnxruntime", "fp32"), texts)
-    ids = export.decision.label_ids(probs)
-    names = chosen_names(export, probs)
-    assert labels == names
+    names, _ = offline_predictions(export_dir, texts)
+    ids = [[export.labels.index(name) for name in row] for row in names]
+    assert labels == names and labels[3] == []  # the blank text gets no labels, as predict.py gives it
     assert eval(answer["label"]) == [",".join(map(str, row)) for row in ids]  # how the reference's clients read it
     assert eval(answer["label"])[:2] == [f"{export.labels.index('体育')},{export.labels.index('财经')}", ""]
     assert labels[0] == ["体育", "财经"] and labels[1] == [] and labels[2] == ["教育"]

@@ -8,13 +8,13 @@ decision of the export (decision.py).
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from exporting import ExportInfo
-from pipeline import TextPipeline, pool_rows
-from serving import label_response, request_texts
+from pipeline import TextPipeline, blank_texts, pool_rows
+from serving import label_response, request_texts, with_blank_texts
 from utils import DataError
 
 INPUT_KEY = "sentence"
@@ -45,22 +45,31 @@ def parse_request(input_dict: dict) -> list[str]:
     return request_texts(value)
 
 
+class RequestRows(NamedTuple):
+    """What `postprocess` needs of a request besides the logits: the text of each row, and which texts
+    are blank (they get no labels, as predict.py gives a blank line an empty row)."""
+
+    source: np.ndarray
+    blank: list[bool]
+
+
 def preprocess(texts: Sequence[str], export: ExportInfo, tokenizer, max_seq_length: int
-               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+               ) -> tuple[dict[str, np.ndarray], RequestRows]:
     """int64 feeds named after the export's inputs, padded to the longest row of the request (texts
-    read as the export reads long texts), and the text of each row, for `postprocess`."""
+    read as the export reads long texts), and the request's rows, for `postprocess`."""
     pipeline = TextPipeline(tokenizer, export.input_names, max_seq_length, long_text=export.long_text)
     rows = pipeline.encode(texts)
-    return pipeline.pad(rows, list(range(len(rows)))), rows.source
+    return pipeline.pad(rows, list(range(len(rows)))), RequestRows(rows.source, blank_texts(texts))
 
 
-def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo, source: np.ndarray) -> dict[str, str]:
+def postprocess(fetch_dict: dict[str, np.ndarray], export: ExportInfo, rows: RequestRows) -> dict[str, str]:
     """The model's only output, pooled per text -> the reference's `label` (per text, its label ids
     joined by commas: '["0,3", ""]', which the reference's clients eval()) plus `confidence`
     ('[[p, ...], ...]', the chosen labels' probabilities) and `label_names` ('[["name", ...], ...]')."""
     (logits,) = fetch_dict.values()
-    logits = pool_rows(np.asarray(logits), source, int(source.max()) + 1, export.long_text.pooling)
-    response = label_response(logits, export.labels, export.decision)
+    logits = pool_rows(np.asarray(logits), rows.source, len(rows.blank), export.long_text.pooling)
+    kept = np.flatnonzero(~np.asarray(rows.blank, dtype=bool))
+    response = with_blank_texts(label_response(logits[kept], export.labels, export.decision), rows.blank)
     values = {"label": json.dumps([",".join(map(str, ids)) for ids in response["label"]]),
               "confidence": json.dumps(response["confidence"]),
               "label_names": json.dumps(response["label_names"], ensure_ascii=False)}

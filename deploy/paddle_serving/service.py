@@ -26,8 +26,8 @@ parser.add_argument("--model_name", default=None, help="The tokenizer (a model n
 
 
 class SeqClsOp(Op):
-    """The request's rows go to the model; the text of each row (windows of a long text) waits here,
-    under the request's data_id, until its logits come back. `main` sets the export it serves."""
+    """The request's rows go to the model; the text of each row (windows of a long text) and which
+    texts are blank wait here, under the request's data_id, until its logits come back. `main` sets the export it serves."""
 
     export: ExportInfo
     tokenizer: object

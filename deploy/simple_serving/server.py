@@ -31,11 +31,10 @@ from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import ArgumentParser
-from pipeline import TextPipeline
+from pipeline import TextPipeline, blank_texts
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
-    blank_texts,
     label_response,
     request_decision,
     request_parameter,

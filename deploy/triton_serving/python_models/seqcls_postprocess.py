@@ -5,8 +5,8 @@ export says first.
 
 `label` (label ids) and `confidence` (their probabilities) are the reference's outputs; a batch's
 rows are padded to its longest with id -1 and probability 0.0. `label_names` holds one string per
-text, the comma-joined names ("" when no label passes its exported threshold); `probs` every
-label's probability (calibrated when the export is). The labels are chosen by the export's decision
+text, the comma-joined names ("" when no label is chosen, and for a blank text, whose probabilities are
+0); `probs` every label's probability (calibrated when the export is). The labels are chosen by the export's decision
 (thresholds, label-count policy, calibration): the project's decision.py, copied next to this file with
 pipeline.py by build_repo.py, so Triton decides as every other consumer does.
 """
@@ -33,10 +33,11 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
-            source = pb_utils.get_input_tensor_by_name(request, "text_index").as_numpy().reshape(-1)
-            logits = pipeline.pool_rows(logits, source, int(source.max()) + 1, self.pooling)
-            probs = self.decision.probabilities(logits).astype(np.float32)
-            ids = self.decision.label_ids(probs)
+            source, blank = pipeline.unmarked_text_index(
+                pb_utils.get_input_tensor_by_name(request, "text_index").as_numpy())
+            logits = pipeline.pool_rows(logits, source, len(blank), self.pooling)
+            probs = np.where(blank[:, None], 0.0, self.decision.probabilities(logits)).astype(np.float32)
+            ids = [[] if is_blank else row for row, is_blank in zip(self.decision.label_ids(probs), blank)]
             names = [[self.labels[j] for j in row] for row in ids]
             width = max(len(row) for row in ids)
             label = np.full((len(ids), width), -1, dtype=np.int64)

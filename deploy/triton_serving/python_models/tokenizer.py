@@ -1,6 +1,6 @@
 """Triton python model `tokenizer`: texts (TYPE_STRING [1]) -> padded token ids per model input, one
 row per model input (a long text read in windows gives several), and `text_index`: the text of each
-row in the request, which the postprocess pools by.
+row in the request, which the postprocess pools by (negative for a blank text, which gets no labels).
 
 Uses the export's own tokenizer and the project's text pipeline (both copied next to this file by
 build_repo.py), the same code as deploy/predictor, so a text gets the same ids online and offline.
@@ -8,7 +8,6 @@ build_repo.py), the same code as deploy/predictor, so a text gets the same ids o
 import json
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 from paddlenlp.transformers import AutoTokenizer
 
@@ -35,7 +34,7 @@ class TritonPythonModel:
             texts = [row[0].decode("utf-8") if isinstance(row[0], bytes) else str(row[0]) for row in rows]
             encoded = self.pipeline.encode(texts)
             feed = self.pipeline.pad(encoded, list(range(len(encoded))))
-            feed["text_index"] = encoded.source.astype(np.int64).reshape(-1, 1)
+            feed["text_index"] = pipeline.marked_text_index(encoded.source, pipeline.blank_texts(texts)).reshape(-1, 1)
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, array) for name, array in feed.items()]))
         return responses
