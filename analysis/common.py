@@ -14,7 +14,7 @@ import numpy as np
 from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
 from modeling import add_long_text_arguments
-from utils import DataError
+from utils import DataError, atomic_output
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -71,6 +71,6 @@ def top_k_similar(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.nda
 
 def write_rows(path: Path, rows: list[tuple[str, str]]) -> None:
     """`text<TAB>labels` lines (`text` alone when there is no label column)."""
-    with open(path, "w", encoding="utf-8") as out:
+    with atomic_output(path) as out:
         for text, labels in rows:
             out.write(f"{text}\t{labels}\n" if labels else f"{text}\n")

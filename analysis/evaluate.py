@@ -23,7 +23,7 @@ from data_io import Example, format_labels, load_examples, multi_hot
 from decision import Decision, calibration_error
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
 from modeling import TrainedModel, add_decision_arguments, load_trained
-from utils import logger, run_cli, write_json
+from utils import atomic_output, logger, run_cli, write_json
 
 from common import BAD_CASE_HEADER, add_model_arguments
 
@@ -78,7 +78,8 @@ def plot_reliability(path: Path, figures: dict[str, dict]) -> None:
     axes.set_ylim(0, 1)
     axes.legend(loc="upper left")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_output(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
 
 
@@ -108,7 +109,7 @@ def write_bad_cases(path: Path, examples: list[Example], logits: np.ndarray, tra
     """Every example whose predicted label set differs from the gold one."""
     count = 0
     predictions = trained.decision.label_ids(trained.decision.probabilities(logits))
-    with open(path, "w", encoding="utf-8") as out:
+    with atomic_output(path) as out:
         out.write(BAD_CASE_HEADER + "\n")
         for example, predicted in zip(examples, predictions):
             gold = sorted(set(example.labels))
@@ -121,7 +122,7 @@ def write_bad_cases(path: Path, examples: list[Example], logits: np.ndarray, tra
 
 def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]) -> None:
     """per_label.csv (one row per label and split) and a chart of dev F1 against dev support."""
-    with open(directory / "per_label.csv", "w", encoding="utf-8", newline="") as handle:
+    with atomic_output(directory / "per_label.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["split", "label_id", "label", "support", "precision", "recall", "f1"])
         for split, figures in reports.items():
@@ -142,7 +143,8 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
     axes.set_ylim(-0.05, 1.05)
     axes.set_title("Per-label F1 against support" + (" (point = label id, see per_label.csv)" if annotated else ""))
     figure.tight_layout()
-    figure.savefig(directory / "per_label_f1.png", dpi=120)
+    with atomic_output(directory / "per_label_f1.png", "wb") as handle:
+        figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
 from modeling import load_trained
-from utils import logger, run_cli
+from utils import atomic_output, logger, run_cli
 
 from common import add_model_arguments, read_interpret_rows, top_k_similar
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     index, scores = top_k_similar(trained.features(texts), trained.features([e.text for e in train]), args.top_k)
     probs = trained.probs(texts)
     out_path = dataset / args.interpret_result_file
-    with open(out_path, "w", encoding="utf-8") as out:
+    with atomic_output(out_path) as out:
         for row, row_probs, neighbours, neighbour_scores in zip(rows, probs, index, scores):
             prediction = row.prediction or format_labels(trained.decision.label_ids(row_probs[None])[0], trained.labels)
             out.write(f"text: {row.text}\npredict label: {prediction}\nlabel: {row.label}\n"

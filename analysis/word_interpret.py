@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
 from modeling import TrainedModel, load_trained
-from utils import DataError, logger, run_cli
+from utils import DataError, logger, run_cli, write_text_atomic
 
 from common import InterpretRow, add_model_arguments, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> None:
                              f"<td>{html.escape(', '.join(w for w, _ in words))}</td>"
                              f"<td>{html_marks(item.words, scores)}</td></tr>")
     html_path, text_path = dataset / f"{args.output_prefix}.html", dataset / f"{args.output_prefix}.txt"
-    html_path.write_text(HTML_HEAD.replace("{interpreter}", args.interpreter) + "\n".join(html_rows)
-                         + "\n</table></body></html>\n", encoding="utf-8")
-    text_path.write_text("Text\tLabel\tProbability\tGold / Predicted\tKey words\n" + "\n".join(text_lines) + "\n",
-                         encoding="utf-8")
+    write_text_atomic(html_path, HTML_HEAD.replace("{interpreter}", args.interpreter) + "\n".join(html_rows)
+                      + "\n</table></body></html>\n")
+    write_text_atomic(text_path, "Text\tLabel\tProbability\tGold / Predicted\tKey words\n" + "\n".join(text_lines)
+                      + "\n")
     logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path} "
                 f"and {text_path}")
 

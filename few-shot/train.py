@@ -43,7 +43,7 @@ from exporting import ExportInfo
 from metric import MetricReport
 from modeling import check_max_seq_length, from_pretrained, load_tokenizer
 from parity import write_checked_export
-from utils import DataError, logger, run_cli, set_device, set_seed
+from utils import DataError, logger, run_cli, set_device, set_seed, write_text_atomic
 
 from prompt_io import (
     PromptCollator,
@@ -151,7 +151,7 @@ def predict_test(trainer: PromptTrainer, examples: list[dict], labels: list[str]
     report.report()
     lines = format_predictions([example["text_a"] for example in examples], probs, decision, labels)
     predictions_file = output_dir / "test_predictions.txt"
-    predictions_file.write_text("\n".join([PREDICTION_HEADER, *lines]) + "\n", encoding="utf-8")
+    write_text_atomic(predictions_file, "\n".join([PREDICTION_HEADER, *lines]) + "\n")
     logger.info(f"Test predictions written to {predictions_file}")
 
 
