@@ -202,8 +202,8 @@ def fit_decision_on_dev(decision: Decision, logits: np.ndarray, targets: np.ndar
     """The decision refitted on dev logits: per-label thresholds tuned from the global `tune_from` (on
     the uncalibrated scale, as they always were), then a new calibration of `calibration_method`
     (thresholds move with it, so the labels stay those of the thresholds; "none" removes a calibration,
-    None keeps the stored one). Logs and returns the dev
-    figures: F1 before/after tuning, ECE and Brier score before/after calibration."""
+    None keeps the stored one). Logs and returns the dev figures: F1 before/after tuning, ECE and Brier
+    score before/after calibration."""
     results: dict = {}
     raw = decision.calibrated(None)
     raw_probs = raw.probabilities(logits)
