@@ -12,16 +12,19 @@ Ids are the caller's: re-inserting an id replaces its entry (a re-run adds no du
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from utils import DataError
+from utils import DataError, write_text_atomic
 
 MILVUS_COLLECTION = "multi_label"  # the reference's collection name
 MILVUS_TEXT_LENGTH = 65535  # VARCHAR limit of the text and labels fields, in bytes
@@ -67,6 +70,14 @@ class VectorIndex:
     def entries(self, ids: Sequence[int]) -> dict[int, Entry]:
         raise NotImplementedError
 
+    def ids(self) -> set[int]:
+        """Every entry's id: what a corpus is compared with to find entries it no longer has."""
+        raise NotImplementedError
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove these entries (ids not in the index are ignored)."""
+        raise NotImplementedError
+
     def count(self) -> int:
         raise NotImplementedError
 
@@ -83,7 +94,17 @@ class VectorIndex:
 
 
 class HnswIndex(VectorIndex):
-    """hnswlib in cosine space, persisted as a directory: index.bin, entries.jsonl and index.json."""
+    """hnswlib in cosine space, persisted as a directory of generations.
+
+    `CURRENT` names the complete generation, `gen-NNNNNN/`, which holds index.bin (hnswlib's graph),
+    entries.jsonl (id, text and labels of each entry) and index.json (width, encoder, capacity, entry
+    count, removed ids, and the byte size of the other two files). A save writes a new generation
+    beside the current one, switches `CURRENT` atomically, then deletes the old one, so a kill at any
+    moment leaves the previous index or the new one, never a mix. Opening checks that the files are the
+    ones index.json describes and that entries and vectors have the same ids: a damaged index is
+    refused with one line, never read as empty or half. The earlier layout (the three files directly
+    in the directory) is read with the same checks, except the sizes it did not record, and the next
+    save rewrites it as a generation."""
 
     def __init__(self, directory: str | os.PathLike, info: IndexInfo, m: int = 100, ef: int = 100,
                  max_elements: int = 1000000):
@@ -92,33 +113,46 @@ class HnswIndex(VectorIndex):
         self.directory = Path(directory)
         self.max_elements = max_elements
         self.ef = ef
-        meta = self.directory / "index.json"
-        if meta.is_file():
-            stored = json.loads(meta.read_text(encoding="utf-8"))
-            IndexInfo(stored["dim"], stored["encoder"]).check(info.dim, info.encoder, f"The index {self.directory}")
-            self.index = hnswlib.Index(space="cosine", dim=info.dim)
-            self.index.load_index(str(self.directory / "index.bin"), max_elements=stored["capacity"])
-            with open(self.directory / "entries.jsonl", encoding="utf-8") as lines:
-                self._entries = {row["id"]: Entry(row["text"], row["labels"]) for row in map(json.loads, lines)}
-        else:
+        self.info = info
+        self._deleted: set[int] = set()  # removed ids, still labels of hnswlib's graph (marked deleted)
+        location = current_generation(self.directory)
+        if location is None:
             self.index = hnswlib.Index(space="cosine", dim=info.dim)
             self.index.init_index(max_elements=min(1024, max_elements), ef_construction=ef, M=m)
-            self._entries = {}
+            self._entries: dict[int, Entry] = {}
+        else:
+            self._load(location)
         self.index.set_ef(ef)
-        self.info = info
+
+    def _load(self, location: Path) -> None:
+        legacy = location == self.directory
+        meta = _read_meta(self.directory, location, legacy)
+        IndexInfo(meta["dim"], meta["encoder"]).check(self.info.dim, self.info.encoder, f"The index {self.directory}")
+        _check_file_sizes(self.directory, location, None if legacy else meta["files"])
+        self.index = _load_hnsw(self.directory, location / "index.bin", meta)
+        self._entries = _read_entries(self.directory, location / "entries.jsonl")
+        self._deleted = set(meta.get("deleted", []))
+        _check_agreement(self.directory, meta, self._entries, self._deleted, self.index.get_ids_list())
 
     def upsert(self, ids, vectors, entries):
         vectors = self._check_vectors(ids, vectors, entries)
         ids = np.asarray(ids, dtype="int64")
-        new = len(set(ids.tolist()) - self._entries.keys())
+        new = len(set(ids.tolist()) - self._entries.keys() - self._deleted)  # a removed id gets its slot back
         needed = self.index.get_current_count() + new
         if needed > self.max_elements:
             raise DataError(f"{needed} entries exceed --hnsw_max_elements {self.max_elements}")
         if needed > self.index.get_max_elements():
             self.index.resize_index(min(self.max_elements, max(needed, 2 * self.index.get_max_elements())))
         if len(ids):
-            self.index.add_items(vectors, ids)  # an existing id has its vector replaced
+            self.index.add_items(vectors, ids)  # an existing id has its vector replaced, a removed one is restored
         self._entries.update(zip(ids.tolist(), entries))
+        self._deleted -= set(ids.tolist())
+
+    def delete(self, ids):
+        for i in ids:
+            if self._entries.pop(i, None) is not None:
+                self.index.mark_deleted(i)  # searches skip it; the slot is reused if the id comes back
+                self._deleted.add(i)
 
     def search(self, vectors, k):
         vectors = np.asarray(vectors, dtype="float32")
@@ -132,18 +166,204 @@ class HnswIndex(VectorIndex):
     def entries(self, ids):
         return {i: self._entries[i] for i in ids}
 
+    def ids(self):
+        return set(self._entries)
+
     def count(self):
         return len(self._entries)
 
     def save(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.index.save_index(str(self.directory / "index.bin"))
-        with open(self.directory / "entries.jsonl", "w", encoding="utf-8") as lines:
-            for i, entry in self._entries.items():
-                lines.write(json.dumps({"id": i, "text": entry.text, "labels": entry.labels}, ensure_ascii=False) + "\n")
-        (self.directory / "index.json").write_text(json.dumps(
-            {"dim": self.info.dim, "encoder": self.info.encoder, "capacity": self.index.get_max_elements(),
-             "engine": "hnswlib"}) + "\n", encoding="utf-8")
+        """A new generation, then the pointer, then the old generations' removal (see the class)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"cannot save the index {self.directory}: {err}") from None
+        name = _next_generation_name(self.directory)
+        try:
+            self._write_generation(name)
+            write_text_atomic(self.directory / POINTER, name + "\n")
+        except (OSError, DataError) as err:
+            _remove(self.directory / f"{name}.partial")
+            _remove(self.directory / name)
+            raise DataError(f"cannot save the index {self.directory}: {err}; the index saved there before is "
+                            f"unchanged") from None
+        _fsync_directory(self.directory)
+        _remove_stale(self.directory, keep=name)
+
+    def _write_generation(self, name: str) -> None:
+        """All files of generation `name`, written and flushed in `name`.partial/, then renamed to `name`."""
+        partial = self.directory / f"{name}.partial"
+        _remove(partial)
+        partial.mkdir()
+        _save_hnsw(self.index, partial / "index.bin")
+        _write_lines(partial / "entries.jsonl", (json.dumps({"id": i, "text": entry.text, "labels": entry.labels},
+                                                            ensure_ascii=False) + "\n"
+                                                 for i, entry in self._entries.items()))
+        meta = {"dim": self.info.dim, "encoder": self.info.encoder, "capacity": self.index.get_max_elements(),
+                "engine": "hnswlib", "generation": name, "count": len(self._entries),
+                "deleted": sorted(self._deleted), "files": {file: (partial / file).stat().st_size
+                                                            for file in ("index.bin", "entries.jsonl")}}
+        _write_lines(partial / "index.json", [json.dumps(meta) + "\n"])
+        _fsync_directory(partial)
+        os.rename(partial, self.directory / name)
+
+
+POINTER = "CURRENT"  # the name of the complete generation of an hnswlib index directory
+GENERATION = re.compile(r"gen-(\d+)")
+INDEX_FILES = ("index.bin", "entries.jsonl", "index.json")
+REBUILD = "delete the directory and build it again (recall.py --index_path or utils/vector_insert.py --index_path)"
+
+
+def _damaged(directory: Path, reason: str) -> DataError:
+    return DataError(f"the index {directory} is damaged ({reason}); {REBUILD}")
+
+
+def current_generation(directory: Path) -> Path | None:
+    """Where the index of `directory` is: the generation `CURRENT` names, the directory itself for the
+    earlier layout, or None when no index was ever saved there (missing, empty, or holding only what an
+    interrupted first save left). Any other content is refused: it is not an index, or lost its pointer."""
+    if not directory.exists():
+        return None
+    if not directory.is_dir():
+        raise DataError(f"the index path {directory} is a file, not an index directory")
+    pointer = directory / POINTER
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if not GENERATION.fullmatch(name) or not (directory / name).is_dir():
+            raise _damaged(directory, f"{POINTER} names {name[:80]!r}, which is not a generation directory there")
+        return directory / name
+    if any((directory / file).exists() for file in INDEX_FILES):
+        return directory
+    others = sorted(path.name for path in directory.iterdir() if not _left_by_a_save(path.name))
+    if others:
+        raise DataError(f"the index directory {directory} holds no index pointer ({POINTER}) but {len(others)} other "
+                        f"files (e.g. {others[0]!r}): it is not an hnswlib index, or its pointer was lost; "
+                        f"give an empty or new directory, or {REBUILD}")
+    return None
+
+
+def _left_by_a_save(name: str) -> bool:
+    """A generation being written, or the pointer's temporary file, left by a save that was killed."""
+    return name.endswith(".partial") or (name.startswith(f".{POINTER}.") and name.endswith(".tmp"))
+
+
+def _read_meta(directory: Path, location: Path, legacy: bool) -> dict:
+    """index.json, with every field the loader relies on present and of the right type."""
+    try:
+        meta = json.loads((location / "index.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _damaged(directory, "index.json is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(directory, f"index.json is not valid JSON: {err}") from None
+    fields = {"dim": int, "encoder": str, "capacity": int}
+    if not legacy:
+        fields.update(generation=str, count=int, deleted=list, files=dict)
+    wrong = [key for key, kind in fields.items() if not isinstance(meta, dict) or not isinstance(meta.get(key), kind)]
+    if wrong:
+        raise _damaged(directory, f"index.json is not valid: no proper {', '.join(wrong)}")
+    if not legacy and meta["generation"] != location.name:
+        raise _damaged(directory, f"{location.name}/index.json was written for {meta['generation'][:80]!r}")
+    return meta
+
+
+def _check_file_sizes(directory: Path, location: Path, sizes: dict | None) -> None:
+    """index.bin and entries.jsonl are there and, when index.json records them, of the recorded sizes
+    (a truncated or replaced file is caught before hnswlib or the JSON reader sees it)."""
+    for file in ("index.bin", "entries.jsonl"):
+        path = location / file
+        if not path.is_file():
+            raise _damaged(directory, f"{file} is missing")
+        if sizes is not None and path.stat().st_size != sizes.get(file):
+            raise _damaged(directory, f"{file} has {path.stat().st_size} bytes, index.json records {sizes.get(file)}: "
+                                      f"it was truncated or replaced")
+
+
+def _load_hnsw(directory: Path, path: Path, meta: dict):
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=meta["dim"])
+    try:
+        index.load_index(str(path), max_elements=meta["capacity"])
+    except RuntimeError as err:
+        raise _damaged(directory, f"index.bin cannot be read: {err}") from None
+    return index
+
+
+def _read_entries(directory: Path, path: Path) -> dict[int, Entry]:
+    entries = {}
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+                entries[int(row["id"])] = Entry(str(row["text"]), [str(name) for name in row["labels"]])
+            except (ValueError, KeyError, TypeError):
+                raise _damaged(directory, f"entries.jsonl line {number} is not an entry") from None
+    return entries
+
+
+def _check_agreement(directory: Path, meta: dict, entries: dict[int, Entry], deleted: set[int],
+                     labels: Sequence[int]) -> None:
+    """Entries and vectors describe the same ids: every entry has a vector, every vector an entry or a removal."""
+    if "count" in meta and meta["count"] != len(entries):
+        raise _damaged(directory, f"entries.jsonl holds {len(entries)} entries, index.json records {meta['count']}")
+    labels = set(map(int, labels))
+    if labels != entries.keys() | deleted or entries.keys() & deleted:
+        raise _damaged(directory, f"the ids of entries.jsonl and index.bin differ ({len(entries)} entries, "
+                                  f"{len(labels - deleted)} vectors)")
+
+
+def _next_generation_name(directory: Path) -> str:
+    """A generation name above any in the directory (a killed save may have left a higher one)."""
+    numbers = [int(match.group(1)) for path in directory.iterdir()
+               if (match := GENERATION.fullmatch(path.name.removesuffix(".partial")))]
+    return f"gen-{max(numbers, default=0) + 1:06d}"
+
+
+def _save_hnsw(index, path: Path) -> None:
+    index.save_index(str(path))
+    _fsync_path(path)
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    """A file of one generation, flushed to disk (the generation as a whole is what is made atomic)."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(lines)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make renames in `path` durable; best effort (some filesystems refuse to sync a directory)."""
+    with contextlib.suppress(OSError):
+        _fsync_path(path)
+
+
+def _remove(path: Path) -> None:
+    """A generation directory or a leftover file, if it is there; best effort."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _remove_stale(directory: Path, keep: str) -> None:
+    """After the pointer names `keep`: the other generations, killed saves' leftovers and the earlier
+    layout's files. Best effort: what stays is removed by the next save and never read."""
+    for path in directory.iterdir():
+        name = path.name
+        if name == keep:
+            continue
+        if GENERATION.fullmatch(name.removesuffix(".partial")) or _left_by_a_save(name) or name in INDEX_FILES:
+            _remove(path)
 
 
 class MilvusIndex(VectorIndex):
