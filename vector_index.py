@@ -13,6 +13,7 @@ Ids are the caller's: re-inserting an id replaces its entry (a re-run adds no du
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -115,14 +116,29 @@ class HnswIndex(VectorIndex):
         self.ef = ef
         self.info = info
         self._deleted: set[int] = set()  # removed ids, still labels of hnswlib's graph (marked deleted)
-        location = current_generation(self.directory)
+        location = self._load_current()
+        self._opened = None if location is None else location.name  # what a save must still find current
         if location is None:
             self.index = hnswlib.Index(space="cosine", dim=info.dim)
             self.index.init_index(max_elements=min(1024, max_elements), ef_construction=ef, M=m)
             self._entries: dict[int, Entry] = {}
-        else:
-            self._load(location)
         self.index.set_ef(ef)
+
+    def _load_current(self) -> Path | None:
+        """Load the current generation; when another process's save replaced it while it was being read
+        (its files deleted under the reader), read the new one instead of calling it damaged."""
+        for _ in range(3):
+            location = current_generation(self.directory)
+            if location is None:
+                return None
+            try:
+                self._load(location)
+                return location
+            except DataError:
+                if current_generation(self.directory) == location:
+                    raise
+        raise DataError(f"the index {self.directory} changes faster than it can be read: another process keeps "
+                        f"saving it; try again when it is done")
 
     def _load(self, location: Path) -> None:
         legacy = location == self.directory
@@ -178,17 +194,27 @@ class HnswIndex(VectorIndex):
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise DataError(f"cannot save the index {self.directory}: {err}") from None
-        name = _next_generation_name(self.directory)
-        try:
-            self._write_generation(name)
-            write_text_atomic(self.directory / POINTER, name + "\n")
-        except (OSError, DataError) as err:
-            _remove(self.directory / f"{name}.partial")
-            _remove(self.directory / name)
-            raise DataError(f"cannot save the index {self.directory}: {err}; the index saved there before is "
-                            f"unchanged") from None
-        _fsync_directory(self.directory)
-        _remove_stale(self.directory, keep=name)
+        with _save_lock(self.directory):
+            self._check_still_current()
+            name = _next_generation_name(self.directory)
+            try:
+                self._write_generation(name)
+                write_text_atomic(self.directory / POINTER, name + "\n")
+            except (OSError, DataError) as err:
+                _remove(self.directory / f"{name}.partial")
+                _remove(self.directory / name)
+                raise DataError(f"cannot save the index {self.directory}: {err}; the index saved there before is "
+                                f"unchanged") from None
+            _fsync_directory(self.directory)
+            _remove_stale(self.directory, keep=name)
+            self._opened = name
+
+    def _check_still_current(self) -> None:
+        """Saving over what another process saved since this one opened the index would drop its entries."""
+        location = current_generation(self.directory)
+        if (None if location is None else location.name) != self._opened:
+            raise DataError(f"the index {self.directory} was saved by another process after this one opened it; "
+                            f"nothing was written here: run this again to add to what is there now")
 
     def _write_generation(self, name: str) -> None:
         """All files of generation `name`, written and flushed in `name`.partial/, then renamed to `name`."""
@@ -209,6 +235,7 @@ class HnswIndex(VectorIndex):
 
 
 POINTER = "CURRENT"  # the name of the complete generation of an hnswlib index directory
+LOCK = ".lock"  # held by a save
 GENERATION = re.compile(r"gen-(\d+)")
 INDEX_FILES = ("index.bin", "entries.jsonl", "index.json")
 REBUILD = "delete the directory and build it again (recall.py --index_path or utils/vector_insert.py --index_path)"
@@ -234,7 +261,7 @@ def current_generation(directory: Path) -> Path | None:
         return directory / name
     if any((directory / file).exists() for file in INDEX_FILES):
         return directory
-    others = sorted(path.name for path in directory.iterdir() if not _left_by_a_save(path.name))
+    others = sorted(path.name for path in directory.iterdir() if not _left_by_a_save(path.name) and path.name != LOCK)
     if others:
         raise DataError(f"the index directory {directory} holds no index pointer ({POINTER}) but {len(others)} other "
                         f"files (e.g. {others[0]!r}): it is not an hnswlib index, or its pointer was lost; "
@@ -245,6 +272,22 @@ def current_generation(directory: Path) -> Path | None:
 def _left_by_a_save(name: str) -> bool:
     """A generation being written, or the pointer's temporary file, left by a save that was killed."""
     return name.endswith(".partial") or (name.startswith(f".{POINTER}.") and name.endswith(".tmp"))
+
+
+@contextlib.contextmanager
+def _save_lock(directory: Path) -> Iterator[None]:
+    """One save at a time per directory, across processes (two would pick the same generation name);
+    the kernel releases the lock of a killed process."""
+    try:
+        lock = open(directory / LOCK, "a")
+    except OSError as err:
+        raise DataError(f"cannot save the index {directory}: {err}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _read_meta(directory: Path, location: Path, legacy: bool) -> dict:

@@ -158,7 +158,7 @@ def test_an_index_of_the_earlier_layout_is_read_and_saved_in_the_new_one(tmp_pat
     index = HnswIndex(tmp_path / "index", INFO)
     index.upsert([11], unit_vectors(12, 0)[11:], entries_of(1, 11))
     index.save()
-    assert sorted(path.name for path in (tmp_path / "index").iterdir()) == ["CURRENT", "gen-000001"]
+    assert sorted(path.name for path in (tmp_path / "index").iterdir()) == [".lock", "CURRENT", "gen-000001"]
     assert_holds(tmp_path / "index", 12)
 
 
@@ -240,7 +240,7 @@ def test_a_save_killed_at_any_point_leaves_the_old_index_or_the_new_one(point, l
     again.upsert([11, 12], unit_vectors(13, 0)[11:], entries_of(2, 11))
     again.save()
     assert_holds(directory, 13)
-    assert sorted(path.name for path in directory.iterdir()) == ["CURRENT", only_generation(directory).name]
+    assert sorted(path.name for path in directory.iterdir()) == [".lock", "CURRENT", only_generation(directory).name]
 
 
 def test_a_save_that_cannot_write_is_one_line_and_the_old_index_stays(tmp_path, monkeypatch):
@@ -262,3 +262,53 @@ def test_a_save_that_cannot_write_is_one_line_and_the_old_index_stays(tmp_path, 
     assert "the index saved there before is unchanged" in result.stderr
     assert snapshot(tmp_path / "index") == before
     assert_holds(tmp_path / "index", 11)
+
+
+# ---- hnswlib: two processes on one directory ----
+
+def test_a_save_over_what_another_process_saved_meanwhile_is_refused(tmp_path):
+    """Two inserts opened on the same index: the later save would silently drop the earlier one's entries."""
+    saved_index(tmp_path / "index")
+    first, second = HnswIndex(tmp_path / "index", INFO), HnswIndex(tmp_path / "index", INFO)
+    first.upsert([11], unit_vectors(12, 0)[11:], entries_of(1, 11))
+    first.save()
+    second.upsert([12], unit_vectors(13, 0)[12:], entries_of(1, 12))
+    with pytest.raises(DataError, match="was saved by another process after this one opened it; nothing was written"):
+        second.save()
+    assert_holds(tmp_path / "index", 12)
+
+
+def test_a_reader_whose_generation_is_replaced_while_it_reads_loads_the_new_one(tmp_path, monkeypatch):
+    saved_index(tmp_path / "index")
+    real, saves = vector_index._read_meta, []
+
+    def save_meanwhile(directory, location, legacy):
+        if not saves:  # another process saves (and deletes this generation) right after the pointer was read
+            saves.append(1)
+            writer = HnswIndex(directory, INFO)
+            writer.upsert([11], unit_vectors(12, 0)[11:], entries_of(1, 11))
+            writer.save()
+        return real(directory, location, legacy)
+
+    monkeypatch.setattr(vector_index, "_read_meta", save_meanwhile)
+    assert HnswIndex(tmp_path / "index", INFO).count() == 12
+
+
+def test_a_save_waits_while_another_process_saves(tmp_path):
+    """Saves hold a lock on the directory across processes (a flock on another descriptor is another holder)."""
+    import fcntl
+    import threading
+
+    saved_index(tmp_path / "index")
+    index = HnswIndex(tmp_path / "index", INFO)
+    index.upsert([11], unit_vectors(12, 0)[11:], entries_of(1, 11))
+    with open(tmp_path / "index" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        saving = threading.Thread(target=index.save)
+        saving.start()
+        saving.join(timeout=1.0)
+        assert saving.is_alive()
+        assert_holds(tmp_path / "index", 11)
+    saving.join(timeout=30)
+    assert not saving.is_alive()
+    assert_holds(tmp_path / "index", 12)
