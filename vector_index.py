@@ -30,6 +30,7 @@ from utils import DataError, write_text_atomic
 MILVUS_COLLECTION = "multi_label"  # the reference's collection name
 MILVUS_TEXT_LENGTH = 65535  # VARCHAR limit of the text and labels fields, in bytes
 INSERT_CHUNK = 50000  # the reference inserts in chunks of this many rows
+COUNT_PROPERTY = "entries"  # Milvus Lite: the collection's entry count at its last save
 
 
 @dataclass
@@ -415,33 +416,55 @@ class MilvusIndex(VectorIndex):
     collection's property `encoder` holds the encoder's fingerprint."""
 
     def __init__(self, uri: str, info: IndexInfo, collection: str = MILVUS_COLLECTION, m: int = 100, ef: int = 100):
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import MilvusException
 
-        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite logs unimplemented calls it ignores
         for chatty in ("milvus_lite", "faiss.loader"):  # server ports and CPU-feature probing, at INFO
             logging.getLogger(chatty).setLevel(logging.WARNING)
-        self.client = MilvusClient(uri)
+        for reported in ("grpc._server", "milvus_lite.adapter.grpc.servicer", "pymilvus.decorators"):  # failures are reported here, in one line, not as logged tracebacks
+            logging.getLogger(reported).setLevel(logging.CRITICAL)
+        self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        self.uri = uri
+        self.where = f"The Milvus collection {collection} at {uri}"
+        self.client = _milvus_client(uri)
         self.collection = collection
         self.ef = ef
-        self.where = f"The Milvus collection {collection} at {uri}"
-        if self.client.has_collection(collection):
-            description = self.client.describe_collection(collection)
-            dim = next(field["params"]["dim"] for field in description["fields"] if field["name"] == "vector")
-            encoder = description.get("properties", {}).get("encoder", "unknown")
-            IndexInfo(int(dim), encoder).check(info.dim, info.encoder, self.where)
-        else:
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
-            schema.add_field("text", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
-            schema.add_field("labels", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
-            index_params = self.client.prepare_index_params()
-            index_params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
-                                   params={"M": m, "efConstruction": ef})
-            self.client.create_collection(collection, schema=schema, index_params=index_params,
-                                          properties={"encoder": info.encoder})
-        self.client.load_collection(collection)
+        try:
+            self._open_collection(info, m, ef)
+        except MilvusException as err:
+            raise DataError(f"{self.where} cannot be read: {err.message}; "
+                            + (f"delete {uri} and build it again" if self.lite else "check the Milvus server")) from None
         self.info = info
+
+    def _open_collection(self, info: IndexInfo, m: int, ef: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self.client.has_collection(self.collection):
+            description = self.client.describe_collection(self.collection)
+            dim = next(field["params"]["dim"] for field in description["fields"] if field["name"] == "vector")
+            properties = description.get("properties", {})
+            IndexInfo(int(dim), properties.get("encoder", "unknown")).check(info.dim, info.encoder, self.where)
+            self.client.load_collection(self.collection)
+            self._check_count(properties.get(COUNT_PROPERTY))
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
+        schema.add_field("text", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
+        schema.add_field("labels", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
+                               params={"M": m, "efConstruction": ef})
+        self.client.create_collection(self.collection, schema=schema, index_params=index_params,
+                                      properties={"encoder": info.encoder})
+        self.client.load_collection(self.collection)
+
+    def _check_count(self, recorded: str | None) -> None:
+        """Milvus Lite reads a collection whose data or manifest files were lost as empty or smaller;
+        the entry count recorded at the last save tells. (A Milvus server keeps its own data, and
+        other clients may change it: there the count is not checked.)"""
+        if self.lite and recorded is not None and self.count() != int(recorded):
+            raise DataError(f"{self.where} holds {self.count()} entries, {recorded} when it was last saved: its files "
+                            f"are damaged; delete it and build it again")
 
     def upsert(self, ids, vectors, entries):
         vectors = self._check_vectors(ids, vectors, entries)
@@ -472,8 +495,67 @@ class MilvusIndex(VectorIndex):
     def count(self):
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
+    def ids(self):
+        rows = self.client.query_iterator(self.collection, batch_size=10000, filter="id >= 0", output_fields=["id"])
+        found = set()
+        while batch := rows.next():
+            found.update(row["id"] for row in batch)
+        rows.close()
+        return found
+
+    def delete(self, ids):
+        if len(ids):
+            self.client.delete(self.collection, ids=[int(i) for i in ids])
+
+    def close(self) -> None:
+        """Let other processes open a Milvus Lite file: this process holds it until it ends or closes it."""
+        self.client.close()
+        if self.lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+
     def save(self):
         self.client.flush(self.collection)
+        if self.lite:
+            self.client.alter_collection_properties(self.collection, {COUNT_PROPERTY: str(self.count())})
+
+
+def _milvus_client(uri: str):
+    """A MilvusClient; a Milvus Lite file another process has open (Milvus Lite allows one process
+    per file) or that cannot be opened is one line, not the traceback Milvus Lite logs."""
+    from pymilvus import MilvusClient, MilvusException
+
+    failures = _CapturedFailure()
+    lite_log = logging.getLogger("milvus_lite.server_manager")
+    lite_log.addHandler(failures)
+    lite_log.propagate = False  # its records reach only `failures`
+    try:
+        return MilvusClient(uri)
+    except MilvusException as err:
+        if failures.locked:
+            raise DataError(f"the Milvus Lite database {uri} is open in another process (Milvus Lite allows one "
+                            f"process per file): wait until it ends, or use a Milvus server for several processes "
+                            f"(--milvus_uri http://host:19530)") from None
+        raise DataError(f"cannot open the Milvus database {uri}: {failures.reason or err.message}") from None
+    finally:
+        lite_log.removeHandler(failures)
+        lite_log.propagate = True
+
+
+class _CapturedFailure(logging.Handler):
+    """Keeps the exception Milvus Lite logs when its server does not start (pymilvus then raises
+    only 'Open local milvus failed')."""
+
+    def __init__(self):
+        super().__init__()
+        self.locked, self.reason = False, None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            self.locked = self.locked or type(error).__name__ == "DataDirLockedError"
+            self.reason = str(error).splitlines()[0]
 
 
 def open_index(info: IndexInfo, index_path: str | os.PathLike | None = None, milvus_uri: str | None = None,

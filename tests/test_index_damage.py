@@ -8,6 +8,8 @@ Indexes are built directly from random unit vectors: no model is trained here.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import hnswlib
@@ -16,7 +18,7 @@ import pytest
 
 import vector_index
 from utils import DataError
-from vector_index import Entry, HnswIndex, IndexInfo
+from vector_index import Entry, HnswIndex, IndexInfo, MilvusIndex
 
 from conftest import run_main
 
@@ -312,3 +314,65 @@ def test_a_save_waits_while_another_process_saves(tmp_path):
     saving.join(timeout=30)
     assert not saving.is_alive()
     assert_holds(tmp_path / "index", 12)
+
+
+# ---- Milvus Lite: a file held by another process, damaged files ----
+
+HOLD = """
+import sys, time
+from pymilvus import MilvusClient
+client = MilvusClient(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def saved_milvus(path: Path, count: int = 11) -> None:
+    index = MilvusIndex(str(path), INFO)
+    index.upsert(list(range(count)), unit_vectors(count, 0), entries_of(count))
+    index.save()
+    index.close()
+
+
+def test_a_milvus_lite_file_open_in_another_process_is_one_line(tmp_path):
+    saved_milvus(tmp_path / "m.db")  # and closed: this process no longer holds it
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "m.db")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        result = run_main("retrieval_based/utils/vector_insert.py", "--vector_path",
+                          write_insert_input(tmp_path / "vectors", 3), "--milvus_uri", tmp_path / "m.db")
+    finally:
+        holder.communicate("", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"the Milvus Lite database {tmp_path / 'm.db'} is open in another process (Milvus Lite allows one " \
+           "process per file)" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 2  # the shape line, the error
+    index = MilvusIndex(str(tmp_path / "m.db"), INFO)  # free again once the other process ended
+    assert index.count() == 11
+
+
+def collection_file(path: Path, pattern: str) -> Path:
+    return next((path / "collections" / "multi_label").rglob(pattern))
+
+
+MILVUS_DAMAGES = {
+    "schema garbage": ("schema.json", lambda file: file.write_bytes(b"{garbage"), "is not valid JSON"),
+    "manifest garbage": ("manifest.json", lambda file: file.write_bytes(b"\x00garbage"), "holds 0 entries, 11 when"),
+    "data deleted": ("*.parquet", lambda file: file.unlink(), "holds 0 entries, 11 when it was last saved"),
+    "data truncated": ("*.parquet", lambda file: file.write_bytes(file.read_bytes()[:100]),
+                       "Parquet magic bytes not found"),
+    "vector index garbage": ("*.idx", lambda file: file.write_bytes(b"garbage" * 10), "not recognized"),
+}
+
+
+@pytest.mark.parametrize("damage", list(MILVUS_DAMAGES))
+def test_a_damaged_milvus_lite_file_is_one_line(damage, tmp_path):
+    pattern, harm, reason = MILVUS_DAMAGES[damage]
+    saved_milvus(tmp_path / "m.db")
+    harm(collection_file(tmp_path / "m.db", pattern))
+    with pytest.raises(DataError) as raised:
+        MilvusIndex(str(tmp_path / "m.db"), INFO)
+    message = str(raised.value)
+    assert "\n" not in message and reason in message, message
+    assert f"The Milvus collection multi_label at {tmp_path / 'm.db'}" in message and "build it again" in message
