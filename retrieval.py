@@ -72,15 +72,34 @@ def entry_id(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1  # a non-negative int64
 
 
-def build_index(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, entries: Sequence[Entry]
-                ) -> None:
-    """Embed the entries and upsert them (by `entry_id`)."""
+def build_index(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, entries: Sequence[Entry],
+                prune: bool = False) -> None:
+    """Embed the entries and upsert them (by `entry_id`); entries of a reused index that are not in
+    `entries` are reported, or removed with `prune` (see `reconcile_index`)."""
     if not entries:
         raise DataError("the corpus is empty: nothing to index")
     logger.info("start build index..........")
     vectors = embed(model, pipeline, [entry.text for entry in entries])
     index.upsert([entry_id(entry.text) for entry in entries], vectors, entries)
+    reconcile_index(index, entries, prune)
     logger.info("Total index number:%d" % index.count())
+
+
+def reconcile_index(index: VectorIndex, corpus: Sequence[Entry], prune: bool) -> int:
+    """Entries of a reused index that the corpus no longer has (a removed label, a dropped text) are
+    recalled like the others, for every text: warn with their count and an example, or, with `prune`
+    (--prune_index), remove them from the index (not saved here). Returns how many were removed."""
+    stale = sorted(index.ids() - {entry_id(entry.text) for entry in corpus})
+    if not stale:
+        return 0
+    example = index.entries(stale[:1])[stale[0]].text
+    if not prune:
+        logger.warning(f"the index holds {len(stale)} entries that are not in the corpus (e.g. {example!r}); they "
+                       f"are recalled like the others: --prune_index removes them")
+        return 0
+    index.delete(stale)
+    logger.info(f"Removed {len(stale)} index entries that are not in the corpus (e.g. {example!r})")
+    return len(stale)
 
 
 @dataclass

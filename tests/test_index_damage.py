@@ -376,3 +376,33 @@ def test_a_damaged_milvus_lite_file_is_one_line(damage, tmp_path):
     message = str(raised.value)
     assert "\n" not in message and reason in message, message
     assert f"The Milvus collection multi_label at {tmp_path / 'm.db'}" in message and "build it again" in message
+
+
+# ---- entries a reused index holds and the corpus no longer has ----
+
+@pytest.mark.parametrize("engine", ["hnswlib", "milvus"])
+def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(engine, tmp_path, caplog):
+    """The tester's case: recall.py --index_path reused with a smaller label file recalled the removed
+    label for every text, without a word."""
+    from retrieval import entry_id, reconcile_index
+
+    def opened():
+        return HnswIndex(tmp_path / "hnsw", INFO) if engine == "hnswlib" else MilvusIndex(str(tmp_path / "m.db"), INFO)
+
+    corpus = entries_of(11)
+    index = opened()
+    index.upsert([entry_id(entry.text) for entry in corpus], unit_vectors(11, 0), corpus)
+    smaller = corpus[:8]
+    assert reconcile_index(index, smaller, prune=False) == 0
+    assert "the index holds 3 entries that are not in the corpus (e.g. 'text" in caplog.text
+    assert "--prune_index removes them" in caplog.text and index.count() == 11
+    assert reconcile_index(index, smaller, prune=True) == 3
+    index.save()
+    if engine == "milvus":
+        index.close()
+    index = opened()
+    assert index.ids() == {entry_id(entry.text) for entry in smaller}
+    found = index.entries(index.search(unit_vectors(11, 0), 8)[0].ravel().tolist())
+    assert {entry.text for entry in found.values()} == {entry.text for entry in smaller}
+    index.upsert([entry_id(corpus[9].text)], unit_vectors(11, 0)[9:10], corpus[9:10])  # a removed entry comes back
+    assert index.count() == 9 and index.entries([entry_id(corpus[9].text)])[entry_id(corpus[9].text)] == corpus[9]
