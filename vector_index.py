@@ -335,7 +335,11 @@ def _load_hnsw(directory: Path, path: Path, meta: dict):
 
 def _read_entries(directory: Path, path: Path) -> dict[int, Entry]:
     entries = {}
-    with open(path, encoding="utf-8", errors="replace") as lines:
+    try:
+        lines = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # deleted since its size was checked: a concurrent save (see _load_current)
+        raise _damaged(directory, "entries.jsonl is missing") from None
+    with lines:
         for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
