@@ -14,6 +14,7 @@ alone can be scored.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ import numpy as np
 
 from data_io import Example, read_lines
 from pipeline import TextPipeline
-from semantic_index import SemanticIndexModel, embed
-from utils import DataError, logger
+from semantic_index import SemanticIndexModel, embed, file_digest
+from utils import DataError, atomic_output, logger, write_text_atomic
 from vector_index import Entry, VectorIndex
 
 RECALL_MODES = ("label", "text")
@@ -174,6 +175,44 @@ def read_recall_file(path: str | os.PathLike, queries: Sequence[str]) -> tuple[R
         entries.append([Entry(row[1], [row[1]] if mode == "label" else row[3].split(",")) for row in block])
         similarities.append([float(row[2]) for row in block])
     return Recall(entries, np.asarray(similarities, dtype="float32").reshape(len(queries), per_query)), mode
+
+
+def write_corpus_vectors(npy: Path, vectors: np.ndarray, entries: Sequence[Entry], encoder: str,
+                         corpus_file: str | os.PathLike) -> None:
+    """feature_extract.py's output: the vectors (`npy`) and, beside them (`.json`), their entries, the
+    encoder's fingerprint and the vectors file's sha256. Each file is written atomically, the array
+    first: a kill between the two leaves a pair whose digest does not match, which vector_insert.py refuses."""
+    with atomic_output(npy, "wb") as handle:
+        np.save(handle, vectors)
+    write_text_atomic(npy.with_suffix(".json"), json.dumps(
+        {"encoder": encoder, "corpus_file": str(Path(corpus_file).resolve()), "vectors_sha256": file_digest(npy),
+         "entries": [{"text": entry.text, "labels": entry.labels} for entry in entries]}, ensure_ascii=False) + "\n")
+
+
+def read_corpus_vectors(npy: str | os.PathLike) -> tuple[np.ndarray, list[Entry], str]:
+    """The vectors, entries and encoder fingerprint of a feature_extract.py output, checked to belong together."""
+    npy, sidecar = Path(npy), Path(npy).with_suffix(".json")
+    if not sidecar.is_file():
+        raise DataError(f"{sidecar} is missing: make the vectors with feature_extract.py, which records their entries")
+    redo = "run feature_extract.py again"
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        entries = [Entry(str(row["text"]), [str(name) for name in row["labels"]]) for row in meta["entries"]]
+        encoder = str(meta["encoder"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{sidecar} is not a feature_extract.py record ({type(err).__name__}: {err}); {redo}") from None
+    if not npy.is_file():
+        raise DataError(f"{npy} is missing; {redo}")
+    recorded = meta.get("vectors_sha256")  # records written before it was added have none
+    if recorded is not None and recorded != file_digest(npy):
+        raise DataError(f"{npy} is not the vectors {sidecar} describes (damaged, or from another run); {redo}")
+    try:
+        vectors = np.load(npy)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{npy} cannot be read ({err}); {redo}") from None
+    if vectors.ndim != 2 or len(entries) != len(vectors):
+        raise DataError(f"{npy} holds vectors of shape {vectors.shape} but {sidecar} {len(entries)} entries; {redo}")
+    return vectors, entries, encoder
 
 
 def read_text_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:

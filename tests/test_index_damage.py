@@ -406,3 +406,24 @@ def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(engine, tmp
     assert {entry.text for entry in found.values()} == {entry.text for entry in smaller}
     index.upsert([entry_id(corpus[9].text)], unit_vectors(11, 0)[9:10], corpus[9:10])  # a removed entry comes back
     assert index.count() == 9 and index.entries([entry_id(corpus[9].text)])[entry_id(corpus[9].text)] == corpus[9]
+
+
+# ---- feature_extract.py's vectors and their record, vector_insert.py's input ----
+
+def test_vector_insert_refuses_vectors_and_record_that_do_not_belong_together(tmp_path):
+    from retrieval import write_corpus_vectors
+
+    npy = tmp_path / "label_embedding.npy"
+    write_corpus_vectors(npy, unit_vectors(5, 0), entries_of(5), INFO.encoder, tmp_path / "label.txt")
+    insert = ["retrieval_based/utils/vector_insert.py", "--vector_path", npy, "--index_path", tmp_path / "index"]
+    result = run_main(*insert)
+    assert result.returncode == 0 and "Insert 5 entities, there are 5 entities" in result.stderr, result.stderr
+    np.save(npy, unit_vectors(5, 1))  # a later run's array without its record (killed between the two)
+    result = run_main(*insert)
+    assert result.returncode == 2, result.stderr
+    assert f"{npy} is not the vectors {npy.with_suffix('.json')} describes (damaged, or from another run)" \
+        in result.stderr
+    npy.with_suffix(".json").write_text('{"entries": [', encoding="utf-8")
+    result = run_main(*insert)
+    assert result.returncode == 2 and "is not a feature_extract.py record (JSONDecodeError" in result.stderr
+    assert HnswIndex(tmp_path / "index", INFO).count() == 5
