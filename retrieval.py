@@ -145,8 +145,9 @@ def label_scores(result: Recall, labels: Sequence[str], mode: str) -> np.ndarray
 
 
 def write_recall_file(path: str | os.PathLike, queries: Sequence[str], result: Recall, mode: str) -> None:
+    """The recall file, replaced atomically (evaluate.py never reads half of one)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as out:
+    with atomic_output(path) as out:
         for query, entries, similarities in zip(queries, result.entries, result.similarities):
             for entry, similarity in zip(entries, similarities):
                 fields = [query, entry.text, str(similarity)] + ([",".join(entry.labels)] if mode == "text" else [])

@@ -80,6 +80,8 @@ DAMAGES = {
     "index.json deleted": ("index.json", lambda path: path.unlink(), "index.json is missing"),
     "index.json garbage": ("index.json", lambda path: path.write_bytes(b"\x00garbage{"), "index.json is not valid"),
     "index.bin deleted": ("index.bin", lambda path: path.unlink(), "index.bin is missing"),
+    "index.bin garbage of its size": ("index.bin", lambda path: path.write_bytes(
+        np.random.default_rng(0).bytes(path.stat().st_size)), "index.bin cannot be read"),
     "index.bin truncated": ("index.bin", lambda path: path.write_bytes(path.read_bytes()[:200]),
                             "index.bin has 200 bytes"),
     "entries.jsonl truncated by lines": (
