@@ -429,3 +429,44 @@ def test_vector_insert_refuses_vectors_and_record_that_do_not_belong_together(tm
     result = run_main(*insert)
     assert result.returncode == 2 and "is not a feature_extract.py record (JSONDecodeError" in result.stderr
     assert HnswIndex(tmp_path / "index", INFO).count() == 5
+
+
+SAVE_FOREVER = """
+import sys
+import numpy as np
+from vector_index import Entry, HnswIndex, IndexInfo
+rng = np.random.default_rng(int(sys.argv[2]))
+while True:
+    index = HnswIndex(sys.argv[1], IndexInfo(8, "encoder-a"))
+    start = index.count()
+    index.upsert(list(range(start, start + 500)), rng.normal(size=(500, 8)).astype("float32"),
+                 [Entry(f"text {i}", ["x"]) for i in range(start, start + 500)])
+    index.save()
+    print(start + 500, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.13, 0.37])
+def test_an_index_saved_over_and_over_and_killed_at_a_random_moment_loads_complete(delay, tmp_path):
+    """A real SIGKILL, wherever it lands in the save loop: the index holds exactly the entries of one
+    of the saves (the last reported or the next), never a mix."""
+    import os
+    import signal
+    import time
+
+    from conftest import ROOT
+
+    saver = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(tmp_path / "index"), str(int(delay * 100))],
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        reported = [int(saver.stdout.readline()) for _ in range(2)]
+        time.sleep(delay)
+    finally:
+        saver.send_signal(signal.SIGKILL)
+        saver.wait(timeout=60)
+    index = HnswIndex(tmp_path / "index", INFO)
+    count = index.count()
+    assert count % 500 == 0 and count >= reported[-1], (count, reported)
+    assert index.ids() == set(range(count))
+    assert index.search(unit_vectors(3, 0), 5)[0].shape == (3, 5)
