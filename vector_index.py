@@ -464,9 +464,10 @@ class MilvusIndex(VectorIndex):
 
     def _check_count(self, recorded: str | None) -> None:
         """Milvus Lite reads a collection whose data or manifest files were lost as empty or smaller;
-        the entry count recorded at the last save tells. (A Milvus server keeps its own data, and
-        other clients may change it: there the count is not checked.)"""
-        if self.lite and recorded is not None and self.count() != int(recorded):
+        the entry count recorded at the last save tells. More entries than recorded is no damage: an
+        upsert whose process ended before its save. (A Milvus server keeps its own data, and other
+        clients may change it: there the count is not checked.)"""
+        if self.lite and recorded is not None and self.count() < int(recorded):
             raise DataError(f"{self.where} holds {self.count()} entries, {recorded} when it was last saved: its files "
                             f"are damaged; delete it and build it again")
 
