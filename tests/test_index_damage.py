@@ -121,7 +121,7 @@ def test_an_hnswlib_index_written_by_hand_with_other_ids_is_refused(tmp_path):
     saved_index(tmp_path / "index")
     entries = only_generation(tmp_path / "index") / "entries.jsonl"
     rows = [json.loads(line) for line in entries.read_text(encoding="utf-8").splitlines()]
-    rows[3]["id"] = 99  # same size in bytes would not be needed: the check is on ids
+    rows[3]["id"] = 99  # index.json is made to match below: only the comparison of ids can tell
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     entries.write_text(text, encoding="utf-8")
     meta_path = only_generation(tmp_path / "index") / "index.json"
