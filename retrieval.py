@@ -14,6 +14,7 @@ alone can be scored.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ import numpy as np
 
 from data_io import Example, read_lines
 from pipeline import TextPipeline
-from semantic_index import SemanticIndexModel, embed
-from utils import DataError, logger
+from semantic_index import SemanticIndexModel, embed, file_digest
+from utils import DataError, atomic_output, logger, write_text_atomic
 from vector_index import Entry, VectorIndex
 
 RECALL_MODES = ("label", "text")
@@ -72,15 +73,34 @@ def entry_id(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1  # a non-negative int64
 
 
-def build_index(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, entries: Sequence[Entry]
-                ) -> None:
-    """Embed the entries and upsert them (by `entry_id`)."""
+def build_index(model: SemanticIndexModel, pipeline: TextPipeline, index: VectorIndex, entries: Sequence[Entry],
+                prune: bool = False) -> None:
+    """Embed the entries and upsert them (by `entry_id`); entries of a reused index that are not in
+    `entries` are reported, or removed with `prune` (see `reconcile_index`)."""
     if not entries:
         raise DataError("the corpus is empty: nothing to index")
     logger.info("start build index..........")
     vectors = embed(model, pipeline, [entry.text for entry in entries])
     index.upsert([entry_id(entry.text) for entry in entries], vectors, entries)
+    reconcile_index(index, entries, prune)
     logger.info("Total index number:%d" % index.count())
+
+
+def reconcile_index(index: VectorIndex, corpus: Sequence[Entry], prune: bool) -> int:
+    """Entries of a reused index that the corpus no longer has (a removed label, a dropped text) are
+    recalled like the others, for every text: warn with their count and an example, or, with `prune`
+    (--prune_index), remove them from the index (not saved here). Returns how many were removed."""
+    stale = sorted(index.ids() - {entry_id(entry.text) for entry in corpus})
+    if not stale:
+        return 0
+    example = index.entries(stale[:1])[stale[0]].text
+    if not prune:
+        logger.warning(f"the index holds {len(stale)} entries that are not in the corpus (e.g. {example!r}); they "
+                       f"are recalled like the others: --prune_index removes them")
+        return 0
+    index.delete(stale)
+    logger.info(f"Removed {len(stale)} index entries that are not in the corpus (e.g. {example!r})")
+    return len(stale)
 
 
 @dataclass
@@ -125,8 +145,9 @@ def label_scores(result: Recall, labels: Sequence[str], mode: str) -> np.ndarray
 
 
 def write_recall_file(path: str | os.PathLike, queries: Sequence[str], result: Recall, mode: str) -> None:
+    """The recall file, replaced atomically (evaluate.py never reads half of one)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as out:
+    with atomic_output(path) as out:
         for query, entries, similarities in zip(queries, result.entries, result.similarities):
             for entry, similarity in zip(entries, similarities):
                 fields = [query, entry.text, str(similarity)] + ([",".join(entry.labels)] if mode == "text" else [])
@@ -155,6 +176,44 @@ def read_recall_file(path: str | os.PathLike, queries: Sequence[str]) -> tuple[R
         entries.append([Entry(row[1], [row[1]] if mode == "label" else row[3].split(",")) for row in block])
         similarities.append([float(row[2]) for row in block])
     return Recall(entries, np.asarray(similarities, dtype="float32").reshape(len(queries), per_query)), mode
+
+
+def write_corpus_vectors(npy: Path, vectors: np.ndarray, entries: Sequence[Entry], encoder: str,
+                         corpus_file: str | os.PathLike) -> None:
+    """feature_extract.py's output: the vectors (`npy`) and, beside them (`.json`), their entries, the
+    encoder's fingerprint and the vectors file's sha256. Each file is written atomically, the array
+    first: a kill between the two leaves a pair whose digest does not match, which vector_insert.py refuses."""
+    with atomic_output(npy, "wb") as handle:
+        np.save(handle, vectors)
+    write_text_atomic(npy.with_suffix(".json"), json.dumps(
+        {"encoder": encoder, "corpus_file": str(Path(corpus_file).resolve()), "vectors_sha256": file_digest(npy),
+         "entries": [{"text": entry.text, "labels": entry.labels} for entry in entries]}, ensure_ascii=False) + "\n")
+
+
+def read_corpus_vectors(npy: str | os.PathLike) -> tuple[np.ndarray, list[Entry], str]:
+    """The vectors, entries and encoder fingerprint of a feature_extract.py output, checked to belong together."""
+    npy, sidecar = Path(npy), Path(npy).with_suffix(".json")
+    if not sidecar.is_file():
+        raise DataError(f"{sidecar} is missing: make the vectors with feature_extract.py, which records their entries")
+    redo = "run feature_extract.py again"
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        entries = [Entry(str(row["text"]), [str(name) for name in row["labels"]]) for row in meta["entries"]]
+        encoder = str(meta["encoder"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{sidecar} is not a feature_extract.py record ({type(err).__name__}: {err}); {redo}") from None
+    if not npy.is_file():
+        raise DataError(f"{npy} is missing; {redo}")
+    recorded = meta.get("vectors_sha256")  # records written before it was added have none
+    if recorded is not None and recorded != file_digest(npy):
+        raise DataError(f"{npy} is not the vectors {sidecar} describes (damaged, or from another run); {redo}")
+    try:
+        vectors = np.load(npy)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{npy} cannot be read ({err}); {redo}") from None
+    if vectors.ndim != 2 or len(entries) != len(vectors):
+        raise DataError(f"{npy} holds vectors of shape {vectors.shape} but {sidecar} {len(entries)} entries; {redo}")
+    return vectors, entries, encoder
 
 
 def read_text_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:

@@ -144,11 +144,16 @@ def checkpoint_file(params_path: str | os.PathLike) -> Path:
 def encoder_fingerprint(params_path: str | os.PathLike) -> str:
     """The identity of a trained encoder (the sha256 of its weights file), stored in every index built
     with it, so that an index is never searched with vectors of another model."""
+    return file_digest(checkpoint_file(params_path))[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in blocks (weights and vector files are large)."""
     digest = hashlib.sha256()
-    with open(checkpoint_file(params_path), "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
+    with open(path, "rb") as content:
+        for block in iter(lambda: content.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def save_semantic_checkpoint(model: SemanticIndexModel, tokenizer, directory: str | os.PathLike) -> Path:

@@ -12,20 +12,25 @@ Ids are the caller's: re-inserting an id replaces its entry (a re-run adds no du
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from utils import DataError
+from utils import DataError, write_text_atomic
 
 MILVUS_COLLECTION = "multi_label"  # the reference's collection name
 MILVUS_TEXT_LENGTH = 65535  # VARCHAR limit of the text and labels fields, in bytes
 INSERT_CHUNK = 50000  # the reference inserts in chunks of this many rows
+COUNT_PROPERTY = "entries"  # Milvus Lite: the collection's entry count at its last save
 
 
 @dataclass
@@ -67,6 +72,14 @@ class VectorIndex:
     def entries(self, ids: Sequence[int]) -> dict[int, Entry]:
         raise NotImplementedError
 
+    def ids(self) -> set[int]:
+        """Every entry's id: what a corpus is compared with to find entries it no longer has."""
+        raise NotImplementedError
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove these entries (ids not in the index are ignored)."""
+        raise NotImplementedError
+
     def count(self) -> int:
         raise NotImplementedError
 
@@ -83,7 +96,17 @@ class VectorIndex:
 
 
 class HnswIndex(VectorIndex):
-    """hnswlib in cosine space, persisted as a directory: index.bin, entries.jsonl and index.json."""
+    """hnswlib in cosine space, persisted as a directory of generations.
+
+    `CURRENT` names the complete generation, `gen-NNNNNN/`, which holds index.bin (hnswlib's graph),
+    entries.jsonl (id, text and labels of each entry) and index.json (width, encoder, capacity, entry
+    count, removed ids, and the byte size of the other two files). A save writes a new generation
+    beside the current one, switches `CURRENT` atomically, then deletes the old one, so a kill at any
+    moment leaves the previous index or the new one, never a mix. Opening checks that the files are the
+    ones index.json describes and that entries and vectors have the same ids: a damaged index is
+    refused with one line, never read as empty or half. The earlier layout (the three files directly
+    in the directory) is read with the same checks, except the sizes it did not record, and the next
+    save rewrites it as a generation."""
 
     def __init__(self, directory: str | os.PathLike, info: IndexInfo, m: int = 100, ef: int = 100,
                  max_elements: int = 1000000):
@@ -92,33 +115,61 @@ class HnswIndex(VectorIndex):
         self.directory = Path(directory)
         self.max_elements = max_elements
         self.ef = ef
-        meta = self.directory / "index.json"
-        if meta.is_file():
-            stored = json.loads(meta.read_text(encoding="utf-8"))
-            IndexInfo(stored["dim"], stored["encoder"]).check(info.dim, info.encoder, f"The index {self.directory}")
-            self.index = hnswlib.Index(space="cosine", dim=info.dim)
-            self.index.load_index(str(self.directory / "index.bin"), max_elements=stored["capacity"])
-            with open(self.directory / "entries.jsonl", encoding="utf-8") as lines:
-                self._entries = {row["id"]: Entry(row["text"], row["labels"]) for row in map(json.loads, lines)}
-        else:
+        self.info = info
+        self._deleted: set[int] = set()  # removed ids, still labels of hnswlib's graph (marked deleted)
+        location = self._load_current()
+        self._opened = None if location is None else location.name  # what a save must still find current
+        if location is None:
             self.index = hnswlib.Index(space="cosine", dim=info.dim)
             self.index.init_index(max_elements=min(1024, max_elements), ef_construction=ef, M=m)
-            self._entries = {}
+            self._entries: dict[int, Entry] = {}
         self.index.set_ef(ef)
-        self.info = info
+
+    def _load_current(self) -> Path | None:
+        """Load the current generation; when another process's save replaced it while it was being read
+        (its files deleted under the reader), read the new one instead of calling it damaged."""
+        for _ in range(3):
+            location = current_generation(self.directory)
+            if location is None:
+                return None
+            try:
+                self._load(location)
+                return location
+            except DataError:
+                if current_generation(self.directory) == location:
+                    raise
+        raise DataError(f"the index {self.directory} changes faster than it can be read: another process keeps "
+                        f"saving it; try again when it is done")
+
+    def _load(self, location: Path) -> None:
+        legacy = location == self.directory
+        meta = _read_meta(self.directory, location, legacy)
+        IndexInfo(meta["dim"], meta["encoder"]).check(self.info.dim, self.info.encoder, f"The index {self.directory}")
+        _check_file_sizes(self.directory, location, None if legacy else meta["files"])
+        self.index = _load_hnsw(self.directory, location / "index.bin", meta)
+        self._entries = _read_entries(self.directory, location / "entries.jsonl")
+        self._deleted = set(meta.get("deleted", []))
+        _check_agreement(self.directory, meta, self._entries, self._deleted, self.index.get_ids_list())
 
     def upsert(self, ids, vectors, entries):
         vectors = self._check_vectors(ids, vectors, entries)
         ids = np.asarray(ids, dtype="int64")
-        new = len(set(ids.tolist()) - self._entries.keys())
+        new = len(set(ids.tolist()) - self._entries.keys() - self._deleted)  # a removed id gets its slot back
         needed = self.index.get_current_count() + new
         if needed > self.max_elements:
             raise DataError(f"{needed} entries exceed --hnsw_max_elements {self.max_elements}")
         if needed > self.index.get_max_elements():
             self.index.resize_index(min(self.max_elements, max(needed, 2 * self.index.get_max_elements())))
         if len(ids):
-            self.index.add_items(vectors, ids)  # an existing id has its vector replaced
+            self.index.add_items(vectors, ids)  # an existing id has its vector replaced, a removed one is restored
         self._entries.update(zip(ids.tolist(), entries))
+        self._deleted -= set(ids.tolist())
+
+    def delete(self, ids):
+        for i in ids:
+            if self._entries.pop(i, None) is not None:
+                self.index.mark_deleted(i)  # searches skip it; the slot is reused if the id comes back
+                self._deleted.add(i)
 
     def search(self, vectors, k):
         vectors = np.asarray(vectors, dtype="float32")
@@ -132,18 +183,235 @@ class HnswIndex(VectorIndex):
     def entries(self, ids):
         return {i: self._entries[i] for i in ids}
 
+    def ids(self):
+        return set(self._entries)
+
     def count(self):
         return len(self._entries)
 
     def save(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.index.save_index(str(self.directory / "index.bin"))
-        with open(self.directory / "entries.jsonl", "w", encoding="utf-8") as lines:
-            for i, entry in self._entries.items():
-                lines.write(json.dumps({"id": i, "text": entry.text, "labels": entry.labels}, ensure_ascii=False) + "\n")
-        (self.directory / "index.json").write_text(json.dumps(
-            {"dim": self.info.dim, "encoder": self.info.encoder, "capacity": self.index.get_max_elements(),
-             "engine": "hnswlib"}) + "\n", encoding="utf-8")
+        """A new generation, then the pointer, then the old generations' removal (see the class)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"cannot save the index {self.directory}: {err}") from None
+        with _save_lock(self.directory):
+            self._check_still_current()
+            name = _next_generation_name(self.directory)
+            try:
+                self._write_generation(name)
+                write_text_atomic(self.directory / POINTER, name + "\n")
+            except (OSError, DataError) as err:
+                _remove(self.directory / f"{name}.partial")
+                _remove(self.directory / name)
+                raise DataError(f"cannot save the index {self.directory}: {err}; the index saved there before is "
+                                f"unchanged") from None
+            _fsync_directory(self.directory)
+            _remove_stale(self.directory, keep=name)
+            self._opened = name
+
+    def _check_still_current(self) -> None:
+        """Saving over what another process saved since this one opened the index would drop its entries."""
+        location = current_generation(self.directory)
+        if (None if location is None else location.name) != self._opened:
+            raise DataError(f"the index {self.directory} was saved by another process after this one opened it; "
+                            f"nothing was written here: run this again to add to what is there now")
+
+    def _write_generation(self, name: str) -> None:
+        """All files of generation `name`, written and flushed in `name`.partial/, then renamed to `name`."""
+        partial = self.directory / f"{name}.partial"
+        _remove(partial)
+        partial.mkdir()
+        _save_hnsw(self.index, partial / "index.bin")
+        _write_lines(partial / "entries.jsonl", (json.dumps({"id": i, "text": entry.text, "labels": entry.labels},
+                                                            ensure_ascii=False) + "\n"
+                                                 for i, entry in self._entries.items()))
+        meta = {"dim": self.info.dim, "encoder": self.info.encoder, "capacity": self.index.get_max_elements(),
+                "engine": "hnswlib", "generation": name, "count": len(self._entries),
+                "deleted": sorted(self._deleted), "files": {file: (partial / file).stat().st_size
+                                                            for file in ("index.bin", "entries.jsonl")}}
+        _write_lines(partial / "index.json", [json.dumps(meta) + "\n"])
+        _fsync_directory(partial)
+        os.rename(partial, self.directory / name)
+
+
+POINTER = "CURRENT"  # the name of the complete generation of an hnswlib index directory
+LOCK = ".lock"  # held by a save
+GENERATION = re.compile(r"gen-(\d+)")
+INDEX_FILES = ("index.bin", "entries.jsonl", "index.json")
+REBUILD = "delete the directory and build it again (recall.py --index_path or utils/vector_insert.py --index_path)"
+
+
+def _damaged(directory: Path, reason: str) -> DataError:
+    return DataError(f"the index {directory} is damaged ({reason}); {REBUILD}")
+
+
+def current_generation(directory: Path) -> Path | None:
+    """Where the index of `directory` is: the generation `CURRENT` names, the directory itself for the
+    earlier layout, or None when no index was ever saved there (missing, empty, or holding only what an
+    interrupted first save left). Any other content is refused: it is not an index, or lost its pointer."""
+    if not directory.exists():
+        return None
+    if not directory.is_dir():
+        raise DataError(f"the index path {directory} is a file, not an index directory")
+    pointer = directory / POINTER
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if not GENERATION.fullmatch(name) or not (directory / name).is_dir():
+            raise _damaged(directory, f"{POINTER} names {name[:80]!r}, which is not a generation directory there")
+        return directory / name
+    if any((directory / file).exists() for file in INDEX_FILES):
+        return directory
+    others = sorted(path.name for path in directory.iterdir() if not _left_by_a_save(path.name) and path.name != LOCK)
+    if others:
+        raise DataError(f"the index directory {directory} holds no index pointer ({POINTER}) but {len(others)} other "
+                        f"files (e.g. {others[0]!r}): it is not an hnswlib index, or its pointer was lost; "
+                        f"give an empty or new directory, or {REBUILD}")
+    return None
+
+
+def _left_by_a_save(name: str) -> bool:
+    """A generation being written, or the pointer's temporary file, left by a save that was killed."""
+    return name.endswith(".partial") or (name.startswith(f".{POINTER}.") and name.endswith(".tmp"))
+
+
+@contextlib.contextmanager
+def _save_lock(directory: Path) -> Iterator[None]:
+    """One save at a time per directory, across processes (two would pick the same generation name);
+    the kernel releases the lock of a killed process."""
+    try:
+        lock = open(directory / LOCK, "a")
+    except OSError as err:
+        raise DataError(f"cannot save the index {directory}: {err}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_meta(directory: Path, location: Path, legacy: bool) -> dict:
+    """index.json, with every field the loader relies on present and of the right type."""
+    try:
+        meta = json.loads((location / "index.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _damaged(directory, "index.json is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(directory, f"index.json is not valid JSON: {err}") from None
+    fields = {"dim": int, "encoder": str, "capacity": int}
+    if not legacy:
+        fields.update(generation=str, count=int, deleted=list, files=dict)
+    wrong = [key for key, kind in fields.items() if not isinstance(meta, dict) or not isinstance(meta.get(key), kind)]
+    if wrong:
+        raise _damaged(directory, f"index.json is not valid: no proper {', '.join(wrong)}")
+    if not legacy and meta["generation"] != location.name:
+        raise _damaged(directory, f"{location.name}/index.json was written for {meta['generation'][:80]!r}")
+    return meta
+
+
+def _check_file_sizes(directory: Path, location: Path, sizes: dict | None) -> None:
+    """index.bin and entries.jsonl are there and, when index.json records them, of the recorded sizes
+    (a truncated or replaced file is caught before hnswlib or the JSON reader sees it)."""
+    for file in ("index.bin", "entries.jsonl"):
+        path = location / file
+        if not path.is_file():
+            raise _damaged(directory, f"{file} is missing")
+        if sizes is not None and path.stat().st_size != sizes.get(file):
+            raise _damaged(directory, f"{file} has {path.stat().st_size} bytes, index.json records {sizes.get(file)}: "
+                                      f"it was truncated or replaced")
+
+
+def _load_hnsw(directory: Path, path: Path, meta: dict):
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=meta["dim"])
+    try:
+        index.load_index(str(path), max_elements=meta["capacity"])
+    except RuntimeError as err:
+        raise _damaged(directory, f"index.bin cannot be read: {err}") from None
+    return index
+
+
+def _read_entries(directory: Path, path: Path) -> dict[int, Entry]:
+    entries = {}
+    try:
+        lines = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # deleted since its size was checked: a concurrent save (see _load_current)
+        raise _damaged(directory, "entries.jsonl is missing") from None
+    with lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+                entries[int(row["id"])] = Entry(str(row["text"]), [str(name) for name in row["labels"]])
+            except (ValueError, KeyError, TypeError):
+                raise _damaged(directory, f"entries.jsonl line {number} is not an entry") from None
+    return entries
+
+
+def _check_agreement(directory: Path, meta: dict, entries: dict[int, Entry], deleted: set[int],
+                     labels: Sequence[int]) -> None:
+    """Entries and vectors describe the same ids: every entry has a vector, every vector an entry or a removal."""
+    if "count" in meta and meta["count"] != len(entries):
+        raise _damaged(directory, f"entries.jsonl holds {len(entries)} entries, index.json records {meta['count']}")
+    labels = set(map(int, labels))
+    if labels != entries.keys() | deleted or entries.keys() & deleted:
+        raise _damaged(directory, f"the ids of entries.jsonl and index.bin differ ({len(entries)} entries, "
+                                  f"{len(labels - deleted)} vectors)")
+
+
+def _next_generation_name(directory: Path) -> str:
+    """A generation name above any in the directory (a killed save may have left a higher one)."""
+    numbers = [int(match.group(1)) for path in directory.iterdir()
+               if (match := GENERATION.fullmatch(path.name.removesuffix(".partial")))]
+    return f"gen-{max(numbers, default=0) + 1:06d}"
+
+
+def _save_hnsw(index, path: Path) -> None:
+    index.save_index(str(path))
+    _fsync_path(path)
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    """A file of one generation, flushed to disk (the generation as a whole is what is made atomic)."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(lines)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make renames in `path` durable; best effort (some filesystems refuse to sync a directory)."""
+    with contextlib.suppress(OSError):
+        _fsync_path(path)
+
+
+def _remove(path: Path) -> None:
+    """A generation directory or a leftover file, if it is there; best effort."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _remove_stale(directory: Path, keep: str) -> None:
+    """After the pointer names `keep`: the other generations, killed saves' leftovers and the earlier
+    layout's files. Best effort: what stays is removed by the next save and never read."""
+    for path in directory.iterdir():
+        name = path.name
+        if name == keep:
+            continue
+        if GENERATION.fullmatch(name.removesuffix(".partial")) or _left_by_a_save(name) or name in INDEX_FILES:
+            _remove(path)
 
 
 class MilvusIndex(VectorIndex):
@@ -152,33 +420,56 @@ class MilvusIndex(VectorIndex):
     collection's property `encoder` holds the encoder's fingerprint."""
 
     def __init__(self, uri: str, info: IndexInfo, collection: str = MILVUS_COLLECTION, m: int = 100, ef: int = 100):
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import MilvusException
 
-        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite logs unimplemented calls it ignores
         for chatty in ("milvus_lite", "faiss.loader"):  # server ports and CPU-feature probing, at INFO
             logging.getLogger(chatty).setLevel(logging.WARNING)
-        self.client = MilvusClient(uri)
+        for reported in ("grpc._server", "milvus_lite.adapter.grpc.servicer", "pymilvus.decorators"):  # failures are reported here, in one line, not as logged tracebacks
+            logging.getLogger(reported).setLevel(logging.CRITICAL)
+        self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        self.uri = uri
+        self.where = f"The Milvus collection {collection} at {uri}"
+        self.client = _milvus_client(uri)
         self.collection = collection
         self.ef = ef
-        self.where = f"The Milvus collection {collection} at {uri}"
-        if self.client.has_collection(collection):
-            description = self.client.describe_collection(collection)
-            dim = next(field["params"]["dim"] for field in description["fields"] if field["name"] == "vector")
-            encoder = description.get("properties", {}).get("encoder", "unknown")
-            IndexInfo(int(dim), encoder).check(info.dim, info.encoder, self.where)
-        else:
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
-            schema.add_field("text", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
-            schema.add_field("labels", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
-            index_params = self.client.prepare_index_params()
-            index_params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
-                                   params={"M": m, "efConstruction": ef})
-            self.client.create_collection(collection, schema=schema, index_params=index_params,
-                                          properties={"encoder": info.encoder})
-        self.client.load_collection(collection)
+        try:
+            self._open_collection(info, m, ef)
+        except MilvusException as err:
+            raise DataError(f"{self.where} cannot be read: {err.message}; "
+                            + (f"delete {uri} and build it again" if self.lite else "check the Milvus server")) from None
         self.info = info
+
+    def _open_collection(self, info: IndexInfo, m: int, ef: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self.client.has_collection(self.collection):
+            description = self.client.describe_collection(self.collection)
+            dim = next(field["params"]["dim"] for field in description["fields"] if field["name"] == "vector")
+            properties = description.get("properties", {})
+            IndexInfo(int(dim), properties.get("encoder", "unknown")).check(info.dim, info.encoder, self.where)
+            self.client.load_collection(self.collection)
+            self._check_count(properties.get(COUNT_PROPERTY))
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
+        schema.add_field("text", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
+        schema.add_field("labels", DataType.VARCHAR, max_length=MILVUS_TEXT_LENGTH)
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
+                               params={"M": m, "efConstruction": ef})
+        self.client.create_collection(self.collection, schema=schema, index_params=index_params,
+                                      properties={"encoder": info.encoder})
+        self.client.load_collection(self.collection)
+
+    def _check_count(self, recorded: str | None) -> None:
+        """Milvus Lite reads a collection whose data or manifest files were lost as empty or smaller;
+        the entry count recorded at the last save tells. More entries than recorded is no damage: an
+        upsert whose process ended before its save. (A Milvus server keeps its own data, and other
+        clients may change it: there the count is not checked.)"""
+        if self.lite and recorded is not None and self.count() < int(recorded):
+            raise DataError(f"{self.where} holds {self.count()} entries, {recorded} when it was last saved: its files "
+                            f"are damaged; delete it and build it again")
 
     def upsert(self, ids, vectors, entries):
         vectors = self._check_vectors(ids, vectors, entries)
@@ -209,8 +500,67 @@ class MilvusIndex(VectorIndex):
     def count(self):
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
+    def ids(self):
+        rows = self.client.query_iterator(self.collection, batch_size=10000, filter="id >= 0", output_fields=["id"])
+        found = set()
+        while batch := rows.next():
+            found.update(row["id"] for row in batch)
+        rows.close()
+        return found
+
+    def delete(self, ids):
+        if len(ids):
+            self.client.delete(self.collection, ids=[int(i) for i in ids])
+
+    def close(self) -> None:
+        """Let other processes open a Milvus Lite file: this process holds it until it ends or closes it."""
+        self.client.close()
+        if self.lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+
     def save(self):
         self.client.flush(self.collection)
+        if self.lite:
+            self.client.alter_collection_properties(self.collection, {COUNT_PROPERTY: str(self.count())})
+
+
+def _milvus_client(uri: str):
+    """A MilvusClient; a Milvus Lite file another process has open (Milvus Lite allows one process
+    per file) or that cannot be opened is one line, not the traceback Milvus Lite logs."""
+    from pymilvus import MilvusClient, MilvusException
+
+    failures = _CapturedFailure()
+    lite_log = logging.getLogger("milvus_lite.server_manager")
+    lite_log.addHandler(failures)
+    lite_log.propagate = False  # its records reach only `failures`
+    try:
+        return MilvusClient(uri)
+    except MilvusException as err:
+        if failures.locked:
+            raise DataError(f"the Milvus Lite database {uri} is open in another process (Milvus Lite allows one "
+                            f"process per file): wait until it ends, or use a Milvus server for several processes "
+                            f"(--milvus_uri http://host:19530)") from None
+        raise DataError(f"cannot open the Milvus database {uri}: {failures.reason or err.message}") from None
+    finally:
+        lite_log.removeHandler(failures)
+        lite_log.propagate = True
+
+
+class _CapturedFailure(logging.Handler):
+    """Keeps the exception Milvus Lite logs when its server does not start (pymilvus then raises
+    only 'Open local milvus failed')."""
+
+    def __init__(self):
+        super().__init__()
+        self.locked, self.reason = False, None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            self.locked = self.locked or type(error).__name__ == "DataDirLockedError"
+            self.reason = str(error).splitlines()[0]
 
 
 def open_index(info: IndexInfo, index_path: str | os.PathLike | None = None, milvus_uri: str | None = None,

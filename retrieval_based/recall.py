@@ -48,6 +48,7 @@ parser.add_argument("--train_set_file", type=str, default=None, help="The labell
 parser.add_argument("--index_path", type=str, default=None, help="Keep the hnswlib index in this directory (built or updated, then reused).")
 parser.add_argument("--milvus_uri", type=str, default=None, help="Index in Milvus instead: a local path (Milvus Lite) or http://host:19530.")
 parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+parser.add_argument("--prune_index", action="store_true", help="Remove the entries of a reused index (--index_path, --milvus_uri) that the corpus no longer has; without it they are counted in a warning.")
 # yapf: enable
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         index = open_index(info, args.index_path or scratch, args.milvus_uri, args.hnsw_m, args.hnsw_ef,
                            args.hnsw_max_elements, args.collection_name)
-        build_index(model, pipeline, index, corpus(args, labels, pipeline))
+        build_index(model, pipeline, index, corpus(args, labels, pipeline), args.prune_index)
         index.save()
         result = recall(model, pipeline, index, queries, args.recall_num)
     output = Path(args.recall_result_dir) / args.recall_result_file

@@ -20,7 +20,7 @@ import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import iter_examples
 from http_json import server_result
-from retrieval import RECALL_MODES, label_scores, search_entries
+from retrieval import RECALL_MODES, label_scores, read_corpus, reconcile_index, search_entries
 from semantic_index import load_encoder_export
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError, batched, run_cli, set_device
@@ -36,6 +36,8 @@ parser.add_argument("--input_file", type=str, default=None, help="Label the text
 parser.add_argument("--milvus_uri", type=str, default="./milvus.db", help="The Milvus index: a local path (Milvus Lite) or http://host:19530.")
 parser.add_argument("--index_path", type=str, default=None, help="Search this hnswlib index directory instead of Milvus.")
 parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+parser.add_argument("--corpus_file", type=str, default=None, help="The corpus the index should hold (label.txt, or labelled texts): its entries the index has and the file has not are counted in a warning.")
+parser.add_argument("--prune_index", action="store_true", help="Remove those entries from the index (needs --corpus_file).")
 parser.add_argument("--top_k", type=POSITIVE_INT, default=20, help="Number of nearest entries searched per text.")
 parser.add_argument("--threshold", type=PROBABILITY, default=0.5, help="Labels scoring above this are printed.")
 parser.add_argument("--recall_mode", default="label", choices=RECALL_MODES, help="What the index holds: label names, or labelled texts whose neighbours vote.")
@@ -64,6 +66,8 @@ def embeddings(args: argparse.Namespace, queries: list[str]) -> tuple[np.ndarray
 def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
     if (args.model_dir is None) == (args.server_url is None):
         raise DataError("give the encoder: --model_dir (the export, run here) or --server_url (the embedding server)")
+    if args.prune_index and not args.corpus_file:
+        raise DataError("--prune_index removes the index entries that are not in --corpus_file; give it")
     queries = [example.text for example in iter_examples(args.input_file)] if args.input_file else args.text
     if not queries:
         raise DataError(f"{args.input_file}: no texts to label (the file has only blank lines)")
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
     print("Extract feature time to cost :{} seconds".format(time.time() - start))
     index = open_index(IndexInfo(vectors.shape[1], encoder), args.index_path,
                        None if args.index_path else args.milvus_uri, collection=args.collection_name)
+    if args.corpus_file and reconcile_index(index, read_corpus(args.corpus_file), args.prune_index):
+        index.save()
     if index.count() == 0:
         raise DataError("the index is empty: fill it with utils/feature_extract.py and utils/vector_insert.py first")
     start = time.time()

@@ -430,3 +430,69 @@ def test_the_text_corpus_votes_the_labels_of_the_nearest_training_texts(retrieva
                       "--threshold", "0.3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.splitlines()[0].removeprefix("Micro fl score: ")) > 70.0, result.stdout
+
+
+@pytest.mark.slow
+def test_recall_warns_of_index_entries_the_corpus_no_longer_has_and_prunes_them(retrieval_checkpoint, named_data,
+                                                                                 tmp_path):
+    """A reused --index_path built with a label that is then removed from the label file."""
+    save_dir, _ = retrieval_checkpoint
+    removed = NAMES["教育"]
+    smaller = tmp_path / "label_smaller.txt"
+    smaller.write_text("".join(f"{name}\n" for name in NAMES.values() if name != removed), encoding="utf-8")
+    texts = tmp_path / "texts.txt"  # the dev texts without their labels (the removed one is unknown to smaller)
+    texts.write_text("".join(line.split("\t")[0] + "\n" for line in
+                             (named_data / "dev.txt").read_text(encoding="utf-8").splitlines()[:20]), encoding="utf-8")
+    recall = ["retrieval_based/recall.py", "--device", "cpu", "--params_path", save_dir / "model_best",
+              "--similar_text_pair_file", texts, "--index_path", tmp_path / "hnsw", "--recall_result_dir", tmp_path,
+              "--recall_result_file", "recall.txt", "--recall_num", "5", "--max_seq_length", "32"]
+    result = run_main(*recall, "--corpus_file", named_data / "label.txt")
+    assert result.returncode == 0 and "Total index number:5" in result.stderr, result.stderr[-2000:]
+    result = run_main(*recall, "--corpus_file", smaller)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"the index holds 1 entries that are not in the corpus (e.g. {removed!r})" in result.stderr
+    assert removed in (tmp_path / "recall.txt").read_text(encoding="utf-8")
+    result = run_main(*recall, "--corpus_file", smaller, "--prune_index")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Removed 1 index entries that are not in the corpus (e.g. {removed!r})" in result.stderr
+    assert "Total index number:4" in result.stderr
+    assert removed not in (tmp_path / "recall.txt").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_run_system_warns_of_index_entries_not_in_its_corpus_file_and_prunes_them(held_out, tmp_path):
+    data, export_dir = held_out
+    store = ["--index_path", tmp_path / "hnsw"]
+    insert_labels(export_dir, data / "label.txt", store, tmp_path)
+    names = data.joinpath("label.txt").read_text(encoding="utf-8").split()
+    smaller = tmp_path / "label_smaller.txt"
+    smaller.write_text("\n".join(names[1:]) + "\n", encoding="utf-8")
+    query = ["retrieval_based/run_system.py", "--device", "cpu", "--model_dir", export_dir, "--text", names[0],
+             "--max_seq_length", "32", "--threshold", "0.01", "--corpus_file", smaller, *store]
+    warned = run_main(*query)
+    assert warned.returncode == 0, warned.stderr[-2000:]
+    assert f"the index holds 1 entries that are not in the corpus (e.g. {names[0]!r})" in warned.stderr
+    assert names[0] in printed_scores(warned.stdout)[names[0]]
+    pruned = run_main(*query, "--prune_index")
+    assert pruned.returncode == 0, pruned.stderr[-2000:]
+    assert f"Removed 1 index entries that are not in the corpus (e.g. {names[0]!r})" in pruned.stderr
+    assert names[0] not in printed_scores(pruned.stdout).get(names[0], {})
+    assert "not in the corpus" not in run_main(*query).stderr
+    result = run_main(*query[:-4], *store, "--prune_index")
+    assert result.returncode == 2 and "--prune_index removes the index entries that are not in --corpus_file" \
+        in result.stderr
+
+
+@pytest.mark.slow
+def test_feature_extract_refuses_label_names_the_encoder_cannot_tell_apart(held_out, tmp_path):
+    """The check recall.py makes: the scratch vocabulary has none of the original names' characters,
+    so 体育 and 财经 are both [UNK] [UNK] and would score the same for every text."""
+    _, export_dir = held_out
+    labels = tmp_path / "label.txt"
+    labels.write_text("足球篮球\n体育\n财经\n", encoding="utf-8")
+    result = run_main("retrieval_based/utils/feature_extract.py", "--device", "cpu", "--model_dir", export_dir,
+                      "--corpus_file", labels, "--output_dir", tmp_path / "vectors", "--data_name", "label")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("the label names '体育' and '财经' get the same tokens ['[CLS]', '[UNK]', '[UNK]', '[SEP]']: the encoder "
+            "cannot tell them apart") in result.stderr
+    assert not (tmp_path / "vectors" / "label_embedding.npy").exists()

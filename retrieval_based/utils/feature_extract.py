@@ -8,15 +8,13 @@ fingerprint, so vector_insert.py can store them with their vectors and refuse an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-
 from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser, true_or_false
-from retrieval import read_corpus
-from semantic_index import check_predictor_options, load_encoder_export
+from retrieval import check_label_names, read_corpus, write_corpus_vectors
+from semantic_index import EncoderExport, check_predictor_options, embedding_pipeline, load_encoder_export
 from utils import logger, run_cli, set_device
+from vector_index import Entry
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -41,16 +39,22 @@ def extract(args: argparse.Namespace) -> Path:
     entries = read_corpus(args.corpus_file)
     exported = load_encoder_export(args.model_dir, args.device, args.precision, args.cpu_threads,
                                    args.model_name_or_path)
+    check_corpus_label_names(exported, entries, args.max_seq_length)
     vectors = exported.embed([entry.text for entry in entries], args.max_seq_length, args.batch_size)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    np.save(output / f"{args.data_name}_embedding.npy", vectors)
-    (output / f"{args.data_name}_embedding.json").write_text(json.dumps(
-        {"encoder": exported.encoder, "corpus_file": str(Path(args.corpus_file).resolve()),
-         "entries": [{"text": entry.text, "labels": entry.labels} for entry in entries]}, ensure_ascii=False) + "\n",
-        encoding="utf-8")
-    logger.info(f"{len(entries)} embeddings of {args.corpus_file} saved in {output / (args.data_name + '_embedding.npy')}")
-    return output / f"{args.data_name}_embedding.npy"
+    npy = output / f"{args.data_name}_embedding.npy"
+    write_corpus_vectors(npy, vectors, entries, exported.encoder, args.corpus_file)
+    logger.info(f"{len(entries)} embeddings of {args.corpus_file} saved in {npy}")
+    return npy
+
+
+def check_corpus_label_names(exported: EncoderExport, entries: list[Entry], max_seq_length: int) -> None:
+    """The label names of the corpus pass recall.py's check: names the tokenizer turns into the same
+    tokens get the same vector, and each would score alike for every text."""
+    names = [entry.text for entry in entries if entry.labels == [entry.text]]
+    if names:
+        check_label_names(embedding_pipeline(exported.tokenizer, max_seq_length, len(names)), names)
 
 
 def main(argv: list[str] | None = None) -> None:

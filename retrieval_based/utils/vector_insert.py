@@ -9,16 +9,12 @@ The index must have been built by the same encoder.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
-import numpy as np
 
 import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import ArgumentParser
-from retrieval import entry_id
-from utils import DataError, logger, run_cli
-from vector_index import MILVUS_COLLECTION, Entry, IndexInfo, open_index
+from retrieval import entry_id, read_corpus_vectors
+from utils import logger, run_cli
+from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -30,16 +26,9 @@ parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, he
 
 
 def insert(args: argparse.Namespace) -> int:
-    vectors = np.load(args.vector_path)
-    sidecar = Path(args.vector_path).with_suffix(".json")
-    if not sidecar.is_file():
-        raise DataError(f"{sidecar} is missing: make the vectors with feature_extract.py, which records their entries")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    entries = [Entry(row["text"], row["labels"]) for row in meta["entries"]]
-    if len(entries) != len(vectors):
-        raise DataError(f"{args.vector_path} holds {len(vectors)} vectors but {sidecar} {len(entries)} entries")
+    vectors, entries, encoder = read_corpus_vectors(args.vector_path)
     logger.info(f"{vectors.shape}")
-    index = open_index(IndexInfo(vectors.shape[1], meta["encoder"]), args.index_path,
+    index = open_index(IndexInfo(vectors.shape[1], encoder), args.index_path,
                        None if args.index_path else args.milvus_uri, collection=args.collection_name)
     index.upsert([entry_id(entry.text) for entry in entries], vectors, entries)
     index.save()
