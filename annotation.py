@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+
 from utils import DataError
 
 DOCCANO_FORMATS = ("doccano_jsonl", "doccano_csv", "fasttext")
@@ -359,14 +361,17 @@ def doccano_task(text: str, labels: Sequence[str], meta: dict) -> dict:
     return {"text": text, "label": list(labels), "meta": meta}
 
 
-def label_studio_task(text: str, source: str, labels: Sequence[str], score: float | None,
+def label_studio_task(text: str, source: str, labels: Sequence[str] | None, score: float | None,
                       model_version: str) -> dict:
-    """One Label Studio task with the model's labels as a prediction of the config's Choices."""
+    """One Label Studio task; `labels` (None: no pre-annotation) become a prediction of the config's Choices,
+    shown to the annotator as a starting point and never read back as an annotation."""
     task: dict = {"data": {"text": text, SOURCE_KEY: source}}
-    if score is not None:
+    if labels is not None:
         result = [{"from_name": FROM_NAME, "to_name": "text", "type": "choices", "value": {"choices": list(labels)}}]
-        task["predictions"] = [{"model_version": model_version, "score": round(float(score), 4),
-                                "result": result if labels else []}]
+        prediction: dict = {"model_version": model_version, "result": result if labels else []}
+        if score is not None:
+            prediction["score"] = round(float(score), 4)
+        task["predictions"] = [prediction]
     return task
 
 
@@ -376,3 +381,36 @@ def label_studio_config(labels: Sequence[str], multiple: bool = True) -> str:
     return ("<View>\n  <Text name=\"text\" value=\"$text\"/>\n"
             f"  <Choices name=\"{FROM_NAME}\" toName=\"text\" choice=\"{'multiple' if multiple else 'single'}\" "
             f"showInline=\"false\">\n{choices}\n  </Choices>\n</View>\n")
+
+
+def threshold_distances(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """[texts, labels] distance of each probability from its label's threshold on the logit scale, where
+    0.10 against a threshold of 0.05 is as far as 0.68 against 0.5; a switched-off label (threshold 1
+    or more) is infinitely far: no text is unsure about it."""
+    clipped = np.clip(np.asarray(probs, dtype="float64"), 1e-7, 1 - 1e-7)
+    cut = np.clip(np.asarray(thresholds, dtype="float64"), 1e-7, 1 - 1e-7)
+    distance = np.abs(np.log(clipped / (1 - clipped)) - np.log(cut / (1 - cut)))
+    return np.where(np.asarray(thresholds) < 1, distance, np.inf)
+
+
+def least_sure(distances: np.ndarray, count: int, spread: bool = False) -> list[int]:
+    """The `count` texts closest to a threshold on any label, closest first; with `spread`, taken in turn
+    from each label's own queue (the texts closest to that label's threshold) so a few labels the model
+    hesitates on everywhere do not fill the whole queue."""
+    if not spread:
+        return np.argsort(distances.min(axis=1), kind="stable")[:count].tolist()
+    queues = [np.argsort(column, kind="stable").tolist() for column in distances.T if np.isfinite(column).any()]
+    chosen: dict[int, None] = {}
+    while len(chosen) < min(count, len(distances)) and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < count:
+                chosen[queue.pop(0)] = None
+    return list(chosen)
+
+
+def decision_confidence(probs: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Per text, the probability of its least certain decision (p for a chosen label, 1 - p for another):
+    Label Studio's prediction score, by which annotators can sort the tasks."""
+    return np.where(chosen, probs, 1 - np.asarray(probs)).min(axis=1)
