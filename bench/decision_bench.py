@@ -6,7 +6,8 @@ Per seed, one scratch model (preset tiny, dropout 0.1) is fine-tuned by the real
 --tune_thresholds in each setting (bce, and the README's recommended db + repeat-factor sampling).
 Then, on the dev and test logits of the best checkpoint:
 - calibration fitted on dev (Platt and temperature, per label), scored on test: expected calibration
-  error (15 bins over every text and label) and Brier score, before and after;
+  error (15 bins over every text and label, and over the chosen labels only: the `confidence` a server
+  returns, whose calibration decides a review cut-off) and Brier score, before and after;
 - test micro/macro F1 of the policies: the tuned thresholds alone, min_labels 1, max_labels 2 and 3;
 - the test texts that get no label from the thresholds: how many, how many of them have a gold label,
   and how often the label min_labels 1 adds is one of the gold labels.
@@ -75,13 +76,16 @@ def measure(checkpoint: Path, dataset: Path, labels: list[str]) -> dict:
     dev_logits, dev_gold = split_logits(checkpoint, dataset, "dev", labels)
     test_logits, test_gold = split_logits(checkpoint, dataset, "test", labels)
     stored = checkpoint_decision(load_model(str(checkpoint)))
-    result = {"calibration": {"sigmoid": calibration_error(stored.probabilities(test_logits), test_gold)}}
-    for method in ("platt", "temperature"):
-        calibrated = stored.calibrated(fit_calibration(dev_logits, dev_gold, method)[0])
-        result["calibration"][method] = calibration_error(calibrated.probabilities(test_logits), test_gold)
-        result["calibration"][method]["labels_unchanged"] = bool(np.array_equal(
-            calibrated.chosen(calibrated.probabilities(test_logits)), stored.chosen(stored.probabilities(test_logits))))
-    platt = stored.calibrated(fit_calibration(dev_logits, dev_gold, "platt")[0])
+    kinds = {"sigmoid": stored, **{method: stored.calibrated(fit_calibration(dev_logits, dev_gold, method)[0])
+                                   for method in ("platt", "temperature")}}
+    chosen = stored.chosen(stored.probabilities(test_logits))
+    result = {"calibration": {}}
+    for name, kind in kinds.items():
+        probs = kind.probabilities(test_logits)
+        result["calibration"][name] = {**calibration_error(probs, test_gold),
+                                       "chosen_ece": calibration_error(probs[chosen], test_gold[chosen])["ece"],
+                                       "labels_unchanged": bool(np.array_equal(kind.chosen(probs), chosen))}
+    platt = kinds["platt"]
     result["policies"] = {name: {"raw": f1(stored.overridden(**policy), test_logits, test_gold),
                                  "platt": f1(platt.overridden(**policy), test_logits, test_gold)}
                           for name, policy in POLICIES.items()}
@@ -108,13 +112,16 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def tables(results: dict) -> str:
-    lines = ["| setting | probabilities | test ECE | test Brier | labels unchanged |", "|---|---|---|---|---|"]
+    lines = ["| setting | probabilities | test ECE (all labels) | test ECE (chosen labels) | test Brier | labels unchanged |",
+             "|---|---|---|---|---|---|"]
     for setting, seeds in results.items():
         runs = list(seeds.values())
         for kind in ("sigmoid", "platt", "temperature"):
-            same = "" if kind == "sigmoid" else f"{sum(r['calibration'][kind]['labels_unchanged'] for r in runs)}/{len(runs)}"
-            lines.append(f"| {setting} | {kind} | {mean_std([r['calibration'][kind]['ece'] for r in runs], 1, 4)} | "
-                         f"{mean_std([r['calibration'][kind]['brier'] for r in runs], 1, 4)} | {same} |")
+            figures = [r["calibration"][kind] for r in runs]
+            same = "" if kind == "sigmoid" else f"{sum(f['labels_unchanged'] for f in figures)}/{len(runs)}"
+            lines.append(f"| {setting} | {kind} | {mean_std([f['ece'] for f in figures], 1, 4)} | "
+                         f"{mean_std([f['chosen_ece'] for f in figures], 1, 4)} | "
+                         f"{mean_std([f['brier'] for f in figures], 1, 4)} | {same} |")
     lines += ["", "| setting | policy | micro F1 | macro F1 | micro F1 (Platt ranking) | macro F1 (Platt ranking) |",
               "|---|---|---|---|---|---|"]
     for setting, seeds in results.items():
