@@ -35,6 +35,8 @@ CONFIG_KEY = "multi_label_decision"  # the checkpoint config's and export meta's
 CALIBRATION_METHODS = ("platt", "temperature")
 NO_CALIBRATION = "none"  # calibrate.py: remove a stored calibration
 NEWTON_STEPS = 100
+HALVINGS = 30  # step halvings per Newton step before a label keeps its parameters
+MIN_SCALE = 1e-2  # a fitted scale at or below this leaves the label uncalibrated
 
 
 @dataclass(frozen=True)
@@ -172,37 +174,59 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray, method: str = "plat
     """Per-label Platt (scale and bias) or temperature (scale only) scaling that minimises the log loss
     on (dev) data, with Platt's smoothed targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2) so a label with
     few positives is not pushed to 0 or 1. Returns the calibration and the ids of labels left
-    uncalibrated (scale 1, bias 0) because the data has no positive or no negative for them.
+    uncalibrated (scale 1, bias 0): the data has no positive or no negative for them, or their best
+    scale is not positive (the logit does not rank the dev texts of that label; calibrating would
+    flatten its probabilities and change its labels).
 
-    Newton's method on all labels at once: each label is a two-parameter logistic regression, so
-    thousands of labels fit in one vectorised loop.
+    Damped Newton's method on all labels at once: each label is a two-parameter logistic regression, so
+    thousands of labels fit in one vectorised loop; a step that does not lower a label's loss is halved.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration {method!r}: choose from {', '.join(CALIBRATION_METHODS)}")
     z = np.asarray(logits, dtype="float64")
     y = np.asarray(targets, dtype="float64") > 0.5
     positives, negatives = y.sum(0), (~y).sum(0)
-    fitted = (positives > 0) & (negatives > 0)
     target = np.where(y, (positives + 1) / (positives + 2), 1 / (negatives + 2))
     scale, bias = np.ones(z.shape[1]), np.zeros(z.shape[1])
+    loss = _log_loss(z, target, scale, bias)
     for _ in range(NEWTON_STEPS):
-        p = expit(scale * z + bias)
-        residual, weight = p - target, np.maximum(p * (1 - p), 1e-12)
-        g_scale, g_bias = (residual * z).sum(0), residual.sum(0)
-        h_ss, h_sb, h_bb = (weight * z * z).sum(0), (weight * z).sum(0), weight.sum(0)
-        if method == "temperature":
-            step_scale, step_bias = g_scale / np.maximum(h_ss, 1e-12), 0.0
-        else:
-            det = np.maximum(h_ss * h_bb - h_sb * h_sb, 1e-12)
-            step_scale, step_bias = (h_bb * g_scale - h_sb * g_bias) / det, (h_ss * g_bias - h_sb * g_scale) / det
-        new_scale = np.maximum(scale - step_scale, 1e-3)  # a non-positive scale would reverse the ranking
-        new_bias = bias - step_bias
-        converged = np.abs(new_scale - scale).max() < 1e-9 and np.abs(new_bias - bias).max() < 1e-9
-        scale, bias = new_scale, new_bias
+        step_scale, step_bias = _newton_step(z, target, scale, bias, method)
+        new_scale, new_bias, new_loss = scale - step_scale, bias - step_bias, loss
+        for _ in range(HALVINGS):
+            new_scale, new_bias = scale - step_scale, bias - step_bias
+            new_loss = _log_loss(z, target, new_scale, new_bias)
+            worse = ~(new_loss <= loss)
+            if not worse.any():
+                break
+            step_scale, step_bias = np.where(worse, step_scale / 2, step_scale), np.where(worse, step_bias / 2, step_bias)
+        better = new_loss <= loss
+        converged = np.abs(np.where(better, new_scale - scale, 0)).max() < 1e-9 and \
+            np.abs(np.where(better, new_bias - bias, 0)).max() < 1e-9
+        scale, bias, loss = np.where(better, new_scale, scale), np.where(better, new_bias, bias), np.minimum(new_loss, loss)
         if converged:
             break
+    fitted = (positives > 0) & (negatives > 0) & (scale > MIN_SCALE)
     scale, bias = np.where(fitted, scale, 1.0), np.where(fitted, bias, 0.0)
     return Calibration(method, scale, bias), np.flatnonzero(~fitted).tolist()
+
+
+def _log_loss(z: np.ndarray, target: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Per label: the cross-entropy of sigmoid(scale * z + bias) against the (smoothed) targets."""
+    a = scale * z + bias
+    return (target * np.logaddexp(0, -a) + (1 - target) * np.logaddexp(0, a)).sum(0)
+
+
+def _newton_step(z: np.ndarray, target: np.ndarray, scale: np.ndarray, bias: np.ndarray, method: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, Newton's step for (scale, bias) of the log loss (bias fixed at 0 for temperature)."""
+    p = expit(scale * z + bias)
+    residual, weight = p - target, np.maximum(p * (1 - p), 1e-12)
+    g_scale, g_bias = (residual * z).sum(0), residual.sum(0)
+    h_ss, h_sb, h_bb = (weight * z * z).sum(0), (weight * z).sum(0), weight.sum(0)
+    if method == "temperature":
+        return g_scale / np.maximum(h_ss, 1e-12), np.zeros_like(bias)
+    det = np.maximum(h_ss * h_bb - h_sb * h_sb, 1e-12)
+    return (h_bb * g_scale - h_sb * g_bias) / det, (h_ss * g_bias - h_sb * g_scale) / det
 
 
 def calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> dict:

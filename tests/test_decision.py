@@ -164,3 +164,15 @@ def test_fitting_on_dev_tunes_then_calibrates_and_counts_labels_left_uncalibrate
     removed, _ = fit_decision_on_dev(decision, logits, targets, ["a", "b", "c"], calibration_method="none")
     assert removed.calibration is None
     np.testing.assert_allclose(removed.thresholds, tuned.thresholds, atol=1e-6)
+
+
+def test_a_label_whose_logits_rank_dev_backwards_is_left_uncalibrated_and_keeps_its_labels():
+    """The best scale of such a label is not positive; clamping it would flatten its probabilities to a
+    constant and the moved threshold would stop choosing anything."""
+    logits, targets = miscalibrated(1000)
+    logits[:, 0] = -logits[:, 0]
+    calibration, unfitted = fit_calibration(logits, targets)
+    assert unfitted == [0] and calibration.scale[0] == 1 and calibration.bias[0] == 0
+    raw = Decision(np.full(3, 0.5, dtype="float32"))
+    calibrated = raw.calibrated(calibration)
+    assert calibrated.label_ids(calibrated.probabilities(logits)) == raw.label_ids(raw.probabilities(logits))
