@@ -26,7 +26,6 @@ import argparse
 
 import numpy as np
 import uvicorn
-from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
@@ -37,6 +36,7 @@ from serving import (
     app_from_environment,
     blank_texts,
     label_response,
+    refusal,
     request_decision,
     request_parameter,
     simple_server,
@@ -56,14 +56,14 @@ class MultiLabelModelHandler(BaseModelHandler):
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
         try:
-            texts = texts_of_request(data)
+            texts = texts_of_request(data, predictor.max_text_chars)
             max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
             batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
             decision = request_decision(parameters, predictor.export.decision)
             if not isinstance(parameters.get("return_probs", False), bool):
                 raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
+            raise refusal(err) from None
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
                                 predictor.export.long_text)
         labels = predictor.export.labels

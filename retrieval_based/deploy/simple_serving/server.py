@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
-from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports and this encoder's)
@@ -31,6 +30,7 @@ from cli import ArgumentParser
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
+    refusal,
     request_parameter,
     simple_server,
     texts_of_request,
@@ -49,12 +49,12 @@ class EmbeddingHandler(BaseModelHandler):
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
         try:
-            texts = texts_of_request(data)
+            texts = texts_of_request(data, predictor.max_text_chars)
             max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, 2048)
             batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
         except DataError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
-        return {"embedding": predictor.export.embed(texts, max_seq_len, batch_size), "encoder": predictor.export.encoder}
+            raise refusal(err) from None
+        return {"embedding": predictor.export.embed(texts, max_seq_len, batch_size, predictor.backend), "encoder": predictor.export.encoder}
 
 
 class EmbeddingPostHandler(BasePostHandler):
