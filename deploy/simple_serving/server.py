@@ -18,7 +18,11 @@ parameters say `"return_probs": true`, and `top_k` (the k most probable labels w
 when they say `"top_k": k`. The export's decision (per-label thresholds, label-count policy,
 calibration) decides; a request may send `prob_limit` (one threshold for every label), `min_labels`,
 `max_labels` and `top_k` over it. A blank text (empty or white space) gets no labels and null `probs`,
-as predict.py writes an empty row for a blank line. Bad requests get HTTP 422 with the reason.
+as predict.py writes an empty row for a blank line. Bad requests get HTTP 422 with the reason; a text
+longer than `--max_text_chars`/`MAX_TEXT_CHARS` (100,000 characters) or a body larger than
+`--max_request_bytes`/`MAX_REQUEST_BYTES` (10 MiB, checked before the body is parsed) gets 413.
+Requests are answered concurrently, their model batches taking turns (serving.answer_concurrently),
+so a short request is not held up behind a long one.
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ its own index. The export directory is ../../output unless `--export_dir`/`EXPOR
 `{"data": {"text": [...]}, "parameters": {"max_seq_len": 128, "batch_size": 32}}`; the answer's
 `result` has `embedding` (one list of floats per text, in request order) and `encoder`, the
 fingerprint an index built with this encoder stores, so a client can refuse an index of another
-model. Bad requests get HTTP 422 with the reason. The model runs on GPU 0 by default (`--device`/
+model. Bad requests get HTTP 422 with the reason, a text or a body over the size caps 413 (`--max_text_chars`/
+`MAX_TEXT_CHARS`, `--max_request_bytes`/`MAX_REQUEST_BYTES`, as for the classifier's server); requests
+are answered concurrently, their model batches taking turns. The model runs on GPU 0 by default (`--device`/
 `DEVICE`, `--device_id`/`DEVICE_ID`); on a Paddle build without GPU support the server says so and stops.
 """
 from __future__ import annotations
