@@ -11,6 +11,7 @@ labels, and a label-count policy of its own (decision.py).
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import threading
@@ -158,27 +159,34 @@ class TakingTurns:
 
     A request asks for its next batch only after its last one ran, so first-come-first-served over
     batches is a round robin over requests: a one-text request waits for at most one batch of a long
-    request in progress, not for all of it. (A plain lock would not do: the thread that releases it
-    usually takes it again before a waiting thread wakes.)
+    request in progress, not for all of it. The turn is handed to the next waiting batch directly (a
+    plain lock would not do: the thread that releases it usually takes it again before a waiting
+    thread wakes), and only that batch's thread is woken.
     """
 
     def __init__(self, runner):
         self.runner = runner
-        self._changed = threading.Condition()
-        self._next_ticket = 0
-        self._now_serving = 0
+        self._guard = threading.Lock()
+        self._busy = False
+        self._waiting: collections.deque[threading.Event] = collections.deque()
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        with self._changed:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._changed.wait_for(lambda: self._now_serving == ticket)
+        turn = None
+        with self._guard:
+            if self._busy:
+                turn = threading.Event()
+                self._waiting.append(turn)
+            self._busy = True
+        if turn is not None:
+            turn.wait()
         try:
             return self.runner.run(feed)
         finally:
-            with self._changed:
-                self._now_serving += 1
-                self._changed.notify_all()
+            with self._guard:
+                if self._waiting:
+                    self._waiting.popleft().set()
+                else:
+                    self._busy = False
 
 
 async def drain(receive) -> None:

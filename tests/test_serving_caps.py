@@ -118,7 +118,7 @@ def test_batches_of_concurrent_requests_take_turns_in_arrival_order():
     runner.entered.wait()
     short = threading.Thread(target=turns.run, args=({"id": "short"},))
     short.start()
-    wait_for(lambda: turns._next_ticket == 2)  # the short batch is waiting for its turn
+    wait_for(lambda: len(turns._waiting) == 1)  # the short batch is waiting for its turn
     runner.release.set()
     long.join()
     short.join()
@@ -133,3 +133,38 @@ def test_a_failing_batch_passes_the_turn_on():
         turns.run({"id": "fail"})
     turns.run({"id": "next"})
     assert runner.ran == ["next"]
+
+
+class CountingRunner:
+    """Counts the batches it runs and how many ran at the same time."""
+
+    def __init__(self):
+        self.running = self.most_at_once = self.ran = 0
+        self.guard = threading.Lock()
+
+    def run(self, feed: dict) -> np.ndarray:
+        with self.guard:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.001)  # let other threads try to enter
+        with self.guard:
+            self.running -= 1
+            self.ran += 1
+        return np.full((1, 1), feed["id"])
+
+
+def test_many_requests_at_once_run_one_batch_at_a_time_and_each_gets_its_own_outputs():
+    runner = CountingRunner()
+    turns = TakingTurns(runner)
+    outputs: dict[int, list[float]] = {}
+
+    def request(number: int) -> None:
+        outputs[number] = [float(turns.run({"id": number * 100 + batch})[0, 0]) for batch in range(20)]
+
+    threads = [threading.Thread(target=request, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert runner.most_at_once == 1 and runner.ran == 160
+    assert outputs == {number: [number * 100.0 + batch for batch in range(20)] for number in range(8)}
