@@ -3,10 +3,10 @@ answer's fields; for SimpleServing (the classifier's and the retrieval encoder's
 its size caps and its sharing of the model between concurrent requests.
 
 A request comes from anywhere, so its content is checked here and a bad one becomes a DataError
-that each server turns into its own error answer (HTTP 422, an error status), never a crash. The
-answer keeps the reference's fields and meanings, so clients written for the reference keep
-working, and adds label names and, on request, every label's probability, the k most probable
-labels, and a label-count policy of its own (decision.py).
+that each server turns into its own error answer (HTTP 422, or 413 beyond a size cap; an error
+status), never a crash. The answer keeps the reference's fields and meanings, so clients written for
+the reference keep working, and adds label names and, on request, every label's probability, the k
+most probable labels, and a label-count policy of its own (decision.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import collections
 import os
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from cli import NON_NEGATIVE_INT, PORT, POSITIVE_INT
 from decision import Decision
 from native_tokenizer import tokenize_on_calling_threads
 from utils import DataError, logger
+
+if TYPE_CHECKING:
+    from paddlenlp import SimpleServer
 
 MAX_REQUEST_TEXTS = 256  # texts one serving request may carry
 MAX_LABEL_COUNT = 1_000_000  # the largest label count a request may name (min_labels, max_labels, top_k)
@@ -141,12 +144,12 @@ def add_simple_server_arguments(parser: argparse.ArgumentParser, export_dir: str
     parser.add_argument("--max_request_bytes", type=POSITIVE_INT,
                         default=os.environ.get("MAX_REQUEST_BYTES", MAX_REQUEST_BYTES),
                         help=f"Largest request body, in bytes (default {MAX_REQUEST_BYTES:,}, 10 MiB); a larger "
-                             f"one is refused with HTTP 413 before it is read.")
+                             f"one is refused with HTTP 413 before it is parsed.")
     parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
     parser.add_argument("--port", type=PORT, default=port, help="Port to listen on.")
 
 
-def refusal(err: DataError):
+def refusal(err: DataError) -> Exception:
     """The HTTP error a SimpleServing handler raises for a refused request: 413 for a size cap, else 422."""
     from fastapi import HTTPException
 
@@ -206,7 +209,7 @@ class BodySizeCap:
     the cap. A body is parsed whole on the server's event loop, so a huge one would stall every
     connection, not just its own."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app: Callable, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
@@ -242,11 +245,12 @@ class BodySizeCap:
         await self.app(scope, counted_receive, send)
 
 
-def answer_concurrently(app, max_text_chars: int) -> None:
+def answer_concurrently(app: "SimpleServer", max_text_chars: int) -> None:
     """Let SimpleServer run requests side by side: its ModelManager.predict holds the model's lock for
-    a whole request, so a one-text request would wait for all of a long one in progress. Here a request holds nothing while its texts are checked and tokenized (on the request's
-    own thread from FastAPI's pool) or its answer is built; only the model's batches take turns
-    (`TakingTurns`). Each predictor also carries the text-size cap its handler checks."""
+    a whole request, so a one-text request would wait for all of a long one in progress. Here a
+    request holds nothing while its texts are checked and tokenized (on the request's own thread from
+    FastAPI's pool) or its answer is built; only the model's batches take turns (`TakingTurns`). Each
+    predictor also carries the text-size cap its handler checks."""
     manager = app._model_manager
     for predictor in manager._predictor_list:
         predictor.backend = TakingTurns(predictor.backend)
