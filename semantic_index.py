@@ -27,7 +27,7 @@ from backends import Backend, create_backend
 from decision import Decision
 from exporting import ExportInfo, export_static_graph
 from modeling import from_pretrained, load_tokenizer, model_input_names, model_inputs
-from pipeline import TextPipeline
+from pipeline import Runner, TextPipeline
 from utils import DataError, logger
 
 CHECKPOINT_FILE = "model_state.pdparams"
@@ -233,12 +233,14 @@ class EncoderExport:
     embedding_size: int
     encoder: str
 
-    def embed(self, texts: Sequence[str], max_seq_length: int, batch_size: int) -> np.ndarray:
-        """Embeddings [texts, embedding_size] in input order."""
+    def embed(self, texts: Sequence[str], max_seq_length: int, batch_size: int, runner: Runner | None = None
+              ) -> np.ndarray:
+        """Embeddings [texts, embedding_size] in input order, the batches run by `runner` (a server's
+        runner shared between its requests), by default the engine."""
         pipeline = embedding_pipeline(self.tokenizer, max_seq_length, batch_size)
         if not len(texts):
             return np.zeros((0, self.embedding_size), dtype="float32")
-        return pipeline.outputs(self.engine, pipeline.encode(texts)).astype("float32")
+        return pipeline.outputs(runner or self.engine, pipeline.encode(texts)).astype("float32")
 
 
 def check_predictor_options(device: str, use_tensorrt: bool) -> None:

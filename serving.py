@@ -1,38 +1,55 @@
 """What the servers (SimpleServing, Paddle Serving) share: checking the texts of a request, and the
-answer's fields; for SimpleServing (the classifier's and the retrieval encoder's), building the app.
+answer's fields; for SimpleServing (the classifier's and the retrieval encoder's), building the app:
+its size caps and its sharing of the model between concurrent requests.
 
 A request comes from anywhere, so its content is checked here and a bad one becomes a DataError
-that each server turns into its own error answer (HTTP 422, an error status), never a crash. The
-answer keeps the reference's fields and meanings, so clients written for the reference keep
-working, and adds label names and, on request, every label's probability, the k most probable
-labels, and a label-count policy of its own (decision.py).
+that each server turns into its own error answer (HTTP 422, or 413 beyond a size cap; an error
+status), never a crash. The answer keeps the reference's fields and meanings, so clients written for
+the reference keep working, and adds label names and, on request, every label's probability, the k
+most probable labels, and a label-count policy of its own (decision.py).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
-from typing import Callable, Sequence
+import threading
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from cli import NON_NEGATIVE_INT, PORT
+from cli import NON_NEGATIVE_INT, PORT, POSITIVE_INT
 from decision import Decision
 from native_tokenizer import tokenize_on_calling_threads
 from utils import DataError, logger
 
+if TYPE_CHECKING:
+    from paddlenlp import SimpleServer
+
 MAX_REQUEST_TEXTS = 256  # texts one serving request may carry
 MAX_LABEL_COUNT = 1_000_000  # the largest label count a request may name (min_labels, max_labels, top_k)
+# SimpleServing's default size caps (--max_text_chars, --max_request_bytes): twice a long legal judgment
+# (50,000 characters) per text, and 10 MiB per request body (about 3.5 million Chinese characters as
+# UTF-8, 1.7 million as JSON \u escapes).
+MAX_TEXT_CHARS = 100_000
+MAX_REQUEST_BYTES = 10 * 2**20
 
 
-def texts_of_request(data) -> list[str]:
-    """The texts of a SimpleServing request's `data` (`{"text": ...}`), or a DataError saying why not."""
+class TooLarge(DataError):
+    """A text or a request beyond a size cap: answered with HTTP 413 rather than 422, since the request
+    is well formed and a higher cap would serve it."""
+
+
+def texts_of_request(data, max_text_chars: int | None = None) -> list[str]:
+    """The texts of a SimpleServing request's `data` (`{"text": ...}`), or a DataError saying why not
+    (a TooLarge one for a text longer than `max_text_chars`)."""
     if not isinstance(data, dict) or "text" not in data:
         raise DataError("the request's 'data' must be an object with a 'text' field")
-    return request_texts(data["text"])
+    return request_texts(data["text"], max_text_chars=max_text_chars)
 
 
-def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS) -> list[str]:
+def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS, max_text_chars: int | None = None) -> list[str]:
     """The texts of a serving request (a string or a list of strings), or a DataError saying why not."""
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts:
@@ -42,7 +59,18 @@ def request_texts(value, max_texts: int = MAX_REQUEST_TEXTS) -> list[str]:
             raise DataError(f"text[{i}] is {type(text).__name__}, not a string")
     if len(texts) > max_texts:
         raise DataError(f"{len(texts)} texts in one request; at most {max_texts}")
+    if max_text_chars is not None:
+        check_text_sizes(texts, max_text_chars)
     return texts
+
+
+def check_text_sizes(texts: Sequence[str], max_text_chars: int) -> None:
+    """TooLarge for the first text over the cap: tokenizing one huge text would hold the server's
+    attention for seconds, and reading it in windows keeps only its first windows anyway."""
+    for i, text in enumerate(texts):
+        if len(text) > max_text_chars:
+            raise TooLarge(f"text[{i}] has {len(text)} characters; at most {max_text_chars} "
+                           f"(--max_text_chars / MAX_TEXT_CHARS raises the cap)")
 
 
 def request_parameter(parameters: dict, name: str, default, kind: type, low: float, high: float) -> int | float | None:
@@ -104,15 +132,138 @@ def add_simple_server_arguments(parser: argparse.ArgumentParser, export_dir: str
                         help="Device that runs the model, defaults to gpu (as the reference's server).")
     parser.add_argument("--device_id", type=NON_NEGATIVE_INT, default=os.environ.get("DEVICE_ID", "0"),
                         help="Which gpu runs the model.")
+    parser.add_argument("--max_text_chars", type=POSITIVE_INT, default=os.environ.get("MAX_TEXT_CHARS", MAX_TEXT_CHARS),
+                        help=f"Longest text a request may carry, in characters (default {MAX_TEXT_CHARS:,}); "
+                             f"a longer one is refused with HTTP 413.")
+    parser.add_argument("--max_request_bytes", type=POSITIVE_INT,
+                        default=os.environ.get("MAX_REQUEST_BYTES", MAX_REQUEST_BYTES),
+                        help=f"Largest request body, in bytes (default {MAX_REQUEST_BYTES:,}, 10 MiB); a larger "
+                             f"one is refused with HTTP 413 before it is parsed.")
     parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
     parser.add_argument("--port", type=PORT, default=port, help="Port to listen on.")
 
 
+def refusal(err: DataError) -> Exception:
+    """The HTTP error a SimpleServing handler raises for a refused request: 413 for a size cap, else 422."""
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=413 if isinstance(err, TooLarge) else 422, detail=str(err))
+
+
+class TakingTurns:
+    """The model runner the concurrent requests of a server share: one batch runs at a time (an engine
+    is not safe to call from two threads at once), and waiting batches run in their order of arrival.
+
+    A request asks for its next batch only after its last one ran, so first-come-first-served over
+    batches is a round robin over requests: a one-text request waits for at most one batch of a long
+    request in progress, not for all of it. The turn is handed to the next waiting batch directly (a
+    plain lock would not do: the thread that releases it usually takes it again before a waiting
+    thread wakes), and only that batch's thread is woken.
+    """
+
+    def __init__(self, runner):
+        self.runner = runner
+        self._guard = threading.Lock()
+        self._busy = False
+        self._waiting: collections.deque[threading.Event] = collections.deque()
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        turn = None
+        with self._guard:
+            if self._busy:
+                turn = threading.Event()
+                self._waiting.append(turn)
+            self._busy = True
+        if turn is not None:
+            turn.wait()
+        try:
+            return self.runner.run(feed)
+        finally:
+            with self._guard:
+                if self._waiting:
+                    self._waiting.popleft().set()
+                else:
+                    self._busy = False
+
+
+async def drain(receive) -> None:
+    """Read and drop the rest of a request body, so that the refusal reaches the client: a client that
+    sends its whole body before reading the answer (urllib, requests) sees only a reset connection when
+    the server answers and closes first."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+class BodySizeCap:
+    """ASGI middleware refusing (HTTP 413) a request body over `max_bytes` before it is parsed or kept:
+    when Content-Length says so, before any of it is kept (a client that waits for `100 Continue`, as
+    curl does, is answered without sending it); for a chunked body, as soon as the bytes received pass
+    the cap. A body is parsed whole on the server's event loop, so a huge one would stall every
+    connection, not just its own."""
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def reason(self, size: int | str) -> str:
+        return (f"the request body is {size} bytes; at most {self.max_bytes} "
+                f"(--max_request_bytes / MAX_REQUEST_BYTES raises the cap)")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+        from starlette.datastructures import Headers
+
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            if headers.get("expect", "").lower() != "100-continue":
+                await drain(receive)
+            return await JSONResponse({"detail": self.reason(declared)}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # FastAPI answers an HTTPException raised while it reads the body
+                if message.get("more_body", False):
+                    await drain(receive)
+                raise HTTPException(status_code=413, detail=self.reason(f"more than {self.max_bytes}"))
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def answer_concurrently(app: "SimpleServer", max_text_chars: int) -> None:
+    """Let SimpleServer run requests side by side: its ModelManager.predict holds the model's lock for
+    a whole request, so a one-text request would wait for all of a long one in progress. Here a
+    request holds nothing while its texts are checked and tokenized (on the request's own thread from
+    FastAPI's pool) or its answer is built; only the model's batches take turns (`TakingTurns`). Each
+    predictor also carries the text-size cap its handler checks."""
+    manager = app._model_manager
+    for predictor in manager._predictor_list:
+        predictor.backend = TakingTurns(predictor.backend)
+        predictor.max_text_chars = max_text_chars
+
+    def predict(data, parameters):
+        predictor = manager._predictor_list[manager._get_predict_id()]
+        return manager._post_handler(manager._model_handler(predictor, manager._tokenizer, data, parameters),
+                                     parameters)
+
+    manager.predict = predict
+
+
 def simple_server(route: str, settings: argparse.Namespace, model_handler: type, post_handler: type):
-    """A SimpleServer answering `route` with the export in `settings.export_dir` on `settings.device`.
+    """A SimpleServer answering `route` with the export in `settings.export_dir` on `settings.device`,
+    with the size caps of `settings` and requests answered concurrently (`answer_concurrently`).
 
     The export is loaded by SimpleServer's model loader (patched in compat, which the server scripts
-    import); tokenizing stays on the request's thread, as each request is one batch.
+    import); tokenizing stays on the request's thread.
     """
     import paddle
     from paddlenlp import SimpleServer
@@ -125,6 +276,8 @@ def simple_server(route: str, settings: argparse.Namespace, model_handler: type,
     app.register(route, model_path=settings.export_dir, tokenizer_name=settings.export_dir,
                  model_handler=model_handler, post_handler=post_handler,
                  device_id=settings.device_id if settings.device == "gpu" else -1)
+    answer_concurrently(app, settings.max_text_chars)
+    app.add_middleware(BodySizeCap, max_bytes=settings.max_request_bytes)
     return app
 
 

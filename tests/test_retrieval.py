@@ -10,6 +10,7 @@ import pytest
 from http_json import post
 from retrieval import Recall, label_scores, read_recall_file, write_recall_file
 from semantic_index import in_batch_negative_loss, load_encoder_export, not_negative_mask
+from serving import MAX_TEXT_CHARS
 from utils import DataError
 from vector_index import Entry, HnswIndex, IndexInfo, MilvusIndex
 
@@ -328,6 +329,8 @@ def test_the_embedding_server_answers_what_the_export_computes_and_run_system_us
         assert status == 422 and answer["detail"] == "text[1] is int, not a string"
         status, answer = post(url, {"data": {"text": "考试"}, "parameters": {"max_seq_len": 1}})
         assert status == 422 and answer["detail"] == "parameter max_seq_len must be an integer in [3, 2048], got 1"
+        status, answer = post(url, {"data": {"text": ["考试", "考" * (MAX_TEXT_CHARS + 1)]}})
+        assert status == 413 and "text[1] has" in answer["detail"] and "--max_text_chars" in answer["detail"]
 
         (tmp_path / "texts.txt").write_text("学校考试\n股票银行\n", encoding="utf-8")
         result = run_script("retrieval_based/deploy/simple_serving/client.py", "--url", url, "--input_file",

@@ -1,11 +1,14 @@
 """deploy/simple_serving: a real SimpleServer on 127.0.0.1, queried over HTTP like a user would."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from http_json import post
-from serving import MAX_REQUEST_TEXTS
+from serving import MAX_REQUEST_BYTES, MAX_REQUEST_TEXTS, MAX_TEXT_CHARS
 
 from conftest import (
     LABELS,
@@ -22,10 +25,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    """`paddlenlp server server:app` serving the exported test model."""
+def server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("simple_serving") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(exported, server_log):
+    """`paddlenlp server server:app` serving the exported test model, with the default caps."""
     export_dir, _ = exported
-    with running_simple_server("server", export_dir, tmp_path_factory.mktemp("simple_serving") / "server.log") as url:
+    with running_simple_server("server", export_dir, server_log) as url:
         yield url, export_dir
 
 
@@ -92,6 +100,49 @@ def test_malformed_requests_get_422_and_the_server_keeps_serving(server, body, r
     assert status == 422 and reason in answer["detail"]
     status, answer = post(url, {"data": {"text": ["学校考试"]}})
     assert status == 200 and answer["result"]["label_names"] == [["教育"]]
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"data": {"text": ["学校考试", "a" * (MAX_TEXT_CHARS + 1)]}},
+     f"text[1] has {MAX_TEXT_CHARS + 1} characters; at most {MAX_TEXT_CHARS} (--max_text_chars"),
+    ({"data": {"text": ["a" * MAX_TEXT_CHARS] * (MAX_REQUEST_BYTES // MAX_TEXT_CHARS + 1)}},
+     f"bytes; at most {MAX_REQUEST_BYTES} (--max_request_bytes"),
+])
+def test_texts_and_requests_over_the_size_caps_get_413_and_the_server_keeps_serving(server, body, reason):
+    url, _ = server
+    status, answer = post(url, body)
+    assert status == 413 and reason in answer["detail"]
+    status, answer = post(url, {"data": {"text": ["学校考试"]}})
+    assert status == 200 and answer["result"]["label_names"] == [["教育"]]
+
+
+def requests_handled(log) -> int:
+    """How many requests the server has started to work on (SimpleServer logs one line per request)."""
+    return log.read_text(errors="replace").count("The predictor id")
+
+
+def test_a_one_text_request_is_answered_while_a_long_one_is_in_progress(server, server_log, keyword_data):
+    """The long request's 256 texts run as 256 batches; the one-text request, sent once the server
+    works on the long one, is answered first, and both answers are those each request gets alone."""
+    url, export_dir = server
+    dev = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
+    long_body = {"data": {"text": [(text * 200)[:2000] for text in (dev * 3)[:256]]},
+                 "parameters": {"batch_size": 1, "max_seq_len": 512, "return_probs": True}}
+    short_body = {"data": {"text": ["学校考试"]}, "parameters": {"return_probs": True}}
+    answered = []
+    before = requests_handled(server_log)
+    long = threading.Thread(target=lambda: answered.append(("long", *post(url, long_body, timeout=600))))
+    long.start()
+    while requests_handled(server_log) == before:  # the long request is being worked on
+        time.sleep(0.05)
+    answered.append(("short", *post(url, short_body)))
+    long.join()
+    assert [name for name, _, _ in answered] == ["short", "long"]
+    assert all(status == 200 for _, status, _ in answered)
+    assert answered[0][2] == post(url, short_body)[1] and answered[1][2] == post(url, long_body, timeout=600)[1]
+    expected, probs = offline_predictions(export_dir, long_body["data"]["text"], 512)
+    assert answered[1][2]["result"]["label_names"] == expected
+    assert np.allclose(answered[1][2]["result"]["probs"], probs, atol=1e-5)
 
 
 def test_invalid_json_and_unknown_fields_are_refused(server):

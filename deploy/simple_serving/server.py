@@ -18,7 +18,11 @@ parameters say `"return_probs": true`, and `top_k` (the k most probable labels w
 when they say `"top_k": k`. The export's decision (per-label thresholds, label-count policy,
 calibration) decides; a request may send `prob_limit` (one threshold for every label), `min_labels`,
 `max_labels` and `top_k` over it. A blank text (empty or white space) gets no labels and null `probs`,
-as predict.py writes an empty row for a blank line. Bad requests get HTTP 422 with the reason.
+as predict.py writes an empty row for a blank line. Bad requests get HTTP 422 with the reason; a text
+longer than `--max_text_chars`/`MAX_TEXT_CHARS` (100,000 characters) or a body larger than
+`--max_request_bytes`/`MAX_REQUEST_BYTES` (10 MiB, checked before the body is parsed) gets 413.
+Requests are answered concurrently, their model batches taking turns (serving.answer_concurrently),
+so a short request is not held up behind a long one.
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ import argparse
 
 import numpy as np
 import uvicorn
-from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
@@ -36,6 +39,7 @@ from serving import (
     add_simple_server_arguments,
     app_from_environment,
     label_response,
+    refusal,
     request_decision,
     request_parameter,
     simple_server,
@@ -55,14 +59,14 @@ class MultiLabelModelHandler(BaseModelHandler):
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
         try:
-            texts = texts_of_request(data)
+            texts = texts_of_request(data, predictor.max_text_chars)
             max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, predictor.export.max_positions or 2048)
             batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
             decision = request_decision(parameters, predictor.export.decision)
             if not isinstance(parameters.get("return_probs", False), bool):
                 raise DataError(f"parameter return_probs must be true or false, got {parameters['return_probs']!r}")
         except DataError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
+            raise refusal(err) from None
         pipeline = TextPipeline(tokenizer, predictor.export.input_names, max_seq_len, batch_size,
                                 predictor.export.long_text)
         labels = predictor.export.labels

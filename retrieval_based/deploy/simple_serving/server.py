@@ -15,7 +15,9 @@ its own index. The export directory is ../../output unless `--export_dir`/`EXPOR
 `{"data": {"text": [...]}, "parameters": {"max_seq_len": 128, "batch_size": 32}}`; the answer's
 `result` has `embedding` (one list of floats per text, in request order) and `encoder`, the
 fingerprint an index built with this encoder stores, so a client can refuse an index of another
-model. Bad requests get HTTP 422 with the reason. The model runs on GPU 0 by default (`--device`/
+model. Bad requests get HTTP 422 with the reason, a text or a body over the size caps 413 (`--max_text_chars`/
+`MAX_TEXT_CHARS`, `--max_request_bytes`/`MAX_REQUEST_BYTES`, as for the classifier's server); requests
+are answered concurrently, their model batches taking turns. The model runs on GPU 0 by default (`--device`/
 `DEVICE`, `--device_id`/`DEVICE_ID`); on a Paddle build without GPU support the server says so and stops.
 """
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
-from fastapi import HTTPException
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
 import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports and this encoder's)
@@ -31,6 +32,7 @@ from cli import ArgumentParser
 from serving import (
     add_simple_server_arguments,
     app_from_environment,
+    refusal,
     request_parameter,
     simple_server,
     texts_of_request,
@@ -49,12 +51,12 @@ class EmbeddingHandler(BaseModelHandler):
     @classmethod
     def process(cls, predictor, tokenizer, data, parameters):
         try:
-            texts = texts_of_request(data)
+            texts = texts_of_request(data, predictor.max_text_chars)
             max_seq_len = request_parameter(parameters, "max_seq_len", 128, int, 3, 2048)
             batch_size = request_parameter(parameters, "batch_size", 32, int, 1, 1024)
         except DataError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
-        return {"embedding": predictor.export.embed(texts, max_seq_len, batch_size), "encoder": predictor.export.encoder}
+            raise refusal(err) from None
+        return {"embedding": predictor.export.embed(texts, max_seq_len, batch_size, predictor.backend), "encoder": predictor.export.encoder}
 
 
 class EmbeddingPostHandler(BasePostHandler):
