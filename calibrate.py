@@ -16,10 +16,9 @@ from pathlib import Path
 from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, multi_hot
 from decision import CALIBRATION_METHODS, NO_CALIBRATION
-from decision import CONFIG_KEY as DECISION_KEY
 from metric import fit_decision_on_dev
-from modeling import add_decision_arguments, add_long_text_arguments, load_trained, stored_config
-from utils import logger, run_cli, write_json
+from modeling import add_decision_arguments, add_long_text_arguments, load_trained, store_decision
+from utils import logger, run_cli
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,11 +45,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     decision, results = fit_decision_on_dev(trained.decision, logits, multi_hot(examples, len(trained.labels)),
                                             trained.labels, args.threshold if args.tune_thresholds else None,
                                             args.calibration)
-    config = stored_config(args.params_path)
-    config["multi_label_thresholds"] = [float(t) for t in decision.thresholds]
-    config[DECISION_KEY] = decision.settings()
-    config_file = Path(args.params_path) / "config.json"
-    write_json(config_file, config)
+    config_file = store_decision(args.params_path, decision)
     logger.info(f"Decision (calibration: {args.calibration}, min_labels {decision.min_labels}, max_labels "
                 f"{decision.max_labels or 'none'}, top_k {decision.top_k}) saved in {config_file}")
     return results

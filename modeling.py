@@ -38,7 +38,7 @@ from pipeline import (
     LongText,
     TextPipeline,
 )
-from utils import DataError, logger, read_json_object, set_device, set_seed
+from utils import DataError, logger, read_json_object, set_device, set_seed, write_json
 
 REFERENCE_MODEL_NAMES = (
     "ernie-1.0-large-zh-cw",
@@ -264,6 +264,17 @@ def save_checkpoint(model, tokenizer, save_dir: str | os.PathLike, label_list: S
     model.config.id2label = {i: name for i, name in enumerate(label_list)}
     model.config.label2id = {name: i for i, name in enumerate(label_list)}
     _save_pretrained_atomically(model, tokenizer, Path(save_dir))
+
+
+def store_decision(checkpoint: str | os.PathLike, decision: Decision) -> Path:
+    """Replace the decision stored in a checkpoint's config.json (atomically; the weights stay as they
+    are) and return the file: calibrate.py's way of changing a checkpoint that exists."""
+    config = stored_config(checkpoint)
+    config["multi_label_thresholds"] = [float(t) for t in decision.thresholds]
+    config[DECISION_KEY] = decision.settings()
+    config_file = Path(checkpoint) / "config.json"
+    write_json(config_file, config)
+    return config_file
 
 
 def _save_pretrained_atomically(model, tokenizer, save_dir: Path) -> None:
