@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backends import create_backend
+from decision import Decision
 from exporting import load_export, load_export_tokenizer
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError
@@ -61,3 +62,34 @@ def test_a_batch_round_trips_with_label_names_including_texts_without_labels(exp
 def test_malformed_requests_are_refused_never_evaluated(request_dict, reason):
     with pytest.raises(DataError, match=reason.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         pipeline_io.parse_request(request_dict)
+
+
+@pytest.mark.parametrize("parameters, reason", [
+    ("min_labels=1", "'parameters' must be a JSON object"),
+    ("[1]", "'parameters' must be a JSON object"),
+    (json.dumps({"top_k": "2"}), "parameter top_k must be an integer"),
+    (json.dumps({"min_labels": 3, "max_labels": 2}), "min_labels 3 is more than max_labels 2"),
+])
+def test_malformed_decision_parameters_are_refused(parameters, reason):
+    stored = Decision(np.full(3, 0.5, dtype="float32"))
+    with pytest.raises(DataError, match=reason):
+        pipeline_io.parse_decision({"sentence": "[\"a\"]", "parameters": parameters}, stored)
+
+
+@pytest.mark.slow
+def test_a_request_may_override_the_exported_decision(exported):
+    export_dir, _ = exported
+    export = load_export(export_dir / "float32")
+    tokenizer = load_export_tokenizer(export)
+    texts = ["足球比赛股票", "的了在是"]
+    request = {**pipeline_io.encode_request(texts), "parameters": json.dumps({"max_labels": 1, "min_labels": 1,
+                                                                             "top_k": 2})}
+    decision = pipeline_io.parse_decision(request, export.decision)
+    feeds, rows = pipeline_io.preprocess(texts, export, tokenizer, 128, decision)
+    answer = pipeline_io.postprocess({"logits": create_backend(export, "onnxruntime", "fp32").run(feeds)}, export,
+                                     rows)
+    labels, _ = pipeline_io.decode_response(answer)
+    assert [len(row) for row in labels] == [1, 1]  # two labels pass for the first text, none for the second
+    top = json.loads(answer["top_k"])
+    assert [len(row) for row in top] == [2, 2] and labels[0] == [top[0][0]["label_name"]]
+    assert pipeline_io.parse_decision(pipeline_io.encode_request(texts), export.decision) is export.decision

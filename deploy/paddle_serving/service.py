@@ -17,7 +17,7 @@ from modeling import check_max_seq_length, tokenizer_positions
 from native_tokenizer import tokenize_on_calling_threads
 from utils import DataError, run_cli
 
-from pipeline_io import parse_request, postprocess, preprocess
+from pipeline_io import parse_decision, parse_request, postprocess, preprocess
 
 parser = ArgumentParser(description=__doc__)
 parser.add_argument("--export_dir", default="../../export", help="Directory written by export_model.py.")
@@ -38,9 +38,10 @@ class SeqClsOp(Op):
         (_, input_dict), = input_dicts.items()
         try:
             texts = parse_request(input_dict)
+            decision = parse_decision(input_dict, self.export.decision)
         except DataError as err:  # an error answer for this request; the service keeps serving
             return {}, True, 400, str(err)
-        feed, self.row_texts[data_id] = preprocess(texts, self.export, self.tokenizer, self.max_seq_length)
+        feed, self.row_texts[data_id] = preprocess(texts, self.export, self.tokenizer, self.max_seq_length, decision)
         return feed, False, None, ""
 
     def postprocess(self, input_dicts, fetch_dict, data_id, log_id):
