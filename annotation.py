@@ -383,16 +383,6 @@ def label_studio_config(labels: Sequence[str], multiple: bool = True) -> str:
             f"showInline=\"false\">\n{choices}\n  </Choices>\n</View>\n")
 
 
-def threshold_distances(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """[texts, labels] distance of each probability from its label's threshold on the logit scale, where
-    0.10 against a threshold of 0.05 is as far as 0.68 against 0.5; a switched-off label (threshold 1
-    or more) is infinitely far: no text is unsure about it."""
-    clipped = np.clip(np.asarray(probs, dtype="float64"), 1e-7, 1 - 1e-7)
-    cut = np.clip(np.asarray(thresholds, dtype="float64"), 1e-7, 1 - 1e-7)
-    distance = np.abs(np.log(clipped / (1 - clipped)) - np.log(cut / (1 - cut)))
-    return np.where(np.asarray(thresholds) < 1, distance, np.inf)
-
-
 def least_sure(distances: np.ndarray, count: int, spread: bool = False) -> list[int]:
     """The `count` texts closest to a threshold on any label, closest first; with `spread`, taken in turn
     from each label's own queue (the texts closest to that label's threshold) so a few labels the model

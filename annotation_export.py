@@ -29,7 +29,6 @@ from annotation import (
     label_studio_config,
     label_studio_task,
     least_sure,
-    threshold_distances,
 )
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import Example, ReadStats, iter_examples, read_label_list
@@ -132,7 +131,7 @@ def model_view(trained: TrainedModel, texts: list[str]) -> dict:
     return {"names": [[trained.labels[j] for j in np.flatnonzero(row)] for row in chosen],
             "probs": [{name: round(float(p), 4) for name, p in zip(trained.labels, row)} for row in probs],
             "confidence": decision_confidence(probs, chosen),
-            "distances": threshold_distances(probs, trained.decision.thresholds)}
+            "distances": trained.decision.margins(probs)}
 
 
 def write_outputs(output_dir: Path, doccano: list[dict], studio: list[dict], labels: list[str]) -> None:

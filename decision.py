@@ -125,6 +125,14 @@ class Decision:
         """Per text, the chosen label ids in label-id order (maybe none)."""
         return [np.flatnonzero(row).tolist() for row in self.chosen(probs)]
 
+    def margins(self, probs: np.ndarray) -> np.ndarray:
+        """[texts, labels] distance of each probability from its label's threshold on the logit scale, where
+        0.10 against a threshold of 0.05 is as far as 0.68 against 0.5: how unsure the decision is (the
+        annotation queue's order). A switched-off label is infinitely far: no text is unsure about it."""
+        clipped = np.clip(np.asarray(probs, dtype="float64").reshape(-1, self.num_labels), 1e-7, 1 - 1e-7)
+        cut = np.clip(np.asarray(self.thresholds, dtype="float64"), 1e-7, 1 - 1e-7)
+        return np.where(np.asarray(self.thresholds) < 1, np.abs(logit(clipped) - logit(cut)), np.inf)
+
     def top(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """([texts, k] label ids, [texts, k] probabilities) of the `top_k` most probable labels, most
         probable first, ties by label id (k capped at the label count)."""

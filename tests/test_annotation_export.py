@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotation import decision_confidence, least_sure, threshold_distances
+from annotation import decision_confidence, least_sure
+from decision import Decision
 
 from conftest import LABELS, run_main
 
@@ -95,7 +96,7 @@ def test_existing_import_files_are_kept_without_overwrite(tmp_path):
 
 
 def test_threshold_distance_is_on_the_logit_scale_and_ignores_switched_off_labels():
-    distances = threshold_distances(np.array([[0.1, 0.68, 0.9]]), np.array([0.05, 0.5, 1.0]))
+    distances = Decision(np.array([0.05, 0.5, 1.0], dtype="float32")).margins(np.array([[0.1, 0.68, 0.9]]))
     assert distances[0, 0] == pytest.approx(distances[0, 1], abs=0.01) and np.isinf(distances[0, 2])
 
 
