@@ -17,6 +17,8 @@ annotation, `doccano.py --valid` / `--dirty` bring the export back, from either 
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import json
 from pathlib import Path

@@ -10,6 +10,8 @@ not touched. `--calibration none` removes a calibration.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 

@@ -15,6 +15,8 @@ and nothing else there is touched. Everything is checked before the first file i
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from decimal import Decimal, InvalidOperation
 from pathlib import Path

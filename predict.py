@@ -15,6 +15,8 @@ interrupted run finished.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import os
 from pathlib import Path

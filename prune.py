@@ -14,6 +14,8 @@ Here the same recipe works directly on the ERNIE layers:
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import copy
 import functools

@@ -7,6 +7,8 @@ pretrains the new model as a masked LM on the same texts, the offline stand-in f
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import tempfile
 from collections import Counter
 from pathlib import Path

@@ -7,6 +7,8 @@ checkpoint. Multi-card: run it under
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import contextlib
 import os

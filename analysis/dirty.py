@@ -9,6 +9,8 @@ sum of |alpha|), highest first.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     write_rows(dataset / args.rest_file, [row for i, row in enumerate(rows) if i not in dirty])
     picked = total[sorted(dirty)]
     logger.info(f"{len(dirty)} dirty rows of {len(train)} saved in {dataset / args.dirty_file} (sum of |label - "
-                f"probability| {picked.min():.3f} to {picked.max():.3f}; all rows: mean {total.mean():.3f}); "
-                f"the other {len(train) - len(dirty)} rows in {dataset / args.rest_file}")
+                f"probability| {picked.min():.3f} to {picked.max():.3f}; all rows: mean {total.mean():.3f})")
+    logger.info(f"The other {len(train) - len(dirty)} rows saved in {dataset / args.rest_file}")
 
 
 if __name__ == "__main__":

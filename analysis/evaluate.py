@@ -9,6 +9,8 @@ per label) and `reliability.png` (the reliability diagram of the dev probabiliti
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import csv
 from pathlib import Path
 
@@ -168,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     bad_case_path = dataset / args.bad_case_file
     count = write_bad_cases(bad_case_path, examples, logits, trained)
     logger.info(f"Bad case in dev dataset saved in {bad_case_path} ({count} of {len(examples)} examples)")
-    logger.info(f"metrics.json, per_label.csv, per_label_f1.png and reliability.png saved in {dataset}")
+    for name, content in (("metrics.json", "Metrics"), ("per_label.csv", "Per-label support, precision, recall, F1"),
+                          ("per_label_f1.png", "Per-label F1 against support"), ("reliability.png", "Reliability diagram")):
+        logger.info(f"{content} saved in {dataset / name}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ shows a labelling inconsistency or a missing kind of example.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 from pathlib import Path
 
 from cli import POSITIVE_INT, ArgumentParser

@@ -8,6 +8,8 @@ augmented training rows (default), duplicated rows, or unlabelled texts to annot
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 

@@ -8,6 +8,8 @@ label's logit to the words of the text and writes `word_interpret.html` (coloure
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import html
 from pathlib import Path
 
@@ -95,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
                       + "\n</table></body></html>\n")
     write_text_atomic(text_path, "Text\tLabel\tProbability\tGold / Predicted\tKey words\n" + "\n".join(text_lines)
                       + "\n")
-    logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path} "
-                f"and {text_path}")
+    logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path}")
+    logger.info(f"The same explanations as text saved in {text_path}")
 
 
 if __name__ == "__main__":

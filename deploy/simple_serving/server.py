@@ -26,6 +26,8 @@ so a short request is not held up behind a long one.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import numpy as np

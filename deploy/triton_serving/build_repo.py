@@ -21,6 +21,8 @@ their probabilities; in a batch, rows shorter than the longest are padded with i
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import json
 import shutil

@@ -22,6 +22,8 @@ are answered concurrently, their model batches taking turns. The model runs on G
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import uvicorn
