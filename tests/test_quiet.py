@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, load_script
+from conftest import ROOT
 
 # What Paddle, setuptools and Paddle's C++ log print on a run without the Makefile's PYTHONWARNINGS.
 NOISE = ("UserWarning", "No ccache found", "Setuptools is replacing distutils", "state dict is empty",
@@ -57,14 +57,3 @@ def test_saving_an_empty_state_and_paddles_cpp_warnings_are_silent(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["2"] and (tmp_path / "scaler.pdparams").is_file()
     assert [noise for noise in NOISE if noise in result.stderr] == [], result.stderr[-2000:]
-
-
-def test_triton_asks_for_no_pinned_memory_without_an_nvidia_driver(tmp_path, monkeypatch):
-    """Without the driver, tritonserver's default pinned memory pool only logs "CUDA driver version is
-    insufficient"; with it (here: a stand-in device file) the pool is the server's default."""
-    run_server = load_script("deploy/triton_serving/run_server.py")
-    command = lambda: run_server.server_command(tmp_path, tmp_path, "127.0.0.1", 1, 2)  # noqa: E731
-    monkeypatch.setattr(run_server, "NVIDIA_DRIVER_DEVICE", str(tmp_path / "no_such_device"))
-    assert command()[-2:] == ["--pinned-memory-pool-byte-size", "0"]
-    monkeypatch.setattr(run_server, "NVIDIA_DRIVER_DEVICE", str(tmp_path))
-    assert "--pinned-memory-pool-byte-size" not in command()

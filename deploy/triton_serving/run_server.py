@@ -27,7 +27,6 @@ parser.add_argument("--http_port", type=PORT, default=8000, help="HTTP port.")
 parser.add_argument("--grpc_port", type=PORT, default=8001, help="gRPC port.")
 parser.add_argument("--work_dir", default=str(Path.home() / ".cache/triton_serving"), help="Where the server copy lives.")
 # yapf: enable
-NVIDIA_DRIVER_DEVICE = "/dev/nvidiactl"  # present wherever the NVIDIA driver is loaded
 
 
 def site_packages() -> Path:
@@ -60,14 +59,11 @@ def server_environment() -> dict[str, str]:
 
 
 def server_command(server: Path, repository: Path, host: str, http_port: int, grpc_port: int) -> list[str]:
-    """Without an NVIDIA driver no pinned memory pool is asked for: the server would warn at start that
-    "CUDA driver version is insufficient" to allocate one, which on a CPU machine says nothing."""
-    no_gpu = [] if Path(NVIDIA_DRIVER_DEVICE).exists() else ["--pinned-memory-pool-byte-size", "0"]
     return [str(server / "bin" / "tritonserver"), "--model-repository", str(repository.resolve()),
             "--backend-directory", str(server / "backends"), "--cache-directory", str(server / "caches"),
             "--http-address", host, "--http-port", str(http_port), "--grpc-address", host,
             "--grpc-port", str(grpc_port), "--allow-metrics", "false", "--allow-gpu-metrics", "false",
-            "--exit-on-error", "true", "--strict-readiness", "true", *no_gpu]
+            "--exit-on-error", "true", "--strict-readiness", "true"]
 
 
 def main(argv: list[str] | None = None) -> None:
