@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 # What Paddle, setuptools and Paddle's C++ log print on a run without the Makefile's PYTHONWARNINGS.
 NOISE = ("UserWarning", "No ccache found", "Setuptools is replacing distutils", "state dict is empty",
@@ -57,3 +57,9 @@ def test_saving_an_empty_state_and_paddles_cpp_warnings_are_silent(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["2"] and (tmp_path / "scaler.pdparams").is_file()
     assert [noise for noise in NOISE if noise in result.stderr] == [], result.stderr[-2000:]
+
+
+def test_triton_gets_quiet_beside_its_tokenizer_model(tmp_path):
+    """Triton's python backend imports a model's modules from its directory, not from the repository."""
+    load_script("deploy/triton_serving/build_repo.py").copy_pipeline(tmp_path)
+    assert (tmp_path / "quiet.py").read_bytes() == (ROOT / "quiet.py").read_bytes()

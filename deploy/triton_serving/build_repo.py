@@ -90,9 +90,9 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
 
 
 def copy_pipeline(model_dir: Path) -> None:
-    """The one text pipeline, its tokenizer module and the decision step beside a python model (Triton
-    imports from there)."""
-    for module in (pipeline, native_tokenizer, decision):
+    """The one text pipeline, its tokenizer module, the decision step and `quiet` (the tokenizer model
+    imports it before paddlenlp) beside a python model (Triton imports from there)."""
+    for module in (quiet, pipeline, native_tokenizer, decision):
         shutil.copy(module.__file__, model_dir / Path(module.__file__).name)
 
 
