@@ -11,7 +11,7 @@ from conftest import ROOT, load_script
 
 # What Paddle, setuptools and Paddle's C++ log print on a run without the Makefile's PYTHONWARNINGS.
 NOISE = ("UserWarning", "No ccache found", "Setuptools is replacing distutils", "state dict is empty",
-         "not support input out tensor")
+         "not support input out tensor", "don't support input_spec")
 # Entry points of the suite (benchmarks and the standard-library data generator excepted).
 SCRIPTS = sorted(path for path in ROOT.rglob("*.py") if '__name__ == "__main__"' in path.read_text(encoding="utf-8")
                  and not {".venv", "tests", "bench", "data"} & set(path.relative_to(ROOT).parts))
