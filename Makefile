@@ -47,10 +47,12 @@ test: $(INSTALLED)
 	$(PY) -m pytest
 
 # `uv pip sync` makes a tool's venv exactly its lock (about 1.3 GB for both, installed once); the live tests
-# start each tool offline on a free port with its data in a temporary directory (tests/live/conftest.py)
+# start each tool offline on a free port with its data in a temporary directory (tests/live/tools.py), copied
+# from the migrated database kept in live-template/ (rebuilt after a sync)
 .venv-%/.installed: requirements-%.txt $(INSTALLED)
 	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
 	$(VENV)/bin/uv pip sync --python .venv-$*/bin/python requirements-$*.txt
+	rm -rf .venv-$*/live-template
 	touch $@
 
 test-live: $(INSTALLED) $(TOOL_VENVS:%=%/.installed)
