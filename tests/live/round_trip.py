@@ -67,8 +67,8 @@ def expected(name: str) -> tuple[list[str], list[str]]:
 
 
 def check_conversion(export: Path, save_dir: Path) -> None:
-    """doccano.py on the export (one split, in file order) gives exactly the expected files, and its log
-    counts the examples nobody annotated."""
+    """doccano.py on the export (in file order) gives exactly the expected files, as one split and as
+    train and dev, and its log counts the examples nobody annotated."""
     result = run_main("doccano.py", "--doccano_file", export, "--save_dir", save_dir, "--splits", "1",
                       "--is_shuffle", "False")
     assert result.returncode == 0, result.stderr
@@ -78,5 +78,11 @@ def check_conversion(export: Path, save_dir: Path) -> None:
     assert (save_dir / "data.txt").read_text(encoding="utf-8").splitlines() == [line.split("\t")[0] for line in train]
     assert (save_dir / "unlabelled.txt").read_text(encoding="utf-8").splitlines() == unlabelled
     records = len(train) + len(unlabelled)
+    split = run_main("doccano.py", "--doccano_file", export, "--save_dir", save_dir / "split", "--splits", "0.6",
+                     "0.4", "--is_shuffle", "False")
+    assert split.returncode == 0, split.stderr
+    cut = int(len(train) * 0.6)
+    assert (save_dir / "split" / "train.txt").read_text(encoding="utf-8").splitlines() == train[:cut]
+    assert (save_dir / "split" / "dev.txt").read_text(encoding="utf-8").splitlines() == train[cut:]
     assert (f"({FORMAT_OF[export.name]}): {records} examples, {len(train)} annotated, {len(unlabelled)} not annotated by anyone"
             in result.stderr), result.stderr
