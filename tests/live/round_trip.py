@@ -8,6 +8,8 @@ tests/test_real_exports.py in every `make test`.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from conftest import ROOT, run_main
@@ -56,6 +58,17 @@ def relabel_tasks(work: Path) -> Path:
                       "--output_dir", "tasks", cwd=work)
     assert result.returncode == 0, result.stderr
     return work / "tasks"
+
+
+def store_export(content: bytes, name: str, work: Path, keep: bool = True) -> Path:
+    """A downloaded export written to work/exports/; with LIVE_KEEP_EXPORTS=<directory>, also copied there
+    (how the committed real exports were made)."""
+    path = work / "exports" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content)
+    if keep and os.environ.get("LIVE_KEEP_EXPORTS"):
+        shutil.copy(path, Path(os.environ["LIVE_KEEP_EXPORTS"]) / name)
+    return path
 
 
 def expected(name: str) -> tuple[list[str], list[str]]:

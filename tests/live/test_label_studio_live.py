@@ -4,80 +4,49 @@ converted by doccano.py."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import run_main
-from live.round_trip import (
-    BANK,
-    FOOTBALL,
-    LABEL_STUDIO_DIR,
-    LABEL_STUDIO_EXPORTS,
-    LABEL_STUDIO_TRAIN,
-    PHONE,
-    SCHOOL,
-    STAR,
-    STOCKS,
-    check_conversion,
-    relabel_tasks,
-)
-from live.tools import LabelStudio, label_studio_server
+from live import round_trip as trip
+from live.tools import LabelStudio
 
 pytestmark = pytest.mark.live
-KEEP_EXPORTS = os.environ.get("LIVE_KEEP_EXPORTS")
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("label_studio_live")
-
-
-@pytest.fixture(scope="module")
-def studio(work):
-    with label_studio_server(work) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
 def project(studio: LabelStudio, work: Path) -> int:
     """The relabelling tasks imported with their predictions and annotated as round_trip.py describes."""
-    tasks_dir = relabel_tasks(work)
+    tasks_dir = trip.relabel_tasks(work)
     project = studio.create_project("relabel", (tasks_dir / "label_studio_config.xml").read_text(encoding="utf-8"))
     studio.import_tasks(project, json.loads((tasks_dir / "label_studio_tasks.json").read_text(encoding="utf-8")))
     tasks = {task["data"]["text"]: task["id"] for task in studio.tasks(project)}
-    studio.annotate(tasks[FOOTBALL], ["体育"])
-    studio.annotate(tasks[STOCKS], ["财经", "科技"])
-    studio.change(studio.annotate(tasks[PHONE], ["科技"]), ["娱乐"])
-    studio.annotate(tasks[STAR], ["娱乐"])
-    studio.annotate(tasks[STAR], ["娱乐", "体育"])
-    studio.annotate(tasks[SCHOOL], None, cancelled=True)
-    studio.annotate(tasks[BANK], None)
+    studio.annotate(tasks[trip.FOOTBALL], ["体育"])
+    studio.annotate(tasks[trip.STOCKS], ["财经", "科技"])
+    studio.change(studio.annotate(tasks[trip.PHONE], ["科技"]), ["娱乐"])
+    studio.annotate(tasks[trip.STAR], ["娱乐"])
+    studio.annotate(tasks[trip.STAR], ["娱乐", "体育"])
+    studio.annotate(tasks[trip.SCHOOL], None, cancelled=True)
+    studio.annotate(tasks[trip.BANK], None)
     return project
 
 
 def download(studio: LabelStudio, project: int, export_type: str, work: Path) -> Path:
-    path = work / "exports" / LABEL_STUDIO_EXPORTS[export_type]
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(studio.export(project, export_type))
-    if KEEP_EXPORTS:
-        shutil.copy(path, Path(KEEP_EXPORTS) / path.name)
-    return path
+    return trip.store_export(studio.export(project, export_type), trip.LABEL_STUDIO_EXPORTS[export_type], work)
 
 
 def test_import_keeps_texts_and_predictions(studio, project):
     tasks = studio.tasks(project)
-    assert len(tasks) == 7 and tasks[0]["data"] == {"text": FOOTBALL, "source": "relabel/train_dirty.txt:1"}
+    assert len(tasks) == 7 and tasks[0]["data"] == {"text": trip.FOOTBALL, "source": "relabel/train_dirty.txt:1"}
     assert all(task["total_predictions"] == 1 for task in tasks)
 
 
-@pytest.mark.parametrize("export_type", LABEL_STUDIO_EXPORTS)
+@pytest.mark.parametrize("export_type", trip.LABEL_STUDIO_EXPORTS)
 def test_every_export_converts_to_the_expected_files(studio, project, work, export_type):
     export = download(studio, project, export_type, work)
-    check_conversion(export, work / f"converted_{export_type}")
-    assert (LABEL_STUDIO_DIR / export.name).is_file(), f"no committed fixture {export.name}"
+    trip.check_conversion(export, work / f"converted_{export_type}")
+    assert (trip.LABEL_STUDIO_DIR / export.name).is_file(), f"no committed fixture {export.name}"
 
 
 def test_relabelled_texts_come_back_with_dirty(studio, project, work):
@@ -85,4 +54,4 @@ def test_relabelled_texts_come_back_with_dirty(studio, project, work):
     result = run_main("doccano.py", "--doccano_file", export, "--save_dir", work / "relabel", "--dirty",
                       "--overwrite", "--is_shuffle", "False")
     assert result.returncode == 0, result.stderr
-    assert (work / "relabel" / "train_dirty.txt").read_text(encoding="utf-8").splitlines() == LABEL_STUDIO_TRAIN
+    assert (work / "relabel" / "train_dirty.txt").read_text(encoding="utf-8").splitlines() == trip.LABEL_STUDIO_TRAIN

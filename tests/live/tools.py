@@ -56,7 +56,11 @@ def fresh_data_dir(venv: Path, target: Path, make_template: Callable[[Path], Non
         partial = venv / f"live-template.partial{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         make_template(partial)
-        partial.rename(template)
+        try:
+            partial.rename(template)
+        except OSError:  # another run made it meanwhile
+            shutil.rmtree(partial)
+            assert template.is_dir()
     shutil.copytree(template, target)
     return target
 
