@@ -128,14 +128,15 @@ def detect_format(export: ExportFile) -> str:
         return "doccano_json" if isinstance(first.get("label"), list) or "Comments" in first else "label_studio_json_min"
     if head.startswith("{"):
         return "doccano_jsonl"
-    if any(line.startswith(FASTTEXT_PREFIX) for _, line in fasttext_lines(export)):
-        return "fasttext"
     delimiter = "\t" if "\t" in head.partition("\n")[0] else ","
-    header = next(csv.reader(io.StringIO(head), delimiter=delimiter), [])
+    header = next(csv.reader(csv_text(head), delimiter=delimiter), [])
     if "annotation_id" in header or "annotator" in header:
         return "label_studio_tsv" if delimiter == "\t" else "label_studio_csv"
     if "label" in header:
         return "doccano_csv"
+    # doccano's fastText starts an unannotated line with a space and quotes a line with a comma or quote
+    if any(line.startswith(FASTTEXT_PREFIX) for _, line in fasttext_lines(export)):
+        return "fasttext"
     raise DataError(f"{export.name}: cannot tell the export's format (not JSON, JSONL, fastText or a CSV with "
                     f"a label column); name it with --format")
 
@@ -206,9 +207,16 @@ def read_doccano_json(export: ExportFile, text_key: str) -> list[Record]:
             for number, item in enumerate(parse_json_array(export), start=1)]
 
 
+def csv_text(content: str) -> io.StringIO:
+    """An export's content as the csv module's input, its field size limit (128 KiB) raised to the content's
+    size: a long document is a field like any other."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(content)))
+    return io.StringIO(content)
+
+
 def csv_rows(export: ExportFile, delimiter: str = ",") -> Iterable[tuple[str, dict[str, str]]]:
     """(where, row) of a CSV (or TSV) export with a header line."""
-    reader = csv.DictReader(io.StringIO(export.content), delimiter=delimiter)
+    reader = csv.DictReader(csv_text(export.content), delimiter=delimiter)
     for row in reader:
         if any((value or "").strip() for value in row.values()):
             yield f"{export.name}:{reader.line_num}", row
@@ -229,7 +237,7 @@ def fasttext_lines(export: ExportFile) -> Iterable[tuple[int, str]]:
     """(line number, line) of a fastText export. doccano writes each line as a one-column CSV (pandas'
     to_csv): a line holding a comma or a quote is quoted and its quotes doubled, and is read back here; in
     an unquoted line the commas the CSV reader splits at are put back."""
-    reader = csv.reader(io.StringIO(export.content))
+    reader = csv.reader(csv_text(export.content))
     line_no = 1
     for row in reader:
         yield line_no, ",".join(row)

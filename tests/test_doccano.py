@@ -304,3 +304,16 @@ def test_doccano_json_array_keeps_unannotated_apart(tmp_path):
     result = convert(export, tmp_path / "out", "--splits", "1")
     assert result.returncode == 0 and "(doccano_json)" in result.stderr, result.stderr
     assert read(tmp_path / "out" / "train.txt") == "一\t甲\n" and read(tmp_path / "out" / "unlabelled.txt") == "二\n"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("admin.csv", "id,text,label\n1,{text},甲\n"),
+    ("admin.txt", '"__label__甲 {text}, 完"\n'),
+])
+def test_a_document_longer_than_the_csv_modules_field_limit(tmp_path, name, content):
+    text = "长" * 200_000
+    export = tmp_path / name
+    export.write_text(content.format(text=text), encoding="utf-8")
+    result = convert(export, tmp_path / "out", "--splits", "1")
+    assert result.returncode == 0, result.stderr[-500:]
+    assert read(tmp_path / "out" / "train.txt").startswith(text)
