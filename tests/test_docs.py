@@ -10,10 +10,11 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, load_script
+from conftest import ROOT, in_a_venv, load_script
 
-SKIPPED_DIRS = {".venv", "demo_out", "out", ".pytest_cache", "node_modules"}
-DOCS = sorted(path for path in ROOT.rglob("*.md") if not SKIPPED_DIRS & set(path.relative_to(ROOT).parts))
+SKIPPED_DIRS = {"demo_out", "out", ".pytest_cache", "node_modules"}
+DOCS = sorted(path for path in ROOT.rglob("*.md")
+              if not SKIPPED_DIRS & set(path.relative_to(ROOT).parts) and not in_a_venv(path))
 # Scripts whose parser cannot be built here: Paddle Serving does not install on Python 3.11, and
 # importing the SimpleServing module builds its app (that is how `paddlenlp server server:app` runs it).
 UNLOADABLE = {"deploy/paddle_serving/service.py", "deploy/paddle_serving/rpc_client.py",

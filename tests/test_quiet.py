@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, load_script
+from conftest import ROOT, in_a_venv, load_script
 
 # What Paddle, setuptools and Paddle's C++ log print on a run without the Makefile's PYTHONWARNINGS.
 NOISE = ("UserWarning", "No ccache found", "Setuptools is replacing distutils", "state dict is empty",
          "not support input out tensor", "don't support input_spec")
 # Entry points of the suite (benchmarks and the standard-library data generator excepted).
-SCRIPTS = sorted(path for path in ROOT.rglob("*.py") if '__name__ == "__main__"' in path.read_text(encoding="utf-8")
-                 and not {".venv", "tests", "bench", "data"} & set(path.relative_to(ROOT).parts))
+SCRIPTS = sorted(path for path in ROOT.rglob("*.py") if not {"tests", "bench", "data"} & set(path.relative_to(ROOT).parts)
+                 and not in_a_venv(path) and '__name__ == "__main__"' in path.read_text(encoding="utf-8"))
 TRITON_TOKENIZER = ROOT / "deploy/triton_serving/python_models/tokenizer.py"  # imports paddlenlp in Triton's stub
 
 
