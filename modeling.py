@@ -445,8 +445,9 @@ class TrainedModel:
         return self.decision.probabilities(self.logits(texts))
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        logits = self.pipeline.outputs(self.runner(), self.pipeline.encode(texts))
-        logger.info(self.pipeline.length_summary())
+        rows = self.pipeline.encode(texts)
+        logits = self.pipeline.outputs(self.runner(), rows)
+        logger.info(self.pipeline.length_summary(rows.counts))
         return logits
 
     def features(self, texts: list[str]) -> np.ndarray:
@@ -454,7 +455,7 @@ class TrainedModel:
         logits: the space in which the analysis scripts compare examples (similar training examples,
         sparse dev data, representer points)."""
         rows = self.pipeline.encode(texts)
-        logger.info(self.pipeline.length_summary())
+        logger.info(self.pipeline.length_summary(rows.counts))
         return self.pipeline.outputs(self.runner(pooled=True), rows)
 
 

@@ -91,7 +91,7 @@ def predict(args: argparse.Namespace) -> None:
     labeller = make_labeller(args, trained, data_path, threads)
     label_file(labeller, data_path, args.output_file, args.batch_size, output_options(args, labeller), args.resume,
                rank, world_size, args.part_lines)
-    logger.info(labeller.pipeline.length_summary())
+    logger.info(labeller.length_summary())
     if rank == 0:
         logger.info(f"Prediction results save in {args.output_file}.")
 

@@ -234,9 +234,9 @@ def train(args: argparse.Namespace) -> dict:
     long_text = resolve_long_text(args, LongText(), args.max_seq_length)
     pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
     train_data = encode_examples(pipeline, train_examples, len(label_list))
-    logger.info(f"{args.train_file}: {pipeline.length_summary()}")
+    logger.info(f"{args.train_file}: {pipeline.length_summary(train_data.rows.counts)}")
     dev_data = encode_examples(pipeline, dev_examples, len(label_list))
-    logger.info(f"{args.dev_file}: {pipeline.length_summary()}")
+    logger.info(f"{args.dev_file}: {pipeline.length_summary(dev_data.rows.counts)}")
     if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
         init_classifier_bias(model, train_data.targets.mean(0))
     if args.init_from_ckpt:

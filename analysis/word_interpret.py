@@ -58,7 +58,6 @@ def refuse_windowed_texts(rows: list[InterpretRow], trained: TrainedModel, path:
     if trained.pipeline.long_text.mode != "window":
         return
     encoded = trained.pipeline.encode([row.text for row in rows])
-    trained.pipeline.length_summary()
     windowed = np.flatnonzero(np.bincount(encoded.source, minlength=encoded.num_texts) > 1)
     if windowed.size:
         raise DataError(f"{path}: {windowed.size} texts need more than one window of --max_seq_length "
