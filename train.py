@@ -40,8 +40,6 @@ from history import TrainingHistory
 from losses import LOSS_OPTIONS, LOSSES, LossSettings, get_loss, positive_weights, read_pos_weights
 from metric import fit_decision_on_dev
 from modeling import (
-    add_decision_arguments,
-    add_long_text_arguments,
     check_label_list,
     check_max_seq_length,
     dygraph_pipeline,
@@ -49,12 +47,12 @@ from modeling import (
     init_classifier_bias,
     load_model,
     load_tokenizer,
-    resolve_long_text,
     save_checkpoint,
     stored_config,
 )
 from pipeline import LongText
 from resume import RESUME_DIR, check_data, data_fingerprint, find_state, load_state, read_progress, save_state
+from script_options import add_decision_arguments, add_long_text_arguments, resolve_long_text
 from training import (
     AMP_DTYPES,
     MixedPrecision,

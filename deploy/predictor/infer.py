@@ -18,19 +18,10 @@ from data_io import ReadStats, load_examples, multi_hot, text_windows
 from decision import Decision
 from exporting import ExportInfo, load_export, load_export_tokenizer
 from labelling import Labeller, label_file
-from modeling import (
-    add_decision_arguments,
-    add_long_text_arguments,
-    check_max_seq_length,
-    load_model,
-    load_tokenizer,
-    resolve_decision,
-    resolve_long_text,
-    text_probs,
-    tokenizer_positions,
-)
+from modeling import check_max_seq_length, load_model, load_tokenizer, text_probs, tokenizer_positions
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import TextPipeline
+from script_options import add_decision_arguments, add_long_text_arguments, resolve_decision, resolve_long_text
 from utils import DataError, logger, run_cli, set_device
 
 from predictor import Predictor
