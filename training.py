@@ -290,7 +290,6 @@ class TrainingLoop:
         self.accumulation_steps = accumulation_steps
         self.precision = precision or MixedPrecision()
         self.stop_requested = False
-        self.callbacks: list[object] = []  # set by `run`
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -300,11 +299,6 @@ class TrainingLoop:
         if sync or not isinstance(self.model, paddle.DataParallel):
             return contextlib.nullcontext()
         return self.model.no_sync()
-
-    def _hooks(self, name: str, function: Callable | None = None) -> list[Callable]:
-        """The callbacks' hooks of this name, in order, then `function` (the `run` argument)."""
-        hooks = [getattr(callback, name) for callback in self.callbacks if hasattr(callback, name)]
-        return hooks + ([function] if function else [])
 
     def _run_epoch(self, state: StepState, progress, on_step_end: list[Callable], on_log: list[Callable]) -> None:
         num_batches = len(self.batches)
@@ -339,9 +333,8 @@ class TrainingLoop:
     def run(self, on_step_end: Callable[[StepState], bool] | None = None,
             on_epoch_end: Callable[[StepState], bool] | None = None, start: StepState | None = None,
             callbacks: Sequence[object] = ()) -> StepState:
-        self.callbacks = list(callbacks)
-        step_hooks, epoch_hooks = self._hooks("on_step_end", on_step_end), self._hooks("on_epoch_end", on_epoch_end)
-        log_hooks = self._hooks("on_log", self.on_log)
+        step_hooks, epoch_hooks = hooks(callbacks, "on_step_end", on_step_end), hooks(callbacks, "on_epoch_end", on_epoch_end)
+        log_hooks = hooks(callbacks, "on_log", self.on_log)
         state = start or StepState()
         self._tic = time.time()  # start of the interval the next logged speed covers
         with logging_redirect_tqdm(loggers=[logger.logger]):
@@ -363,9 +356,15 @@ class TrainingLoop:
         return state
 
 
-def slow_work(hooks: list[Callable[[StepState], bool]], state: StepState) -> bool:
+def hooks(callbacks: Sequence[object], name: str, function: Callable | None = None) -> list[Callable]:
+    """The callbacks' hooks of this name, in order, then `function` (a `TrainingLoop.run` argument)."""
+    found = [getattr(callback, name) for callback in callbacks if hasattr(callback, name)]
+    return found + ([function] if function else [])
+
+
+def slow_work(functions: list[Callable[[StepState], bool]], state: StepState) -> bool:
     """Run every hook (none is skipped when an earlier one did slow work); whether any did."""
-    return any([hook(state) for hook in hooks])
+    return any([function(state) for function in functions])
 
 
 class DevEvaluation:
