@@ -24,8 +24,9 @@ from cli import ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
 from decision import Decision, calibration_error
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
-from modeling import TrainedModel, add_decision_arguments, load_trained
-from utils import atomic_output, logger, run_cli, write_json
+from modeling import TrainedModel, load_trained
+from script_options import add_decision_arguments
+from utils import atomic_output, logger, run_cli, set_device, write_json
 
 from common import BAD_CASE_HEADER, add_model_arguments
 
@@ -153,6 +154,7 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
+    set_device(args.device)
     trained = load_trained(args)
     reports = {}
     if args.train_file:

@@ -34,7 +34,6 @@ import numpy as np
 import uvicorn
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
-import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import ArgumentParser
 from pipeline import TextPipeline, blank_texts
 from serving import (

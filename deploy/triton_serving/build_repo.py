@@ -33,7 +33,8 @@ import native_tokenizer
 import pipeline
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
-from modeling import add_long_text_arguments, check_max_seq_length, resolve_long_text
+from modeling import check_max_seq_length
+from script_options import add_long_text_arguments, resolve_long_text
 from utils import DataError, logger, run_cli
 
 # yapf: disable

@@ -29,7 +29,6 @@ import argparse
 import uvicorn
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
-import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports and this encoder's)
 from cli import ArgumentParser
 from serving import (
     add_simple_server_arguments,
