@@ -14,6 +14,8 @@ import quiet  # noqa: F401  (first: silences third-party noise before paddle loa
 
 import argparse
 import tempfile
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from cli import (
     ArgumentParser,
     true_or_false,
 )
-from data_io import load_examples, multi_hot, read_label_list
+from data_io import Example, load_examples, multi_hot, read_label_list
 from metric import MetricReport
 from modeling import from_pretrained, load_tokenizer
 from retrieval import (
@@ -54,7 +56,7 @@ from semantic_index import (
     save_semantic_checkpoint,
 )
 from training import StepState, TrainBatches, TrainingLoop, build_optimizer
-from utils import DataError, logger, run_cli, set_device, set_seed
+from utils import DataError, logger, run_cli, set_device, set_seed, write_text_atomic
 from vector_index import HnswIndex, IndexInfo
 
 # yapf: disable
@@ -151,12 +153,32 @@ def evaluate(model: SemanticIndexModel, pipeline, labels: list[str], data: PairD
     return macro_f1
 
 
-def train(args: argparse.Namespace) -> None:
-    set_device(args.device)
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    if world_size > 1:
-        dist.init_parallel_env()
-    set_seed(args.seed)
+@dataclass
+class EncoderTraining:
+    """What one encoder training run trains and evaluates, built by `prepare`."""
+
+    model: SemanticIndexModel
+    tokenizer: object
+    pipeline: object
+    labels: list[str]
+    data: PairData
+    dev: list[Example]  # the recalled dev texts (none without --evaluate)
+    trained: paddle.nn.Layer  # the pair encoder, paddle.DataParallel-wrapped in a multi-process run
+    batches: TrainBatches
+    optimizer: paddle.optimizer.Optimizer
+    lr_scheduler: object
+    total_steps: int
+
+    def train_step(self, batch: dict, backward, margin: float, scale: int) -> paddle.Tensor:
+        queries, positives = self.trained(batch["texts"], batch["names"], batch["name_of_pair"])
+        loss = in_batch_negative_loss(queries, positives, margin, scale, batch["not_negative"])
+        backward(loss)
+        return loss
+
+
+def prepare(args: argparse.Namespace, rank: int, world_size: int) -> EncoderTraining:
+    """Read the pairs and the dev texts, load the encoder (and --init_from_ckpt), encode the texts and build the batches
+    and the optimizer."""
     labels = read_label_list(args.corpus_file)
     data = PairData(args.train_set_file, labels)
     dev = load_examples(args.similar_text_pair_file, labels) if args.evaluate else []
@@ -178,46 +200,70 @@ def train(args: argparse.Namespace) -> None:
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, args.warmup_proportion)
     # the reference clipped each tensor's norm alone (ClipGradByNorm); the global norm keeps the step's direction
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay, paddle.nn.ClipGradByGlobalNorm(1.0))
+    return EncoderTraining(model, tokenizer, pipeline, labels, data, dev, trained, batches, optimizer, lr_scheduler,
+                           total_steps)
 
-    def train_step(batch: dict, backward) -> paddle.Tensor:
-        queries, positives = trained(batch["texts"], batch["names"], batch["name_of_pair"])
-        loss = in_batch_negative_loss(queries, positives, args.margin, args.scale, batch["not_negative"])
-        backward(loss)
-        return loss
+
+class StepCheckpoints:
+    """Without --evaluate (the reference): the encoder saved every `save_steps` steps as model_<step>."""
+
+    def __init__(self, run: EncoderTraining, save_dir: Path, save_steps: int):
+        self.run, self.save_dir, self.save_steps = run, save_dir, save_steps
+
+    def on_step_end(self, state: StepState) -> bool:
+        if state.global_step % self.save_steps:
+            return False
+        save_semantic_checkpoint(self.run.model, self.run.tokenizer, self.save_dir / f"model_{state.global_step}")
+        return True
+
+
+class BestRecall:
+    """With --evaluate: recall the dev texts after every epoch and keep the encoder with the best macro
+    F1 in model_best, its line appended to model_best/train_result.txt (the reference's record) and
+    written with the encoder's fingerprint to --evaluate_result."""
+
+    def __init__(self, run: EncoderTraining, dev_texts: list[str], gold: np.ndarray, args: argparse.Namespace):
+        self.run, self.dev_texts, self.gold, self.args = run, dev_texts, gold, args
+        self.best_macro_f1, self.best_epoch = 0.0, None
+
+    def on_epoch_end(self, state: StepState) -> bool:
+        logger.info("evaluating")
+        run, save_dir = self.run, Path(self.args.save_dir)
+        macro_f1 = evaluate(run.model, run.pipeline, run.labels, run.data, self.dev_texts, self.gold, self.args)
+        if macro_f1 > self.best_macro_f1 or self.best_epoch is None:
+            self.best_macro_f1, self.best_epoch = macro_f1, state.epoch
+            weights = save_semantic_checkpoint(run.model, run.tokenizer, save_dir / "model_best")
+            line = "epoch=%d, global_step: %d, Macro f1: %s" % (state.epoch, state.global_step, macro_f1)
+            with open(save_dir / "model_best" / "train_result.txt", "a", encoding="utf-8") as result:
+                result.write(line + "\n")
+            write_text_atomic(save_dir / self.args.evaluate_result, f"{line}\nencoder: {encoder_fingerprint(weights)}\n")
+        return True
+
+
+def train(args: argparse.Namespace) -> None:
+    set_device(args.device)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size > 1:
+        dist.init_parallel_env()
+    set_seed(args.seed)
+    run = prepare(args, rank, world_size)
+    callbacks = []
+    if rank == 0 and args.evaluate:
+        best = BestRecall(run, [e.text for e in run.dev], multi_hot(run.dev, len(run.labels)), args)
+        callbacks.append(best)
+    elif rank == 0:
+        callbacks.append(StepCheckpoints(run, Path(args.save_dir), args.save_steps))
 
     def log_line(state: StepState) -> str:
         return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s"
                 % (state.global_step, state.epoch, state.step, float(state.loss), state.speed))
 
-    save_dir = Path(args.save_dir)
-    best = {"macro_f1": 0.0}
-    gold = multi_hot(dev, len(labels))
-
-    def on_step_end(state: StepState) -> bool:
-        if not args.evaluate and rank == 0 and state.global_step % args.save_steps == 0:
-            save_semantic_checkpoint(model, tokenizer, save_dir / f"model_{state.global_step}")
-        return False
-
-    def on_epoch_end(state: StepState) -> bool:
-        if not args.evaluate or rank != 0:
-            return False
-        logger.info("evaluating")
-        macro_f1 = evaluate(model, pipeline, labels, data, [e.text for e in dev], gold, args)
-        if macro_f1 > best["macro_f1"] or "epoch" not in best:
-            best.update(macro_f1=macro_f1, epoch=state.epoch)
-            weights = save_semantic_checkpoint(model, tokenizer, save_dir / "model_best")
-            line = "epoch=%d, global_step: %d, Macro f1: %s" % (state.epoch, state.global_step, macro_f1)
-            with open(save_dir / "model_best" / "train_result.txt", "a", encoding="utf-8") as result:
-                result.write(line + "\n")
-            (save_dir / args.evaluate_result).write_text(
-                f"{line}\nencoder: {encoder_fingerprint(weights)}\n", encoding="utf-8")
-        return True
-
-    TrainingLoop(trained, batches, train_step, optimizer, lr_scheduler, total_steps, log_line, args.log_steps,
-                 main_process=rank == 0).run(on_step_end, on_epoch_end)
+    TrainingLoop(run.trained, run.batches, partial(run.train_step, margin=args.margin, scale=args.scale),
+                 run.optimizer, run.lr_scheduler, run.total_steps, log_line, args.log_steps,
+                 main_process=rank == 0).run(callbacks=callbacks)
     if rank == 0 and args.evaluate:
-        logger.info("Best macro f1 %.5f at epoch %d, saved in %s" % (best["macro_f1"], best["epoch"],
-                                                                     save_dir / "model_best"))
+        logger.info("Best macro f1 %.5f at epoch %d, saved in %s" % (best.best_macro_f1, best.best_epoch,
+                                                                     Path(args.save_dir) / "model_best"))
 
 
 def main(argv: list[str] | None = None) -> None:
