@@ -10,7 +10,7 @@ export PYTHONWARNINGS := ignore
 # (a fresh clone's pytest took 9 min 49 s that way, 5 min 51 s with the cache)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test test-fast clean
 
 # The lock is installed with uv (its version pinned in requirements.txt), which downloads in parallel;
 # `pip install -r requirements.txt` installs the same packages (README). Neither byte-compiles every
@@ -41,6 +41,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# lint and the unit and in-process tests: nothing trains a model, starts a server or a new interpreter
+test-fast: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -336,6 +336,7 @@ def saved_milvus(path: Path, count: int = 11) -> None:
     index.close()
 
 
+@pytest.mark.slow  # a new interpreter: the process boundary is what it tests
 def test_a_milvus_lite_file_open_in_another_process_is_one_line(tmp_path):
     saved_milvus(tmp_path / "m.db")  # and closed: this process no longer holds it
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "m.db")], stdin=subprocess.PIPE,

@@ -64,9 +64,9 @@ def test_a_model_trained_on_truncated_texts_reads_documents_with_window_at_predi
     assert windowed > truncated + 0.3, (truncated, windowed)
 
 
-def test_window_rows_are_the_tokenizers_own_ids(scratch_model, ernie_m_trained):
+def test_window_rows_are_the_tokenizers_own_ids(scratch_model, ernie_m_scratch):
     texts = ["足球比赛的冠军", "电影" * 100, "x"]
-    for model_dir in (scratch_model, ernie_m_trained):
+    for model_dir in (scratch_model, ernie_m_scratch):
         tokenizer = load_tokenizer(str(model_dir))
         names = [name for name in ("input_ids", "token_type_ids") if name in tokenizer("测试")]
         windows = TextPipeline(tokenizer, names, WINDOW, long_text=LongText("window", stride=4)).encode(texts)

@@ -402,6 +402,7 @@ def test_bad_input_ends_with_one_clear_error(named_data, held_out, retrieval_che
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a new interpreter: the process boundary is what it tests
 def test_scripts_run_from_their_directory_import_the_suite_not_their_utils_folder():
     """retrieval_based/utils/ is the reference's folder name; run from retrieval_based/, Python must
     still find the suite's utils.py (make installs the checkout in compat mode, the checkout itself importable)."""
