@@ -167,13 +167,13 @@ def test_onnx_inference_runs_an_export_made_by_the_reference(prompt_run, scratch
         assert result.returncode == 0, result.stderr[-3000:]
     # label order from the verbalizer config (sorted), the [batch, heads, length, length] mask of
     # paddlenlp's default spec, and the tokenizer from the training output directory
-    assert "an export without export_meta.json (the reference's)" in result.stderr
+    assert "without export_meta.json" in result.stderr
     assert theirs.read_text(encoding="utf-8") == ours.read_text(encoding="utf-8")
     assert sum(bool(line.split("\t")[1]) for line in ours.read_text(encoding="utf-8").splitlines()[1:]) > 0
     (tmp_path / "reference" / "tokenizer_config.json").unlink()
     result = run_main("few-shot/infer.py", "--model_path_prefix", prefix, "--data_dir", data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "pass --model_name, the model the export was trained from" in result.stderr
+    assert "--model_name" in result.stderr
 
 
 @pytest.mark.slow
@@ -255,7 +255,7 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
     result = run_main("few-shot/infer.py", "--model_path_prefix", export_dir / "float32",
                       "--data_dir", keyword_data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
+    assert str(export_dir) in result.stderr and "no template in export_meta.json" in result.stderr
     bare = export_dir.parent / "bare_export"
     bare.mkdir()
     for graph_file in export_dir.glob("float32.*"):
@@ -263,8 +263,7 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
     result = run_main("few-shot/infer.py", "--model_path_prefix", bare / "float32", "--data_dir", keyword_data,
                       "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "is not a few-shot export: it has no export_meta.json and no template_config.json or " \
-           "verbalizer_config.json" in result.stderr
+    assert str(bare) in result.stderr and "template_config.json" in result.stderr
 
 
 @pytest.mark.slow

@@ -173,8 +173,7 @@ def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog)
     targets[:500, 0], targets[500:, 1], targets[:20, 2] = 1, 1, 1  # the rarest label in 2% of the texts
     args = train.parser.parse_args(["--dataset_dir", "data", "--sampling", "repeat_factor"])  # threshold 0.01
     assert np.all(train.text_repeats(args, targets) == 1.0)
-    assert ("Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in 2.00% of the training "
-            "texts. --repeat_threshold 0.2 would repeat its texts about 3 times.") in caplog.text
+    assert "2.00%" in caplog.text and "--repeat_threshold 0.2" in caplog.text and "about 3 times" in caplog.text
     caplog.clear()
     args.repeat_threshold = 0.2
     assert train.text_repeats(args, targets)[:20] == pytest.approx(np.sqrt(10))
@@ -183,8 +182,7 @@ def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog)
     caplog.clear()
     args.repeat_threshold = 0.01
     assert np.all(train.text_repeats(args, targets[:, :2]) == 1.0)  # both labels in half of the texts
-    assert ("the rarest label is in 50.00% of the training texts. No label is rare enough to repeat (a threshold "
-            "must stay below 1).") in caplog.text
+    assert "50.00%" in caplog.text and "No label is rare enough" in caplog.text
 
 
 def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():

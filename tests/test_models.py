@@ -28,7 +28,7 @@ def test_presets_have_the_released_shapes(preset):
 
 def test_overrides_and_invalid_shape():
     assert model_config("tiny", {"hidden_size": 256, "num_hidden_layers": None})["hidden_size"] == 256
-    with pytest.raises(DataError, match="hidden_size 130 is not a multiple of num_attention_heads 4"):
+    with pytest.raises(DataError, match="hidden_size 130 .* num_attention_heads 4"):
         model_config("tiny", {"hidden_size": 130})
 
 
@@ -55,7 +55,7 @@ def test_scratch_cli_rejects_bad_shape(keyword_data, tmp_path):
     result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
                       "--hidden_size", "130")
     assert result.returncode == 2
-    assert "hidden_size 130 is not a multiple of num_attention_heads 4" in result.stderr
+    assert "hidden_size 130" in result.stderr and "num_attention_heads 4" in result.stderr
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def test_an_index_of_another_model_or_width_is_refused(make_index):
         index.client.close()
     with pytest.raises(DataError, match="was built with another model"):
         make_index(IndexInfo(16, "encoder-b"))
-    with pytest.raises(DataError, match="holds 16-dimensional vectors, but the encoder makes 32"):
+    with pytest.raises(DataError, match="16-dimensional.* 32"):
         make_index(IndexInfo(32, "encoder-a"))
     with pytest.raises(DataError, match=r"vectors of shape \(1, 8\) do not fit"):
         make_index(IndexInfo(16, "encoder-a")).upsert([1], unit_vectors(1, 8, 0), [Entry("y", [])])
@@ -328,7 +328,7 @@ def test_the_embedding_server_answers_what_the_export_computes_and_run_system_us
         status, answer = post(url, {"data": {"text": ["考试", 7]}})
         assert status == 422 and answer["detail"] == "text[1] is int, not a string"
         status, answer = post(url, {"data": {"text": "考试"}, "parameters": {"max_seq_len": 1}})
-        assert status == 422 and answer["detail"] == "parameter max_seq_len must be an integer in [3, 2048], got 1"
+        assert status == 422 and "max_seq_len" in answer["detail"] and "got 1" in answer["detail"]
         status, answer = post(url, {"data": {"text": ["考试", "考" * (MAX_TEXT_CHARS + 1)]}})
         assert status == 413 and "text[1] has" in answer["detail"] and "--max_text_chars" in answer["detail"]
 
