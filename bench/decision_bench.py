@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from accuracy import run
+from benchtools import run_script
 from loss_bench import make_scratch_model
 
 from data_io import load_examples, multi_hot, read_label_list
@@ -99,10 +99,10 @@ def measure(checkpoint: Path, dataset: Path, labels: list[str]) -> dict:
 def train(args: argparse.Namespace, dataset: Path, out: Path, scratch: Path, seed: int, setting: str) -> Path:
     run_dir = out / setting.replace(" + ", "+") / f"seed{seed}"
     if not (run_dir / "checkpoint" / "results.json").is_file():
-        run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
-            run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
-            "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
-            log=run_dir / "train.log")
+        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
+                   run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
+                   "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
+                   log=run_dir / "train.log")
     return run_dir / "checkpoint"
 
 
