@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchtools import ROOT, run_script
+from benchtools import ROOT, markdown_table, run_script, save_result
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
@@ -94,14 +94,11 @@ def main() -> None:
             multi_hot(load_examples(pred_file, labels), len(labels)), gold)
     rows["TF-IDF char 1-3 gram + logistic regression (balanced, C=100)"] = tfidf_baseline(dataset, labels)
 
-    print(f"\n### {dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
-          f"{args.scratch_args}, "
-          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, warmup {args.warmup_steps} steps, "
-          f"max_seq_length {args.max_seq_length}; training took {train_minutes:.1f} min\n")
-    print("| model | micro F1 | macro F1 |\n|---|---|---|")
-    for name, (micro, macro) in rows.items():
-        print(f"| {name} | {micro * 100:.2f} | {macro * 100:.2f} |")
-
+    setting = (f"{dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
+               f"{args.scratch_args}, {args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, warmup "
+               f"{args.warmup_steps} steps, max_seq_length {args.max_seq_length}; training took {train_minutes:.1f} min")
+    save_result("accuracy", setting + "\n\n" + markdown_table(["model", "micro F1", "macro F1"], [
+        (name, f"{micro * 100:.2f}", f"{macro * 100:.2f}") for name, (micro, macro) in rows.items()]))
 
 if __name__ == "__main__":
     main()

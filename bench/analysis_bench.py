@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from benchtools import ROOT, run_script
+from benchtools import ROOT, markdown_table, run_script, save_result
 
 from data_io import format_labels, load_examples, multi_hot, read_label_list
 from metric import MetricReport
@@ -105,14 +105,11 @@ def main(args: argparse.Namespace) -> None:
     rows.append((f"all right + aug.py {args.aug_strategy} x2 ({len(augmented) - len(clean)} new rows)",
                  *train_and_test(aug_data, scratch, out / "augmented", args.seeds, args.epochs)))
 
-    print(f"Test micro/macro F1 on {source.name}/test.txt, tiny scratch model (dropout 0.1), {args.epochs} epochs, "
-          f"mean of seeds {args.seeds}; dirty.py ranked {found} of the {args.noisy} wrong rows in its top "
-          f"{args.dirty_num} (chance: {args.noisy * args.dirty_num / args.subset:.0f}).\n")
-    print("| training data | micro F1 | macro F1 |")
-    print("|---|---|---|")
-    for name, micro, macro in rows:
-        print(f"| {name} | {micro:.2f} | {macro:.2f} |")
-
+    setting = (f"Test micro/macro F1 on {source.name}/test.txt, tiny scratch model (dropout 0.1), {args.epochs} "
+               f"epochs, mean of seeds {args.seeds}; dirty.py ranked {found} of the {args.noisy} wrong rows in its top "
+               f"{args.dirty_num} (chance: {args.noisy * args.dirty_num / args.subset:.0f}).")
+    save_result("analysis", setting + "\n\n" + markdown_table(["training data", "micro F1", "macro F1"], [
+        (name, f"{micro:.2f}", f"{macro:.2f}") for name, micro, macro in rows]))
 
 if __name__ == "__main__":
     main(parser.parse_args())

@@ -7,6 +7,7 @@ docs/benchmarks.md); bench/out/ is scratch space for models, logs and data.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -66,21 +67,37 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines) + "\n"
 
 
+def load_script(relative: str):
+    """A script of the suite as a module (deploy/ folders hold scripts, not packages)."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+# CPU features that decide which precisions run fast (INT8 dot products, BF16, AMX matrix units)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
 def hardware() -> str:
-    """CPU model and core count, as the page states them next to the tables."""
-    model = platform.processor() or platform.machine()
+    """CPU model, core count and the CPU features of CPU_FLAGS it has, as the page states them."""
+    model, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    present = [flag for flag in CPU_FLAGS if flag in flags]
+    return f"{model}, {os.cpu_count()} cores ({' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)})"
 
 
 def current_commit() -> str | None:
@@ -95,18 +112,51 @@ def current_commit() -> str | None:
     return commit + ("+changes" if dirty else "")
 
 
-def save_result(name: str, tables: str, setting: str = "", argv: Sequence[str] | None = None) -> Path:
-    """Write bench/results/<name>.json: the tables (Markdown) and a one-line description of the setting,
-    with the command that made them, the hardware, the time and the commit; also print the tables."""
-    argv = sys.argv if argv is None else argv
+def measured_now() -> dict:
+    """When, from which commit and on what hardware a measurement taken now is made."""
+    return {"measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": current_commit(), "hardware": hardware()}
+
+
+def runs_provenance(runs: list[dict]) -> dict:
+    """When (first and last), from which commits and on what hardware runs stored with measured_now()
+    were measured; None for what a run kept from before these were recorded does not say."""
+    known = {key: sorted({run.get(key) or "" for run in runs}) for key in ("measured_at", "commit", "hardware")}
+    times = known["measured_at"]
+    return {"measured_at": None if "" in times else f"{times[0]} .. {times[-1]}",
+            **{key: None if "" in values else ", ".join(values) for key, values in known.items()
+               if key != "measured_at"}}
+
+
+def split_report(text: str) -> tuple[list[str], str]:
+    """A benchmark's printed report as (its prose lines: titles and settings, its Markdown tables one
+    blank line apart): the page describes the setting in its own words and shows the tables as measured."""
+    notes, tables, table = [], [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            tables.append("\n".join(table))
+            table = []
+        if line.strip():
+            notes.append(line.strip().lstrip("#").strip())
+    return notes, "\n\n".join(tables) + "\n"
+
+
+def save_result(name: str, report: str, measured: dict | None = None) -> Path:
+    """Write bench/results/<name>.json: the report's tables and its prose lines (split_report), the
+    command that made them (this process's), and when, from which commit and on what hardware they were
+    measured (`measured`, by default now; a benchmark that tabulates runs kept from before passes theirs,
+    None where unknown); also print the report."""
     command = "python " + " ".join(shlex.quote(os.path.relpath(arg, ROOT) if os.path.isabs(arg) else arg)
-                                   for arg in argv)
-    record = {"benchmark": name, "command": [command], "hardware": hardware(),
-              "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "commit": current_commit(), "setting": setting, "tables": tables}
+                                   for arg in sys.argv)
+    notes, tables = split_report(report)
+    record = {"benchmark": name, "command": [command], **(measured_now() if measured is None else measured),
+              "notes": notes, "tables": tables}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     write_text_atomic(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
-    print((setting + "\n\n" if setting else "") + tables, flush=True)
+    print(report, flush=True)
     logger.info(f"Result written to {path}; `python bench/render_tables.py` puts it into docs/benchmarks.md")
     return path

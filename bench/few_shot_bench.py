@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from accuracy import f1_pair, tfidf_baseline
-from benchtools import ROOT, run_script
+from benchtools import ROOT, markdown_table, run_script, save_result
 
 from data_io import load_examples, multi_hot, read_label_list, read_lines
 
@@ -117,21 +117,20 @@ def main() -> None:
             results.setdefault(f"prompt (few-shot/train.py), {model_name(mlm_epochs)}", {})[seed] = prompt
             results.setdefault(f"fine-tune (train.py), {model_name(mlm_epochs)}", {})[seed] = finetune
 
-    print(f"\n### {dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
-          f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "
-          f"{args.mlm_learning_rate}), batch {args.batch_size}, lr {args.learning_rate} "
-          f"(prompt parameters {args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev "
-          f"macro F1 (patience {args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
-          f"{(time.time() - start) / 60:.1f} min\n")
-    print("| method, model | " + " | ".join(f"seed {s} micro / macro" for s in args.seeds)
-          + " | mean micro F1 | mean macro F1 |")
-    print("|---" * (len(args.seeds) + 3) + "|")
+    setting = (f"{dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
+               f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "
+               f"{args.mlm_learning_rate}), batch {args.batch_size}, lr {args.learning_rate} (prompt parameters "
+               f"{args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev macro F1 (patience "
+               f"{args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
+               f"{(time.time() - start) / 60:.1f} min")
+    rows = []
     for method, per_seed in results.items():
         scores = np.asarray([per_seed[seed] for seed in args.seeds]) * 100
-        cells = [f"{micro:.2f} / {macro:.2f}" for micro, macro in scores]
         mean, std = scores.mean(0), scores.std(0)
-        print(f"| {method} | " + " | ".join(cells) + f" | {mean[0]:.2f} ± {std[0]:.2f} | {mean[1]:.2f} ± {std[1]:.2f} |")
-
+        rows.append([method, *(f"{micro:.2f} / {macro:.2f}" for micro, macro in scores),
+                     f"{mean[0]:.2f} ± {std[0]:.2f}", f"{mean[1]:.2f} ± {std[1]:.2f}"])
+    header = ["method, model", *(f"seed {s} micro / macro" for s in args.seeds), "mean micro F1", "mean macro F1"]
+    save_result("few_shot", setting + "\n\n" + markdown_table(header, rows))
 
 if __name__ == "__main__":
     main()

@@ -187,7 +187,7 @@ def main() -> None:
         out += rows
     if "commands" in args.sections:
         out += command_table(args.shapes, fastest, dataset, work, inputs, one_line)
-    save_result(args.result, "\n".join(out[2:]).strip() + "\n", setting=out[0])
+    save_result(args.result, "\n".join(out) + "\n")
 
 
 def backend_table(shapes: list[str], dataset: Path, work: Path, inputs: dict) -> tuple[list[str], dict]:

@@ -15,8 +15,8 @@ documents) and runs the real scripts (train.py --tune_thresholds, predict.py on 
       rest of a document tells the strong baseline)
 
 Test micro/macro F1 with the tuned thresholds and documents per second of predict.py (its start-up
-measured on a one-line file and taken off) go to long_documents.md in --out_dir, rewritten after every
-setting; finished settings are kept in results.json and skipped when the benchmark runs again.
+measured on a one-line file and taken off) go to bench/results/long_documents.json; finished settings
+are kept in results.json in --out_dir and skipped when the benchmark runs again.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from accuracy import f1_pair, tfidf_baseline
-from benchtools import ROOT, run_script
+from benchtools import ROOT, measured_now, run_script, runs_provenance, save_result
 
 from data_io import load_examples, multi_hot, read_label_list
 from metric import tune_thresholds
@@ -136,10 +136,10 @@ def main() -> None:
             results[name] = {"test": tfidf_baseline(docs, labels, max_chars)}
     for name in SETTINGS:
         if name not in results:
-            results[name] = run_setting(args, name, docs, sentences, scratch, out, labels)
+            results[name] = {**run_setting(args, name, docs, sentences, scratch, out, labels), **measured_now()}
         results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        (out / "long_documents.md").write_text(table(results, args, docs, len(test_texts)), encoding="utf-8")
-    print(table(results, args, docs, len(test_texts)))
+    save_result("long_documents", table(results, args, docs, len(test_texts)),
+                measured=runs_provenance([result for name, result in results.items() if name in SETTINGS]))
 
 
 if __name__ == "__main__":

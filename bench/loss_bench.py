@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from accuracy import test_scores, tfidf_probabilities
-from benchtools import ROOT, run_script
+from benchtools import ROOT, measured_now, run_script, runs_provenance, save_result
 from sklearn.metrics import f1_score
 
 from data_io import load_examples, multi_hot, read_label_list
@@ -139,11 +139,10 @@ def main() -> None:
                    for seed in args.seeds for setting in args.settings
                    if str(seed) not in results.get(setting, {})}  # runs finished earlier are kept
         for (seed, setting), future in pending.items():
-            results.setdefault(setting, {})[str(seed)] = future.result()
+            results.setdefault(setting, {})[str(seed)] = {**future.result(), **measured_now()}
             results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            (out / "losses.md").write_text(tables(results, args, dataset, gold, tfidf_per_label, train_counts),
-                                           encoding="utf-8")
-    print(tables(results, args, dataset, gold, tfidf_per_label, train_counts))
+    save_result("losses", tables(results, args, dataset, gold, tfidf_per_label, train_counts),
+                measured=runs_provenance([run for seeds in results.values() for run in seeds.values()]))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /benc
 def block_text(record: dict) -> str:
     """The Markdown that stands for one result file in the page."""
     commands = "\n".join(record["command"])
-    return f"```bash\n{commands}\n```\n\n测量环境：{record['hardware']}。\n\n{record['tables'].strip()}\n"
+    hardware = record["hardware"] or "未记录"
+    return f"```bash\n{commands}\n```\n\n测量环境：{hardware}。\n\n{record['tables'].strip()}\n"
 
 
 def render(page: str, results: dict[str, dict]) -> str:

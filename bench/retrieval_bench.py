@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from accuracy import f1_pair, test_scores
-from benchtools import run_script
+from benchtools import run_script, save_result
 
 import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from data_io import load_examples, multi_hot, read_label_list
@@ -61,7 +61,7 @@ parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000
 parser.add_argument("--dim", type=int, default=256, help="Vector width (train.py's default output_emb_size).")
 parser.add_argument("--queries", type=int, default=500, help="Queries per index, searched one at a time.")
 parser.add_argument("--engines", nargs="+", default=["hnswlib", "milvus"], choices=["hnswlib", "milvus"])
-parser.add_argument("--out", default="bench/out/retrieval_scale.md", help="scale: the table.")
+parser.add_argument("--out", default="bench/out/retrieval_scale.md", help="scale: the table so far, while it runs.")
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
@@ -225,7 +225,7 @@ def quality(args: argparse.Namespace) -> None:
         write_quality_table(rows, args, out, len(test_gold), held_out)
     rows["retrieval, label corpus, encoder started from the classifier"] = retrieval_scores(
         classifier / "checkpoint", dataset, dataset, labels, args.epochs, out / "from_classifier", ("label",))["label"]
-    print(write_quality_table(rows, args, out, len(test_gold), held_out))
+    save_result("retrieval_quality", write_quality_table(rows, args, out, len(test_gold), held_out))
 
 
 def write_quality_table(rows: dict, args: argparse.Namespace, out: Path, test_size: int, held_out: list[int]) -> str:
@@ -264,7 +264,7 @@ def scale(args: argparse.Namespace) -> None:
                     print(lines[-1], flush=True)
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every row: a long run can be read
                     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    save_result("retrieval_scale", "\n".join(lines) + "\n")
 
 
 def main() -> None:
