@@ -288,7 +288,7 @@ def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *lo
 @pytest.fixture(scope="session")
 def window_checkpoint(documents, scratch_model, tmp_path_factory) -> tuple[Path, str]:
     save_dir = tmp_path_factory.mktemp("window") / "checkpoint"
-    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window", "--batch_size", "8")
+    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window")
 
 
 @pytest.fixture(scope="session")
