@@ -121,8 +121,8 @@ def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(script,
     device = [] if script in ("export_model.py", "deploy/triton_serving/build_repo.py") else ["--device", "cpu"]
     result = run_main(script, *device, *dataset, *options, "--max_seq_length", "1024")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (f"--max_seq_length 1024 is above the 512 positions of the model in {model} (max_position_embeddings): "
-            f"use --max_seq_length 512 or less, and --long_text window to read longer texts whole") in result.stderr
+    assert f"--max_seq_length 1024 is above the 512 positions of the model in {model}" in result.stderr
+    assert "--long_text window" in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "prune").exists()
 
 

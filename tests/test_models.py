@@ -65,7 +65,7 @@ def test_named_model_offline_failure_explains_the_offline_way(keyword_data, tmp_
     result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name",
                         "ernie-3.0-medium-zh", "--save_dir", tmp_path / "ckpt", env=unreachable)
     assert result.returncode == 2
-    assert "Could not download 'ernie-3.0-medium-zh' (no network access to the model hub?)" in result.stderr
+    assert "Could not download 'ernie-3.0-medium-zh'" in result.stderr
     assert "python scratch_model.py --dataset_dir data --output_dir ./scratch_model --preset ernie-3.0-medium-zh" \
         in result.stderr
     assert "Traceback" not in result.stderr

@@ -483,8 +483,7 @@ def test_run_system_warns_of_index_entries_not_in_its_corpus_file_and_prunes_the
     assert names[0] not in printed_scores(pruned.stdout).get(names[0], {})
     assert "not in the corpus" not in run_main(*query).stderr
     result = run_main(*query[:-4], *store, "--prune_index")
-    assert result.returncode == 2 and "--prune_index removes the index entries that are not in --corpus_file" \
-        in result.stderr
+    assert result.returncode == 2 and "--prune_index" in result.stderr and "--corpus_file" in result.stderr
 
 
 @pytest.mark.slow
