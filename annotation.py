@@ -27,14 +27,16 @@ import numpy as np
 
 from utils import DataError
 
-DOCCANO_FORMATS = ("doccano_jsonl", "doccano_csv", "fasttext")
-LABEL_STUDIO_FORMATS = ("label_studio_json", "label_studio_json_min", "label_studio_csv")
+DOCCANO_FORMATS = ("doccano_jsonl", "doccano_json", "doccano_csv", "fasttext")
+LABEL_STUDIO_FORMATS = ("label_studio_json", "label_studio_json_min", "label_studio_csv", "label_studio_tsv")
+TABLE_DELIMITERS = {"label_studio_csv": ",", "label_studio_tsv": "\t"}  # JSON_MIN's columns in a table
 FORMATS = DOCCANO_FORMATS + LABEL_STUDIO_FORMATS
-# Keys Label Studio's JSON_MIN and CSV exports add beside the task's data fields.
+# Keys Label Studio's JSON_MIN, CSV and TSV exports add beside the task's data fields.
 LABEL_STUDIO_MIN_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time"}
 SOURCE_KEY = "source"  # the task data field annotation_export.py adds: where the text came from
 FROM_NAME = "label"  # the Choices name of the labelling config annotation_export.py writes
 FASTTEXT_PREFIX = "__label__"
+FASTTEXT_COMMENT = " __comment__"  # what starts the comments doccano's fastText export ends a line with
 DOCCANO_CSV_SEPARATOR = "#"  # doccano's CSV export joins an example's labels with it
 LABEL_FORBIDDEN = {",": "a comma", "\t": "a TAB", "\n": "a line break", "\r": "a line break"}
 
@@ -63,13 +65,14 @@ def read_export(path: str | os.PathLike, fmt: str = "auto", from_name: str | Non
     Studio JSON/JSON_MIN/CSV, told apart by content when `fmt` is "auto"."""
     export = open_export(path, zip_member)
     fmt = detect_format(export) if fmt == "auto" else fmt
-    readers = {"doccano_jsonl": read_doccano_jsonl, "doccano_csv": read_doccano_csv, "fasttext": read_fasttext,
+    readers = {"doccano_jsonl": read_doccano_jsonl, "doccano_json": read_doccano_json, "doccano_csv": read_doccano_csv,
+               "fasttext": read_fasttext,
                "label_studio_json": read_label_studio_json, "label_studio_json_min": read_label_studio_min,
-               "label_studio_csv": read_label_studio_min}
-    if fmt in ("doccano_jsonl", "doccano_csv", "fasttext"):
+               "label_studio_csv": read_label_studio_min, "label_studio_tsv": read_label_studio_min}
+    if fmt in DOCCANO_FORMATS:
         records = readers[fmt](export, text_key)
     else:
-        records = readers[fmt](export, from_name, text_key, fmt == "label_studio_csv")
+        records = readers[fmt](export, from_name, text_key, TABLE_DELIMITERS.get(fmt))
     if not records:
         raise DataError(f"{export.name}: the export holds no examples")
     return fmt, records
@@ -119,16 +122,21 @@ def detect_format(export: ExportFile) -> str:
     if head.startswith("["):
         items = parse_json_array(export)
         first = next((item for item in items if isinstance(item, dict)), {})
-        return "label_studio_json" if "annotations" in first or "data" in first else "label_studio_json_min"
+        if "annotations" in first or isinstance(first.get("data"), dict):
+            return "label_studio_json"
+        # doccano's JSON: a list of labels (JSON_MIN has a string or {"choices": [...]}) and its Comments
+        return "doccano_json" if isinstance(first.get("label"), list) or "Comments" in first else "label_studio_json_min"
     if head.startswith("{"):
         return "doccano_jsonl"
-    if head.startswith(FASTTEXT_PREFIX):
-        return "fasttext"
-    header = next(csv.reader(io.StringIO(head)), [])
+    delimiter = "\t" if "\t" in head.partition("\n")[0] else ","
+    header = next(csv.reader(csv_text(head), delimiter=delimiter), [])
     if "annotation_id" in header or "annotator" in header:
-        return "label_studio_csv"
+        return "label_studio_tsv" if delimiter == "\t" else "label_studio_csv"
     if "label" in header:
         return "doccano_csv"
+    # doccano's fastText starts an unannotated line with a space and quotes a line with a comma or quote
+    if any(line.startswith(FASTTEXT_PREFIX) for _, line in fasttext_lines(export)):
+        return "fasttext"
     raise DataError(f"{export.name}: cannot tell the export's format (not JSON, JSONL, fastText or a CSV with "
                     f"a label column); name it with --format")
 
@@ -176,27 +184,39 @@ def parse_json_array(export: ExportFile) -> list:
     return items
 
 
+def doccano_record(item, where: str, text_key: str) -> Record:
+    """One example of doccano's JSONL or JSON: 1.6 (`data`, `label`) and 1.7+ (`text`, `label`, extra keys
+    such as `id`, `Comments` and the flattened meta, ignored). An empty or missing `label` is an example
+    nobody annotated."""
+    if not isinstance(item, dict):
+        raise DataError(f"{where}: a JSON object was expected, not {type(item).__name__}")
+    key = text_key if text_key in item else "data" if "data" in item else text_key
+    labels = item.get("label", item.get("labels"))
+    labels = label_names(labels, where) if labels is not None else None
+    return Record(example_text(item.get(key), where, key), labels or None, where)
+
+
 def read_doccano_jsonl(export: ExportFile, text_key: str) -> list[Record]:
-    """doccano 1.6 (`data`, `label`) and 1.7+ (`text`, `label`, extra keys such as `id`, `Comments` and
-    the flattened meta, ignored). An empty or missing `label` is an example nobody annotated."""
-    records = []
-    for line_no, line in enumerate(export.content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{export.name}:{line_no}"
-        item = parse_json(line, where)
-        if not isinstance(item, dict):
-            raise DataError(f"{where}: a JSON object was expected, not {type(item).__name__}")
-        key = text_key if text_key in item else "data" if "data" in item else text_key
-        labels = item.get("label", item.get("labels"))
-        labels = label_names(labels, where) if labels is not None else None
-        records.append(Record(example_text(item.get(key), where, key), labels or None, where))
-    return records
+    return [doccano_record(parse_json(line, f"{export.name}:{line_no}"), f"{export.name}:{line_no}", text_key)
+            for line_no, line in enumerate(export.content.splitlines(), start=1) if line.strip()]
 
 
-def csv_rows(export: ExportFile) -> Iterable[tuple[str, dict[str, str]]]:
-    """(where, row) of a CSV export with a header line."""
-    reader = csv.DictReader(io.StringIO(export.content))
+def read_doccano_json(export: ExportFile, text_key: str) -> list[Record]:
+    """doccano's JSON export: one array of the objects its JSONL export has one per line."""
+    return [doccano_record(item, f"{export.name}: item {number}", text_key)
+            for number, item in enumerate(parse_json_array(export), start=1)]
+
+
+def csv_text(content: str) -> io.StringIO:
+    """An export's content as the csv module's input, its field size limit (128 KiB) raised to the content's
+    size: a long document is a field like any other."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(content)))
+    return io.StringIO(content)
+
+
+def csv_rows(export: ExportFile, delimiter: str = ",") -> Iterable[tuple[str, dict[str, str]]]:
+    """(where, row) of a CSV (or TSV) export with a header line."""
+    reader = csv.DictReader(csv_text(export.content), delimiter=delimiter)
     for row in reader:
         if any((value or "").strip() for value in row.values()):
             yield f"{export.name}:{reader.line_num}", row
@@ -213,16 +233,28 @@ def read_doccano_csv(export: ExportFile, text_key: str) -> list[Record]:
     return records
 
 
+def fasttext_lines(export: ExportFile) -> Iterable[tuple[int, str]]:
+    """(line number, line) of a fastText export. doccano writes each line as a one-column CSV (pandas'
+    to_csv): a line holding a comma or a quote is quoted and its quotes doubled, and is read back here; in
+    an unquoted line the commas the CSV reader splits at are put back."""
+    reader = csv.reader(csv_text(export.content))
+    line_no = 1
+    for row in reader:
+        yield line_no, ",".join(row)
+        line_no = reader.line_num + 1
+
+
 def read_fasttext(export: ExportFile, text_key: str) -> list[Record]:
-    """doccano's fastText export: `__label__a __label__b text`; a line without labels was not annotated."""
+    """doccano's fastText export: `__label__a __label__b text`, then the example's comments (each
+    ` __comment__...`, not part of the text); a line without labels was not annotated."""
     records = []
-    for line_no, line in enumerate(export.content.splitlines(), start=1):
+    for line_no, line in fasttext_lines(export):
         if not line.strip():
             continue
         where, words = f"{export.name}:{line_no}", line.split(" ")
         count = next((i for i, word in enumerate(words) if not word.startswith(FASTTEXT_PREFIX)), len(words))
         labels = [word[len(FASTTEXT_PREFIX):] for word in words[:count]]
-        text = " ".join(words[count:])
+        text = " ".join(words[count:]).partition(FASTTEXT_COMMENT)[0]
         records.append(Record(example_text(text, where, "text"), label_names(labels, where) or None, where))
     return records
 
@@ -260,7 +292,7 @@ def pick_from_name(found: set[str], where: str) -> str | None:
     return next(iter(found), None)
 
 
-def read_label_studio_json(export: ExportFile, from_name: str | None, text_key: str, _csv: bool) -> list[Record]:
+def read_label_studio_json(export: ExportFile, from_name: str | None, text_key: str, _table: str | None) -> list[Record]:
     """Label Studio's JSON export: per task `data.<text_key>` and `annotations`, whose `choices` results
     (of the control `from_name`) are the labels. Cancelled (skipped) annotations are ignored; of several
     others the latest counts (`latest`); a task without any is not annotated. Predictions are not labels."""
@@ -284,9 +316,10 @@ def read_label_studio_json(export: ExportFile, from_name: str | None, text_key: 
     return records
 
 
-def min_rows(export: ExportFile, csv_format: bool) -> list[tuple[str, dict]]:
-    if csv_format:
-        return list(csv_rows(export))
+def min_rows(export: ExportFile, delimiter: str | None) -> list[tuple[str, dict]]:
+    """The rows of JSON_MIN (`delimiter` None) or of its table form, CSV or TSV."""
+    if delimiter is not None:
+        return list(csv_rows(export, delimiter))
     items = parse_json_array(export)
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
@@ -318,11 +351,12 @@ def min_labels(value, where: str) -> list[str]:
     return label_names([value] if isinstance(value, str) else value, where)
 
 
-def read_label_studio_min(export: ExportFile, from_name: str | None, text_key: str, csv_format: bool) -> list[Record]:
-    """Label Studio's JSON_MIN and CSV exports: one row per annotation with the task's data fields, the
+def read_label_studio_min(export: ExportFile, from_name: str | None, text_key: str,
+                          delimiter: str | None) -> list[Record]:
+    """Label Studio's JSON_MIN, CSV and TSV exports: one row per annotation with the task's data fields, the
     choices under the control's name (absent when the task was not annotated) and the annotation's id
     and times. Rows of one task id are reduced to the latest annotation, as for the JSON export."""
-    rows = min_rows(export, csv_format)
+    rows = min_rows(export, delimiter)
     from_name = from_name or min_from_name(rows, text_key, export.name)
     by_task: dict[str, list[tuple[str, dict]]] = {}
     for number, (where, row) in enumerate(rows):

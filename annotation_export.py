@@ -17,6 +17,8 @@ annotation, `doccano.py --valid` / `--dirty` bring the export back, from either 
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import json
 from pathlib import Path
@@ -32,8 +34,9 @@ from annotation import (
 )
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import Example, ReadStats, iter_examples, read_label_list
-from modeling import TrainedModel, add_decision_arguments, add_long_text_arguments, load_trained
-from utils import DataError, atomic_output, logger, run_cli, write_text_atomic
+from modeling import TrainedModel, load_trained
+from script_options import add_decision_arguments, add_long_text_arguments
+from utils import DataError, atomic_output, logger, run_cli, set_device, write_text_atomic
 
 OUTPUTS = ("doccano_import.jsonl", "label_studio_tasks.json", "label_studio_config.xml")
 PRELABELS = ("auto", "file", "model", "none")
@@ -93,7 +96,10 @@ def export(args: argparse.Namespace) -> None:
     dataset = Path(args.dataset_dir)
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.overwrite)
-    trained = load_trained(args) if args.params_path is not None else None
+    trained = None
+    if args.params_path is not None:
+        set_device(args.device)
+        trained = load_trained(args)
     labels = trained.labels if trained else read_label_list(dataset / args.label_file)
     examples, has_labels = read_texts(dataset / args.data_file, labels)
     prelabels = check_options(args, has_labels)

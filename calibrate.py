@@ -10,6 +10,8 @@ not touched. `--calibration none` removes a calibration.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from cli import POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, multi_hot
 from decision import CALIBRATION_METHODS, NO_CALIBRATION
 from metric import fit_decision_on_dev
-from modeling import add_decision_arguments, add_long_text_arguments, load_trained, store_decision
-from utils import logger, run_cli
+from modeling import load_trained, store_decision
+from script_options import add_decision_arguments, add_long_text_arguments
+from utils import logger, run_cli, set_device
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +42,7 @@ add_decision_arguments(parser, threshold=False)
 
 def calibrate(args: argparse.Namespace) -> dict:
     """Fit the calibration on the dev file and store the new decision in the checkpoint's config.json."""
+    set_device(args.device)
     trained = load_trained(argparse.Namespace(**{**vars(args), "threshold": None}))
     examples = load_examples(Path(args.dataset_dir) / args.dev_file, trained.labels)
     logits = trained.logits([example.text for example in examples])

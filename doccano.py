@@ -4,8 +4,8 @@ The reference's command line and outputs: `--splits` of 1, 2 or 3 ratios summing
 train.txt (+ dev.txt, + test.txt), data.txt (the texts of the last split) and label.txt (sorted);
 `--valid` writes valid.txt and `--dirty` train_dirty.txt, the relabelled texts the sparse and dirty
 data strategies sent out, checked against the existing label.txt. Every export shape of doccano
-1.6-1.8 (JSONL, its zip, CSV, fastText) and Label Studio (JSON, JSON_MIN, CSV) is read, detected from
-the content (annotation.py).
+1.6-1.8 (JSONL, JSON, its zip, CSV, fastText) and Label Studio (JSON, JSON_MIN, CSV, TSV) is read,
+detected from the content (annotation.py).
 
 Unlike the reference: `--is_shuffle` shuffles what is split; `--is_shuffle False` means false; a bad
 label, line or missing text is one line naming file:line; examples nobody annotated are counted and
@@ -14,6 +14,8 @@ the reference's behaviour); files that exist in `--save_dir` are not overwritten
 and nothing else there is touched. Everything is checked before the first file is written.
 """
 from __future__ import annotations
+
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
 
 import argparse
 from decimal import Decimal, InvalidOperation

@@ -20,7 +20,8 @@ COLUMNS = ["global_step", "epoch", "batch", "loss", "learning_rate", "eval_loss"
 
 
 class TrainingHistory:
-    """Rows of the history; only the main process writes (`enabled`)."""
+    """Rows of the history; only the main process writes (`enabled`). A TrainingLoop callback: every
+    logged step (`on_log`) and every evaluation (`on_epoch_end`, after training.DevEvaluation) is a row."""
 
     def __init__(self, save_dir: str | os.PathLike, enabled: bool = True, keep_rows: int = 0,
                  visualdl: bool = False):
@@ -66,6 +67,14 @@ class TrainingHistory:
     def log_eval(self, state, eval_loss: float, micro_f1: float, macro_f1: float) -> None:
         self._append({"global_step": state.global_step, "epoch": state.epoch, "batch": state.step,
                       "eval_loss": eval_loss, "micro_f1": micro_f1, "macro_f1": macro_f1})
+
+    def on_log(self, state) -> None:
+        self.log_step(state)
+
+    def on_epoch_end(self, state) -> bool:
+        figures = state.metrics
+        self.log_eval(state, figures["eval_loss"], figures["micro_f1"], figures["macro_f1"])
+        return False
 
     def close(self) -> Path | None:
         """Draw the curves (loss, learning rate, dev F1 against the optimizer step); returns the PNG."""

@@ -24,7 +24,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TypeVar
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from data_io import PREDICTION_HEADER, Example, ReadStats, count_lines, format_predictions, iter_examples
 from decision import Decision
-from pipeline import WINDOW_BATCHES, Runner, TextPipeline
+from pipeline import WINDOW_BATCHES, LengthCounts, Runner, TextPipeline
 from utils import DataError, atomic_output, batched, file_sha256, logger, write_text_atomic
 
 QUEUE_WINDOWS = 2  # tokenized windows waiting for the model
@@ -47,17 +47,24 @@ Result = TypeVar("Result")
 
 @dataclass
 class Labeller:
-    """What labels texts: the pipeline, the model it feeds, and how a probability becomes a label."""
+    """What labels texts: the pipeline, the model it feeds, and how a probability becomes a label;
+    `lengths` sums what reading the labelled texts cut or windowed (the pipeline keeps no counts, so
+    texts it encodes for anything else, such as INT8 calibration, are not among them)."""
 
     pipeline: TextPipeline
     runner: Runner
     decision: Decision
     labels: list[str]
     output_probs: bool = False
+    lengths: LengthCounts = field(default_factory=LengthCounts)
 
     def rows(self, texts: list[str], logits: np.ndarray) -> list[str]:
         return format_predictions(texts, self.decision.probabilities(logits), self.decision, self.labels,
                                   self.output_probs)
+
+    def length_summary(self) -> str:
+        """The log line of what reading the texts labelled so far cut or windowed."""
+        return self.pipeline.length_summary(self.lengths)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,8 @@ def write_rows(labeller: Labeller, data_path: Path, out, part: Part, batch_size:
         return texts, pipeline.encode(texts) if texts else None
 
     for window, (texts, encoded) in ahead(part_windows(data_path, batch_size, stats, part), encode):
+        if texts:
+            labeller.lengths += encoded.counts
         rows = iter(labeller.rows(texts, pipeline.outputs(labeller.runner, encoded)) if texts else [])
         out.write("".join((next(rows) if example.text else "") + "\n" for example in window))
         progress.update(window[-1].line_no - part.first_line + 1 - progress.n)

@@ -82,6 +82,16 @@ def read_pos_weights(path: str | os.PathLike, label_file: str | os.PathLike, num
     return np.asarray([_positive_weight(path, number, entry) for number, entry in entries], dtype="float32")
 
 
+def pos_weight_option(option: str, label_file: str | os.PathLike, targets: np.ndarray,
+                      max_weight: float) -> np.ndarray:
+    """The weights train.py's --pos_weight names: `auto` counts them on the training targets
+    (`positive_weights`), anything else is a file of weights (`read_pos_weights`; read and checked even
+    when the chosen loss does not use them, so a bad file is never trained past silently)."""
+    if option == "auto":
+        return positive_weights((targets > 0.5).sum(0), len(targets), max_weight)
+    return read_pos_weights(option, label_file, targets.shape[1])
+
+
 def _positive_weight(path: str | os.PathLike, line: int, entry: str) -> float:
     try:
         weight = float(entry)

@@ -1,6 +1,6 @@
-"""Models and checkpoints: loading by name or directory, the checkpoint format, pruned checkpoints,
-and the dygraph model as a runner of the text pipeline (`load_trained`: a checkpoint ready to label
-texts, for predict.py and the analysis scripts).
+"""Models and checkpoints: loading by name or directory, the checkpoint format (a width-pruned one
+rebuilt through pruning.py), and the dygraph model as a runner of the text pipeline (`load_trained`:
+a checkpoint ready to label texts, for predict.py and the analysis scripts).
 
 A checkpoint directory is a paddlenlp model and tokenizer whose config.json also stores the label
 list (`multi_label_names`), the decision thresholds (`multi_label_thresholds`) with the rest of the
@@ -15,7 +15,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,21 +23,14 @@ import paddle
 import paddlenlp.transformers
 from paddlenlp.transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from cli import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, ignored_option
 from data_io import read_label_list
 from decision import CONFIG_KEY as DECISION_KEY
 from decision import Decision
 from losses import label_log_odds
-from pipeline import (
-    DEFAULT_MAX_WINDOWS,
-    ERNIE_INPUTS,
-    ERNIE_M_INPUTS,
-    LONG_TEXT_MODES,
-    WINDOW_POOLINGS,
-    LongText,
-    TextPipeline,
-)
-from utils import DataError, logger, read_json_object, set_device, set_seed, write_json
+from pipeline import ERNIE_INPUTS, ERNIE_M_INPUTS, LongText, TextPipeline
+from pruning import narrow_encoder, pruned_width
+from script_options import resolve_decision, resolve_long_text
+from utils import DataError, logger, read_json_object, write_json
 
 REFERENCE_MODEL_NAMES = (
     "ernie-1.0-large-zh-cw",
@@ -111,7 +103,7 @@ def load_model(model_name: str, num_labels: int | None = None):
     size, narrowed to the stored width, and only then given their weights.
     """
     kwargs = {} if num_labels is None else {"num_classes": num_labels}
-    pruned = pruned_width(model_name)
+    pruned = pruned_width(stored_config(model_name))
     if pruned is None:
         return from_pretrained(AutoModelForSequenceClassification.from_pretrained, model_name, **kwargs)
     config = from_pretrained(AutoConfig.from_pretrained, model_name, **kwargs)
@@ -128,63 +120,6 @@ def stored_config(directory: str | os.PathLike) -> dict:
     if not config_file.is_file():
         return {}
     return read_json_object(config_file, f"restore {directory} from a copy or train it again")
-
-
-def pruned_width(model_name: str) -> dict | None:
-    """The `pruned_width` entry prune.py stores in config.json ({width_mult, heads, FFN size}), if any."""
-    return stored_config(model_name).get("pruned_width")
-
-
-def encoder_layers(model) -> list[paddle.nn.TransformerEncoderLayer]:
-    """The transformer layers of an ERNIE-family classifier (post-norm paddle.nn layers)."""
-    base = getattr(model, model.base_model_prefix, None)
-    layers = list(getattr(getattr(base, "encoder", None), "layers", []))
-    if not layers or not all(isinstance(layer, paddle.nn.TransformerEncoderLayer) and not layer.normalize_before
-                             for layer in layers):
-        raise DataError(f"{type(model).__name__}: width pruning needs an ERNIE-style encoder of "
-                        f"paddle.nn.TransformerEncoderLayer (post-norm)")
-    return layers
-
-
-def _narrow_linear(linear: paddle.nn.Linear, rows: int | None = None, cols: int | None = None) -> paddle.nn.Linear:
-    """A smaller Linear holding the first `rows` inputs and/or `cols` outputs of `linear`."""
-    weight = linear.weight[:rows, :cols]
-    narrow = paddle.nn.Linear(weight.shape[0], weight.shape[1])
-    narrow.weight.set_value(weight)
-    narrow.bias.set_value(linear.bias[:cols])
-    return narrow
-
-
-def narrow_encoder(model, num_heads: int, intermediate_size: int) -> None:
-    """Keep the first `num_heads` attention heads and `intermediate_size` FFN neurons of every layer.
-
-    prune.py orders heads and neurons by importance first, so the first ones are the ones to keep.
-    The hidden size is unchanged, so embeddings, pooler and classifier stay as they are.
-    """
-    for layer in encoder_layers(model):
-        attn = layer.self_attn
-        width = num_heads * attn.head_dim
-        attn.q_proj, attn.k_proj, attn.v_proj = (_narrow_linear(p, cols=width)
-                                                 for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-        attn.out_proj = _narrow_linear(attn.out_proj, rows=width)
-        attn.num_heads = num_heads
-        layer.linear1 = _narrow_linear(layer.linear1, cols=intermediate_size)
-        layer.linear2 = _narrow_linear(layer.linear2, rows=intermediate_size)
-
-
-def narrow_to_width(model, width: Fraction) -> None:
-    """Cut the model down to its first heads and neurons at this width, and record the width in its
-    config so that `load_model` rebuilds the narrow model from a saved checkpoint."""
-    layer = encoder_layers(model)[0]
-    heads, neurons = kept_units(width, layer.self_attn.num_heads, layer.linear1.weight.shape[1])
-    narrow_encoder(model, heads, neurons)
-    model.config.pruned_width = {"width_mult": str(width), "num_attention_heads": heads,
-                                 "intermediate_size": neurons}
-
-
-def kept_units(width: Fraction, num_heads: int, intermediate_size: int) -> tuple[int, int]:
-    """Heads and FFN neurons a layer keeps at this width."""
-    return int(width * num_heads), int(width * intermediate_size)
 
 
 def has_trained_head(model_name: str, num_labels: int) -> bool:
@@ -292,60 +227,6 @@ def _save_pretrained_atomically(model, tokenizer, save_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# ------------------------------------------------------------------------------- long texts
-
-
-def add_long_text_arguments(parser: argparse.ArgumentParser, stored: bool = True) -> None:
-    """The long-text options of every script that reads texts. With `stored` (every script that
-    runs a trained model) an option left out takes the value stored with the checkpoint or export,
-    so prediction reads texts as training did; train.py (`stored=False`) starts from the reference's
-    truncation."""
-    where = "the checkpoint's (or export's) setting, else " if stored else ""
-    parser.add_argument("--long_text", choices=LONG_TEXT_MODES, default=None, help=f"truncate: read the first --max_seq_length tokens of a text (the reference); window: read all of it in overlapping windows and pool their logits. Default: {where}truncate.")
-    parser.add_argument("--window_stride", type=NON_NEGATIVE_INT, default=None, help=f"With --long_text window: tokens shared by neighbouring windows. Default: {where}max_seq_length // 2.")
-    parser.add_argument("--max_windows", type=POSITIVE_INT, default=None, help=f"With --long_text window: windows read per text at most (the tail beyond is not read, and counted in the log). Default: {where}{DEFAULT_MAX_WINDOWS}.")
-    parser.add_argument("--window_pooling", choices=WINDOW_POOLINGS, default=None, help=f"With --long_text window: how the windows' logits make the text's (max: a label is present when any window shows it). Default: {where}max.")
-
-
-def resolve_long_text(args: argparse.Namespace, stored: LongText, max_seq_length: int) -> LongText:
-    """The stored settings with every long-text option given on the command line put over them."""
-    given = {"mode": args.long_text, "stride": args.window_stride, "max_windows": args.max_windows,
-             "pooling": args.window_pooling}
-    settings = dataclasses.replace(stored, **{name: value for name, value in given.items() if value is not None})
-    try:
-        settings.check(max_seq_length)
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    if settings.mode != "window":  # what the windows are made of means nothing to a truncated text
-        for name in ("window_stride", "max_windows", "window_pooling"):
-            if getattr(args, name) is not None:
-                logger.warning(ignored_option(name, getattr(args, name), "--long_text window (texts are truncated)"))
-    return settings
-
-
-def add_decision_arguments(parser: argparse.ArgumentParser, stored: bool = True, threshold: bool = True) -> None:
-    """The label-decision options (decision.py) of every script that labels texts; one left out takes
-    the checkpoint's (or export's) stored value. train.py (`stored=False`) stores what it is given, and
-    has its own --threshold, as calibrate.py does (`threshold=False`). Their destinations are prefixed
-    (`decision_top_k`) so a script's own `--top_k` cannot be read as one."""
-    where = "the checkpoint's (or export's) setting, else " if stored else ""
-    if stored and threshold:
-        parser.add_argument("--threshold", type=PROBABILITY, default=None, help="One global decision threshold instead of the thresholds stored in the checkpoint (or export).")
-    parser.add_argument("--min_labels", dest="decision_min_labels", type=NON_NEGATIVE_INT, default=None, help=f"Give every text at least this many labels: when fewer pass their thresholds, add the most probable others. Default: {where}0.")
-    parser.add_argument("--max_labels", dest="decision_max_labels", type=NON_NEGATIVE_INT, default=None, help=f"Keep at most this many of the labels that pass, the most probable (0: no cap). Default: {where}0.")
-    parser.add_argument("--top_k", dest="decision_top_k", type=NON_NEGATIVE_INT, default=None, help=f"Also output the k most probable labels with their probabilities, whether they pass or not (0: no such output). Default: {where}0.")
-
-
-def resolve_decision(args: argparse.Namespace, stored: Decision) -> Decision:
-    """The stored decision with every decision option given on the command line put over it (a script
-    without these options uses the stored decision, or one --threshold)."""
-    try:
-        return stored.overridden(getattr(args, "threshold", None), getattr(args, "decision_min_labels", None),
-                                 getattr(args, "decision_max_labels", None), getattr(args, "decision_top_k", None))
-    except ValueError as err:
-        raise DataError(f"--min_labels/--max_labels: {err}") from None
-
-
 def stored_long_text(stored: dict | None) -> LongText:
     """LongText from its stored dict (config.json, export_meta.json); truncation when nothing is stored."""
     if not stored:
@@ -445,8 +326,9 @@ class TrainedModel:
         return self.decision.probabilities(self.logits(texts))
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        logits = self.pipeline.outputs(self.runner(), self.pipeline.encode(texts))
-        logger.info(self.pipeline.length_summary())
+        rows = self.pipeline.encode(texts)
+        logits = self.pipeline.outputs(self.runner(), rows)
+        logger.info(self.pipeline.length_summary(rows.counts))
         return logits
 
     def features(self, texts: list[str]) -> np.ndarray:
@@ -454,17 +336,15 @@ class TrainedModel:
         logits: the space in which the analysis scripts compare examples (similar training examples,
         sparse dev data, representer points)."""
         rows = self.pipeline.encode(texts)
-        logger.info(self.pipeline.length_summary())
+        logger.info(self.pipeline.length_summary(rows.counts))
         return self.pipeline.outputs(self.runner(pooled=True), rows)
 
 
 def load_trained(args: argparse.Namespace) -> TrainedModel:
-    """The checkpoint of --params_path on --device, with its labels checked against the dataset's label file,
-    the decision (stored, with the decision options over it) and the pipeline that reads texts as the checkpoint (or the
-    long-text options) say: what predict.py and the analysis scripts run."""
-    set_device(args.device, getattr(args, "num_threads", None))
-    if getattr(args, "seed", None) is not None:
-        set_seed(args.seed)
+    """The checkpoint of --params_path, with its labels checked against the dataset's label file, the
+    decision (stored, with the decision options over it) and the pipeline that reads texts as the
+    checkpoint (or the long-text options) say: what predict.py and the analysis scripts run. It only
+    loads: the caller has chosen the device (and seeded) before."""
     if not Path(args.params_path).is_dir():
         raise DataError(f"--params_path {args.params_path} is not a checkpoint directory")
     model = load_model(args.params_path)

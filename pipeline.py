@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -46,12 +46,63 @@ class Runner(Protocol):
 
 
 @dataclass
+class LengthCounts:
+    """What reading texts into rows cut or dropped, so that no text is shortened silently."""
+
+    texts: int = 0
+    rows: int = 0
+    empty: int = 0  # texts without a single token after tokenization
+    cut: int = 0  # truncate: texts cut; window: texts with more than max_windows windows
+    tokens_cut: int = 0
+    most_cut: int = 0
+    windowed: int = 0  # texts read in more than one window
+
+    def add(self, rows: int, tokens_cut: int, empty: bool) -> None:
+        """Count one text read as `rows` rows with `tokens_cut` tokens left unread."""
+        self.texts += 1
+        self.rows += rows
+        self.windowed += rows > 1
+        self.empty += empty
+        if tokens_cut > 0:
+            self.cut += 1
+            self.tokens_cut += tokens_cut
+            self.most_cut = max(self.most_cut, tokens_cut)
+
+    def __add__(self, other: LengthCounts) -> LengthCounts:
+        """The counts of both encodings (a consumer that encodes in windows sums its windows' counts)."""
+        return LengthCounts(**{name: getattr(self, name) + getattr(other, name) for name in
+                               ("texts", "rows", "empty", "cut", "tokens_cut", "windowed")},
+                            most_cut=max(self.most_cut, other.most_cut))
+
+    def summary(self, long_text: LongText, max_seq_length: int) -> str:
+        """One log line: what happened to texts longer than a model input."""
+        if long_text.mode == "truncate":
+            line = (f"Long texts (--long_text truncate, --max_seq_length {max_seq_length}): "
+                    f"{self.cut} of {self.texts} texts truncated")
+            if self.cut:
+                line += (f", {self.tokens_cut} tokens cut in all, up to {self.most_cut} from one text "
+                         f"(--long_text window reads them whole)")
+        else:
+            line = (f"Long texts (--long_text window, --max_seq_length {max_seq_length}, --window_stride "
+                    f"{long_text.overlap(max_seq_length)}, --window_pooling {long_text.pooling}): {self.texts} texts "
+                    f"read as {self.rows} windows, {self.windowed} of them in more than one")
+            if self.cut:
+                line += (f"; {self.cut} texts longer than --max_windows {long_text.max_windows}: their last "
+                         f"{self.tokens_cut} tokens in all (up to {self.most_cut} from one text) not read")
+        if self.empty:
+            line += f"; {self.empty} texts have no token after tokenization (read as [CLS] [SEP] alone)"
+        return line
+
+
+@dataclass
 class EncodedRows:
-    """Token ids per input name, one unpadded sequence per row, and the text each row belongs to."""
+    """Token ids per input name, one unpadded sequence per row, the text each row belongs to, and what
+    reading the texts into rows cut or windowed (`counts`, for the consumer's log line)."""
 
     features: dict[str, list]
     source: np.ndarray
     num_texts: int
+    counts: LengthCounts = field(default_factory=LengthCounts)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -133,48 +184,6 @@ def window_spans(num_tokens: int, body: int, overlap: int, max_windows: int | No
     if max_windows is not None:
         count = min(count, max_windows)
     return [(start, min(start + body, num_tokens)) for start in range(0, count * step, step)]
-
-
-@dataclass
-class LengthCounts:
-    """What reading texts into rows cut or dropped, so that no text is shortened silently."""
-
-    texts: int = 0
-    rows: int = 0
-    empty: int = 0  # texts without a single token after tokenization
-    cut: int = 0  # truncate: texts cut; window: texts with more than max_windows windows
-    tokens_cut: int = 0
-    most_cut: int = 0
-    windowed: int = 0  # texts read in more than one window
-
-    def add(self, rows: int, tokens_cut: int, empty: bool) -> None:
-        self.texts += 1
-        self.rows += rows
-        self.windowed += rows > 1
-        self.empty += empty
-        if tokens_cut > 0:
-            self.cut += 1
-            self.tokens_cut += tokens_cut
-            self.most_cut = max(self.most_cut, tokens_cut)
-
-    def summary(self, long_text: LongText, max_seq_length: int) -> str:
-        """One log line: what happened to texts longer than a model input."""
-        if long_text.mode == "truncate":
-            line = (f"Long texts (--long_text truncate, --max_seq_length {max_seq_length}): "
-                    f"{self.cut} of {self.texts} texts truncated")
-            if self.cut:
-                line += (f", {self.tokens_cut} tokens cut in all, up to {self.most_cut} from one text "
-                         f"(--long_text window reads them whole)")
-        else:
-            line = (f"Long texts (--long_text window, --max_seq_length {max_seq_length}, --window_stride "
-                    f"{long_text.overlap(max_seq_length)}, --window_pooling {long_text.pooling}): {self.texts} texts "
-                    f"read as {self.rows} windows, {self.windowed} of them in more than one")
-            if self.cut:
-                line += (f"; {self.cut} texts longer than --max_windows {long_text.max_windows}: their last "
-                         f"{self.tokens_cut} tokens in all (up to {self.most_cut} from one text) not read")
-        if self.empty:
-            line += f"; {self.empty} texts have no token after tokenization (read as [CLS] [SEP] alone)"
-        return line
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None
@@ -305,34 +314,33 @@ class TextPipeline:
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.long_text = long_text
-        self.counts = LengthCounts()  # of every encode() since the last `length_summary`
 
     def encode(self, texts: Sequence[str]) -> EncodedRows:
         """Rows of token ids: one per text cut to `max_seq_length` tokens, or with `--long_text
-        window` one per window of the text (`EncodedRows.source` names the text)."""
+        window` one per window of the text (`EncodedRows.source` names the text), with their length
+        counts: the pipeline keeps no state, so one pipeline serves calibration and labelling alike."""
         tokenizer = self.tokenizer
         body = self.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
         overlap = self.long_text.overlap(self.max_seq_length)
         max_windows = self.long_text.max_windows if self.long_text.mode == "window" else 1  # truncate: window 1
         features: dict[str, list] = {name: [] for name in self.input_names}
         source = []
+        counts = LengthCounts()
         wrap, token_types = self.wrap_row, self.row_token_types
         for index, ids in enumerate(self.token_ids(texts) if texts else []):
             spans = window_spans(len(ids), body, overlap, max_windows)
-            self.counts.add(len(spans), len(ids) - spans[-1][1], empty=not ids)
+            counts.add(len(spans), len(ids) - spans[-1][1], empty=not ids)
             for start, end in spans:
                 row = wrap(ids[start:end])
                 features["input_ids"].append(row)
                 if "token_type_ids" in features:
                     features["token_type_ids"].append(token_types(ids[start:end], row))
             source += [index] * len(spans)
-        return EncodedRows(features, np.asarray(source, dtype="int64"), len(texts))
+        return EncodedRows(features, np.asarray(source, dtype="int64"), len(texts), counts)
 
-    def length_summary(self) -> str:
-        """The log line of what `encode` cut or windowed since the last summary."""
-        line = self.counts.summary(self.long_text, self.max_seq_length)
-        self.counts = LengthCounts()
-        return line
+    def length_summary(self, counts: LengthCounts) -> str:
+        """The log line of what encoding cut or windowed (the `counts` of one `encode` or their sum)."""
+        return counts.summary(self.long_text, self.max_seq_length)
 
     def pad(self, rows: EncodedRows, batch: Sequence[int]) -> dict[str, np.ndarray]:
         """The model inputs of the rows `batch`: token ids padded with the pad token, the rest with 0."""

@@ -15,6 +15,8 @@ interrupted run finished.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import os
 from pathlib import Path
@@ -24,10 +26,11 @@ import paddle.distributed as dist
 from backends import BACKENDS, calibration_texts, check_variant, create_backend
 from cli import POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from labelling import PART_LINES, Labeller, label_file
-from modeling import TrainedModel, add_decision_arguments, add_long_text_arguments, load_trained
+from modeling import TrainedModel, load_trained
 from parity import cached_export
 from pipeline import TextPipeline
-from utils import DataError, cpu_threads_per_process, local_device_id, logger, run_cli
+from script_options import add_decision_arguments, add_long_text_arguments
+from utils import DataError, cpu_threads_per_process, local_device_id, logger, run_cli, set_device
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -86,12 +89,13 @@ def predict(args: argparse.Namespace) -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     threads = args.num_threads or cpu_threads_per_process()
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the native tokenizer's thread pool
+    set_device(args.device, args.num_threads)
     trained = load_trained(args)
     data_path = Path(args.dataset_dir) / args.data_file
     labeller = make_labeller(args, trained, data_path, threads)
     label_file(labeller, data_path, args.output_file, args.batch_size, output_options(args, labeller), args.resume,
                rank, world_size, args.part_lines)
-    logger.info(labeller.pipeline.length_summary())
+    logger.info(labeller.length_summary())
     if rank == 0:
         logger.info(f"Prediction results save in {args.output_file}.")
 

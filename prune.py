@@ -11,27 +11,24 @@ Here the same recipe works directly on the ERNIE layers:
    teacher's probabilities plus MSE on the embedding and layer outputs;
 3. every --save_steps each width is evaluated on dev; its best sub-network by macro F1 is cut out
    as a dense smaller model and exported with everything deploy/predictor needs.
+
+This script is the command line and the order of the stages; the surgery (elastic layers, importance,
+narrowing) is pruning.py, the DynaBERT loop and the widths' checkpoints and exports dynabert.py.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
-import copy
-import functools
 import math
 import random
-import shutil
-import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import paddle
 import paddle.distributed as dist
 import paddle.nn.functional as F
-from paddle.nn.layer.transformer import _convert_attention_mask
 from paddlenlp.trainer import CompressionArguments, PdArgumentParser
-from paddlenlp.transformers import LinearDecayWithWarmup
-from tqdm import tqdm
 
 from cli import (
     MINUS_ONE_OR_MORE,
@@ -44,40 +41,25 @@ from cli import (
     ArgumentParser,
 )
 from data_io import load_examples, multi_hot
-from exporting import deploy_input_names
+from dynabert import PRUNED_PREFIX, Pruner, clear_width_dir, export_width, width_name
 from losses import get_loss
 from modeling import (
     check_max_seq_length,
     checkpoint_decision,
-    checkpoint_labels,
     checkpoint_long_text,
     dygraph_pipeline,
-    encoder_layers,
-    kept_units,
     load_model,
     load_tokenizer,
-    model_inputs,
-    narrow_to_width,
-    pruned_width,
     resolve_label_list,
-    save_checkpoint,
 )
-from parity import export_checked
-from pipeline import TextPipeline, length_grouped_batches
+from pruning import check_widths, encoder_layers, kept_units
 from training import (
     AMP_DTYPES,
-    LabelledRows,
-    MixedPrecision,
-    StepState,
-    TrainingLoop,
-    build_optimizer,
     check_amp,
     encode_examples,
     evaluate,
-    labelled_batch,
     labelled_batches,
     optimizer_steps_per_epoch,
-    text_logits,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_settings
 
@@ -107,7 +89,6 @@ parser.add_argument("--strategy", default="dynabert", choices=["dynabert", "dyna
 LOSS = get_loss("bce")  # each label is its own yes/no question, for importance and distillation alike
 HIDDEN_DISTILL_WEIGHT = 0.1  # the reference's lambda_distill on embedding and layer outputs
 PARITY_SAMPLES = 256  # dev texts in each width's export parity check
-PRUNED_PREFIX = "pruned_model"
 
 
 # ------------------------------------------------------------------------------------ widths
@@ -124,123 +105,6 @@ def parse_width(text: str) -> Fraction:
     return width
 
 
-def check_widths(widths: list[Fraction], num_heads: int) -> None:
-    """Every width must keep a whole number of heads, else the head reshape cannot work."""
-    for width in widths:
-        heads = width * num_heads
-        if heads.denominator != 1:
-            valid = [f"{Fraction(k, num_heads)}" for k in range(1, num_heads + 1)]
-            raise DataError(f"width {width} x {num_heads} heads = {float(heads):g} heads is not an integer; "
-                            f"widths this model accepts: {' '.join(valid)}")
-
-
-def width_name(width: Fraction) -> str:
-    """The reference's directory name: width_mult_ + round(w, 2), e.g. width_mult_0.75, width_mult_0.67."""
-    return f"width_mult_{round(float(width), 2)}"
-
-
-# ------------------------------------------------------------------------- elastic encoder
-
-
-def elastic_layer_forward(layer, src, src_mask=None, cache=None, output_attentions=False):
-    """paddle.nn.TransformerEncoderLayer.forward (post-norm) on the first `layer.kept_heads` heads
-    and `layer.kept_neurons` FFN neurons, with an optional per-head gate for importance scores.
-
-    Slicing the shared weights keeps one set of parameters for all widths, as DynaBERT trains them.
-    """
-    attn = layer.self_attn
-    heads, width, neurons = layer.kept_heads, layer.kept_heads * attn.head_dim, layer.kept_neurons
-    src_mask = _convert_attention_mask(src_mask, src.dtype)
-
-    def project(linear):
-        out = F.linear(src, linear.weight[:, :width], linear.bias[:width])
-        return out.reshape([0, 0, heads, attn.head_dim]).transpose([0, 2, 1, 3])
-
-    query, key, value = project(attn.q_proj), project(attn.k_proj), project(attn.v_proj)
-    scores = paddle.matmul(query * attn.head_dim ** -0.5, key, transpose_y=True)
-    if src_mask is not None:
-        scores = scores + src_mask
-    weights = F.dropout(F.softmax(scores), attn.dropout, training=layer.training, mode="upscale_in_train")
-    context = paddle.matmul(weights, value)
-    if layer.head_gate is not None:
-        context = context * layer.head_gate[:heads].reshape([1, heads, 1, 1])
-    context = context.transpose([0, 2, 1, 3]).reshape([0, 0, width])
-    attended = F.linear(context, attn.out_proj.weight[:width], attn.out_proj.bias)
-    src = layer.norm1(src + layer.dropout1(attended))
-    hidden = layer.activation(F.linear(src, layer.linear1.weight[:, :neurons], layer.linear1.bias[:neurons]))
-    ffn = F.linear(layer.dropout(hidden), layer.linear2.weight[:neurons], layer.linear2.bias)
-    return layer.norm2(src + layer.dropout2(ffn))
-
-
-def make_elastic(model) -> None:
-    for layer in encoder_layers(model):
-        layer.forward = functools.partial(elastic_layer_forward, layer)
-        layer.head_gate = None
-    set_width(model, Fraction(1))
-
-
-def set_width(model, width: Fraction) -> None:
-    for layer in encoder_layers(model):
-        layer.kept_heads, layer.kept_neurons = kept_units(width, layer.self_attn.num_heads,
-                                                          layer.linear1.weight.shape[1])
-
-
-# --------------------------------------------------------------------------------- importance
-
-
-def compute_importance(model, pipeline: TextPipeline, data: LabelledRows) -> tuple[np.ndarray, np.ndarray]:
-    """Head and FFN-neuron importance on labelled rows, as DynaBERT scores them, with the training loss.
-
-    Head: sum over batches of |d loss / d gate| for a gate of ones on each head's output.
-    Neuron j: |sum_i w1[i,j] g1[i,j] + b1[j] gb1[j]| + |sum_k w2[j,k] g2[j,k]| per batch, summed.
-    Returns arrays [layers, heads] and [layers, neurons].
-    """
-    layers = encoder_layers(model)
-    gates = [paddle.ones([layer.self_attn.num_heads], dtype="float32") for layer in layers]
-    for layer, gate in zip(layers, gates):
-        gate.stop_gradient = False
-        layer.head_gate = gate
-    head_scores = np.zeros([len(layers), layers[0].self_attn.num_heads], dtype="float64")
-    neuron_scores = np.zeros([len(layers), layers[0].linear1.weight.shape[1]], dtype="float64")
-    model.eval()  # no dropout: the scores describe the model as it predicts
-    for texts in tqdm(length_grouped_batches(data.rows.text_lengths(), pipeline.batch_size), desc="Importance",
-                      leave=False, disable=None):
-        batch = labelled_batch(pipeline, data, texts)
-        loss = LOSS(text_logits(model, batch, pipeline.tokenizer.pad_token_id, pipeline.long_text.pooling),
-                    batch["labels"])
-        loss.backward()
-        for i, (layer, gate) in enumerate(zip(layers, gates)):
-            head_scores[i] += np.abs(gate.grad.numpy())
-            w1, b1, w2 = layer.linear1.weight, layer.linear1.bias, layer.linear2.weight
-            neuron_scores[i] += np.abs((w1 * w1.grad).sum(0).numpy() + (b1 * b1.grad).numpy())
-            neuron_scores[i] += np.abs((w2 * w2.grad).sum(1).numpy())
-            gate.clear_gradient()
-        model.clear_gradients()
-    for layer in layers:
-        layer.head_gate = None
-    return head_scores, neuron_scores
-
-
-def _permute(param, index: np.ndarray, axis: int) -> None:
-    param.set_value(paddle.index_select(param, paddle.to_tensor(index), axis=axis))
-
-
-def reorder_by_importance(model, head_scores: np.ndarray, neuron_scores: np.ndarray) -> None:
-    """Permute heads and neurons so that the most important come first; outputs stay the same."""
-    for layer, heads, neurons in zip(encoder_layers(model), head_scores, neuron_scores):
-        attn = layer.self_attn
-        head_order = np.argsort(-heads, kind="stable")
-        columns = (head_order[:, None] * attn.head_dim + np.arange(attn.head_dim)).reshape(-1)
-        for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
-            _permute(linear.weight, columns, axis=1)
-            _permute(linear.bias, columns, axis=0)
-        _permute(attn.out_proj.weight, columns, axis=0)
-        neuron_order = np.argsort(-neurons, kind="stable")
-        _permute(layer.linear1.weight, neuron_order, axis=1)
-        _permute(layer.linear1.bias, neuron_order, axis=0)
-        _permute(layer.linear2.weight, neuron_order, axis=0)
-
-
 # ------------------------------------------------------------------------------ distillation
 
 
@@ -254,109 +118,6 @@ def distillation_loss(student_outputs, teacher_outputs) -> paddle.Tensor:
     loss = LOSS(student_logits.astype("float32"), F.sigmoid(teacher_logits.astype("float32")))
     hidden = sum(F.mse_loss(s.astype("float32"), t.astype("float32")) for s, t in zip(student_hidden, teacher_hidden))
     return loss + HIDDEN_DISTILL_WEIGHT * hidden
-
-
-# ----------------------------------------------------------------------------------- pruning
-
-
-class Pruner:
-    """The DynaBERT loop: one student with shared weights, a frozen teacher, every width per step."""
-
-    def __init__(self, args: argparse.Namespace, teacher, tokenizer, label_list: list[str],
-                 widths: list[Fraction], pipeline: TextPipeline, dev: LabelledRows) -> None:
-        self.args, self.tokenizer, self.label_list, self.widths = args, tokenizer, label_list, widths
-        self.teacher, self.pipeline, self.dev = teacher, pipeline, dev
-        self.decision = checkpoint_decision(teacher)
-        self.student = copy.deepcopy(teacher)
-        self.best = {width: -1.0 for width in widths}
-        self.output = Path(args.output_dir)
-
-    def prepare(self) -> None:
-        """Score heads and neurons on dev and put the most important first."""
-        make_elastic(self.student)
-        head_scores, neuron_scores = compute_importance(self.student, self.pipeline, self.dev)
-        reorder_by_importance(self.student, head_scores, neuron_scores)
-        logger.info("Heads and FFN neurons re-ordered by importance on dev")
-
-    def train_step(self, batch: dict, backward) -> paddle.Tensor:
-        """Distil the teacher into every width; the gradients of all widths add up before the one
-        optimizer step. Returns the last width's loss (the logged one)."""
-        inputs = model_inputs(batch, self.tokenizer.pad_token_id)
-        with paddle.no_grad():
-            teacher_outputs = self.teacher(**inputs, output_hidden_states=True)
-        self.student.train()
-        for width in self.widths:
-            set_width(self.student, width)
-            loss = distillation_loss(self.student(**inputs, output_hidden_states=True), teacher_outputs)
-            backward(loss)
-        return loss
-
-    def train(self, batches, total_steps: int) -> None:
-        args = self.args
-        warmup = math.ceil(args.warmup_ratio * total_steps)
-        lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, warmup)
-        optimizer = build_optimizer(self.student, lr_scheduler, args.weight_decay)
-        self.evaluate_widths(global_step=0)  # the merely re-ordered sub-networks are candidates too
-
-        def log_line(state: StepState) -> str:
-            return ("global step %d, epoch: %d, batch: %d, lr: %.3e, loss: %f, speed: %.2f step/s"
-                    % (state.global_step, state.epoch, state.step, state.lr, float(state.loss), state.speed))
-
-        def on_step_end(state: StepState) -> bool:
-            if state.global_step % args.save_steps and state.global_step != total_steps:
-                return False
-            self.evaluate_widths(state.global_step)
-            return True
-
-        TrainingLoop(self.student, batches, self.train_step, optimizer, lr_scheduler, total_steps, log_line,
-                     args.logging_steps, description="Pruning", accumulation_steps=args.gradient_accumulation_steps,
-                     precision=MixedPrecision(args.amp)).run(on_step_end=on_step_end)
-
-    def evaluate_widths(self, global_step: int) -> None:
-        for width in self.widths:
-            tic = time.time()
-            logger.info(f"width_mult {round(float(width), 2)} (step {global_step}):")
-            set_width(self.student, width)
-            metric, _ = evaluate(self.student, self.pipeline, self.dev, LOSS, self.decision, self.label_list)
-            _, macro_f1 = metric.accumulate()
-            if macro_f1 > self.best[width]:
-                self.best[width] = macro_f1
-                self.save(width)
-            logger.info("eval done total: %s s" % (time.time() - tic))
-        set_width(self.student, Fraction(1))
-
-    def dense(self, width: Fraction):
-        """The student's sub-network of this width as an ordinary (smaller) model."""
-        model = copy.deepcopy(self.teacher)
-        model.set_state_dict(self.student.state_dict())
-        narrow_to_width(model, width)
-        model.eval()
-        return model
-
-    def save(self, width: Fraction) -> None:
-        """Keep this width's best sub-network as a checkpoint every script can load."""
-        save_checkpoint(self.dense(width), self.tokenizer, self.output / width_name(width), self.label_list,
-                        self.decision)
-
-
-def export_width(directory: Path, texts: list[str], labels: np.ndarray | None, max_seq_length: int) -> None:
-    """Export a saved width like export_model.py does, as pruned_model.* plus ONNX, with parity."""
-    model = load_model(str(directory))
-    model.eval()
-    tokenizer = load_tokenizer(str(directory))
-    export_checked(model, tokenizer, directory, PRUNED_PREFIX, checkpoint_labels(model),
-                   checkpoint_decision(model), deploy_input_names(tokenizer), texts, labels, max_seq_length)
-
-
-def clear_width_dir(directory: Path) -> None:
-    """Remove an older run's output for this width (never mix its files with the new run's), but only
-    a directory that holds a pruned checkpoint: anything else there is the user's and stops the run."""
-    if not directory.exists():
-        return
-    if pruned_width(str(directory)) is None and (not directory.is_dir() or any(directory.iterdir())):
-        raise DataError(f"{directory} exists and does not hold a pruned model of an earlier run; move it away or "
-                        f"choose another --output_dir (nothing was deleted)")
-    shutil.rmtree(directory)
 
 
 def refuse_unsupported(extra: list[str]) -> None:
@@ -430,7 +191,7 @@ def prune(args: argparse.Namespace) -> None:
 
     logger.info("Teacher's evaluation starts.")
     evaluate(teacher, dev_pipeline, dev_data, LOSS, checkpoint_decision(teacher), label_list)
-    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data)
+    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data, distillation_loss, LOSS)
     pruner.prepare()
     logger.info("DynaBERT training starts. This period will cost some time.")
     pruner.train(batches, total_steps)

@@ -25,6 +25,7 @@ after that is the previous state deleted. A crash at any point leaves `latest` n
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +33,11 @@ import pickle
 import random
 import re
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import paddle
@@ -129,6 +134,56 @@ def save_state(save_dir: str | os.PathLike, model: paddle.nn.Layer, optimizer: p
         _remove_other_states(root, name)
     _barrier(world_size)
     return final
+
+
+class ResumableState:
+    """TrainingLoop callback writing the resumable state (`save_state`): every `every_steps` optimizer
+    steps (0: never mid-epoch; never at an epoch's last batch, whose state is written at the epoch end)
+    and at every epoch end, after the callbacks before it (evaluation, best checkpoint), so the state
+    holds their outcome. `progress()` gives the script's own part of the state (best score, counters,
+    options, data fingerprint), taken at the moment of the save."""
+
+    def __init__(self, save_dir: str | os.PathLike, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
+                 scaler: paddle.amp.GradScaler, progress: Callable[[], dict], batches_per_epoch: int,
+                 every_steps: int = 0, rank: int = 0, world_size: int = 1):
+        self.save_dir, self.model, self.optimizer, self.scaler = save_dir, model, optimizer, scaler
+        self.progress, self.batches_per_epoch, self.every_steps = progress, batches_per_epoch, every_steps
+        self.rank, self.world_size = rank, world_size
+
+    def save(self, state) -> None:
+        saved = save_state(self.save_dir, self.model, self.optimizer, self.scaler,
+                           {**state.position(), **self.progress()}, self.rank, self.world_size)
+        logger.info(f"Resumable state saved in {saved}")
+
+    def on_step_end(self, state) -> bool:
+        if not self.every_steps or state.global_step % self.every_steps or state.step == self.batches_per_epoch:
+            return False
+        self.save(state)
+        return True
+
+    def on_epoch_end(self, state) -> bool:
+        self.save(state)
+        return True
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(resume_dir: Path | None):
+    """A pre-empted run (SIGTERM from a scheduler or the launcher) ends with one line saying where its
+    last resumable state is, and a non-zero exit, instead of dying silently mid-epoch."""
+    def handler(signum, frame):
+        where = (f"continue from the last state in {resume_dir} with --resume_from_checkpoint {resume_dir.parent}"
+                 if resume_dir else "no resumable state was written (train with --save_last)")
+        logger.error(f"Terminated by signal {signum} during training; {where}")
+        sys.exit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _remove_other_states(root: Path, keep: str) -> None:

@@ -7,6 +7,8 @@ pretrains the new model as a masked LM on the same texts, the offline stand-in f
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -47,7 +49,7 @@ from utils import DataError, logger, run_cli
 # recipe's model: small enough to learn from a few thousand sentences on a CPU in minutes. Without
 # dropout it learns much faster from random weights (keyword data, lr 1e-3: dev micro F1 0.96 after
 # 8 epochs instead of 0.87 with dropout 0.1); on thousands of real sentences `--dropout 0.1`
-# generalises better (README, "tiny 预设的训练配方").
+# generalises better (the divorce benchmarks of docs/benchmarks.md use it).
 PRESETS = {
     "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, intermediate_size=512,
                  max_position_embeddings=512, use_task_id=False, hidden_dropout_prob=0.0,

@@ -258,12 +258,53 @@ def answer_concurrently(app: "SimpleServer", max_text_chars: int) -> None:
     manager.predict = predict
 
 
+# the upstream functions the patches below replace, kept for tests/test_compat.py's canaries
+UPSTREAM: dict[str, Callable] = {}
+
+
+def _predictor_from_export(self) -> None:
+    """Replaces paddlenlp.server.predictor.Predictor._create_predictor (SimpleServer's model loader;
+    `load_exports_in_simple_server` applies it).
+
+    Defect (paddlenlp 2.8.1 on Paddle 3): it only looks for pre-PIR `<name>.pdmodel` programs, so
+    SimpleServer.register on a Paddle 3 export (`<name>.json`) fails with "The model path do not
+    include the inference model, please check!"; past that, `_is_int8_model` walks legacy program
+    blocks and the CPU config enables memory_optimize_pass, which fails under PIR. The same engine
+    (Paddle Inference) is built by backends.create_backend from the export's metadata instead: the
+    classifier's (export_model.py) or the retrieval encoder's (retrieval_based/export_model.py).
+    """
+    from backends import create_backend
+    from exporting import export_prefix_in, load_export
+    from semantic_index import is_encoder_export, load_encoder_export
+
+    device, _, index = self._device.partition(":")
+    if is_encoder_export(self._model_path):
+        self.export = load_encoder_export(self._model_path, device, self._precision, self._num_threads,
+                                          device_id=int(index or 0))
+        self.backend = self.export.engine
+    else:
+        self.export = load_export(export_prefix_in(self._model_path))
+        self.backend = create_backend(self.export, "paddle", self._precision, device, int(index or 0),
+                                      self._num_threads)
+    self._predictor_type, self._output_num = "paddle_inference", 1
+
+
+def load_exports_in_simple_server() -> None:
+    """Patch SimpleServer's model loader to load the suite's Paddle 3 exports (`_predictor_from_export`);
+    `simple_server` applies it before registering a model, so no import has to come first."""
+    from paddlenlp.server import predictor
+
+    if predictor.Predictor._create_predictor is not _predictor_from_export:
+        UPSTREAM.setdefault("create_predictor", predictor.Predictor._create_predictor)
+        predictor.Predictor._create_predictor = _predictor_from_export
+
+
 def simple_server(route: str, settings: argparse.Namespace, model_handler: type, post_handler: type):
     """A SimpleServer answering `route` with the export in `settings.export_dir` on `settings.device`,
     with the size caps of `settings` and requests answered concurrently (`answer_concurrently`).
 
-    The export is loaded by SimpleServer's model loader (patched in compat, which the server scripts
-    import); tokenizing stays on the request's thread.
+    The export is loaded by SimpleServer's model loader, patched here for Paddle 3 exports
+    (`load_exports_in_simple_server`); tokenizing stays on the request's thread.
     """
     import paddle
     from paddlenlp import SimpleServer
@@ -272,6 +313,7 @@ def simple_server(route: str, settings: argparse.Namespace, model_handler: type,
         raise DataError("this Paddle build has no GPU support: serve on the CPU with --device cpu "
                         "(or DEVICE=cpu paddlenlp server server:app ...)")
     tokenize_on_calling_threads()
+    load_exports_in_simple_server()
     app = SimpleServer()
     app.register(route, model_path=settings.export_dir, tokenizer_name=settings.export_dir,
                  model_handler=model_handler, post_handler=post_handler,

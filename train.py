@@ -7,13 +7,12 @@ checkpoint. Multi-card: run it under
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
-import contextlib
 import os
-import signal
-import sys
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,9 @@ from cli import (
 from data_io import load_examples, read_label_list
 from decision import CALIBRATION_METHODS, Decision
 from history import TrainingHistory
-from losses import LOSS_OPTIONS, LOSSES, LossSettings, get_loss, positive_weights, read_pos_weights
+from losses import LOSS_OPTIONS, LOSSES, LossFunction, LossSettings, get_loss, pos_weight_option
 from metric import fit_decision_on_dev
 from modeling import (
-    add_decision_arguments,
-    add_long_text_arguments,
     check_label_list,
     check_max_seq_length,
     dygraph_pipeline,
@@ -49,27 +46,39 @@ from modeling import (
     init_classifier_bias,
     load_model,
     load_tokenizer,
-    resolve_long_text,
     save_checkpoint,
     stored_config,
 )
-from pipeline import LongText
-from resume import RESUME_DIR, check_data, data_fingerprint, find_state, load_state, read_progress, save_state
+from pipeline import LongText, TextPipeline
+from resume import (
+    RESUME_DIR,
+    ResumableState,
+    check_data,
+    data_fingerprint,
+    find_state,
+    load_state,
+    read_progress,
+    stop_on_sigterm,
+)
+from script_options import add_decision_arguments, add_long_text_arguments, resolve_long_text
 from training import (
     AMP_DTYPES,
+    BestCheckpoint,
+    DevEvaluation,
+    EarlyStopping,
+    LabelledRows,
     MixedPrecision,
     StepState,
+    TrainBatches,
     TrainingLoop,
     build_optimizer,
     check_amp,
     encode_examples,
-    epoch_rows,
-    evaluate,
     labelled_batches,
     optimizer_steps_per_epoch,
     predict_logits,
-    repeat_factors,
     text_logits,
+    text_repeats,
 )
 from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
 
@@ -159,6 +168,11 @@ def warn_ignored_options(args: argparse.Namespace) -> None:
             logger.warning(ignored_option(name, getattr(args, name), setting))
 
 
+def saves_states(args: argparse.Namespace) -> bool:
+    """Whether the run writes resumable states (--save_last_steps implies --save_last)."""
+    return args.save_last or args.save_last_steps > 0
+
+
 def data_files(args: argparse.Namespace) -> dict[str, Path]:
     """The files whose content a resumable state belongs to: the texts and labels trained on, and dev (the
     best score and the early-stopping counter are measured on it)."""
@@ -207,11 +221,100 @@ def load_init_checkpoint(model, path: str, label_file: Path, label_list: list[st
     logger.info(f"Loaded parameters from {state_file}")
 
 
+@dataclass
+class FineTuning:
+    """What one fine-tuning run trains and evaluates, built by `prepare`."""
+
+    model: paddle.nn.Layer  # paddle.DataParallel-wrapped in a multi-process run
+    tokenizer: object
+    pipeline: TextPipeline
+    label_list: list[str]
+    train_data: LabelledRows
+    dev_data: LabelledRows
+    batches: TrainBatches
+    total_steps: int
+    lr_scheduler: object
+    optimizer: paddle.optimizer.Optimizer
+    precision: MixedPrecision
+    loss_function: LossFunction
+    decision: Decision
+
+    def train_step(self, batch: dict, backward) -> paddle.Tensor:
+        logits = text_logits(self.model, batch, self.tokenizer.pad_token_id, self.pipeline.long_text.pooling)
+        loss = self.loss_function(logits.astype("float32"), batch["labels"])
+        backward(loss)
+        return loss
+
+    def save_best(self, save_dir: str) -> None:
+        save_checkpoint(self.model, self.tokenizer, save_dir, self.label_list, self.decision, self.pipeline.long_text)
+
+
+def prepare(args: argparse.Namespace, rank: int, world_size: int) -> FineTuning:
+    """Read the data, load the model and tokenizer, encode the texts and build the batches, optimizer and
+    loss: everything the loop needs, in the order the log has always shown it."""
+    dataset = Path(args.dataset_dir)
+    label_list = read_label_list(dataset / args.label_file)
+    train_examples = load_examples(dataset / args.train_file, label_list)
+    dev_examples = load_examples(dataset / args.dev_file, label_list)
+    tokenizer = load_tokenizer(args.model_name)
+    model = load_model(args.model_name, len(label_list))
+    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.model_name)
+    long_text = resolve_long_text(args, LongText(), args.max_seq_length)
+    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
+    train_data = encode_examples(pipeline, train_examples, len(label_list))
+    logger.info(f"{args.train_file}: {pipeline.length_summary(train_data.rows.counts)}")
+    dev_data = encode_examples(pipeline, dev_examples, len(label_list))
+    logger.info(f"{args.dev_file}: {pipeline.length_summary(dev_data.rows.counts)}")
+    if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
+        init_classifier_bias(model, train_data.targets.mean(0))
+    if args.init_from_ckpt:
+        load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
+    repeats = None if args.sampling == "none" else text_repeats(train_data.targets, args.repeat_threshold)
+    batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank, repeats)
+    if world_size > 1:
+        model = paddle.DataParallel(model)
+    total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
+    lr_scheduler = build_lr_scheduler(args, total_steps)
+    optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
+    precision = MixedPrecision(args.amp)
+    loss_function = get_loss(args.loss, loss_settings(args, train_data.targets, dataset / args.label_file))
+    return FineTuning(model, tokenizer, pipeline, label_list, train_data, dev_data, batches, total_steps, lr_scheduler,
+                      optimizer, precision, loss_function, train_decision(args, len(label_list)))
+
+
+def log_line(state: StepState) -> str:
+    """The reference's training log line."""
+    return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
+            % (state.global_step, state.epoch, state.step, float(state.loss), state.speed, state.lr))
+
+
+def callbacks(args: argparse.Namespace, run: FineTuning, loop: TrainingLoop, history: TrainingHistory,
+              progress: dict, fingerprint: dict, rank: int, world_size: int) -> tuple[list, BestCheckpoint]:
+    """The epoch-end work in order (evaluate, history row, best checkpoint, early stop, resumable state)
+    and the best-checkpoint callback, whose record the results report; a resumed run's counters come
+    from its `progress`."""
+    best = BestCheckpoint((lambda: run.save_best(args.save_dir)) if rank == 0 else None,
+                          progress.get("best"), progress.get("epochs_without_gain", 0))
+    hooks = [DevEvaluation(run.model, run.pipeline, run.dev_data, run.loss_function, run.decision, run.label_list),
+             history, best]
+    if args.early_stop:
+        hooks.append(EarlyStopping(loop, best, args.early_stop_nums))
+    if saves_states(args):
+        def resumable_progress() -> dict:
+            return {"stop_requested": loop.stop_requested, "best": best.best,
+                    "epochs_without_gain": best.epochs_since_best, "history_rows": history.rows,
+                    "args": {name: getattr(args, name) for name in RESUME_FIXED}, "data": fingerprint}
+
+        hooks.append(ResumableState(args.save_dir, run.model, run.optimizer, run.precision.scaler, resumable_progress,
+                                    len(run.batches), args.save_last_steps, rank, world_size))
+    return hooks, best
+
+
 def train(args: argparse.Namespace) -> dict:
     """Fine-tune, keep the checkpoint with the best dev macro F1, and return (and save) its results."""
     check_args(args)
     state_dir = find_state(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
-    keeps_states = args.resume_from_checkpoint or args.save_last or args.save_last_steps > 0
+    keeps_states = args.resume_from_checkpoint or saves_states(args)
     fingerprint = data_fingerprint(data_files(args)) if keeps_states else {}  # read the data once more only then
     if state_dir:
         check_resume_args(state_dir, args, fingerprint)
@@ -222,113 +325,41 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1:
         dist.init_parallel_env()
     started = time.time()
-
-    dataset = Path(args.dataset_dir)
-    label_list = read_label_list(dataset / args.label_file)
-    train_examples = load_examples(dataset / args.train_file, label_list)
-    dev_examples = load_examples(dataset / args.dev_file, label_list)
-
-    tokenizer = load_tokenizer(args.model_name)
-    model = load_model(args.model_name, len(label_list))
-    check_max_seq_length(args.max_seq_length, model.config.max_position_embeddings, args.model_name)
-    long_text = resolve_long_text(args, LongText(), args.max_seq_length)
-    pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
-    train_data = encode_examples(pipeline, train_examples, len(label_list))
-    logger.info(f"{args.train_file}: {pipeline.length_summary()}")
-    dev_data = encode_examples(pipeline, dev_examples, len(label_list))
-    logger.info(f"{args.dev_file}: {pipeline.length_summary()}")
-    if args.classifier_bias == "prior" and not has_trained_head(args.model_name, len(label_list)):
-        init_classifier_bias(model, train_data.targets.mean(0))
-    if args.init_from_ckpt:
-        load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
-    batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank,
-                               text_repeats(args, train_data.targets))
-    if world_size > 1:
-        model = paddle.DataParallel(model)
-
-    total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
-    lr_scheduler = build_lr_scheduler(args, total_steps)
-    optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
-    precision = MixedPrecision(args.amp)
-    loss_function = get_loss(args.loss, loss_settings(args, train_data.targets, dataset / args.label_file))
-    decision = train_decision(args, len(label_list))
-    progress = load_state(state_dir, model, optimizer, precision.scaler, rank, world_size) if state_dir else {}
-
+    run = prepare(args, rank, world_size)
+    progress = load_state(state_dir, run.model, run.optimizer, run.precision.scaler, rank, world_size) if state_dir else {}
     if rank == 0:
         os.makedirs(args.save_dir, exist_ok=True)
         write_settings(args, args.save_dir)
         write_json(Path(args.save_dir, "args.json"), vars(args))
 
-    def train_step(batch: dict, backward) -> paddle.Tensor:
-        logits = text_logits(model, batch, tokenizer.pad_token_id, long_text.pooling).astype("float32")
-        loss = loss_function(logits, batch["labels"])
-        backward(loss)
-        return loss
-
-    def log_line(state: StepState) -> str:
-        return ("global step %d, epoch: %d, batch: %d, loss: %.5f, speed: %.2f step/s, lr: %.3e"
-                % (state.global_step, state.epoch, state.step, float(state.loss), state.speed, state.lr))
-
     history = TrainingHistory(args.save_dir, enabled=rank == 0, keep_rows=progress.get("history_rows", 0),
                               visualdl=args.visualdl)
-    loop = TrainingLoop(model, batches, train_step, optimizer, lr_scheduler, total_steps, log_line,
-                        args.logging_steps, main_process=rank == 0,
-                        accumulation_steps=args.gradient_accumulation_steps, precision=precision,
-                        on_log=history.log_step)
-    saves_states = args.save_last or args.save_last_steps > 0  # --save_last_steps implies --save_last
-    best = progress.get("best", {"macro_f1": -1.0})
-    epochs_without_gain = progress.get("epochs_without_gain", 0)
+    loop = TrainingLoop(run.model, run.batches, run.train_step, run.optimizer, run.lr_scheduler, run.total_steps,
+                        log_line, args.logging_steps, main_process=rank == 0,
+                        accumulation_steps=args.gradient_accumulation_steps, precision=run.precision)
+    hooks, best = callbacks(args, run, loop, history, progress, fingerprint, rank, world_size)
     if progress.get("stop_requested"):
         loop.request_stop()
-
-    def save_resumable(state: StepState) -> None:
-        saved = save_state(args.save_dir, model, optimizer, precision.scaler,
-                           {**state.position(), "stop_requested": loop.stop_requested, "best": best,
-                            "epochs_without_gain": epochs_without_gain, "history_rows": history.rows,
-                            "args": {name: getattr(args, name) for name in RESUME_FIXED}, "data": fingerprint},
-                           rank, world_size)
-        logger.info(f"Resumable state saved in {saved}")
-
-    def on_step_end(state: StepState) -> bool:
-        if not args.save_last_steps or state.global_step % args.save_last_steps or state.step == len(batches):
-            return False  # at the epoch's last batch the state is saved after the evaluation
-        save_resumable(state)
-        return True
-
-    def on_epoch_end(state: StepState) -> bool:
-        nonlocal epochs_without_gain
-        epochs_without_gain += 1
-        metric, eval_loss = evaluate(model, pipeline, dev_data, loss_function, decision, label_list)
-        figures = metric.figures()
-        history.log_eval(state, eval_loss, figures["micro_f1"], figures["macro_f1"])
-        if figures["macro_f1"] > best["macro_f1"]:
-            epochs_without_gain = 0
-            best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
-                        global_step=state.global_step)
-            if rank == 0:
-                save_checkpoint(model, tokenizer, args.save_dir, label_list, decision, long_text)
-        logger.info("Current best macro f1 score: %.5f" % best["macro_f1"])
-        if args.early_stop and epochs_without_gain >= args.early_stop_nums:
-            loop.request_stop()
-        if saves_states:
-            save_resumable(state)
-        return True
-
     start = StepState(**{key: progress[key] for key in StepState().position()}) if progress else None
-    with stop_on_sigterm(Path(args.save_dir, RESUME_DIR) if saves_states else None):
-        last = loop.run(on_step_end=on_step_end, on_epoch_end=on_epoch_end, start=start)
+    with stop_on_sigterm(Path(args.save_dir, RESUME_DIR) if saves_states(args) else None):
+        last = loop.run(start=start, callbacks=hooks)
     history.close()
+    return finish(args, run, best.best, last, state_dir, started, rank, world_size)
 
+
+def finish(args: argparse.Namespace, run: FineTuning, best: dict, last: StepState, state_dir: Path | None,
+           started: float, rank: int, world_size: int) -> dict:
+    """Log the best score, fit the decision on dev if asked, write results.json and leave the process group."""
     logger.info("Final best macro f1 score: %.5f" % best["macro_f1"])
     logger.info("Save best macro f1 text classification model in %s" % args.save_dir)
     results = {"best_dev": {"micro_f1": best["micro_f1"], "macro_f1": best["macro_f1"]},
                "best_epoch": best["epoch"], "best_global_step": best["global_step"],
                "epochs_run": last.epoch, "global_steps": last.global_step, "loss": args.loss,
                "resumed_from": str(state_dir) if state_dir else None,
-               "thresholds": [float(t) for t in decision.thresholds]}
+               "thresholds": [float(t) for t in run.decision.thresholds]}
     if (args.tune_thresholds or args.calibrate) and rank == 0:
-        results.update(save_decision(model._layers if world_size > 1 else model, tokenizer, pipeline, dev_data,
-                                     decision, label_list, args))
+        results.update(save_decision(run.model._layers if world_size > 1 else run.model, run.tokenizer, run.pipeline,
+                                     run.dev_data, run.decision, run.label_list, args))
     results["train_time_s"] = round(time.time() - started, 1)
     if rank == 0:
         write_json(Path(args.save_dir, "results.json"), results)
@@ -340,57 +371,17 @@ def train(args: argparse.Namespace) -> dict:
     return results
 
 
-@contextlib.contextmanager
-def stop_on_sigterm(resume_dir: Path | None):
-    """A pre-empted run (SIGTERM from a scheduler or the launcher) ends with one line saying where its
-    last resumable state is, and a non-zero exit, instead of dying silently mid-epoch."""
-    def handler(signum, frame):
-        where = (f"continue from the last state in {resume_dir} with --resume_from_checkpoint {resume_dir.parent}"
-                 if resume_dir else "no resumable state was written (train with --save_last)")
-        logger.error(f"Terminated by signal {signum} during training; {where}")
-        sys.exit(128 + signum)
-
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def loss_settings(args: argparse.Namespace, targets: np.ndarray, label_file: Path) -> LossSettings:
-    """The chosen loss's parameters; positive weights are counted on the training texts."""
+    """The chosen loss's parameters; positive weights are counted on the training texts (or read)."""
     settings = LossSettings(focal_gamma=args.focal_gamma, asl_gamma_neg=args.asl_gamma_neg,
                             asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip, label_counts=(targets > 0.5).sum(0),
                             num_texts=len(targets), db_neg_scale=args.db_neg_scale, db_bias_scale=args.db_bias_scale)
-    from_file = None if args.pos_weight == "auto" else read_pos_weights(args.pos_weight, label_file, targets.shape[1])
+    weights = pos_weight_option(args.pos_weight, label_file, targets, args.pos_weight_max)
     if args.loss == "bce_pos_weight":
-        settings.pos_weight = (positive_weights((targets > 0.5).sum(0), len(targets), args.pos_weight_max)
-                               if from_file is None else from_file)
-        weights = settings.pos_weight
+        settings.pos_weight = weights
         logger.info(f"Positive weights ({args.pos_weight}): min {weights.min():.2f}, median {np.median(weights):.2f}, "
                     f"max {weights.max():.2f}")
     return settings
-
-
-def text_repeats(args: argparse.Namespace, targets: np.ndarray) -> np.ndarray | None:
-    """Repeat factors per training text for --sampling repeat_factor, with their effect logged."""
-    if args.sampling == "none":
-        return None
-    factors = repeat_factors(targets, args.repeat_threshold)
-    rows = epoch_rows(factors)
-    logger.info(f"Repeat-factor sampling (threshold {args.repeat_threshold}): {int((factors > 1).sum())} of "
-                f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has {rows} texts")
-    shares = (targets > 0.5).mean(0)
-    if rows < 1.01 * len(factors) and shares.any():  # the default threshold suits thousands of labels, not 20
-        rarest = float(shares[shares > 0].min())
-        advice = (f"--repeat_threshold {10 * rarest:.2g} would repeat its texts about 3 times." if rarest < 0.1 else
-                  "No label is rare enough to repeat (a threshold must stay below 1).")
-        logger.warning(f"Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in "
-                       f"{rarest:.2%} of the training texts. {advice}")
-    return factors
 
 
 def save_decision(model, tokenizer, pipeline, dev_data, decision: Decision, label_list: list[str],

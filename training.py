@@ -3,15 +3,17 @@
 train.py (fine-tuning), prune.py (DynaBERT width training) and scratch_model.py (masked-LM
 pretraining) differ only in what one step computes and what happens after a step or an epoch; the
 loop (epochs, optimizer and schedule steps, progress bar, the reference's timed log lines, early
-stop) is written once here. Batches come from the pipeline's one bucketing rule, and the dev loss
-is computed with the training loss from `losses`. Gradient accumulation and mixed precision are
-properties of the loop too, so every training script gets them the same way.
+stop) is written once here, with the callbacks a run composes at its step and epoch ends (dev
+evaluation, best checkpoint, early stopping; the resumable state is resume.py's, the metrics history
+history.py's). Batches come from the pipeline's one bucketing rule, and the dev loss is computed with
+the training loss from `losses`. Gradient accumulation and mixed precision are properties of the
+loop too, so every training script gets them the same way.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -52,6 +54,23 @@ def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
 def epoch_rows(factors: np.ndarray) -> int:
     """Rows per epoch under repeat factors: their sum, rounded, the same in every epoch."""
     return max(1, int(round(float(factors.sum()))))
+
+
+def text_repeats(targets: np.ndarray, threshold: float) -> np.ndarray:
+    """Repeat factors per training text (--sampling repeat_factor), with their effect logged, and a hint
+    when they hardly change an epoch (the default threshold suits thousands of labels, not 20)."""
+    factors = repeat_factors(targets, threshold)
+    rows = epoch_rows(factors)
+    logger.info(f"Repeat-factor sampling (threshold {threshold}): {int((factors > 1).sum())} of "
+                f"{len(factors)} texts repeated (up to {factors.max():.1f}x); an epoch has {rows} texts")
+    shares = (targets > 0.5).mean(0)
+    if rows < 1.01 * len(factors) and shares.any():
+        rarest = float(shares[shares > 0].min())
+        advice = (f"--repeat_threshold {10 * rarest:.2g} would repeat its texts about 3 times." if rarest < 0.1 else
+                  "No label is rare enough to repeat (a threshold must stay below 1).")
+        logger.warning(f"Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in "
+                       f"{rarest:.2%} of the training texts. {advice}")
+    return factors
 
 
 def repeated_rows(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -229,6 +248,7 @@ class StepState:
     loss: paddle.Tensor | None = None  # the mean loss of the batches of the last optimizer step
     lr: float = 0.0
     speed: float = 0.0  # optimizer steps per second since the last log line or evaluation
+    metrics: dict = field(default_factory=dict)  # the last evaluation's figures (`DevEvaluation`)
 
     def position(self) -> dict:
         return {"global_step": self.global_step, "epoch": self.epoch, "step": self.step,
@@ -241,11 +261,13 @@ class TrainingLoop:
     accumulation and mixed precision; the loop steps the optimizer every `accumulation_steps`
     batches (under DataParallel, gradients are all-reduced only at that last batch).
 
-    `on_step_end` / `on_epoch_end` are called with the state and return True when they did slow
-    work (an evaluation), so the next logged speed leaves it out; `request_stop()` ends training
-    before the next epoch with the reference's "Early stop!" line. `run(start=...)` continues from
-    a saved position: the epoch's first batches are skipped, so the data order is that of an
-    uninterrupted run.
+    Hooks, in the style of Hugging Face's TrainerCallback: `run(callbacks=[...])` takes objects with
+    any of `on_step_end(state)`, `on_epoch_end(state)` (each returns True when it did slow work, an
+    evaluation or a save, so the next logged speed leaves it out) and `on_log(state)` (after each
+    logged line), called in list order; `run(on_step_end=f, on_epoch_end=g)` adds one function of
+    each kind after them, the simple way. `request_stop()` ends training before the next epoch with
+    the reference's "Early stop!" line. `run(start=...)` continues from a saved position: the epoch's
+    first batches are skipped, so the data order is that of an uninterrupted run.
     """
 
     def __init__(self, model: paddle.nn.Layer, batches: TrainBatches,
@@ -278,7 +300,7 @@ class TrainingLoop:
             return contextlib.nullcontext()
         return self.model.no_sync()
 
-    def _run_epoch(self, state: StepState, progress, on_step_end) -> None:
+    def _run_epoch(self, state: StepState, progress, on_step_end: list[Callable], on_log: list[Callable]) -> None:
         num_batches = len(self.batches)
         group_loss = 0.0
         for state.step, batch in enumerate(self.batches.iterate(state.step), start=state.step + 1):
@@ -300,16 +322,19 @@ class TrainingLoop:
             if self.main_process and self.log_line and state.global_step % self.logging_steps == 0:
                 state.lr, state.speed = self.optimizer.get_lr(), self.logging_steps / (time.time() - self._tic)
                 logger.info(self.log_line(state))
-                if self.on_log:
-                    self.on_log(state)
+                for hook in on_log:
+                    hook(state)
                 self._tic = time.time()
-            if on_step_end and on_step_end(state):
+            if slow_work(on_step_end, state):
                 self._tic = time.time()
             if state.global_step == self.total_steps:
                 break
 
     def run(self, on_step_end: Callable[[StepState], bool] | None = None,
-            on_epoch_end: Callable[[StepState], bool] | None = None, start: StepState | None = None) -> StepState:
+            on_epoch_end: Callable[[StepState], bool] | None = None, start: StepState | None = None,
+            callbacks: Sequence[object] = ()) -> StepState:
+        step_hooks, epoch_hooks = hooks(callbacks, "on_step_end", on_step_end), hooks(callbacks, "on_epoch_end", on_epoch_end)
+        log_hooks = hooks(callbacks, "on_log", self.on_log)
         state = start or StepState()
         self._tic = time.time()  # start of the interval the next logged speed covers
         with logging_redirect_tqdm(loggers=[logger.logger]):
@@ -323,12 +348,75 @@ class TrainingLoop:
                     state.epoch, state.step, state.epoch_end_done = state.epoch + 1, 0, False
                 self.batches.set_epoch(state.epoch)
                 self.model.train()
-                self._run_epoch(state, progress, on_step_end)
+                self._run_epoch(state, progress, step_hooks, log_hooks)
                 state.epoch_end_done = True
-                if on_epoch_end and on_epoch_end(state):
+                if slow_work(epoch_hooks, state):
                     self._tic = time.time()
             progress.close()
         return state
+
+
+def hooks(callbacks: Sequence[object], name: str, function: Callable | None = None) -> list[Callable]:
+    """The callbacks' hooks of this name, in order, then `function` (a `TrainingLoop.run` argument)."""
+    found = [getattr(callback, name) for callback in callbacks if hasattr(callback, name)]
+    return found + ([function] if function else [])
+
+
+def slow_work(functions: list[Callable[[StepState], bool]], state: StepState) -> bool:
+    """Run every hook (none is skipped when an earlier one did slow work); whether any did."""
+    return any([function(state) for function in functions])
+
+
+class DevEvaluation:
+    """Callback: evaluate on dev at every epoch end (the reference's eval line); the figures and the
+    eval loss go on `state.metrics` for the callbacks after it."""
+
+    def __init__(self, model, pipeline: TextPipeline, data: LabelledRows, loss: LossFunction, decision: Decision,
+                 label_list: Sequence[str]):
+        self.model, self.pipeline, self.data, self.loss = model, pipeline, data, loss
+        self.decision, self.label_list = decision, label_list
+
+    def on_epoch_end(self, state: StepState) -> bool:
+        metric, eval_loss = evaluate(self.model, self.pipeline, self.data, self.loss, self.decision, self.label_list)
+        state.metrics = {**metric.figures(), "eval_loss": eval_loss}
+        return True
+
+
+class BestCheckpoint:
+    """Callback after `DevEvaluation`, like timm's CheckpointSaver: when dev macro F1 beats the best so
+    far, `save()` writes the checkpoint (None: a process that does not save) and `best` records the
+    figures, epoch and step; `epochs_since_best` counts the epochs since (for early stopping and the
+    resumable state, which restores both)."""
+
+    def __init__(self, save: Callable[[], None] | None, best: dict | None = None, epochs_since_best: int = 0):
+        self.save = save
+        self.best = best or {"macro_f1": -1.0}
+        self.epochs_since_best = epochs_since_best
+
+    def on_epoch_end(self, state: StepState) -> bool:
+        self.epochs_since_best += 1
+        figures = state.metrics
+        if figures["macro_f1"] > self.best["macro_f1"]:
+            self.epochs_since_best = 0
+            self.best.update(macro_f1=figures["macro_f1"], micro_f1=figures["micro_f1"], epoch=state.epoch,
+                             global_step=state.global_step)
+            if self.save:
+                self.save()
+        logger.info("Current best macro f1 score: %.5f" % self.best["macro_f1"])
+        return False
+
+
+class EarlyStopping:
+    """Callback after `BestCheckpoint`: stop the loop once `patience` epochs have passed without a
+    better dev macro F1 (train.py --early_stop, --early_stop_nums)."""
+
+    def __init__(self, loop: TrainingLoop, best: BestCheckpoint, patience: int):
+        self.loop, self.best, self.patience = loop, best, patience
+
+    def on_epoch_end(self, state: StepState) -> bool:
+        if self.best.epochs_since_best >= self.patience:
+            self.loop.request_stop()
+        return False
 
 
 def predict_logits(model, pipeline: TextPipeline, rows: EncodedRows) -> np.ndarray:

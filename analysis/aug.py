@@ -6,6 +6,8 @@ delete/swap strategies run offline (analysis/augment.py).
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 

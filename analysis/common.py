@@ -13,7 +13,7 @@ import numpy as np
 
 from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
-from modeling import add_long_text_arguments
+from script_options import add_long_text_arguments
 from utils import DataError, atomic_output
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"

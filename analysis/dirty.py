@@ -9,6 +9,8 @@ sum of |alpha|), highest first.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from cli import POSITIVE_INT, UNIT_INTERVAL_OPEN, ArgumentParser
 from data_io import format_labels, load_examples, multi_hot
 from modeling import load_trained
-from utils import logger, run_cli
+from utils import logger, run_cli, set_device, set_seed
 
 from common import add_model_arguments, write_rows
 
@@ -43,6 +45,8 @@ def rank_dirty(labels: np.ndarray, probs: np.ndarray, threshold: float) -> tuple
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
+    set_device(args.device)
+    set_seed(args.seed)
     trained = load_trained(args)
     train = load_examples(dataset / args.train_file, trained.labels)
     probs = trained.probs([e.text for e in train])
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     write_rows(dataset / args.rest_file, [row for i, row in enumerate(rows) if i not in dirty])
     picked = total[sorted(dirty)]
     logger.info(f"{len(dirty)} dirty rows of {len(train)} saved in {dataset / args.dirty_file} (sum of |label - "
-                f"probability| {picked.min():.3f} to {picked.max():.3f}; all rows: mean {total.mean():.3f}); "
-                f"the other {len(train) - len(dirty)} rows in {dataset / args.rest_file}")
+                f"probability| {picked.min():.3f} to {picked.max():.3f}; all rows: mean {total.mean():.3f})")
+    logger.info(f"The other {len(train) - len(dirty)} rows saved in {dataset / args.rest_file}")
 
 
 if __name__ == "__main__":

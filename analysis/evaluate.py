@@ -9,6 +9,8 @@ per label) and `reliability.png` (the reliability diagram of the dev probabiliti
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import csv
 from pathlib import Path
 
@@ -22,8 +24,9 @@ from cli import ArgumentParser
 from data_io import Example, format_labels, load_examples, multi_hot
 from decision import Decision, calibration_error
 from metric import LISTED_LABELS, MetricReport, labels_to_log, shortened_list_note
-from modeling import TrainedModel, add_decision_arguments, load_trained
-from utils import atomic_output, logger, run_cli, write_json
+from modeling import TrainedModel, load_trained
+from script_options import add_decision_arguments
+from utils import atomic_output, logger, run_cli, set_device, write_json
 
 from common import BAD_CASE_HEADER, add_model_arguments
 
@@ -151,6 +154,7 @@ def write_per_label(directory: Path, reports: dict[str, dict], labels: list[str]
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
+    set_device(args.device)
     trained = load_trained(args)
     reports = {}
     if args.train_file:
@@ -168,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     bad_case_path = dataset / args.bad_case_file
     count = write_bad_cases(bad_case_path, examples, logits, trained)
     logger.info(f"Bad case in dev dataset saved in {bad_case_path} ({count} of {len(examples)} examples)")
-    logger.info(f"metrics.json, per_label.csv, per_label_f1.png and reliability.png saved in {dataset}")
+    for name, content in (("metrics.json", "Metrics"), ("per_label.csv", "Per-label support, precision, recall, F1"),
+                          ("per_label_f1.png", "Per-label F1 against support"), ("reliability.png", "Reliability diagram")):
+        logger.info(f"{content} saved in {dataset / name}")
 
 
 if __name__ == "__main__":

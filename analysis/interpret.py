@@ -6,7 +6,7 @@ of interest (predicted or gold).
 
 - `ig`: integrated gradients on the word embeddings, from a baseline that zeroes the embeddings of
   the text's tokens ([CLS]/[SEP] kept); the attributions sum to logit(text) - logit(baseline)
-  (completeness, tested; it needs compat.grad_wrt_inputs around a Paddle LayerNorm gradient defect).
+  (completeness, tested; it needs `grad_wrt_inputs` around a Paddle LayerNorm gradient defect).
 - `grad`: gradient x input at the text (one step of the above).
 - `lime`: a weighted ridge regression of the label's probability on which words are kept, over
   random word maskings ([UNK] for masked tokens).
@@ -16,16 +16,31 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Sequence
 
 import jieba
 import numpy as np
 import paddle
 from sklearn.linear_model import Ridge
 
-from compat import grad_wrt_inputs
-
 INTERPRETERS = ("ig", "lime", "grad")
 jieba.setLogLevel(60)
+
+
+def grad_wrt_inputs(output: paddle.Tensor, inputs: Sequence[paddle.Tensor], model: paddle.nn.Layer
+                    ) -> list[paddle.Tensor]:
+    """paddle.grad(output, inputs), made correct for models with LayerNorm.
+
+    Defect (paddlepaddle 3.3.1, layer_norm_grad on CPU): when paddle.grad is asked for the gradient
+    of an input but not of the LayerNorm scale, the input gradient is wrong whenever the scale is
+    not all ones (loss.backward(), which computes every gradient, is right, so training is not
+    affected). Integrated gradients lost their completeness through it: on a trained tiny ERNIE the
+    attributions summed to 5.74 for a logit difference of 6.67. Asking for the scales' gradients as
+    well takes the kernel's correct path (tests/test_compat.py's canary fails once Paddle is fixed).
+    """
+    scales = [layer.weight for layer in model.sublayers()
+              if isinstance(layer, paddle.nn.LayerNorm) and layer.weight is not None and not layer.weight.stop_gradient]
+    return paddle.grad(output, [*inputs, *scales])[:len(inputs)]
 
 
 @dataclass

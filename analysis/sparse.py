@@ -8,6 +8,8 @@ augmented training rows (default), duplicated rows, or unlabelled texts to annot
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 from cli import POSITIVE_INT, ArgumentParser, bounded
 from data_io import format_labels, iter_examples, load_examples
 from modeling import load_trained, plain_vocabulary
-from utils import logger, run_cli
+from utils import logger, run_cli, set_device, set_seed
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
 from common import add_model_arguments, top_k_similar, write_rows
@@ -61,6 +63,8 @@ def select_support(index: np.ndarray, scores: np.ndarray, threshold: float, want
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
+    set_device(args.device)
+    set_seed(args.seed)
     trained = load_trained(args)
     train = load_examples(dataset / args.train_file, trained.labels)
     dev = load_examples(dataset / args.dev_file, trained.labels)

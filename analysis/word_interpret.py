@@ -8,6 +8,8 @@ label's logit to the words of the text and writes `word_interpret.html` (coloure
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import html
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
 from modeling import TrainedModel, load_trained
-from utils import DataError, logger, run_cli, write_text_atomic
+from utils import DataError, logger, run_cli, set_device, set_seed, write_text_atomic
 
 from common import InterpretRow, add_model_arguments, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
@@ -58,7 +60,6 @@ def refuse_windowed_texts(rows: list[InterpretRow], trained: TrainedModel, path:
     if trained.pipeline.long_text.mode != "window":
         return
     encoded = trained.pipeline.encode([row.text for row in rows])
-    trained.pipeline.length_summary()
     windowed = np.flatnonzero(np.bincount(encoded.source, minlength=encoded.num_texts) > 1)
     if windowed.size:
         raise DataError(f"{path}: {windowed.size} texts need more than one window of --max_seq_length "
@@ -70,6 +71,8 @@ def refuse_windowed_texts(rows: list[InterpretRow], trained: TrainedModel, path:
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
+    set_device(args.device)
+    set_seed(args.seed)
     trained = load_trained(args)
     input_path = dataset / args.interpret_input_file
     rows = read_interpret_rows(input_path)
@@ -95,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
                       + "\n</table></body></html>\n")
     write_text_atomic(text_path, "Text\tLabel\tProbability\tGold / Predicted\tKey words\n" + "\n".join(text_lines)
                       + "\n")
-    logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path} "
-                f"and {text_path}")
+    logger.info(f"{len(text_lines)} explanations ({args.interpreter}) of {len(rows)} texts saved in {html_path}")
+    logger.info(f"The same explanations as text saved in {text_path}")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,6 @@ def in_process_case(checkpoint: Path, data: Path, backend: str, precision: str, 
         row_logits[batch] = result
     probs = sigmoid(pool_rows(row_logits, rows.source, rows.num_texts, pipeline.long_text.pooling))
     write = seconds(lambda: (work / "rows.txt").write_text("\n".join(labeller.rows(texts, probs)), encoding="utf-8"))
-    pipeline.length_summary()
     return {"end_to_end": lines / end_to_end, "ceiling": lines / engine, "engine_s": engine, "write_s": write}
 
 
@@ -111,7 +110,6 @@ def stage_times(checkpoint: Path, data: Path) -> dict:
     read = seconds(lambda: list(iter_examples(data)))
     texts = [e.text for e in iter_examples(data)]
     tokenize = seconds(lambda: pipeline.encode(texts))
-    pipeline.length_summary()
     return {"read_s": read, "tokenize_s": tokenize}
 
 

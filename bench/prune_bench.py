@@ -26,19 +26,12 @@ from benchtools import ROOT, markdown_table, save_result
 
 from backends import create_backend
 from data_io import load_examples, multi_hot
+from dynabert import PRUNED_PREFIX, export_width, width_name
 from exporting import load_export, load_export_tokenizer
 from metric import MetricReport
-from modeling import (
-    checkpoint_decision,
-    checkpoint_labels,
-    encoder_layers,
-    load_model,
-    load_tokenizer,
-    narrow_to_width,
-    save_checkpoint,
-)
+from modeling import checkpoint_decision, checkpoint_labels, load_model, load_tokenizer, save_checkpoint
 from pipeline import TextPipeline
-from prune import PRUNED_PREFIX, export_width, width_name
+from pruning import encoder_layers, narrow_to_width
 from utils import set_device
 
 from infer_bench import export, medium_checkpoint, timed_batches

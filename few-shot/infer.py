@@ -8,6 +8,8 @@ mask the graph was exported for.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 

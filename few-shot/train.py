@@ -8,6 +8,8 @@ ONNX model, the tokenizer and the label order, checked against the dygraph model
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,6 @@ from paddlenlp.prompt import (
 from paddlenlp.trainer import EarlyStoppingCallback, IntervalStrategy, PdArgumentParser
 from paddlenlp.transformers import AutoModelForMaskedLM
 
-import compat  # noqa: F401  (applies the Trainer checkpoint-rotation fix)
 from cli import (
     MINUS_ONE_OR_MORE,
     NON_NEGATIVE_FLOAT,
@@ -37,6 +38,7 @@ from cli import (
     OneLineErrors,
     bounded,
 )
+from compat import keep_save_total_limit
 from data_io import PREDICTION_HEADER, format_predictions
 from decision import Decision
 from exporting import ExportInfo
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     prompt_model = PromptModelForSequenceClassification(model, template, verbalizer, freeze_plm=training_args.freeze_plm,
                                                         freeze_dropout=training_args.freeze_dropout)
     spec = input_spec(prompt_model)
+    keep_save_total_limit()
     trainer = PromptTrainer(model=prompt_model, tokenizer=tokenizer, args=training_args,
                             criterion=paddle.nn.BCEWithLogitsLoss(),
                             data_collator=PromptCollator(tokenizer.pad_token_id, [item.name for item in spec]),

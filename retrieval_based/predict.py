@@ -6,6 +6,8 @@ the first 7 similarities; this prints one per pair, in file order.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import numpy as np

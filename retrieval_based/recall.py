@@ -7,6 +7,8 @@ replaces the corpus entries instead of adding duplicates.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import tempfile
 from pathlib import Path

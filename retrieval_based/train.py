@@ -10,6 +10,8 @@ projection width.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import tempfile
 from pathlib import Path

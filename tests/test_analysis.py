@@ -42,6 +42,8 @@ def test_evaluate_logs_report_and_writes_its_files(analysed, trained):
                  "Class name: 体育", "----------------------------", "Bad case in dev dataset saved in"):
         assert line in log
     assert re.search(r"Micro avg in dev dataset: precision: \d+\.\d\d \| recall: \d+\.\d\d \| F1 score \d+\.\d\d", log)
+    for name in ("bad_case.txt", "metrics.json", "per_label.csv", "per_label_f1.png", "reliability.png"):
+        assert f"saved in {data / name}" in log  # every file written is logged with its path
     assert re.search(r"Evaluation examples in dev dataset: \d+\(\d+\.\d%\) \| precision: ", log)
     metrics = json.loads((data / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["labels"] == LABELS and len(metrics["thresholds"]) == 5
@@ -81,6 +83,8 @@ def test_word_interpret_reads_bad_cases_and_writes_reports(analysed, trained):
     page = (data / "word_interpret.html").read_text(encoding="utf-8")
     assert page.count("<tr><td>") == expected and "<mark style=" in page
     assert f"{expected} explanations (ig) of {len(bad_cases)} texts" in result.stderr
+    for name in ("word_interpret.html", "word_interpret.txt"):
+        assert f"saved in {data / name}" in result.stderr
 
 
 def test_sent_interpret_lists_top_k_training_examples(analysed, trained):
@@ -144,6 +148,8 @@ def test_dirty_finds_injected_wrong_labels(trained, keyword_data, tmp_path):
     dirty = (data / "train_dirty.txt").read_text(encoding="utf-8").splitlines()
     rest = (data / "train_dirty_rest.txt").read_text(encoding="utf-8").splitlines()
     assert len(dirty) == 20 and len(rest) == len(lines) - 20
+    for name in ("train_dirty.txt", "train_dirty_rest.txt"):
+        assert f"saved in {data / name}" in result.stderr
     assert sorted(dirty + rest) == sorted(lines)  # nothing lost; rows keep their file order in each file
     assert dirty == [line for line in lines if line in set(dirty)]
     found = sum(lines[i] in dirty for i in injected)

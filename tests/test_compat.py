@@ -1,6 +1,11 @@
-"""compat.py: each workaround still works, and each upstream defect still exists (else delete it)."""
+"""The workarounds of upstream defects (compat.py, serving.py's SimpleServing loader, interpret.py's
+LayerNorm gradient): each still works, and a canary per workaround fails once the upstream defect is
+gone (then delete the workaround)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +16,14 @@ from paddlenlp.trainer import Trainer, TrainingArguments
 from pymilvus.client.prepare import Prepare
 
 import compat
+import serving
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
 from pipeline import TextPipeline
 from vector_index import IndexInfo, MilvusIndex
+
+from conftest import ROOT
+from interpret import grad_wrt_inputs
 
 
 def layer_norm_model(weight: np.ndarray) -> paddle.nn.Layer:
@@ -45,7 +54,7 @@ def leaf(x0):
     return x
 
 
-def test_paddle_grad_of_layer_norm_input_alone_is_still_wrong():
+def test_canary_paddle_grad_of_layer_norm_input_alone_is_still_wrong():
     rng = np.random.default_rng(0)
     x0, upstream = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 3, 8))
     model = layer_norm_model(1 + 0.5 * rng.standard_normal(8))
@@ -67,7 +76,7 @@ def test_grad_wrt_inputs_is_right():
     x0, upstream = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 3, 8))
     model = layer_norm_model(1 + 0.5 * rng.standard_normal(8))
     x = leaf(x0)
-    (grad,) = compat.grad_wrt_inputs(objective(model, x, upstream), [x], model)
+    (grad,) = grad_wrt_inputs(objective(model, x, upstream), [x], model)
     np.testing.assert_allclose(grad.numpy(), finite_difference(model, x0, upstream), atol=1e-6)
 
 
@@ -80,17 +89,19 @@ def bare_server_predictor(model_path: str):
 
 
 @pytest.mark.slow
-def test_simple_server_predictor_still_cannot_find_a_paddle3_export(exported):
+def test_canary_simple_server_predictor_still_cannot_find_a_paddle3_export(exported):
     export_dir, _ = exported
+    serving.load_exports_in_simple_server()
     with pytest.raises(RuntimeError, match="The model path do not include the inference model"):
-        compat.UPSTREAM_SERVER_CREATE_PREDICTOR(bare_server_predictor(str(export_dir)))
+        serving.UPSTREAM["create_predictor"](bare_server_predictor(str(export_dir)))
 
 
 @pytest.mark.slow
 def test_patched_simple_server_predictor_runs_the_export(exported):
     export_dir, _ = exported
+    serving.load_exports_in_simple_server()
     predictor = server_predictor.Predictor(str(export_dir), "fp32", "cpu")
-    assert server_predictor.Predictor._create_predictor is compat._server_predictor_from_export
+    assert server_predictor.Predictor._create_predictor is serving._predictor_from_export
     export = load_export(export_dir / "float32")
     pipeline = TextPipeline(load_export_tokenizer(export), export.input_names)
     feed = pipeline.feeds(pipeline.encode(["足球比赛", "学校考试老师"]))[0]
@@ -113,12 +124,14 @@ def checkpoints_after_three_saves(trainer: Trainer, save) -> list[str]:
     return sorted(path.name for path in Path(trainer.args.output_dir).glob("checkpoint-*"))
 
 
-def test_single_process_trainer_still_ignores_save_total_limit(tmp_path):
+def test_canary_single_process_trainer_still_ignores_save_total_limit(tmp_path):
     kept = checkpoints_after_three_saves(tiny_trainer(tmp_path), compat.UPSTREAM_SAVE_CHECKPOINT)
     assert kept == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]  # if this fails, drop the patch
 
 
-def test_patched_trainer_keeps_save_total_limit_checkpoints(tmp_path):
+def test_patched_trainer_keeps_save_total_limit_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "_save_checkpoint", compat.UPSTREAM_SAVE_CHECKPOINT)
+    compat.keep_save_total_limit()
     assert Trainer._save_checkpoint is compat._save_checkpoint_then_rotate
     assert checkpoints_after_three_saves(tiny_trainer(tmp_path), Trainer._save_checkpoint) == ["checkpoint-3"]
 
@@ -132,7 +145,7 @@ def described_milvus_index(path: str) -> dict:
         index.client.close()
 
 
-def test_milvus_lite_still_drops_the_index_parameters_pymilvus_sends(tmp_path, monkeypatch):
+def test_canary_milvus_lite_still_drops_the_index_parameters_pymilvus_sends(tmp_path, monkeypatch):
     monkeypatch.setattr(Prepare, "create_index_request", classmethod(compat.UPSTREAM_CREATE_INDEX_REQUEST))
     described = described_milvus_index(str(tmp_path / "upstream.db"))
     assert described["index_type"] == "HNSW" and "params" not in described and "M" not in described
@@ -141,3 +154,16 @@ def test_milvus_lite_still_drops_the_index_parameters_pymilvus_sends(tmp_path, m
 def test_patched_index_request_gives_milvus_lite_the_index_parameters(tmp_path):
     assert Prepare.create_index_request.__func__ is compat._create_index_request_with_params_json
     assert described_milvus_index(str(tmp_path / "patched.db"))["params"] == {"M": 48, "efConstruction": 64}
+
+
+def test_importing_compat_patches_no_trainer_and_no_server():
+    """Only the code that needs a patch applies it: a fresh process importing compat and serving has
+    paddlenlp's own Trainer checkpointing and SimpleServer loader."""
+    code = ("import compat, serving\n"
+            "from paddlenlp.trainer import Trainer\n"
+            "from paddlenlp.server import predictor\n"
+            "print(Trainer._save_checkpoint is compat.UPSTREAM_SAVE_CHECKPOINT,\n"
+            "      predictor.Predictor._create_predictor.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert result.stdout.split() == ["True", "paddlenlp.server.predictor"], result.stderr[-2000:]

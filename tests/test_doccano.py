@@ -281,3 +281,40 @@ def test_only_unannotated_examples_is_refused(tmp_path):
     export = write_jsonl(tmp_path / "doccano.jsonl", [{"text": "一", "label": []}])
     result = convert(export, tmp_path / "out")
     assert result.returncode == 2 and "no annotated example" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_doccano_fasttext_quoting_comments_and_unannotated_first_line(tmp_path):
+    """doccano writes fastText through a CSV writer: a line with a comma or quote is quoted (quotes
+    doubled), comments end the line, an unannotated line starts with a space and may come first."""
+    export = tmp_path / "admin.txt"
+    export.write_text(' 没人标注的文本 \n"__label__甲 __label__乙 文本, 说""好"" __comment__看过, 没问题"\n'
+                      "__label__乙 第三条 \n", encoding="utf-8")
+    result = convert(export, tmp_path / "out", "--splits", "1", "--is_shuffle", "False")
+    assert result.returncode == 0, result.stderr
+    assert "(fasttext)" in result.stderr
+    assert read(tmp_path / "out" / "train.txt").splitlines() == ['文本, 说"好"\t甲,乙', "第三条\t乙"]
+    assert read(tmp_path / "out" / "unlabelled.txt").splitlines() == ["没人标注的文本"]
+
+
+def test_doccano_json_array_keeps_unannotated_apart(tmp_path):
+    """doccano's JSON export (an array) is not Label Studio's JSON_MIN: an empty label list is an example
+    nobody annotated, not one without labels."""
+    export = tmp_path / "admin.json"
+    export.write_text(json.dumps([{"id": 1, "text": "一", "label": ["甲"], "Comments": []},
+                                  {"id": 2, "text": "二", "label": [], "Comments": []}], ensure_ascii=False))
+    result = convert(export, tmp_path / "out", "--splits", "1")
+    assert result.returncode == 0 and "(doccano_json)" in result.stderr, result.stderr
+    assert read(tmp_path / "out" / "train.txt") == "一\t甲\n" and read(tmp_path / "out" / "unlabelled.txt") == "二\n"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("admin.csv", "id,text,label\n1,{text},甲\n"),
+    ("admin.txt", '"__label__甲 {text}, 完"\n'),
+])
+def test_a_document_longer_than_the_csv_modules_field_limit(tmp_path, name, content):
+    text = "长" * 200_000
+    export = tmp_path / name
+    export.write_text(content.format(text=text), encoding="utf-8")
+    result = convert(export, tmp_path / "out", "--splits", "1")
+    assert result.returncode == 0, result.stderr[-500:]
+    assert read(tmp_path / "out" / "train.txt").startswith(text)

@@ -10,10 +10,11 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, load_script
+from conftest import ROOT, in_a_venv, load_script
 
-SKIPPED_DIRS = {".venv", "demo_out", "out", ".pytest_cache", "node_modules"}
-DOCS = sorted(path for path in ROOT.rglob("*.md") if not SKIPPED_DIRS & set(path.relative_to(ROOT).parts))
+SKIPPED_DIRS = {"demo_out", "out", ".pytest_cache", "node_modules"}
+DOCS = sorted(path for path in ROOT.rglob("*.md")
+              if not SKIPPED_DIRS & set(path.relative_to(ROOT).parts) and not in_a_venv(path))
 # Scripts whose parser cannot be built here: Paddle Serving does not install on Python 3.11, and
 # importing the SimpleServing module builds its app (that is how `paddlenlp server server:app` runs it).
 UNLOADABLE = {"deploy/paddle_serving/service.py", "deploy/paddle_serving/rpc_client.py",
@@ -27,6 +28,13 @@ PATH_INPUTS = {"--dataset_dir", "--data_dir", "--params_path", "--params_dir", "
 PATH_OUTPUTS = {"--output_dir", "--save_dir", "--output_path", "--output_file", "--log_dir", "--out_dir", "--out"}
 MAKE_DEMO_OUTPUT = ROOT / "demo_out"  # what `make demo` writes, for documents that build on it
 OUTSIDE_PATH = re.compile(r"(^|[ (`])/(root|work|home|tmp|usr|opt)/|\.\./shared/", re.M)
+# Documents describe the software, not the machine they were written on or their own history: no
+# "this machine", before/after comparisons with an earlier revision, commit hashes (hex with letters and digits).
+HISTORY = re.compile(r"本机|this machine|改动前|上一版|git worktree|"
+                     r"(?<![\w/.-])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}(?![\w/.-])", re.I)
+HISTORY_CHECKED = [doc for doc in DOCS if doc != ROOT / "docs/benchmarks.md"]  # the benchmark report has its own check
+README_MAX_LINES = 250
+QUICK_START_SECTIONS = ("简介", "快速开始", "运行环境", "数据准备", "模型训练", "模型预测", "模型分析", "模型压缩", "模型部署")
 
 
 def code_blocks(doc: Path) -> list[str]:
@@ -170,6 +178,29 @@ def test_links_to_a_section_name_a_heading_of_the_target(doc):
     broken = [f"{target}#{anchor}" for target, anchor in links if "://" not in target
               and anchor not in heading_anchors(doc.parent / target if target else doc)]
     assert not broken, f"{doc.relative_to(ROOT)}: links to missing sections: {broken}"
+
+
+@pytest.mark.parametrize("doc", HISTORY_CHECKED, ids=[str(doc.relative_to(ROOT)) for doc in HISTORY_CHECKED])
+def test_documents_describe_the_software_not_the_machine_or_their_history(doc):
+    text = doc.read_text(encoding="utf-8")
+    found = HISTORY.search(text)
+    assert not found, f"{doc.relative_to(ROOT)}: {found[0]!r} near {text[max(found.start() - 30, 0):][:80]!r}"
+
+
+def test_readme_is_a_quick_start_in_the_references_structure():
+    """What it is, set-up, data, the main commands; option tables and topic guides live in docs/."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES
+    headings = re.findall(r"^#+ (.+)$", text, re.M)
+    positions = [next((i for i, heading in enumerate(headings) if section in heading), -1) for section in QUICK_START_SECTIONS]
+    assert -1 not in positions and positions == sorted(positions), list(zip(QUICK_START_SECTIONS, positions))
+    assert "make demo" in text and "make test" in text
+
+
+def test_the_history_check_finds_hashes_and_place_words_only():
+    assert HISTORY.search("基线是 predict.py（b99ba2f）") and HISTORY.search("本机 2 核")
+    assert HISTORY.search("git worktree add ../base 64bb504")
+    assert not HISTORY.search("sha256、1e-4、ernie-3.0-medium-zh、deadbeef、20260405、bench/out/a1b2c3d4e5/x")
 
 
 def test_the_checker_finds_commands_flags_and_wrong_paths(tmp_path):

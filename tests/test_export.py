@@ -48,7 +48,7 @@ def test_export_directory_is_self_contained(exported, trained):
     assert set(rows) == {"dygraph", "onnxruntime fp32", "paddle fp32"}
     assert all(row["max_abs_diff"] <= 1e-4 for row in rows.values())
     assert rows["onnxruntime fp32"]["micro_f1"] == rows["dygraph"]["micro_f1"] > 0.8
-    assert "FP32 parity checked on 100 dev texts" in log
+    assert "FP32 parity checked on 100 dev texts and one long document" in log  # why its F1 is not train.py's
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "paddle", "openvino"])

@@ -16,6 +16,7 @@ import parity
 from decision import Decision
 from exporting import cached
 from labelling import Labeller, label_file
+from pipeline import LengthCounts
 from utils import DataError, file_records, write_json
 
 from conftest import run_main
@@ -23,12 +24,18 @@ from conftest import run_main
 OPTIONS = {"model": "stand-in"}
 
 
+class Texts(list):
+    """The stand-in's encoded rows: the texts themselves, with (empty) length counts as a pipeline's have."""
+
+    counts = LengthCounts()
+
+
 class CharacterModel:
     """A stand-in for pipeline and model: the logits follow from each text's characters, so every row
     depends on its own line and a misaligned or stale row shows."""
 
-    def encode(self, texts: list[str]) -> list[str]:
-        return texts
+    def encode(self, texts: list[str]) -> Texts:
+        return Texts(texts)
 
     def outputs(self, runner, texts: list[str]) -> np.ndarray:
         return np.array([[len(text) % 3 - 1.0, ord(text[-1]) % 5 - 2.0] for text in texts], dtype="float32")

@@ -167,21 +167,18 @@ def test_repeat_factors_formula():
 
 
 def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog):
-    import train
+    from training import text_repeats
 
     targets = np.zeros((1000, 3), dtype="float32")
     targets[:500, 0], targets[500:, 1], targets[:20, 2] = 1, 1, 1  # the rarest label in 2% of the texts
-    args = train.parser.parse_args(["--dataset_dir", "data", "--sampling", "repeat_factor"])  # threshold 0.01
-    assert np.all(train.text_repeats(args, targets) == 1.0)
+    assert np.all(text_repeats(targets, 0.01) == 1.0)  # train.py's default --repeat_threshold
     assert "2.00%" in caplog.text and "--repeat_threshold 0.2" in caplog.text and "about 3 times" in caplog.text
     caplog.clear()
-    args.repeat_threshold = 0.2
-    assert train.text_repeats(args, targets)[:20] == pytest.approx(np.sqrt(10))
+    assert text_repeats(targets, 0.2)[:20] == pytest.approx(np.sqrt(10))
     assert "adds less than 1%" not in caplog.text
-    assert np.all(train.text_repeats(args, np.zeros((10, 3), dtype="float32")) == 1.0)  # no label to suggest for
+    assert np.all(text_repeats(np.zeros((10, 3), dtype="float32"), 0.2) == 1.0)  # no label to suggest for
     caplog.clear()
-    args.repeat_threshold = 0.01
-    assert np.all(train.text_repeats(args, targets[:, :2]) == 1.0)  # both labels in half of the texts
+    assert np.all(text_repeats(targets[:, :2], 0.01) == 1.0)  # both labels in half of the texts
     assert "50.00%" in caplog.text and "No label is rare enough" in caplog.text
 
 

@@ -116,11 +116,12 @@ def test_window_mode_reads_every_token_and_pools_the_windows_back_per_text():
     assert pooled[:, 0].tolist() == [18, 3, 36]  # max over windows of the window sums
     rows_of, row_text = rows.text_rows([2, 0])
     assert rows_of.tolist() == list(range(4, 18)) + [0, 1, 2] and row_text.tolist() == [0] * 14 + [1] * 3
-    assert window.length_summary() == ("Long texts (--long_text window, --max_seq_length 4, --window_stride 2, "
+    assert window.length_summary(rows.counts) == ("Long texts (--long_text window, --max_seq_length 4, --window_stride 2, "
                                        "--window_pooling max): 3 texts read as 18 windows, 2 of them in more than one")
     capped = TextPipeline(DigitTokenizer(), ["input_ids"], 4, long_text=LongText("window", stride=2, max_windows=2))
-    assert capped.encode(texts).source.tolist() == [0, 0, 1, 2, 2]
-    assert capped.length_summary().endswith("; 2 texts longer than --max_windows 2: their last 25 tokens in all "
+    capped_rows = capped.encode(texts)
+    assert capped_rows.source.tolist() == [0, 0, 1, 2, 2]
+    assert capped.length_summary(capped_rows.counts).endswith("; 2 texts longer than --max_windows 2: their last 25 tokens in all "
                                             "(up to 24 from one text) not read")  # 1 of "1234567", 24 of "99...9"
     # one row per text: pooling is the identity, today's outputs exactly
     truncate = TextPipeline(DigitTokenizer(), ["input_ids"], 4)
@@ -128,10 +129,14 @@ def test_window_mode_reads_every_token_and_pools_the_windows_back_per_text():
     assert one_row.features["input_ids"] == [[1, 2, 3, 4], [1, 2], [9, 9, 9, 9]]
     outputs = RowSumBackend().run(truncate.pad(one_row, [0, 1, 2]))
     assert np.array_equal(pool_rows(outputs, np.arange(3), 3), outputs)
-    assert truncate.length_summary() == ("Long texts (--long_text truncate, --max_seq_length 4): 2 of 3 texts "
+    assert truncate.length_summary(one_row.counts) == ("Long texts (--long_text truncate, --max_seq_length 4): 2 of 3 texts "
                                          "truncated, 29 tokens cut in all, up to 26 from one text (--long_text "
                                          "window reads them whole)")
-    assert truncate.length_summary().startswith("Long texts (--long_text truncate, --max_seq_length 4): 0 of 0")
+    # the pipeline keeps no counts: each encoding carries its own, and a consumer adds them up
+    assert truncate.length_summary(truncate.encode([]).counts).startswith(
+        "Long texts (--long_text truncate, --max_seq_length 4): 0 of 0")
+    both = truncate.encode(texts[:1]).counts + truncate.encode(texts[1:]).counts
+    assert both == one_row.counts and not hasattr(truncate, "counts")
 
 
 def test_pooling_equals_its_formula():

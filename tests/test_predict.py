@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -74,3 +75,20 @@ def test_disagreeing_label_file_is_refused(trained, keyword_data, tmp_path):
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", save_dir,
                       "--output_file", tmp_path / "o.txt")
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_int8_log_counts_the_labelled_texts_not_the_calibration_texts(trained, keyword_data, tmp_path):
+    """OpenVINO INT8 tokenizes 300 training texts to calibrate its first build; the long-text log line
+    counts the lines of the input only."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(trained[0], checkpoint, ignore=shutil.ignore_patterns("export_cache"))  # INT8 built here
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [line.split("\t")[0] for line in (keyword_data / "dev.txt").read_text(encoding="utf-8").splitlines()]
+    (data / "data.txt").write_text("\n".join(texts[:40]) + "\n", encoding="utf-8")
+    for name in ("label.txt", "train.txt"):
+        shutil.copy(keyword_data / name, data / name)
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", data, "--params_path", checkpoint,
+                      "--output_file", tmp_path / "out.txt", "--backend", "openvino", "--precision", "int8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "of 40 texts truncated" in result.stderr

@@ -1,4 +1,4 @@
-"""prune.py: the width-pruning algebra (in process) and one real pruning run to 1/2 (end to end)."""
+"""prune.py, pruning.py and dynabert.py: the width-pruning algebra (in process) and one real pruning run to 1/2 (end to end)."""
 from __future__ import annotations
 
 import copy
@@ -12,20 +12,16 @@ import paddle
 import pytest
 from paddlenlp.transformers import AutoModelForSequenceClassification
 
+import dynabert
 import prune
+import pruning
 from backends import create_backend
 from exporting import load_export
-from modeling import (
-    dygraph_pipeline,
-    encoder_layers,
-    load_model,
-    load_tokenizer,
-    model_inputs,
-    narrow_encoder,
-    text_probs,
-)
-from pipeline import TextPipeline
-from training import LabelledRows
+from losses import get_loss
+from modeling import dygraph_pipeline, load_model, load_tokenizer, model_inputs, text_probs
+from pipeline import TextPipeline, length_grouped_batches
+from pruning import encoder_layers, narrow_encoder
+from training import LabelledRows, labelled_batch, text_logits
 from utils import DataError
 
 from conftest import LABELS, run_main
@@ -59,21 +55,21 @@ def test_parse_width_accepts_fractions_and_decimals():
 
 
 def test_width_must_keep_a_whole_number_of_heads():
-    prune.check_widths([Fraction(3, 4), Fraction(1, 2)], num_heads=12)
-    prune.check_widths([Fraction(2, 3)], num_heads=12)
+    pruning.check_widths([Fraction(3, 4), Fraction(1, 2)], num_heads=12)
+    pruning.check_widths([Fraction(2, 3)], num_heads=12)
     with pytest.raises(DataError, match=r"width 2/3 x 4 heads = 2.66667 heads.* 1/4 1/2 3/4 1$"):
-        prune.check_widths([Fraction(2, 3)], num_heads=4)
+        pruning.check_widths([Fraction(2, 3)], num_heads=4)
 
 
 def test_width_directory_names_follow_the_reference():
-    assert [prune.width_name(Fraction(t)) for t in ("3/4", "2/3", "1/2")] == [
+    assert [dynabert.width_name(Fraction(t)) for t in ("3/4", "2/3", "1/2")] == [
         "width_mult_0.75", "width_mult_0.67", "width_mult_0.5"]
 
 
 def test_elastic_forward_at_full_width_is_the_layer_forward(model_and_batch):
     model, inputs = model_and_batch
     reference = model(**inputs)
-    prune.make_elastic(model)
+    pruning.make_elastic(model)
     assert max_diff(model(**inputs), reference) < 1e-5
 
 
@@ -84,7 +80,7 @@ def test_reordering_by_importance_leaves_outputs_unchanged(model_and_batch):
     layers = encoder_layers(model)
     heads, neurons = rng.random([len(layers), 4]), rng.random([len(layers), 512])
     before = layers[0].linear1.weight.numpy().copy()
-    prune.reorder_by_importance(model, heads, neurons)
+    pruning.reorder_by_importance(model, heads, neurons)
     most_important = int(np.argmax(neurons[0]))
     np.testing.assert_array_equal(layers[0].linear1.weight.numpy()[:, 0], before[:, most_important])
     assert max_diff(model(**inputs), reference) < 1e-5
@@ -96,11 +92,11 @@ def test_elastic_width_equals_the_cut_out_dense_model(model_and_batch):
     narrow_encoder(dense, num_heads=2, intermediate_size=256)
     assert encoder_layers(dense)[0].self_attn.q_proj.weight.shape == [128, 64]
     assert encoder_layers(dense)[0].linear2.weight.shape == [256, 128]
-    prune.make_elastic(model)
-    prune.set_width(model, Fraction(1, 2))
+    pruning.make_elastic(model)
+    pruning.set_width(model, Fraction(1, 2))
     narrow = model(**inputs)
     assert max_diff(narrow, dense(**inputs)) < 1e-5
-    prune.set_width(model, Fraction(1))
+    pruning.set_width(model, Fraction(1))
     assert max_diff(narrow, model(**inputs)) > 1e-3  # half the width really is a different network
 
 
@@ -120,8 +116,14 @@ def test_importance_is_zero_for_a_head_and_a_neuron_that_contribute_nothing(mode
     pipeline = dygraph_pipeline(tokenizer, 128, batch_size=2)
     texts = ["足球比赛", "股票基金上涨", "学校考试", "新电影明星"]
     targets = np.asarray([[float(i % 2), 1.0, 0.0, 0.0, 1.0] for i in range(len(texts))], dtype="float32")
-    prune.make_elastic(model)
-    heads, neurons = prune.compute_importance(model, pipeline, LabelledRows(pipeline.encode(texts), targets))
+    pruning.make_elastic(model)
+    data = LabelledRows(pipeline.encode(texts), targets)
+
+    def loss_of(batch_texts: list[int]) -> paddle.Tensor:
+        batch = labelled_batch(pipeline, data, batch_texts)
+        return get_loss("bce")(text_logits(model, batch, tokenizer.pad_token_id, "max"), batch["labels"])
+
+    heads, neurons = pruning.compute_importance(model, length_grouped_batches(data.rows.text_lengths(), 2), loss_of)
     assert heads.shape == (2, 4) and neurons.shape == (2, 512)
     assert heads[1, 2] == 0 and neurons[1, 7] == 0
     assert (np.delete(heads[1], 2) > 0).all() and (neurons[0] > 0).mean() > 0.9

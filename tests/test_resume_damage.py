@@ -21,8 +21,9 @@ import exporting
 import losses
 import resume
 from decision import Decision
-from modeling import load_model, load_tokenizer, resolve_long_text, save_checkpoint, stored_config
+from modeling import load_model, load_tokenizer, save_checkpoint, stored_config
 from pipeline import LongText
+from script_options import resolve_long_text
 from training import MixedPrecision, build_optimizer
 from utils import DataError
 

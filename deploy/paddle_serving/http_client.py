@@ -1,6 +1,8 @@
 """Send texts to the Paddle Serving pipeline over HTTP and print the label names."""
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import json
 import urllib.request

@@ -7,6 +7,8 @@ handling lives in pipeline_io.py and is tested with this project's Python.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 from paddle_serving_server.web_service import Op, WebService

@@ -7,6 +7,8 @@ dygraph model on the dev file.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from pathlib import Path
 
@@ -18,19 +20,10 @@ from data_io import ReadStats, load_examples, multi_hot, text_windows
 from decision import Decision
 from exporting import ExportInfo, load_export, load_export_tokenizer
 from labelling import Labeller, label_file
-from modeling import (
-    add_decision_arguments,
-    add_long_text_arguments,
-    check_max_seq_length,
-    load_model,
-    load_tokenizer,
-    resolve_decision,
-    resolve_long_text,
-    text_probs,
-    tokenizer_positions,
-)
+from modeling import check_max_seq_length, load_model, load_tokenizer, text_probs, tokenizer_positions
 from parity import check_fp32_parity, log_parity, parity_rows
 from pipeline import TextPipeline
+from script_options import add_decision_arguments, add_long_text_arguments, resolve_decision, resolve_long_text
 from utils import DataError, logger, run_cli, set_device
 
 from predictor import Predictor
@@ -77,18 +70,21 @@ def check_args(args: argparse.Namespace, export: ExportInfo) -> None:
                         f"(it takes token_type_ids); drop the flag or re-export with --multilingual")
 
 
-def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> None:
-    """Write `text<TAB>labels` lines with --output_file, else log each prediction as the reference does."""
+def predict_file(args: argparse.Namespace, predictor: Predictor, data_path: Path) -> str:
+    """Write `text<TAB>labels` lines with --output_file, else log each prediction as the reference does;
+    returns the log line of what reading the texts cut or windowed."""
     if args.output_file:
-        label_file(Labeller(predictor.pipeline, predictor.backend, predictor.decision, predictor.labels,
-                            args.output_probs), data_path, args.output_file, args.batch_size, options={})
+        labeller = Labeller(predictor.pipeline, predictor.backend, predictor.decision, predictor.labels,
+                            args.output_probs)
+        label_file(labeller, data_path, args.output_file, args.batch_size, options={})
         logger.info(f"Prediction results save in {args.output_file}.")
-        return
+        return labeller.length_summary()
     stats = ReadStats()
     for window in text_windows(data_path, args.batch_size, stats):
         texts = [e.text for e in window]
         predictor.printer(texts, predictor.predict(texts)[1])
     logger.info(stats.summary(data_path))
+    return predictor.pipeline.length_summary(predictor.lengths)
 
 
 def check_parity(args: argparse.Namespace, export: ExportInfo, pipeline: TextPipeline, decision: Decision) -> None:
@@ -132,19 +128,17 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     data_path = dataset / (f"{args.perf_dataset}.txt" if args.perf else args.data_file)
-    calibration = TextPipeline(tokenizer, export.input_names, args.max_seq_length, args.batch_size, long_text)
     backend = create_backend(export, args.backend, precision, args.device, args.device_id, args.num_threads,
-                             lambda: calibration.feeds(calibration.encode(calibration_texts(dataset, data_path))))
+                             lambda: pipeline.feeds(pipeline.encode(calibration_texts(dataset, data_path))))
     predictor = Predictor(pipeline, backend, export.labels, decision)
     if args.perf:
         examples = load_examples(data_path, export.labels)
         texts = [e.text for e in examples]
         predictor.evaluate(texts, multi_hot(examples, len(export.labels)))
-        logger.info(pipeline.length_summary())
+        logger.info(pipeline.length_summary(predictor.lengths))
         predictor.performance(texts)
     else:
-        predict_file(args, predictor, data_path)
-        logger.info(pipeline.length_summary())
+        logger.info(predict_file(args, predictor, data_path))
 
 
 if __name__ == "__main__":

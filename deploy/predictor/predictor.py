@@ -15,19 +15,25 @@ from backends import Backend
 from data_io import format_labels
 from decision import Decision
 from metric import MetricReport
-from pipeline import EncodedRows, TextPipeline
+from pipeline import EncodedRows, LengthCounts, TextPipeline
 from utils import logger
 
 
 class Predictor:
+    """The reference's stages over one pipeline; `lengths` sums what reading the predicted texts cut or
+    windowed (for the log line), the pipeline itself keeping no counts."""
+
     def __init__(self, pipeline: TextPipeline, backend: Backend, labels: Sequence[str], decision: Decision):
         self.pipeline = pipeline
         self.backend = backend
         self.labels = list(labels)
         self.decision = decision
+        self.lengths = LengthCounts()
 
     def preprocess(self, texts: Sequence[str]) -> EncodedRows:
-        return self.pipeline.encode(texts)
+        encoded = self.pipeline.encode(texts)
+        self.lengths += encoded.counts
+        return encoded
 
     def infer_batch(self, encoded: EncodedRows) -> np.ndarray:
         return self.pipeline.outputs(self.backend, encoded)

@@ -1,6 +1,8 @@
 """Send texts to the SimpleServer (server.py) and print the labels it returns."""
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import sys
 
 from cli import (

@@ -26,13 +26,14 @@ so a short request is not held up behind a long one.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import numpy as np
 import uvicorn
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
-import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports)
 from cli import ArgumentParser
 from pipeline import TextPipeline, blank_texts
 from serving import (

@@ -21,6 +21,8 @@ their probabilities; in a batch, rows shorter than the longest are padded with i
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import json
 import shutil
@@ -31,7 +33,8 @@ import native_tokenizer
 import pipeline
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from exporting import ONNX_FILE, OUTPUT_NAME, ensure_onnx, export_prefix_in, load_export, load_export_tokenizer
-from modeling import add_long_text_arguments, check_max_seq_length, resolve_long_text
+from modeling import check_max_seq_length
+from script_options import add_long_text_arguments, resolve_long_text
 from utils import DataError, logger, run_cli
 
 # yapf: disable
@@ -88,9 +91,9 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
 
 
 def copy_pipeline(model_dir: Path) -> None:
-    """The one text pipeline, its tokenizer module and the decision step beside a python model (Triton
-    imports from there)."""
-    for module in (pipeline, native_tokenizer, decision):
+    """The one text pipeline, its tokenizer module, the decision step and `quiet` (the tokenizer model
+    imports it before paddlenlp) beside a python model (Triton imports from there)."""
+    for module in (quiet, pipeline, native_tokenizer, decision):
         shutil.copy(module.__file__, model_dir / Path(module.__file__).name)
 
 

@@ -8,6 +8,8 @@ wheel's shared libraries and this interpreter's libpython and packages on its pa
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import os
 import shutil

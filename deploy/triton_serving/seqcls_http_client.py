@@ -1,4 +1,6 @@
 """The HTTP variant of seqcls_grpc_client.py (same arguments and output; default port 8000)."""
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import tritonclient.http as httpclient
 
 from seqcls_grpc_client import main

@@ -8,6 +8,8 @@ The index must have been built by the same encoder.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)

@@ -1,6 +1,8 @@
 """Send texts to the embedding server (server.py) and print their embeddings, as the reference's rpc_client.py does."""
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import sys
 import time
 

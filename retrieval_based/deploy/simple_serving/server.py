@@ -22,12 +22,13 @@ are answered concurrently, their model batches taking turns. The model runs on G
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 
 import uvicorn
 from paddlenlp.server import BaseModelHandler, BasePostHandler
 
-import compat  # noqa: F401  (SimpleServer's model loader, patched for Paddle 3 exports and this encoder's)
 from cli import ArgumentParser
 from serving import (
     add_simple_server_arguments,

@@ -1,0 +1,1 @@
+"""Tests against the real annotation tools (`make test-live`); excluded from `make test`."""
