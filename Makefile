@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE :=
 # One venv per annotation tool (their Django versions conflict), each synced to its lock
 TOOL_VENVS := .venv-doccano .venv-labelstudio
 
-.PHONY: venv demo test test-live clean
+.PHONY: venv demo test test-fast test-live clean
 
 # The lock is installed with uv (its version pinned in requirements.txt), which downloads in parallel;
 # `pip install -r requirements.txt` installs the same packages (README). Neither byte-compiles every
@@ -45,6 +45,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# lint and the unit and in-process tests: nothing trains a model, starts a server or a new interpreter
+test-fast: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow and not live"
 
 # `uv pip sync` makes a tool's venv exactly its lock (about 1.3 GB for both, installed once); the live tests
 # start each tool offline on a free port with its data in a temporary directory (tests/live/tools.py), copied

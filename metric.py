@@ -3,7 +3,7 @@
 Keeps only per-label counts (true/false positives, false negatives), so memory does not grow
 with the number of examples and every update is linear in its batch. Figures equal
 scikit-learn's `precision_recall_fscore_support` / `accuracy_score` with `zero_division=0`.
-The counts stay in NumPy because bench/metric_bench.py measured scikit-learn 8x to over 100x slower
+The counts stay in NumPy because scikit-learn measured 8x to over 100x slower (docs/benchmarks.md)
 per evaluation (per-batch `multilabel_confusion_matrix` or one final `precision_recall_fscore_support`)
 at both 20 and 5,000 labels.
 """

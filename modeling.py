@@ -50,7 +50,7 @@ REFERENCE_MODEL_NAMES = (
 # Additive attention-mask value for padded positions. paddlenlp uses -1e4; its softmax clamps
 # the exponent at about -88, so padded weights become denormal floats (~4e-39) and the backward
 # pass crawls through denormal arithmetic (a 4-layer ERNIE training step on a padded 32x128 batch:
-# 2.91 s with -1e4, 2.26 s with this value, as fast as the same batch unpadded; bench/mask_speed.py). exp(-50) = 2e-22 is a normal float and still far
+# 2.91 s with -1e4, 2.26 s with this value, as fast as the same batch unpadded; docs/benchmarks.md). exp(-50) = 2e-22 is a normal float and still far
 # below float32 resolution next to the real weights, so the outputs are unchanged (tested to 1e-6).
 PAD_MASK_VALUE = -50.0
 

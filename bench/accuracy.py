@@ -9,20 +9,17 @@ thresholds tuned on dev, plus the baseline trained on the same train.txt, as a M
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from benchtools import ROOT, markdown_table, run_script, save_result
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from data_io import load_examples, multi_hot, read_label_list
 from metric import MetricReport
-
-ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
@@ -61,22 +58,13 @@ def tfidf_baseline(dataset: Path, labels: list[str], max_chars: int | None = Non
                    multi_hot(load_examples(dataset / "test.txt", labels), len(labels)))
 
 
-def run(script: str, *args, log: Path) -> None:
-    """Run a script of the suite; its output goes to `log`."""
-    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
-    print("$ python", " ".join(cmd[1:]), f"  (log: {log})", flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as handle:
-        subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
-
-
 def test_scores(dataset: Path, checkpoint: Path, out: Path, gold: np.ndarray, labels: list[str]) -> dict:
     """micro/macro F1 of a classifier checkpoint on test.txt at 0.5 and with its tuned thresholds."""
     scores = {}
     for name, extra in (("0.5", ["--threshold", "0.5"]), ("tuned", [])):
         pred_file = out / f"test_{name}.txt"
-        run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt", "--params_path",
-            checkpoint, "--output_file", pred_file, *extra, log=out / "predict.log")
+        run_script("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt", "--params_path",
+                   checkpoint, "--output_file", pred_file, *extra, log=out / "predict.log")
         scores[name] = f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
     return scores
 
@@ -88,32 +76,29 @@ def main() -> None:
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
 
     start = time.time()
-    run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
-        *args.scratch_args.split(),
-        log=out / "scratch_model.log")
-    run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "scratch",
-        "--save_dir", out / "checkpoint", "--epochs", args.epochs, "--batch_size", args.batch_size,
-        "--learning_rate", args.learning_rate, "--warmup", "--warmup_steps", args.warmup_steps,
-        "--max_seq_length", args.max_seq_length, "--logging_steps", 50, "--tune_thresholds", log=out / "train.log")
+    run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "scratch", "--preset", args.preset,
+               *args.scratch_args.split(),
+               log=out / "scratch_model.log")
+    run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "scratch",
+               "--save_dir", out / "checkpoint", "--epochs", args.epochs, "--batch_size", args.batch_size,
+               "--learning_rate", args.learning_rate, "--warmup", "--warmup_steps", args.warmup_steps,
+               "--max_seq_length", args.max_seq_length, "--logging_steps", 50, "--tune_thresholds", log=out / "train.log")
     train_minutes = (time.time() - start) / 60
     rows = {}
     for name, extra in (("0.5", ["--threshold", "0.5"]), ("tuned on dev", [])):
         pred_file = out / f"test_pred_{name.split()[0]}.txt"
-        run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt",
-            "--params_path", out / "checkpoint", "--output_file", pred_file, "--max_seq_length",
-            args.max_seq_length, *extra, log=out / "predict.log")
+        run_script("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt",
+                   "--params_path", out / "checkpoint", "--output_file", pred_file, "--max_seq_length",
+                   args.max_seq_length, *extra, log=out / "predict.log")
         rows[f"scratch {args.preset}, threshold {name}"] = f1_pair(
             multi_hot(load_examples(pred_file, labels), len(labels)), gold)
     rows["TF-IDF char 1-3 gram + logistic regression (balanced, C=100)"] = tfidf_baseline(dataset, labels)
 
-    print(f"\n### {dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
-          f"{args.scratch_args}, "
-          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, warmup {args.warmup_steps} steps, "
-          f"max_seq_length {args.max_seq_length}; training took {train_minutes:.1f} min\n")
-    print("| model | micro F1 | macro F1 |\n|---|---|---|")
-    for name, (micro, macro) in rows.items():
-        print(f"| {name} | {micro * 100:.2f} | {macro * 100:.2f} |")
-
+    setting = (f"{dataset.name}/test.txt ({len(gold)} sentences); scratch recipe: preset {args.preset} "
+               f"{args.scratch_args}, {args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, warmup "
+               f"{args.warmup_steps} steps, max_seq_length {args.max_seq_length}; training took {train_minutes:.1f} min")
+    save_result("accuracy", setting + "\n\n" + markdown_table(["model", "micro F1", "macro F1"], [
+        (name, f"{micro * 100:.2f}", f"{macro * 100:.2f}") for name, (micro, macro) in rows.items()]))
 
 if __name__ == "__main__":
     main()

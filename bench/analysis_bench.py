@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from benchtools import ROOT, markdown_table, run_script, save_result
 
 from data_io import format_labels, load_examples, multi_hot, read_label_list
 from metric import MetricReport
-
-ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
@@ -37,12 +34,6 @@ parser.add_argument("--dirty_num", type=int, default=100)
 parser.add_argument("--epochs", type=int, default=20)
 parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4])
 parser.add_argument("--aug_strategy", default="delete")
-
-
-def run(script: str, *args, log: Path) -> None:
-    with open(log, "a", encoding="utf-8") as handle:
-        subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], check=True, stdout=handle,
-                       stderr=handle, cwd=ROOT)
 
 
 def write_dataset(directory: Path, source: Path, train_lines: list[str]) -> Path:
@@ -61,12 +52,12 @@ def train_and_test(dataset: Path, scratch: Path, out: Path, seeds: list[int], ep
     scores = []
     for seed in seeds:
         checkpoint = out / f"checkpoint_{seed}"
-        run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
-            checkpoint, "--batch_size", "16", "--learning_rate", "1e-3", "--warmup", "--warmup_steps", "50",
-            "--epochs", epochs, "--seed", seed, log=out / "train.log")
+        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
+                   checkpoint, "--batch_size", "16", "--learning_rate", "1e-3", "--warmup", "--warmup_steps", "50",
+                   "--epochs", epochs, "--seed", seed, append=True, log=out / "train.log")
         predictions = out / f"test_pred_{seed}.txt"
-        run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--params_path", checkpoint, "--data_file",
-            "test.txt", "--output_file", predictions, "--threshold", "0.5", log=out / "predict.log")
+        run_script("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--params_path", checkpoint, "--data_file",
+                   "test.txt", "--output_file", predictions, "--threshold", "0.5", append=True, log=out / "predict.log")
         metric = MetricReport()
         metric.update(multi_hot(load_examples(predictions, labels), len(labels)), multi_hot(test, len(labels)))
         scores.append(metric.accumulate())
@@ -88,15 +79,15 @@ def main(args: argparse.Namespace) -> None:
 
     scratch = out / "scratch"
     if not (scratch / "config.json").is_file():
-        run("scratch_model.py", "--dataset_dir", source, "--output_dir", scratch, "--preset", "tiny", "--dropout",
-            "0.1", log=out / "scratch.log")
+        run_script("scratch_model.py", "--dataset_dir", source, "--output_dir", scratch, "--preset", "tiny", "--dropout",
+                   "0.1", append=True, log=out / "scratch.log")
     rows = []
     noisy_data = write_dataset(out / "noisy", source, noisy)
     rows.append(("500 rows, 50 wrong labels",
                  *train_and_test(noisy_data, scratch, out / "noisy", args.seeds, args.epochs)))
 
-    run("analysis/dirty.py", "--device", "cpu", "--dataset_dir", noisy_data, "--params_path",
-        out / "noisy" / f"checkpoint_{args.seeds[0]}", "--dirty_num", args.dirty_num, log=out / "dirty.log")
+    run_script("analysis/dirty.py", "--device", "cpu", "--dataset_dir", noisy_data, "--params_path",
+               out / "noisy" / f"checkpoint_{args.seeds[0]}", "--dirty_num", args.dirty_num, append=True, log=out / "dirty.log")
     flagged = set((noisy_data / "train_dirty.txt").read_text(encoding="utf-8").splitlines())
     found = sum(noisy[i] in flagged for i in noisy_rows)
     relabelled = [clean[i] if noisy[i] in flagged else noisy[i] for i in range(len(noisy))]
@@ -107,21 +98,18 @@ def main(args: argparse.Namespace) -> None:
     clean_data = write_dataset(out / "clean", source, clean)
     rows.append(("500 rows, all labels right",
                  *train_and_test(clean_data, scratch, out / "clean", args.seeds, args.epochs)))
-    run("analysis/aug.py", "--train_path", clean_data / "train.txt", "--aug_path", out / "aug.txt", "--aug_strategy",
-        args.aug_strategy, "--create_n", "2", log=out / "aug.log")
+    run_script("analysis/aug.py", "--train_path", clean_data / "train.txt", "--aug_path", out / "aug.txt", "--aug_strategy",
+               args.aug_strategy, "--create_n", "2", append=True, log=out / "aug.log")
     augmented = clean + (out / "aug.txt").read_text(encoding="utf-8").splitlines()
     aug_data = write_dataset(out / "augmented", source, augmented)
     rows.append((f"all right + aug.py {args.aug_strategy} x2 ({len(augmented) - len(clean)} new rows)",
                  *train_and_test(aug_data, scratch, out / "augmented", args.seeds, args.epochs)))
 
-    print(f"Test micro/macro F1 on {source.name}/test.txt, tiny scratch model (dropout 0.1), {args.epochs} epochs, "
-          f"mean of seeds {args.seeds}; dirty.py ranked {found} of the {args.noisy} wrong rows in its top "
-          f"{args.dirty_num} (chance: {args.noisy * args.dirty_num / args.subset:.0f}).\n")
-    print("| training data | micro F1 | macro F1 |")
-    print("|---|---|---|")
-    for name, micro, macro in rows:
-        print(f"| {name} | {micro:.2f} | {macro:.2f} |")
-
+    setting = (f"Test micro/macro F1 on {source.name}/test.txt, tiny scratch model (dropout 0.1), {args.epochs} "
+               f"epochs, mean of seeds {args.seeds}; dirty.py ranked {found} of the {args.noisy} wrong rows in its top "
+               f"{args.dirty_num} (chance: {args.noisy * args.dirty_num / args.subset:.0f}).")
+    save_result("analysis", setting + "\n\n" + markdown_table(["training data", "micro F1", "macro F1"], [
+        (name, f"{micro:.2f}", f"{macro:.2f}") for name, micro, macro in rows]))
 
 if __name__ == "__main__":
     main(parser.parse_args())

@@ -11,8 +11,9 @@ Then, on the dev and test logits of the best checkpoint:
 - test micro/macro F1 of the policies: the tuned thresholds alone, min_labels 1, max_labels 2 and 3;
 - the test texts that get no label from the thresholds: how many, how many of them have a gold label,
   and how often the label min_labels 1 adds is one of the gold labels.
-Tables (mean +- std over the seeds finished so far) are rewritten after every run into
-<out_dir>/decision.md, with the raw figures in results.json.
+The raw figures of every run (with when and from which commit it was measured) are kept in
+<out_dir>/results.json, and finished runs are not repeated; the tables (mean +- std over the seeds)
+go to bench/results/decision.json.
 """
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from accuracy import run
+from benchtools import measured_now, run_script, runs_provenance, save_result
 from loss_bench import make_scratch_model
 
 from data_io import load_examples, multi_hot, read_label_list
 from decision import Decision, calibration_error, fit_calibration
 from metric import MetricReport
 from modeling import DygraphRunner, checkpoint_decision, dygraph_pipeline, load_model, load_tokenizer
-from utils import set_device
+from utils import set_device, write_text_atomic
 
 SETTINGS = {"bce": ["--loss", "bce"],
             "db + repeat_factor": ["--loss", "db", "--sampling", "repeat_factor", "--repeat_threshold", "0.1"]}
@@ -99,10 +100,10 @@ def measure(checkpoint: Path, dataset: Path, labels: list[str]) -> dict:
 def train(args: argparse.Namespace, dataset: Path, out: Path, scratch: Path, seed: int, setting: str) -> Path:
     run_dir = out / setting.replace(" + ", "+") / f"seed{seed}"
     if not (run_dir / "checkpoint" / "results.json").is_file():
-        run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
-            run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
-            "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
-            log=run_dir / "train.log")
+        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
+                   run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
+                   "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
+                   log=run_dir / "train.log")
     return run_dir / "checkpoint"
 
 
@@ -157,10 +158,11 @@ def main() -> None:
         pending = {(seed, setting): pool.submit(train, args, dataset, out, scratch[seed], seed, setting)
                    for seed in args.seeds for setting in args.settings if str(seed) not in results.get(setting, {})}
         for (seed, setting), future in pending.items():
-            results.setdefault(setting, {})[str(seed)] = measure(future.result(), dataset, labels)
-            results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            (out / "decision.md").write_text(tables(results), encoding="utf-8")
-    print(tables(results))
+            results.setdefault(setting, {})[str(seed)] = {**measure(future.result(), dataset, labels),
+                                                          **measured_now()}
+            write_text_atomic(results_file, json.dumps(results, indent=1) + "\n")
+    save_result("decision", tables(results),
+                measured=runs_provenance([run for seeds in results.values() for run in seeds.values()]))
 
 
 if __name__ == "__main__":

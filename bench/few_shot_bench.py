@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import f1_pair, run, tfidf_baseline
+from accuracy import f1_pair, tfidf_baseline
+from benchtools import ROOT, markdown_table, run_script, save_result
 
 from data_io import load_examples, multi_hot, read_label_list, read_lines
 
-ROOT = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/few_shot"))
@@ -72,22 +72,22 @@ def run_methods(args: argparse.Namespace, split: Path, labels: list[str], scratc
                 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Test F1 of prompt learning and of plain fine-tuning, both from `scratch`."""
     common = ["--max_seq_length", args.max_seq_length, "--learning_rate", args.learning_rate]
-    run("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", scratch,
-        "--output_dir", out / "prompt", "--prompt", args.prompt, "--dropout", args.dropout,
-        "--ppt_learning_rate", args.ppt_learning_rate, "--do_train", "--do_predict",
-        "--num_train_epochs", args.epochs, "--per_device_train_batch_size", args.batch_size,
-        "--per_device_eval_batch_size", 32, "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
-        "--evaluation_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", 1,
-        "--load_best_model_at_end", "--metric_for_best_model", "macro_f1_score",
-        "--early_stopping_patience", args.patience, "--seed", seed, *common,
-        log=out / "prompt.log")
-    run("train.py", "--device", "cpu", "--dataset_dir", split, "--model_name", scratch, "--save_dir",
-        out / "finetune", "--epochs", args.epochs, "--early_stop", "--early_stop_nums", args.patience,
-        "--batch_size", args.batch_size, "--warmup", "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
-        "--seed", seed, *common, log=out / "finetune.log")
-    run("predict.py", "--device", "cpu", "--dataset_dir", split, "--data_file", "test.txt", "--params_path",
-        out / "finetune", "--output_file", out / "finetune_test.txt", "--max_seq_length", args.max_seq_length,
-        log=out / "predict.log")
+    run_script("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", scratch,
+               "--output_dir", out / "prompt", "--prompt", args.prompt, "--dropout", args.dropout,
+               "--ppt_learning_rate", args.ppt_learning_rate, "--do_train", "--do_predict",
+               "--num_train_epochs", args.epochs, "--per_device_train_batch_size", args.batch_size,
+               "--per_device_eval_batch_size", 32, "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
+               "--evaluation_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", 1,
+               "--load_best_model_at_end", "--metric_for_best_model", "macro_f1_score",
+               "--early_stopping_patience", args.patience, "--seed", seed, *common,
+               log=out / "prompt.log")
+    run_script("train.py", "--device", "cpu", "--dataset_dir", split, "--model_name", scratch, "--save_dir",
+               out / "finetune", "--epochs", args.epochs, "--early_stop", "--early_stop_nums", args.patience,
+               "--batch_size", args.batch_size, "--warmup", "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
+               "--seed", seed, *common, log=out / "finetune.log")
+    run_script("predict.py", "--device", "cpu", "--dataset_dir", split, "--data_file", "test.txt", "--params_path",
+               out / "finetune", "--output_file", out / "finetune_test.txt", "--max_seq_length", args.max_seq_length,
+               log=out / "predict.log")
     return (test_f1(out / "prompt" / "test_predictions.txt", split, labels),
             test_f1(out / "finetune_test.txt", split, labels))
 
@@ -108,30 +108,29 @@ def main() -> None:
         results.setdefault("TF-IDF + logistic regression (same split)", {})[seed] = tfidf_baseline(split, labels)
     for mlm_epochs in args.mlm_epochs:
         scratch = out / f"scratch_mlm{mlm_epochs}"
-        run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", args.preset,
-            "--dropout", args.dropout, "--mlm_epochs", mlm_epochs, "--mlm_learning_rate", args.mlm_learning_rate,
-            log=out / f"scratch_mlm{mlm_epochs}.log")
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", args.preset,
+                   "--dropout", args.dropout, "--mlm_epochs", mlm_epochs, "--mlm_learning_rate", args.mlm_learning_rate,
+                   log=out / f"scratch_mlm{mlm_epochs}.log")
         for seed in args.seeds:
             prompt, finetune = run_methods(args, out / f"seed{seed}" / "data", labels, scratch, seed,
                                            out / f"seed{seed}" / f"mlm{mlm_epochs}")
             results.setdefault(f"prompt (few-shot/train.py), {model_name(mlm_epochs)}", {})[seed] = prompt
             results.setdefault(f"fine-tune (train.py), {model_name(mlm_epochs)}", {})[seed] = finetune
 
-    print(f"\n### {dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
-          f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "
-          f"{args.mlm_learning_rate}), batch {args.batch_size}, lr {args.learning_rate} "
-          f"(prompt parameters {args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev "
-          f"macro F1 (patience {args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
-          f"{(time.time() - start) / 60:.1f} min\n")
-    print("| method, model | " + " | ".join(f"seed {s} micro / macro" for s in args.seeds)
-          + " | mean micro F1 | mean macro F1 |")
-    print("|---" * (len(args.seeds) + 3) + "|")
+    setting = (f"{dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
+               f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "
+               f"{args.mlm_learning_rate}), batch {args.batch_size}, lr {args.learning_rate} (prompt parameters "
+               f"{args.ppt_learning_rate}), warmup {args.warmup_steps} steps, early stopping on dev macro F1 (patience "
+               f"{args.patience}, at most {args.epochs} epochs); prompt {args.prompt!r}; "
+               f"{(time.time() - start) / 60:.1f} min")
+    rows = []
     for method, per_seed in results.items():
         scores = np.asarray([per_seed[seed] for seed in args.seeds]) * 100
-        cells = [f"{micro:.2f} / {macro:.2f}" for micro, macro in scores]
         mean, std = scores.mean(0), scores.std(0)
-        print(f"| {method} | " + " | ".join(cells) + f" | {mean[0]:.2f} ± {std[0]:.2f} | {mean[1]:.2f} ± {std[1]:.2f} |")
-
+        rows.append([method, *(f"{micro:.2f} / {macro:.2f}" for micro, macro in scores),
+                     f"{mean[0]:.2f} ± {std[0]:.2f}", f"{mean[1]:.2f} ± {std[1]:.2f}"])
+    header = ["method, model", *(f"seed {s} micro / macro" for s in args.seeds), "mean micro F1", "mean macro F1"]
+    save_result("few_shot", setting + "\n\n" + markdown_table(header, rows))
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from benchtools import ROOT, save_result, seconds
 
 from backends import create_backend, variants
 from data_io import load_examples, multi_hot, read_label_list
@@ -37,8 +38,6 @@ from parity import parity_rows
 from pipeline import TextPipeline
 from scratch_model import create_scratch_model
 from utils import batched, set_device
-
-ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
@@ -90,7 +89,7 @@ def matmul_peaks(threads: int) -> dict[str, float]:
 
     def best(fn) -> float:
         fn()
-        return min(_timed(fn) for _ in range(10))
+        return min(seconds(fn) for _ in range(10))
 
     peaks = {"numpy fp32": 2 * n ** 3 / best(lambda: a @ a) / 1e9}
     core = ov.Core()
@@ -105,12 +104,6 @@ def matmul_peaks(threads: int) -> dict[str, float]:
                                      ).create_infer_request()
         peaks[name] = 2 * n ** 3 / best(lambda: request.infer(feed)) / 1e9
     return peaks
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def export(checkpoint: Path, output: Path, dataset: Path) -> Path:
@@ -133,7 +126,8 @@ def medium_checkpoint(dataset: Path, out: Path) -> Path:
     return checkpoint
 
 
-def speed_tables(args, dataset: Path, out: Path) -> None:
+def speed_tables(args, dataset: Path, out: Path) -> str:
+    lines = []
     peaks = matmul_peaks(args.num_threads)
     checkpoint = medium_checkpoint(dataset, out)
     export_info = load_export(export(checkpoint, out / "medium_export", dataset))
@@ -145,9 +139,9 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
     mean_len = float(np.mean(lengths))
     model = load_model(str(checkpoint))
     flops_real, flops_128 = flops_per_sample(model.config, mean_len), flops_per_sample(model.config, 128)
-    print(f"\nModel: ernie-3.0-medium-zh shape, random weights; {len(texts)} dev texts of {dataset.name}, "
+    lines.append(f"\nModel: ernie-3.0-medium-zh shape, random weights; {len(texts)} dev texts of {dataset.name}, "
           f"mean {mean_len:.1f} tokens (max 128); {args.num_threads} threads.")
-    print(f"FLOP per sample: {flops_real / 1e9:.2f} G at the mean length, {flops_128 / 1e9:.2f} G at 128 tokens.\n")
+    lines.append(f"FLOP per sample: {flops_real / 1e9:.2f} G at the mean length, {flops_128 / 1e9:.2f} G at 128 tokens.\n")
 
     engines = {"dygraph fp32": DygraphRunner(model, tokenizer.pad_token_id)}
     for backend, precision in variants("cpu"):
@@ -164,32 +158,34 @@ def speed_tables(args, dataset: Path, out: Path) -> None:
         print(f"  measured {name}: {rate32:.1f} samples/s", file=sys.stderr, flush=True)
 
     base = results["paddle fp32"]
-    print("| variant | batch 32 samples/s | p50 / p95 ms per batch | batch 1 samples/s | p50 / p95 ms | "
+    lines.append("| variant | batch 32 samples/s | p50 / p95 ms per batch | batch 1 samples/s | p50 / p95 ms | "
           "padded 128: samples/s | × Paddle Inference FP32 (batch 32 / batch 1 / padded) | GFLOP/s (padded) |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for name, (rate32, times32, rate1, times1, rate128) in results.items():
-        print(f"| {name} | {rate32:.1f} | {np.percentile(times32, 50):.0f} / {np.percentile(times32, 95):.0f} | "
+        lines.append(f"| {name} | {rate32:.1f} | {np.percentile(times32, 50):.0f} / {np.percentile(times32, 95):.0f} | "
               f"{rate1:.1f} | {np.percentile(times1, 50):.1f} / {np.percentile(times1, 95):.1f} | {rate128:.1f} | "
               f"{rate32 / base[0]:.2f} / {rate1 / base[2]:.2f} / {rate128 / base[4]:.2f} | "
               f"{rate128 * flops_128 / 1e9:.0f} |")
 
     best = max((n for n in results if not n.startswith("dygraph")), key=lambda n: results[n][0])
-    print("\nLength-sorted batching vs the reference's padding to the longest text of the whole input "
+    lines.append("\nLength-sorted batching vs the reference's padding to the longest text of the whole input "
           "(batch 32, samples/s):\n")
-    print("| variant | padded to input max | length-sorted | gain |")
-    print("|---|---|---|---|")
+    lines.append("| variant | padded to input max | length-sorted | gain |")
+    lines.append("|---|---|---|---|")
     for name in dict.fromkeys(["paddle fp32", best]):
         padded, _ = timed_batches(pipeline, engines[name], texts, 32, pad_to=max(lengths))
-        print(f"| {name} | {padded:.1f} | {results[name][0]:.1f} | {results[name][0] / padded:.2f}× |")
+        lines.append(f"| {name} | {padded:.1f} | {results[name][0]:.1f} | {results[name][0] / padded:.2f}× |")
 
-    print("\nPeak of one 2048×2048×2048 matmul (best of 10, measured before the models):\n")
-    print("| library | GFLOP/s (GOP/s for INT8) |")
-    print("|---|---|")
+    lines.append("\nPeak of one 2048×2048×2048 matmul (best of 10, measured before the models):\n")
+    lines.append("| library | GFLOP/s (GOP/s for INT8) |")
+    lines.append("|---|---|")
     for name, peak in peaks.items():
-        print(f"| {name} | {peak:.0f} |")
+        lines.append(f"| {name} | {peak:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
-def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> None:
+def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> str:
+    lines = []
     export_info = load_export(export(checkpoint, export_dir, dataset))
     tokenizer = load_export_tokenizer(export_info)
     pipeline = TextPipeline(tokenizer, export_info.input_names, 128)
@@ -197,22 +193,23 @@ def accuracy_table(args, checkpoint: Path, dataset: Path, export_dir: Path) -> N
     texts, labels = [e.text for e in examples], multi_hot(examples, len(export_info.labels))
     train_texts = [e.text for e in load_examples(dataset / "train.txt", export_info.labels)][:300]
     reference = text_probs(load_model(str(checkpoint)), load_tokenizer(str(checkpoint)), texts, 128)
-    variants = {}
+    probs = {}
     for backend, precision in variants("cpu"):
         engine = create_backend(export_info, backend, precision, "cpu", 0, args.num_threads,
                                 lambda: pipeline.feeds(pipeline.encode(train_texts)))
-        variants[f"{backend} {precision}"] = pipeline.probs(engine, texts)
-    rows = parity_rows(reference, variants, export_info.decision, labels)
+        probs[f"{backend} {precision}"] = pipeline.probs(engine, texts)
+    rows = parity_rows(reference, probs, export_info.decision, labels)
     config = load_model(str(checkpoint)).config
-    print(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint} "
+    lines.append(f"\nAccuracy on {dataset.name} test.txt ({len(texts)} texts), trained checkpoint {checkpoint} "
           f"({config.num_hidden_layers} layers, hidden {config.hidden_size}):\n")
-    print("| variant | max abs Δprob | flipped label decisions | micro F1 | macro F1 | Δ micro / macro |")
-    print("|---|---|---|---|---|---|")
+    lines.append("| variant | max abs Δprob | flipped label decisions | micro F1 | macro F1 | Δ micro / macro |")
+    lines.append("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['max_abs_diff']:.1e} | {row['changed_decisions']:.2%} | "
+        lines.append(f"| {row['variant']} | {row['max_abs_diff']:.1e} | {row['changed_decisions']:.2%} | "
               f"{100 * row['micro_f1']:.2f} | {100 * row['macro_f1']:.2f} | "
               f"{100 * (row['micro_f1'] - rows[0]['micro_f1']):+.2f} / "
               f"{100 * (row['macro_f1'] - rows[0]['macro_f1']):+.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -226,9 +223,9 @@ def main() -> None:
         if not (checkpoint / "config.json").is_file():
             sys.exit(f"{checkpoint} is not a trained checkpoint: run bench/accuracy.py first or pass "
                      f"--trained_checkpoint")
-    for i, checkpoint in enumerate(checkpoints):
-        accuracy_table(args, checkpoint, dataset, out / f"trained_export_{i}")
-    speed_tables(args, dataset, out)
+    report = "".join(accuracy_table(args, checkpoint, dataset, out / f"trained_export_{i}")
+                     for i, checkpoint in enumerate(checkpoints))
+    save_result("infer", report + speed_tables(args, dataset, out))
 
 
 if __name__ == "__main__":

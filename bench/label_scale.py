@@ -11,7 +11,7 @@ Usage: python bench/label_scale.py [--label_counts 20 1000 10000] [--budget_epoc
    every N, so the growth with N is what the table shows.
 2. Learning: on a 3,000-label set (6,000 train / 1,000 dev lines, Zipf 1.0), train.py with each
    loss for the same budget, dev micro/macro F1 at 0.5 and with tuned thresholds.
-Tables go to bench/out/label_scale/label_scale.md.
+Tables go to bench/results/<--result>.json.
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from benchtools import ROOT, save_result
 from serve_load import TritonTarget
 
 from data_io import load_examples, multi_hot
 from metric import MetricReport, tune_thresholds
 from modeling import load_model, load_tokenizer, text_probs
 
-ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ["bce", "bce_pos_weight", "focal", "asl", "zlpr", "db"]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +42,7 @@ parser.add_argument("--budget_labels", type=int, default=3000)
 parser.add_argument("--budget_epochs", type=int, default=5)
 parser.add_argument("--budget_warmup_steps", type=int, default=100, help="the tiny recipe's warmup (zlpr barely moves without it)")
 parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
+parser.add_argument("--result", default="label_scale", help="The tables go to bench/results/<result>.json.")
 parser.add_argument("--classifier_bias", choices=["prior", "zero"], default="prior", help="train.py --classifier_bias of the budget runs (zero: the reference's fresh head)")
 
 
@@ -164,12 +165,10 @@ def main() -> None:
     for count in args.label_counts:
         scale.append(scale_row(out, count))
         saved.write_text(json.dumps(scale) + "\n", encoding="utf-8")
-        (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
     data = generate(out, args.budget_labels, 6000, 1000)
     for loss in args.losses:
         budget.append(budget_row(out, data, loss, args.budget_epochs, args.budget_warmup_steps, args.classifier_bias))
-        (out / "label_scale.md").write_text(tables(scale, budget, args), encoding="utf-8")
-    print(tables(scale, budget, args))
+    save_result(args.result, tables(scale, budget, args))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ set's labels) and each backend/precision:
   shares of their sum (end to end overlaps reading and tokenizing with the engine).
 Tokenizers: token ids of the tiny checkpoint's ERNIE tokenizer and of an ERNIE-M tokenizer (a
 SentencePiece model scratch_model.py trains on the data set), native against paddlenlp's, on the tiny
-shape's static input, median of TOKENIZER_REPEATS passes each. Processes: predict.py as a command, one process and under paddle.distributed.launch with two, timed
-from start to exit minus the same command on a one-line file (start-up). The baseline is predict.py
-at `--baseline_rev` (before the native tokenizer and the overlapped stages), run the same way on the
-tiny shape. All cases run one after another on this machine.
+shape's static input, median of TOKENIZER_REPEATS passes each. Processes: predict.py as a command, one
+process and under paddle.distributed.launch with two, timed from start to exit minus the same command
+on a one-line file (start-up). All cases run one after another; the tables go to
+bench/results/<--result>.json.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from benchtools import ROOT, save_result, seconds
 
 from backends import variants
 from data_io import iter_examples, read_label_list
@@ -43,7 +43,6 @@ from predict import parser as predict_parser
 from scratch_model import create_scratch_model
 from utils import set_device
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ("tiny", "ernie-3.0-mini-zh", "ernie-3.0-medium-zh")
 WARMUP_LINES = 200
 SECTIONS = ("tokenizers", "backends", "commands")
@@ -58,9 +57,8 @@ parser.add_argument("--dygraph_lines", type=int, nargs=3, default=[20000, 500, 2
 parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
 parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
                     help="The tables to measure: tokenizers, backends (in process), commands (processes).")
-parser.add_argument("--baseline_rev", default="b99ba2f", help="The predict.py to compare with (a git revision).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/label_throughput"), help="Models, inputs and outputs of the cases.")
-parser.add_argument("--out", default=str(ROOT / "bench/out/label_throughput.md"))
+parser.add_argument("--result", default="label_throughput", help="The tables go to bench/results/<result>.json.")
 
 
 def input_file(dataset: Path, lines: int, path: Path) -> Path:
@@ -82,12 +80,6 @@ def checkpoint_of(shape: str, dataset: Path, work: Path) -> Path:
     return checkpoint
 
 
-def timed(work) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
-
-
 def in_process_case(checkpoint: Path, data: Path, backend: str, precision: str, lines: int, work: Path) -> dict:
     args = predict_parser.parse_args(["--device", "cpu", "--dataset_dir", str(data.parent), "--data_file", data.name,
                                       "--params_path", str(checkpoint), "--backend", backend, "--precision", precision])
@@ -96,28 +88,28 @@ def in_process_case(checkpoint: Path, data: Path, backend: str, precision: str, 
     warmup = work / "warmup.txt"
     warmup.write_text("".join(data.read_text(encoding="utf-8").splitlines(True)[:WARMUP_LINES]), encoding="utf-8")
     label_file(labeller, warmup, work / "warmup_out.txt", args.batch_size, options)
-    end_to_end = timed(lambda: label_file(labeller, data, work / "out.txt", args.batch_size, options))
+    end_to_end = seconds(lambda: label_file(labeller, data, work / "out.txt", args.batch_size, options))
     pipeline = labeller.pipeline
     texts = [e.text for e in iter_examples(data)]
     rows = pipeline.encode(texts)
     batches = pipeline.batches(rows)
     feeds = [pipeline.pad(rows, batch) for batch in batches]
     results = []
-    engine = timed(lambda: results.extend(labeller.runner.run(feed) for feed in feeds))
+    engine = seconds(lambda: results.extend(labeller.runner.run(feed) for feed in feeds))
     row_logits = np.zeros((len(rows), results[0].shape[1]), dtype="float32")
     for batch, result in zip(batches, results):
         row_logits[batch] = result
     probs = sigmoid(pool_rows(row_logits, rows.source, rows.num_texts, pipeline.long_text.pooling))
-    write = timed(lambda: (work / "rows.txt").write_text("\n".join(labeller.rows(texts, probs)), encoding="utf-8"))
+    write = seconds(lambda: (work / "rows.txt").write_text("\n".join(labeller.rows(texts, probs)), encoding="utf-8"))
     return {"end_to_end": lines / end_to_end, "ceiling": lines / engine, "engine_s": engine, "write_s": write}
 
 
 def stage_times(checkpoint: Path, data: Path) -> dict:
     """Reading and tokenizing, the same for every backend of a shape."""
     pipeline = dygraph_pipeline(load_tokenizer(str(checkpoint)), 128)
-    read = timed(lambda: list(iter_examples(data)))
+    read = seconds(lambda: list(iter_examples(data)))
     texts = [e.text for e in iter_examples(data)]
-    tokenize = timed(lambda: pipeline.encode(texts))
+    tokenize = seconds(lambda: pipeline.encode(texts))
     return {"read_s": read, "tokenize_s": tokenize}
 
 
@@ -129,7 +121,7 @@ def tokenizer_rows(model_dir: Path, data: Path) -> list[str]:
     native, python = token_encoder(tokenizer), PaddleNLPEncoder(tokenizer, "baseline")
     native(texts[:500])
     assert native(texts) == python(texts), "the native tokenizer's ids differ"
-    native_seconds, python_seconds = zip(*[(timed(lambda: native(texts)), timed(lambda: python(texts)))
+    native_seconds, python_seconds = zip(*[(seconds(lambda: native(texts)), seconds(lambda: python(texts)))
                                            for _ in range(TOKENIZER_REPEATS)])
     native_rate, python_rate = len(texts) / np.median(native_seconds), len(texts) / np.median(python_seconds)
     return [f"| paddlenlp {type(tokenizer).__name__} (Python) | {python_rate:,.0f} | 1.00x |",
@@ -137,10 +129,8 @@ def tokenizer_rows(model_dir: Path, data: Path) -> list[str]:
 
 
 def command_seconds(command: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    return time.perf_counter() - start
+    return seconds(lambda: subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"}))
 
 
 def predict_command_rate(script: Path, checkpoint: Path, data: Path, one_line: Path, processes: int,
@@ -158,14 +148,6 @@ def predict_command_rate(script: Path, checkpoint: Path, data: Path, one_line: P
     startup = min(run(one_line) for _ in range(2))
     lines = sum(1 for _ in open(data, encoding="utf-8"))
     return lines / max(run(data) - startup, 1e-9)
-
-
-def baseline_checkout(rev: str, work: Path) -> Path:
-    target = work / f"baseline_{rev}"
-    if not (target / "predict.py").is_file():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(target), rev], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return target
 
 
 def main() -> None:
@@ -202,9 +184,8 @@ def main() -> None:
         rows, fastest = backend_table(args.shapes, dataset, work, inputs)
         out += rows
     if "commands" in args.sections:
-        out += command_table(args.shapes, fastest, args.baseline_rev, dataset, work, inputs, one_line)
-    Path(args.out).write_text("\n".join(out) + "\n", encoding="utf-8")
-    print("\n".join(out))
+        out += command_table(args.shapes, fastest, dataset, work, inputs, one_line)
+    save_result(args.result, "\n".join(out) + "\n")
 
 
 def backend_table(shapes: list[str], dataset: Path, work: Path, inputs: dict) -> tuple[list[str], dict]:
@@ -230,29 +211,22 @@ def backend_table(shapes: list[str], dataset: Path, work: Path, inputs: dict) ->
     return out + [""], {shape: (backend, precision) for shape, (backend, precision, _) in fastest.items()}
 
 
-def command_table(shapes: list[str], fastest: dict, baseline_rev: str, dataset: Path, work: Path, inputs: dict,
+def command_table(shapes: list[str], fastest: dict, dataset: Path, work: Path, inputs: dict,
                   one_line: Path) -> list[str]:
-    """predict.py as a command with 1 and 2 processes: the dygraph default and each shape's fastest
-    in-process path, against predict.py at `baseline_rev`."""
-    baseline = baseline_checkout(baseline_rev, work)
-    out = [f"predict.py as a command (start-up taken off); baseline: predict.py at {baseline_rev}", "",
-           "| shape | predict.py | processes | lines/s | vs baseline |", "|---|---|---|---|---|"]
+    """predict.py as a command with 1 and 2 processes: the dygraph default (tiny) and each shape's
+    fastest in-process path (start-up taken off)."""
+    out = ["| shape | predict.py | processes | lines/s |", "|---|---|---|---|"]
     for shape in shapes:
         checkpoint = checkpoint_of(shape, dataset, work)
         backend, precision = fastest[shape]
         cases = [(["--backend", backend, "--precision", precision], inputs[shape, "static"])]
-        if shape == "tiny":  # the dygraph default against the baseline's
-            data = inputs[shape, "dygraph"]
-            reference = predict_command_rate(baseline / "predict.py", checkpoint, data, one_line, 1, [], work)
-            out.append(f"| {shape} | {baseline_rev} (dygraph) | 1 | {reference:,.0f} | 1.00x |")
-            cases.insert(0, (["--backend", "dygraph"], data))
+        if shape == "tiny":
+            cases.insert(0, (["--backend", "dygraph"], inputs[shape, "dygraph"]))
         for options, data in cases:
             for processes in (1, 2):
                 rate = predict_command_rate(ROOT / "predict.py", checkpoint, data, one_line, processes, options, work)
-                versus = f"{rate / reference:.2f}x" if shape == "tiny" else "-"
-                out.append(f"| {shape} | {' '.join(options[1::2])} | {processes} | {rate:,.0f} | {versus} |")
+                out.append(f"| {shape} | {' '.join(options[1::2])} | {processes} | {rate:,.0f} |")
                 print(out[-1], flush=True)
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=True)
     return out
 
 

@@ -15,8 +15,8 @@ documents) and runs the real scripts (train.py --tune_thresholds, predict.py on 
       rest of a document tells the strong baseline)
 
 Test micro/macro F1 with the tuned thresholds and documents per second of predict.py (its start-up
-measured on a one-line file and taken off) go to long_documents.md in --out_dir, rewritten after every
-setting; finished settings are kept in results.json and skipped when the benchmark runs again.
+measured on a one-line file and taken off) go to bench/results/long_documents.json; finished settings
+are kept in results.json in --out_dir and skipped when the benchmark runs again.
 """
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import f1_pair, run, tfidf_baseline
+from accuracy import f1_pair, tfidf_baseline
+from benchtools import ROOT, measured_now, run_script, runs_provenance, save_result
 
 from data_io import load_examples, multi_hot, read_label_list
 from metric import tune_thresholds
-
-ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--docs_dir", required=True, help="The divorce documents (train/dev/test.txt, label.txt).")
@@ -62,8 +61,8 @@ def predicted(args, checkpoint: Path, dataset: Path, data_file: str, options: li
     """predict.py's probabilities for a data file (--output_probs) and its wall time in seconds."""
     output = out / f"predict_{Path(data_file).stem}.txt"
     start = time.perf_counter()
-    run("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", data_file, "--params_path",
-        checkpoint, "--output_file", output, "--output_probs", *options, log=out / f"predict_{Path(data_file).stem}.log")
+    run_script("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", data_file, "--params_path",
+               checkpoint, "--output_file", output, "--output_probs", *options, log=out / f"predict_{Path(data_file).stem}.log")
     seconds = time.perf_counter() - start
     rows = [line.split("\t") for line in output.read_text(encoding="utf-8").splitlines()[1:]]
     return np.array([[json.loads(row[2])[name] for name in labels] for row in rows]), seconds
@@ -80,9 +79,9 @@ def run_setting(args, name: str, docs: Path, sentences: Path, scratch: Path, out
     predict_options = [option.format(**fill) for option in predict_options]
     run_dir = out / name.split()[0].strip("()")
     train_start = time.perf_counter()
-    run("train.py", "--device", "cpu", "--dataset_dir", sentences if corpus == "sentences" else docs, "--model_name",
-        scratch, "--save_dir", run_dir / "checkpoint", "--epochs", args.epochs, *RECIPE, *train_options,
-        log=run_dir / "train.log")
+    run_script("train.py", "--device", "cpu", "--dataset_dir", sentences if corpus == "sentences" else docs, "--model_name",
+               scratch, "--save_dir", run_dir / "checkpoint", "--epochs", args.epochs, *RECIPE, *train_options,
+               log=run_dir / "train.log")
     train_minutes = (time.perf_counter() - train_start) / 60
     checkpoint = run_dir / "checkpoint"
     thresholds = np.asarray(json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
@@ -127,8 +126,8 @@ def main() -> None:
     (out / "timing.txt").write_text("\n".join(test_texts * args.timing_copies) + "\n", encoding="utf-8")
     scratch = out / "scratch"
     if not (scratch / "model_state.pdparams").is_file():
-        run("scratch_model.py", "--dataset_dir", docs, "--output_dir", scratch, "--preset", "tiny", "--dropout", "0.1",
-            log=out / "scratch_model.log")
+        run_script("scratch_model.py", "--dataset_dir", docs, "--output_dir", scratch, "--preset", "tiny", "--dropout", "0.1",
+                   log=out / "scratch_model.log")
     results_file = out / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
     for name, max_chars in (("(e) TF-IDF + logistic regression", None),
@@ -137,10 +136,10 @@ def main() -> None:
             results[name] = {"test": tfidf_baseline(docs, labels, max_chars)}
     for name in SETTINGS:
         if name not in results:
-            results[name] = run_setting(args, name, docs, sentences, scratch, out, labels)
+            results[name] = {**run_setting(args, name, docs, sentences, scratch, out, labels), **measured_now()}
         results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        (out / "long_documents.md").write_text(table(results, args, docs, len(test_texts)), encoding="utf-8")
-    print(table(results, args, docs, len(test_texts)))
+    save_result("long_documents", table(results, args, docs, len(test_texts)),
+                measured=runs_provenance([result for name, result in results.items() if name in SETTINGS]))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from accuracy import run, test_scores, tfidf_probabilities
+from accuracy import test_scores, tfidf_probabilities
+from benchtools import ROOT, measured_now, run_script, runs_provenance, save_result
 from sklearn.metrics import f1_score
 
 from data_io import load_examples, multi_hot, read_label_list
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name -> train.py arguments
     "bce": ["--loss", "bce"],
     "bce_pos_weight": ["--loss", "bce_pos_weight"],
@@ -103,8 +103,8 @@ def per_label_f1(predictions: Path, gold: np.ndarray, labels: list[str]) -> list
 def make_scratch_model(dataset: Path, out: Path, seed: int) -> Path:
     scratch = out / f"scratch_seed{seed}"
     if not (scratch / "model_state.pdparams").is_file():
-        run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny",
-            "--dropout", "0.1", "--seed", seed, log=out / f"scratch_seed{seed}.log")
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny",
+                   "--dropout", "0.1", "--seed", seed, log=out / f"scratch_seed{seed}.log")
     return scratch
 
 
@@ -112,10 +112,10 @@ def train_and_score(args: argparse.Namespace, dataset: Path, out: Path, scratch:
                     gold: np.ndarray, labels: list[str]) -> dict:
     run_dir = out / setting.replace(" + ", "+") / f"seed{seed}"
     sampling = ["--repeat_threshold", args.repeat_threshold] if "repeat_factor" in setting else []
-    run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch,
-        "--save_dir", run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
-        "--warmup_steps", args.warmup_steps, "--seed", seed, "--logging_steps", 100, "--tune_thresholds",
-        *SETTINGS[setting], *sampling, log=run_dir / "train.log")
+    run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch,
+               "--save_dir", run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
+               "--warmup_steps", args.warmup_steps, "--seed", seed, "--logging_steps", 100, "--tune_thresholds",
+               *SETTINGS[setting], *sampling, log=run_dir / "train.log")
     scores = test_scores(dataset, run_dir / "checkpoint", run_dir, gold, labels)
     scores["tuned_per_label"] = per_label_f1(run_dir / "test_tuned.txt", gold, labels)
     return scores
@@ -139,11 +139,10 @@ def main() -> None:
                    for seed in args.seeds for setting in args.settings
                    if str(seed) not in results.get(setting, {})}  # runs finished earlier are kept
         for (seed, setting), future in pending.items():
-            results.setdefault(setting, {})[str(seed)] = future.result()
+            results.setdefault(setting, {})[str(seed)] = {**future.result(), **measured_now()}
             results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            (out / "losses.md").write_text(tables(results, args, dataset, gold, tfidf_per_label, train_counts),
-                                           encoding="utf-8")
-    print(tables(results, args, dataset, gold, tfidf_per_label, train_counts))
+    save_result("losses", tables(results, args, dataset, gold, tfidf_per_label, train_counts),
+                measured=runs_provenance([run for seeds in results.values() for run in seeds.values()]))
 
 
 if __name__ == "__main__":

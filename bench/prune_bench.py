@@ -22,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import paddle
+from benchtools import ROOT, markdown_table, save_result
 
 from backends import create_backend
 from data_io import load_examples, multi_hot
@@ -35,12 +36,11 @@ from utils import set_device
 
 from infer_bench import export, medium_checkpoint, timed_batches
 
-ROOT = Path(__file__).resolve().parents[1]
-
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--teacher", default=str(ROOT / "bench/out/prune/teacher"), help="trained checkpoint to prune")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/prune"))
+parser.add_argument("--result", default="prune", help="The tables go to bench/results/<result>.json.")
 parser.add_argument("--width_mult_list", nargs="+", default=["3/4", "2/3", "1/2"])
 parser.add_argument("--prune_args", default="--per_device_train_batch_size 16 --per_device_eval_batch_size 32 "
                     "--learning_rate 1e-4 --num_train_epochs 3 --save_steps 125 --logging_steps 50",
@@ -91,23 +91,21 @@ def shape(checkpoint: Path) -> str:
     return f"{layer.self_attn.num_heads} / {layer.linear1.weight.shape[1]}"
 
 
-def print_table(title: str, models: dict[str, tuple[Path, Path]], results: dict[str, dict], with_f1: bool) -> None:
+def table_text(title: str, models: dict[str, tuple[Path, Path]], results: dict[str, dict], with_f1: bool) -> str:
     """`models`: name -> (export prefix, dygraph checkpoint)."""
     base = results["unpruned"]["paddle fp32"][0]
-    print(f"\n{title}\n")
-    header = "| model | heads / FFN | variant | samples/s | × unpruned Paddle FP32 |"
-    print(header + (" dev micro / macro F1 | test micro / macro F1 |" if with_f1 else ""))
-    print("|---" * (header.count("|") - 1 + (2 if with_f1 else 0)) + "|")
+    header = ["model", "heads / FFN", "variant", "samples/s", "× unpruned Paddle FP32"]
+    header += ["dev micro / macro F1", "test micro / macro F1"] if with_f1 else []
+    rows = []
     for name, (_, checkpoint) in models.items():
         heads_ffn = shape(checkpoint)
         for variant, (speed, f1) in results[name].items():
-            line = f"| {name} | {heads_ffn} | {variant} | {speed:.1f} | {speed / base:.2f} |"
-            if with_f1:
-                line += "".join(f" {100 * f1[s][0]:.2f} / {100 * f1[s][1]:.2f} |" for s in ("dev", "test"))
-            print(line)
+            f1_cells = [f"{100 * f1[s][0]:.2f} / {100 * f1[s][1]:.2f}" for s in ("dev", "test")] if with_f1 else []
+            rows.append([name, heads_ffn, variant, f"{speed:.1f}", f"{speed / base:.2f}", *f1_cells])
+    return f"{title}\n\n{markdown_table(header, rows)}"
 
 
-def trained_tables(args, dataset: Path, out: Path) -> None:
+def trained_tables(args, dataset: Path, out: Path) -> str:
     pruned = out / "pruned"
     pruned.mkdir(parents=True, exist_ok=True)
     run_prune(args, dataset, pruned)
@@ -117,13 +115,13 @@ def trained_tables(args, dataset: Path, out: Path) -> None:
         models[f"width {width}"] = (directory / PRUNED_PREFIX, directory)
     results = {name: measure(prefix, dataset, args, with_f1=True) for name, (prefix, _) in models.items()}
     config = load_model(args.teacher).config
-    print_table(f"Trained scratch model ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+    return table_text(f"Trained scratch model ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
                 f"{config.num_attention_heads} heads, FFN {config.intermediate_size}) on {dataset.name}; prune.py "
                 f"{args.prune_args}; speed on {args.speed_texts} dev texts, {args.num_threads} threads:",
                 models, results, with_f1=True)
 
 
-def medium_tables(args, dataset: Path, out: Path) -> None:
+def medium_tables(args, dataset: Path, out: Path) -> str:
     checkpoint = medium_checkpoint(dataset, out)
     models = {"unpruned": (export(checkpoint, out / "medium_export", dataset), checkpoint)}
     dev = load_examples(dataset / "dev.txt", None)[:64]
@@ -137,7 +135,7 @@ def medium_tables(args, dataset: Path, out: Path) -> None:
             export_width(directory, [e.text for e in dev], None, 128)
         models[f"width {text}"] = (directory / PRUNED_PREFIX, directory)
     results = {name: measure(prefix, dataset, args, with_f1=False) for name, (prefix, _) in models.items()}
-    print_table(f"ernie-3.0-medium-zh shape (6 layers, hidden 768, 12 heads, FFN 3072), random weights, narrowed "
+    return table_text(f"ernie-3.0-medium-zh shape (6 layers, hidden 768, 12 heads, FFN 3072), random weights, narrowed "
                 f"without training; {args.speed_texts} dev texts, {args.num_threads} threads:",
                 models, results, with_f1=False)
 
@@ -147,9 +145,10 @@ def main() -> None:
     set_device("cpu")
     paddle.base.core.set_num_threads(args.num_threads)
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
-    trained_tables(args, dataset, out)
+    report = trained_tables(args, dataset, out)
     if not args.skip_medium:
-        medium_tables(args, dataset, ROOT / "bench/out/infer")
+        report += "\n" + medium_tables(args, dataset, ROOT / "bench/out/infer")
+    save_result(args.result, report)
 
 
 if __name__ == "__main__":

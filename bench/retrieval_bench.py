@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from accuracy import f1_pair, run, test_scores
+from accuracy import f1_pair, test_scores
+from benchtools import run_script, save_result
 
 import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from data_io import load_examples, multi_hot, read_label_list
@@ -60,7 +61,7 @@ parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000
 parser.add_argument("--dim", type=int, default=256, help="Vector width (train.py's default output_emb_size).")
 parser.add_argument("--queries", type=int, default=500, help="Queries per index, searched one at a time.")
 parser.add_argument("--engines", nargs="+", default=["hnswlib", "milvus"], choices=["hnswlib", "milvus"])
-parser.add_argument("--out", default="bench/out/retrieval_scale.md", help="scale: the table.")
+parser.add_argument("--out", default="bench/out/retrieval_scale.md", help="scale: the table so far, while it runs.")
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
@@ -154,10 +155,10 @@ def holdout_dataset(dataset: Path, target: Path, labels: list[str], held_out: li
 def recall_scores(params: Path, dataset: Path, data_file: str, mode: str, labels: list[str], out: Path) -> np.ndarray:
     """recall.py's [texts, labels] scores for one data file, read back from its recall file."""
     name = f"recall_{mode}_{data_file}"
-    run("retrieval_based/recall.py", "--device", "cpu", "--params_path", params, "--corpus_file", dataset / "label.txt",
-        "--similar_text_pair_file", dataset / data_file, "--train_set_file", dataset / "train.txt",
-        "--recall_mode", mode, "--recall_num", 50 if mode == "label" else 10, "--max_seq_length", 128,
-        "--recall_result_dir", out, "--recall_result_file", name, log=out / f"{name}.log")
+    run_script("retrieval_based/recall.py", "--device", "cpu", "--params_path", params, "--corpus_file", dataset / "label.txt",
+               "--similar_text_pair_file", dataset / data_file, "--train_set_file", dataset / "train.txt",
+               "--recall_mode", mode, "--recall_num", 50 if mode == "label" else 10, "--max_seq_length", 128,
+               "--recall_result_dir", out, "--recall_result_file", name, log=out / f"{name}.log")
     texts = [example.text for example in load_examples(dataset / data_file, labels)]
     result, _ = read_recall_file(out / name, texts)
     return label_scores(result, labels, mode)
@@ -168,7 +169,7 @@ def retrieval_scores(encoder: Path, train_data: Path, eval_data: Path, labels: l
     """Train the encoder on `train_data` (its label file; model selection by the dev F1 of the label
     corpus), then per recall mode: recall `eval_data`'s dev and test with its full label file and
     train.txt, and score test at 0.5 and with thresholds tuned on dev, with the per-label test F1."""
-    minutes = trained_once(out, lambda: run(
+    minutes = trained_once(out, lambda: run_script(
         "retrieval_based/train.py", "--device", "cpu", "--model_name_or_path", encoder, "--save_dir", out / "checkpoint",
         "--train_set_file", train_data / "train.txt", "--corpus_file", train_data / "label.txt",
         "--similar_text_pair_file", train_data / "dev.txt", "--epochs", epochs, "--batch_size", 32,
@@ -205,10 +206,10 @@ def quality(args: argparse.Namespace) -> None:
     test_gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     scratch, classifier = out / "scratch", out / "classifier"
     if not (scratch / "model_state.pdparams").is_file():
-        run("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny", "--dropout",
-            "0.1", log=out / "scratch_model.log")
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", scratch, "--preset", "tiny", "--dropout",
+                   "0.1", log=out / "scratch_model.log")
 
-    minutes = trained_once(classifier, lambda: run(
+    minutes = trained_once(classifier, lambda: run_script(
         "train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
         classifier / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3, "--warmup",
         "--warmup_steps", 300, "--logging_steps", 100, "--tune_thresholds", log=classifier / "train.log"))
@@ -224,7 +225,7 @@ def quality(args: argparse.Namespace) -> None:
         write_quality_table(rows, args, out, len(test_gold), held_out)
     rows["retrieval, label corpus, encoder started from the classifier"] = retrieval_scores(
         classifier / "checkpoint", dataset, dataset, labels, args.epochs, out / "from_classifier", ("label",))["label"]
-    print(write_quality_table(rows, args, out, len(test_gold), held_out))
+    save_result("retrieval_quality", write_quality_table(rows, args, out, len(test_gold), held_out))
 
 
 def write_quality_table(rows: dict, args: argparse.Namespace, out: Path, test_size: int, held_out: list[int]) -> str:
@@ -263,7 +264,7 @@ def scale(args: argparse.Namespace) -> None:
                     print(lines[-1], flush=True)
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every row: a long run can be read
                     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    save_result("retrieval_scale", "\n".join(lines) + "\n")
 
 
 def main() -> None:

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -40,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from benchtools import ROOT, free_port, markdown_table, save_result
 
 from http_json import post
 
-ROOT = Path(__file__).resolve().parents[1]
 SHORT_TEXT = "学校考试老师足球比赛"
 RAISED_CAPS = {"MAX_TEXT_CHARS": "10000000", "MAX_REQUEST_BYTES": str(2**30)}
 
@@ -52,7 +50,7 @@ parser.add_argument("--export_dir", required=True, help="An export_model.py dire
 parser.add_argument("--base_root", required=True, help="A checkout of the code to compare with.")
 parser.add_argument("--dataset_dir", default=str(ROOT / "data"), help="Texts the long requests are made of.")
 parser.add_argument("--interval", type=float, default=0.5, help="Seconds between one-text requests.")
-parser.add_argument("--out", default=str(ROOT / "bench/out/serve_hol.md"))
+parser.add_argument("--out", default=str(ROOT / "bench/out/serve_hol.md"), help="Server logs go beside it.")
 
 
 @dataclass
@@ -89,12 +87,6 @@ def scenarios(dataset_dir: Path) -> list[Scenario]:
             Scenario("256 texts × 2,000 chars, batch_size 1, max_seq_len 512",
                      [text_of_bytes(pieces, 6_000, rng) for _ in range(256)],
                      {"return_probs": True, "batch_size": 1, "max_seq_len": 512})]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(server: Server, export_dir: Path, port: int, log: Path) -> subprocess.Popen:
@@ -239,23 +231,19 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait(timeout=60)
-    write_table(out, rows, idle, args)
+    write_table(rows, idle, args)
 
 
-def write_table(out: Path, rows: list[list[str]], idle: list, args: argparse.Namespace) -> None:
+def write_table(rows: list[list[str]], idle: list, args: argparse.Namespace) -> None:
     header = ["server", "long request", "long status", "long s", "one-text requests during it", "p50 s", "max s",
               "first answered vs long (s)", "answers equal to base"]
-    lines = ["# One-text latency while a long request runs (bench/serve_hol.py)", "",
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU inference; "
-             f"one one-text request every {args.interval} s while the long one is in progress.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    lines += ["", "Without a long request: one-text requests one at a time, and from 8 clients at once.", "",
-              "| server | alone p50 ms | alone p90 ms | 8 clients, requests/s |", "|---|---|---|---|"]
-    lines += [f"| {name} | {1000 * np.percentile(latencies, 50):.1f} | {1000 * np.percentile(latencies, 90):.1f} | "
-              f"{rate:.0f} |" for name, latencies, rate in idle]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(out.read_text(encoding="utf-8"))
+    idle_rows = [(name, f"{1000 * np.percentile(latencies, 50):.1f}", f"{1000 * np.percentile(latencies, 90):.1f}",
+                  f"{rate:.0f}") for name, latencies, rate in idle]
+    report = (f"One-text latency while a long request runs; CPU inference, one one-text request every "
+              f"{args.interval} s while the long one is in progress.\n\n{markdown_table(header, rows)}\n"
+              "Without a long request: one-text requests one at a time, and from 8 clients at once.\n\n"
+              + markdown_table(["server", "alone p50 ms", "alone p90 ms", "8 clients, requests/s"], idle_rows))
+    save_result("serve_hol", report)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ requests are sent, and the load afterwards shows whether the server survived the
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import socket
 import subprocess
@@ -24,23 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.http as httpclient
+from benchtools import ROOT, free_port, load_script, markdown_table, save_result
 
 from backends import create_backend
 from data_io import load_examples
 from exporting import export_prefix_in, load_export, load_export_tokenizer
 from http_json import post
 from pipeline import TextPipeline
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(relative: str):
-    """A deploy script as a module: the deploy/ folders hold scripts, not packages."""
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 run_server = load_script("deploy/triton_serving/run_server.py")
 
@@ -49,12 +38,6 @@ parser.add_argument("--export_dir", default=str(ROOT / "bench/out/infer/trained_
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory (README 2.3).")
 parser.add_argument("--clients", type=int, default=8)
 parser.add_argument("--requests", type=int, default=200, help="requests per client")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(ready, process: subprocess.Popen, timeout: float = 180) -> None:
@@ -199,20 +182,19 @@ def main() -> None:
                 target.process.wait(timeout=60)
             print(f"  done: {target.name}", file=sys.stderr, flush=True)
 
-    print(f"\n{args.clients} concurrent clients × {args.requests} requests of one text each, twice per server "
-          f"(malformed requests in between); {len(texts)} dev texts of {Path(args.dataset_dir).name}, "
-          f"export {os.path.relpath(args.export_dir, ROOT)}; loopback, {os.cpu_count()} cores.\n")
-    print("| server | run | requests | answered | throughput req/s | p50 ms | p95 ms | errors | label mismatches "
-          "vs offline |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, first, codes, second in rows:
-        for run_name, result in (("before malformed", first), ("after malformed", second)):
-            print(f"| {name} | {run_name} | {result['sent']} | {result['answered']} | {result['throughput']:.1f} | "
-                  f"{result['p50']:.1f} | {result['p95']:.1f} | {result['errors']} | {result['mismatches']} |")
-    print("\nMalformed requests between the runs (HTTP status of each answer):\n")
-    for name, _, codes, _ in rows:
-        print(f"- {name}: {codes}")
-
+    report = (f"{args.clients} concurrent clients × {args.requests} requests of one text each, twice per server "
+              f"(malformed requests in between); {len(texts)} dev texts of {Path(args.dataset_dir).name}, "
+              f"export {os.path.relpath(args.export_dir, ROOT)}; loopback.\n\n")
+    report += markdown_table(
+        ["server", "run", "requests", "answered", "throughput req/s", "p50 ms", "p95 ms", "errors",
+         "label mismatches vs offline"],
+        [(name, run_name, result["sent"], result["answered"], f"{result['throughput']:.1f}", f"{result['p50']:.1f}",
+          f"{result['p95']:.1f}", result["errors"], result["mismatches"])
+         for name, first, _, second in rows for run_name, result in (("before malformed", first),
+                                                                     ("after malformed", second))])
+    report += "\nMalformed requests between the runs (HTTP status of each answer):\n\n"
+    report += "".join(f"- {name}: {codes}\n" for name, _, codes, _ in rows)
+    save_result("serve_load", report)
 
 if __name__ == "__main__":
     main()

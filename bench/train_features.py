@@ -10,7 +10,7 @@ speed), one process measures side by side, in turns, with the median per variant
 
 Writes a Markdown table:
 
-    python bench/train_features.py --out bench/out/train_features.md
+    python bench/train_features.py      (the tables go to bench/results/train_features.json)
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from benchtools import save_result
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification
 
 import resume
@@ -38,7 +39,6 @@ parser.add_argument("--batch_size", type=int, default=16)
 parser.add_argument("--seq_length", type=int, default=128)
 parser.add_argument("--steps", type=int, default=8, help="Batches per timed run.")
 parser.add_argument("--repeats", type=int, default=3, help="Timed runs per variant, taken in turns (median).")
-parser.add_argument("--out", default="bench/out/train_features.md", help="Where the Markdown table is written.")
 
 LOSS = get_loss("bce")
 NUM_LABELS = 20
@@ -136,10 +136,7 @@ def main() -> None:
     lines += ["", "| shape | parameters | one resumable state: seconds | bytes |", "|---|---|---|---|"]
     lines += [f"| {preset} | {params / 1e6:.1f} M | {seconds:.3f} | {size / 1e6:.1f} MB |"
               for preset, params, seconds, size in saves]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table, encoding="utf-8")
+    save_result("train_features", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

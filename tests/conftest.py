@@ -137,6 +137,19 @@ def run_main(script: str, *args, cwd: Path | None = None) -> Completed:
     return Completed(returncode, stdout.getvalue(), stderr.getvalue())
 
 
+# Fixtures that train a model (directly or through one of these): every test that uses one is marked
+# `slow` by pytest_collection_modifyitems, so `pytest -m "not slow"` runs without training. Tests
+# that train or start a server themselves carry the marker in their module.
+TRAINING_FIXTURES = {"trained", "ernie_m_trained", "window_checkpoint", "truncate_checkpoint", "prompt_run",
+                     "uninterrupted", "two_process_run", "saved_run", "many_labels"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def keyword_data(tmp_path_factory) -> Path:
     return make_keyword_dataset(tmp_path_factory.mktemp("keyword_data"))
@@ -166,18 +179,24 @@ def trained(keyword_data, scratch_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ernie_m_trained(keyword_data, tmp_path_factory) -> Path:
-    """An ERNIE-M-style checkpoint (SentencePiece, no token_type_ids) after one epoch."""
-    root = tmp_path_factory.mktemp("ernie_m")
-    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", root / "scratch",
-                      "--model_type", "ernie-m")
+def ernie_m_scratch(keyword_data, tmp_path_factory) -> Path:
+    """An untrained ERNIE-M-style model (SentencePiece, no token_type_ids): its tokenizer is all some
+    tests need."""
+    out = tmp_path_factory.mktemp("ernie_m_scratch") / "model"
+    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--model_type", "ernie-m")
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", root / "scratch",
-                      "--save_dir", root / "checkpoint", "--epochs", "1", "--batch_size", "32",
-                        "--learning_rate", "1e-3")
+    return out
+
+
+@pytest.fixture(scope="session")
+def ernie_m_trained(keyword_data, ernie_m_scratch, tmp_path_factory) -> Path:
+    """The ERNIE-M-style model after one epoch."""
+    save_dir = tmp_path_factory.mktemp("ernie_m") / "checkpoint"
+    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", ernie_m_scratch,
+                      "--save_dir", save_dir, "--epochs", "1", "--batch_size", "32", "--learning_rate", "1e-3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "macro f1 score" in result.stderr
-    return root / "checkpoint"
+    return save_dir
 
 
 @pytest.fixture(scope="session")
@@ -275,7 +294,7 @@ def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *lo
 @pytest.fixture(scope="session")
 def window_checkpoint(documents, scratch_model, tmp_path_factory) -> tuple[Path, str]:
     save_dir = tmp_path_factory.mktemp("window") / "checkpoint"
-    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window", "--batch_size", "8")
+    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window")
 
 
 @pytest.fixture(scope="session")

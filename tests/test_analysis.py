@@ -128,7 +128,7 @@ def test_sparse_selection_is_deterministic_and_respects_counts(analysed, trained
     annotate = (data / "support.txt").read_text(encoding="utf-8").splitlines()
     unlabeled = {e.text for e in iter_examples(data / "data.txt")}
     assert all(line in unlabeled for line in annotate) and len(annotate) < 15
-    assert f"Only {len(annotate)} support data have a similarity above --support_threshold 0.9999" in result.stderr
+    assert f"Only {len(annotate)} support data" in result.stderr and "--support_threshold 0.9999" in result.stderr
 
 
 def test_dirty_finds_injected_wrong_labels(trained, keyword_data, tmp_path):
@@ -240,14 +240,14 @@ def test_download_only_types_fail_with_the_offline_alternatives(keyword_data, tm
     result = run_script("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
                         tmp_path / "aug.txt", env=unreachable)  # the reference defaults: substitute, synonym
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "--aug_type synonym needs PaddleNLP's downloaded dictionaries" in result.stderr
-    assert "offline alternatives: --aug_type random" in result.stderr and "Traceback" not in result.stderr
+    assert "--aug_type synonym" in result.stderr and "--aug_type random" in result.stderr
+    assert "Traceback" not in result.stderr
     result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
                       tmp_path / "aug.txt", "--aug_type", "custom", "--custom_file", _write(tmp_path / "b.json", "{"))
     assert result.returncode == 2 and "not valid JSON" in result.stderr
     result = run_main("analysis/aug.py", "--train_path", keyword_data / "train.txt", "--aug_path",
                       tmp_path / "aug.txt", "--aug_type", "custom")
-    assert result.returncode == 2 and "--aug_type custom needs --custom_file words.json" in result.stderr
+    assert result.returncode == 2 and "--aug_type custom" in result.stderr and "--custom_file" in result.stderr
 
 
 def test_device_is_used_by_the_mlm_type_only(keyword_data, tmp_path):

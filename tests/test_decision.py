@@ -145,7 +145,7 @@ def test_an_export_meta_without_decision_settings_decides_as_before(tmp_path):
     assert decision.thresholds.tolist() == pytest.approx([0.3, 0.6]) and decision.settings() == {
         "min_labels": 0, "max_labels": None, "top_k": 0, "calibration": None}
     broken = {**meta, "multi_label_decision": {"min_labels": 2, "max_labels": 1}}
-    with pytest.raises(DataError, match="export_meta.json: multi_label_decision: min_labels 2 is more than max_labels 1"):
+    with pytest.raises(DataError, match="export_meta.json: multi_label_decision: min_labels 2 .* max_labels 1"):
         stored_decision(broken, tmp_path / "export_meta.json")
 
 

@@ -135,6 +135,7 @@ def test_bad_export_lines_are_one_line_naming_file_and_line(tmp_path, lines, mes
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a new interpreter: the process boundary is what it tests
 def test_a_bad_line_is_one_line_from_the_command_too(tmp_path):
     export = write_jsonl(tmp_path / "doccano.jsonl", [{"text": "一", "label": ["甲"]}, "not json"])
     result = run_script("doccano.py", "--doccano_file", export, "--save_dir", tmp_path / "out")

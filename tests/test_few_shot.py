@@ -167,13 +167,13 @@ def test_onnx_inference_runs_an_export_made_by_the_reference(prompt_run, scratch
         assert result.returncode == 0, result.stderr[-3000:]
     # label order from the verbalizer config (sorted), the [batch, heads, length, length] mask of
     # paddlenlp's default spec, and the tokenizer from the training output directory
-    assert "an export without export_meta.json (the reference's)" in result.stderr
+    assert "without export_meta.json" in result.stderr
     assert theirs.read_text(encoding="utf-8") == ours.read_text(encoding="utf-8")
     assert sum(bool(line.split("\t")[1]) for line in ours.read_text(encoding="utf-8").splitlines()[1:]) > 0
     (tmp_path / "reference" / "tokenizer_config.json").unlink()
     result = run_main("few-shot/infer.py", "--model_path_prefix", prefix, "--data_dir", data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "pass --model_name, the model the export was trained from" in result.stderr
+    assert "--model_name" in result.stderr
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_onnx_inference_logs_label_names(prompt_run, tmp_path):
     result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
                       "--data_dir", data, "--device", "cpu", "--max_length", "32")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "--max_length 32 is shorter than the 64 tokens the model was trained with" in result.stderr
+    assert "--max_length 32" in result.stderr and "64 tokens" in result.stderr
     texts = (data / "data.txt").read_text(encoding="utf-8").splitlines()
     assert result.stderr.count("input data: ") == len(texts)
     label_lines = [line.split(" - labels: ")[1].replace("\x1b[0m", "") for line in result.stderr.splitlines()
@@ -208,9 +208,8 @@ def test_inference_refuses_bad_input(prompt_run, tmp_path):
     assert result.returncode == 2 and "--use_fp16 needs --device gpu" in result.stderr
     result = run_main("few-shot/infer.py", "--model_path_prefix", output / "export" / "model",
                       "--data_dir", data, "--device", "cpu", "--max_length", "1024")
-    assert result.returncode == 2 and (f"--max_length 1024 is above the 512 positions of the model in "
-                                       f"{output / 'export'} (max_position_embeddings): use --max_length 512 or "
-                                       f"less") in result.stderr
+    assert result.returncode == 2 and "--max_length 1024 is above the 512 positions" in result.stderr
+    assert f"{output / 'export'} (max_position_embeddings)" in result.stderr
     assert "--long_text" not in result.stderr  # few-shot reads no windows
 
 
@@ -255,7 +254,7 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
     result = run_main("few-shot/infer.py", "--model_path_prefix", export_dir / "float32",
                       "--data_dir", keyword_data, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "is not a few-shot export (no template in export_meta.json)" in result.stderr
+    assert str(export_dir) in result.stderr and "no template in export_meta.json" in result.stderr
     bare = export_dir.parent / "bare_export"
     bare.mkdir()
     for graph_file in export_dir.glob("float32.*"):
@@ -263,8 +262,7 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
     result = run_main("few-shot/infer.py", "--model_path_prefix", bare / "float32", "--data_dir", keyword_data,
                       "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "is not a few-shot export: it has no export_meta.json and no template_config.json or " \
-           "verbalizer_config.json" in result.stderr
+    assert str(bare) in result.stderr and "template_config.json" in result.stderr
 
 
 @pytest.mark.slow
@@ -273,8 +271,7 @@ def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(keyword
     result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model, "--output_dir",
                       tmp_path / "out", "--do_train", *TRAIN_ARGS, "--max_seq_length", "1024")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (f"--max_seq_length 1024 is above the 512 positions of the model in {scratch_model} "
-            f"(max_position_embeddings): use --max_seq_length 512 or less") in result.stderr
+    assert "--max_seq_length 1024 is above the 512 positions" in result.stderr and str(scratch_model) in result.stderr
     assert "--long_text" not in result.stderr  # few-shot reads no windows
 
 

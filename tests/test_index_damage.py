@@ -277,7 +277,7 @@ def test_a_save_over_what_another_process_saved_meanwhile_is_refused(tmp_path):
     first.upsert([11], unit_vectors(12, 0)[11:], entries_of(1, 11))
     first.save()
     second.upsert([12], unit_vectors(13, 0)[12:], entries_of(1, 12))
-    with pytest.raises(DataError, match="was saved by another process after this one opened it; nothing was written"):
+    with pytest.raises(DataError, match="saved by another process"):
         second.save()
     assert_holds(tmp_path / "index", 12)
 
@@ -336,6 +336,7 @@ def saved_milvus(path: Path, count: int = 11) -> None:
     index.close()
 
 
+@pytest.mark.slow  # a new interpreter: the process boundary is what it tests
 def test_a_milvus_lite_file_open_in_another_process_is_one_line(tmp_path):
     saved_milvus(tmp_path / "m.db")  # and closed: this process no longer holds it
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "m.db")], stdin=subprocess.PIPE,
@@ -396,8 +397,8 @@ def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(engine, tmp
     index.upsert([entry_id(entry.text) for entry in corpus], unit_vectors(11, 0), corpus)
     smaller = corpus[:8]
     assert reconcile_index(index, smaller, prune=False) == 0
-    assert "the index holds 3 entries that are not in the corpus (e.g. 'text" in caplog.text
-    assert "--prune_index removes them" in caplog.text and index.count() == 11
+    assert "3 entries" in caplog.text and "(e.g. 'text" in caplog.text
+    assert "--prune_index" in caplog.text and index.count() == 11
     assert reconcile_index(index, smaller, prune=True) == 3
     index.save()
     if engine == "milvus":
@@ -423,11 +424,10 @@ def test_vector_insert_refuses_vectors_and_record_that_do_not_belong_together(tm
     np.save(npy, unit_vectors(5, 1))  # a later run's array without its record (killed between the two)
     result = run_main(*insert)
     assert result.returncode == 2, result.stderr
-    assert f"{npy} is not the vectors {npy.with_suffix('.json')} describes (damaged, or from another run)" \
-        in result.stderr
+    assert str(npy) in result.stderr and str(npy.with_suffix(".json")) in result.stderr
     npy.with_suffix(".json").write_text('{"entries": [', encoding="utf-8")
     result = run_main(*insert)
-    assert result.returncode == 2 and "is not a feature_extract.py record (JSONDecodeError" in result.stderr
+    assert result.returncode == 2 and str(npy.with_suffix(".json")) in result.stderr and "JSONDecodeError" in result.stderr
     assert HnswIndex(tmp_path / "index", INFO).count() == 5
 
 

@@ -79,12 +79,13 @@ def test_export_without_metadata_uses_label_file(exported, keyword_data, tmp_pat
     # the positions of an export that does not record them: the tokenizer's saved input length
     result = infer(bare, keyword_data, "--model_name_or_path", exported[0], "--max_seq_length", "1024")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"--max_seq_length 1024 is above the 512 positions of the model in {bare}" in result.stderr
+    assert "--max_seq_length 1024" in result.stderr and f"512 positions of the model in {bare}" in result.stderr
 
 
-def assert_error(result, message: str) -> None:
+def assert_error(result, *fragments: str) -> None:
     assert result.returncode == 2, result.stderr[-3000:]
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert all(fragment in result.stderr for fragment in fragments) and "Traceback" not in result.stderr, \
+        result.stderr[-3000:]
 
 
 def test_bad_inputs_give_clear_errors(exported, keyword_data, tmp_path):
@@ -95,12 +96,11 @@ def test_bad_inputs_give_clear_errors(exported, keyword_data, tmp_path):
     (data / "label.txt").write_text("体育\n科技\n财经\n娱乐\n教育\n", encoding="utf-8")
     (data / "data.txt").write_text("\n\n", encoding="utf-8")
     assert_error(infer(exported[0], data),
-                 "disagrees with the checkpoint (line 2 is '科技' but the checkpoint's label 1 is '财经')")
+                 "line 2 is '科技'", "label 1 is '财经'")
     shutil.copy(keyword_data / "label.txt", data / "label.txt")
-    assert_error(infer(exported[0], data), "data.txt: no texts to predict (the file has only blank lines)")
+    assert_error(infer(exported[0], data), "data.txt", "no texts to predict")
     assert_error(infer(exported[0], keyword_data, "--use_bf16"),
-                 "--backend onnxruntime with bf16 on cpu is not available: bf16 runs with --backend paddle on cpu, "
-                 "--backend openvino on cpu")
+                 "--backend onnxruntime with bf16 on cpu", "--backend paddle on cpu, --backend openvino on cpu")
     assert_error(infer(exported[0], keyword_data, "--use_fp16", "--use_quantize"),
                  "choose at most one of --use_fp16, --use_quantize and --use_bf16")
     assert_error(infer(exported[0], keyword_data, "--multilingual"), "--multilingual was given but")

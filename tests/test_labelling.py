@@ -66,7 +66,7 @@ def test_backend_and_precision_that_do_not_go_together_are_refused(trained, big_
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", big_data, "--params_path", trained[0],
                       "--output_file", tmp_path / "out.txt", "--precision", "int8")
     assert result.returncode == 2
-    assert "--backend dygraph runs fp32 only; --precision int8 needs a static backend" in result.stderr
+    assert "--backend dygraph" in result.stderr and "--precision int8" in result.stderr
     result = run_main("predict.py", "--device", "cpu", "--dataset_dir", big_data, "--params_path", trained[0],
                       "--output_file", tmp_path / "out.txt", "--backend", "onnxruntime", "--precision", "bf16")
     assert result.returncode == 2

@@ -64,9 +64,9 @@ def test_a_model_trained_on_truncated_texts_reads_documents_with_window_at_predi
     assert windowed > truncated + 0.3, (truncated, windowed)
 
 
-def test_window_rows_are_the_tokenizers_own_ids(scratch_model, ernie_m_trained):
+def test_window_rows_are_the_tokenizers_own_ids(scratch_model, ernie_m_scratch):
     texts = ["足球比赛的冠军", "电影" * 100, "x"]
-    for model_dir in (scratch_model, ernie_m_trained):
+    for model_dir in (scratch_model, ernie_m_scratch):
         tokenizer = load_tokenizer(str(model_dir))
         names = [name for name in ("input_ids", "token_type_ids") if name in tokenizer("测试")]
         windows = TextPipeline(tokenizer, names, WINDOW, long_text=LongText("window", stride=4)).encode(texts)
@@ -121,8 +121,8 @@ def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(script,
     device = [] if script in ("export_model.py", "deploy/triton_serving/build_repo.py") else ["--device", "cpu"]
     result = run_main(script, *device, *dataset, *options, "--max_seq_length", "1024")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (f"--max_seq_length 1024 is above the 512 positions of the model in {model} (max_position_embeddings): "
-            f"use --max_seq_length 512 or less, and --long_text window to read longer texts whole") in result.stderr
+    assert f"--max_seq_length 1024 is above the 512 positions of the model in {model}" in result.stderr
+    assert "--long_text window" in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "prune").exists()
 
 

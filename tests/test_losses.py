@@ -172,16 +172,14 @@ def test_repeat_sampling_that_changes_nothing_says_which_threshold_would(caplog)
     targets = np.zeros((1000, 3), dtype="float32")
     targets[:500, 0], targets[500:, 1], targets[:20, 2] = 1, 1, 1  # the rarest label in 2% of the texts
     assert np.all(text_repeats(targets, 0.01) == 1.0)  # train.py's default --repeat_threshold
-    assert ("Repeat-factor sampling adds less than 1% to an epoch: the rarest label is in 2.00% of the training "
-            "texts. --repeat_threshold 0.2 would repeat its texts about 3 times.") in caplog.text
+    assert "2.00%" in caplog.text and "--repeat_threshold 0.2" in caplog.text and "about 3 times" in caplog.text
     caplog.clear()
     assert text_repeats(targets, 0.2)[:20] == pytest.approx(np.sqrt(10))
     assert "adds less than 1%" not in caplog.text
     assert np.all(text_repeats(np.zeros((10, 3), dtype="float32"), 0.2) == 1.0)  # no label to suggest for
     caplog.clear()
     assert np.all(text_repeats(targets[:, :2], 0.01) == 1.0)  # both labels in half of the texts
-    assert ("the rarest label is in 50.00% of the training texts. No label is rare enough to repeat (a threshold "
-            "must stay below 1).") in caplog.text
+    assert "50.00%" in caplog.text and "No label is rare enough" in caplog.text
 
 
 def test_repeated_rows_match_the_factors_and_keep_the_epoch_size():

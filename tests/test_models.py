@@ -28,7 +28,7 @@ def test_presets_have_the_released_shapes(preset):
 
 def test_overrides_and_invalid_shape():
     assert model_config("tiny", {"hidden_size": 256, "num_hidden_layers": None})["hidden_size"] == 256
-    with pytest.raises(DataError, match="hidden_size 130 is not a multiple of num_attention_heads 4"):
+    with pytest.raises(DataError, match="hidden_size 130 .* num_attention_heads 4"):
         model_config("tiny", {"hidden_size": 130})
 
 
@@ -55,7 +55,7 @@ def test_scratch_cli_rejects_bad_shape(keyword_data, tmp_path):
     result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", tmp_path / "m",
                       "--hidden_size", "130")
     assert result.returncode == 2
-    assert "hidden_size 130 is not a multiple of num_attention_heads 4" in result.stderr
+    assert "hidden_size 130" in result.stderr and "num_attention_heads 4" in result.stderr
 
 
 @pytest.mark.slow
@@ -65,7 +65,7 @@ def test_named_model_offline_failure_explains_the_offline_way(keyword_data, tmp_
     result = run_script("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name",
                         "ernie-3.0-medium-zh", "--save_dir", tmp_path / "ckpt", env=unreachable)
     assert result.returncode == 2
-    assert "Could not download 'ernie-3.0-medium-zh' (no network access to the model hub?)" in result.stderr
+    assert "Could not download 'ernie-3.0-medium-zh'" in result.stderr
     assert "python scratch_model.py --dataset_dir data --output_dir ./scratch_model --preset ernie-3.0-medium-zh" \
         in result.stderr
     assert "Traceback" not in result.stderr

@@ -131,8 +131,8 @@ def test_tokenizers_the_native_encoder_cannot_reproduce_fall_back_to_paddlenlp(a
     assert encoder(["abc 中"]) == paddlenlp_ids(alphabet_tokenizer, ["abc 中"])
 
 
-def test_the_ernie_m_checkpoint_gets_the_native_encoder(ernie_m_trained):
-    tokenizer = AutoTokenizer.from_pretrained(str(ernie_m_trained))
+def test_the_ernie_m_checkpoint_gets_the_native_encoder(ernie_m_scratch):
+    tokenizer = AutoTokenizer.from_pretrained(str(ernie_m_scratch))
     encoder = token_encoder(tokenizer)
     assert encoder.name == "native SentencePiece (sentencepiece 0.2.3), ids equal to ErnieMTokenizer"
     assert encoder(["婚姻 abc"]) == paddlenlp_ids(tokenizer, ["婚姻 abc"])
@@ -230,7 +230,7 @@ def test_the_character_tables_come_from_this_python():
     assert tables["removed"].startswith("[\\x{0}-\\x{8}")
 
 
-@pytest.mark.parametrize("model", ["scratch_model", "ernie_m_trained"])
+@pytest.mark.parametrize("model", ["scratch_model", "ernie_m_scratch"])
 def test_pipeline_rows_equal_what_the_paddlenlp_tokenizer_builds(model, request, keyword_data):
     """Rows are built from the tokenizer's special-token layout, not by calling it per row: the ids and
     token types must still be the ones its own __call__ gives, cut to max_seq_length."""

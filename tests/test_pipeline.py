@@ -234,6 +234,7 @@ def test_registry_lists_exactly_the_available_triples_and_names_alternatives_for
         check_variant("tensorrt", "fp32", "gpu")
 
 
+@pytest.mark.slow  # a new interpreter: the process boundary is what it tests
 def test_scripts_that_run_no_export_load_no_export_engine():
     """Importing the training and prediction scripts (what `--help` costs) loads no ONNX/OpenVINO stack."""
     code = ("import sys, train, predict, scratch_model; "

@@ -178,12 +178,12 @@ def test_resume_refuses_what_would_not_be_exact(uninterrupted, small_data, dropo
         assert result.returncode == 2
         return result.stderr
 
-    assert (f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: --batch_size 8 "
-            f"(the saved run used 16), --epochs 4 (the saved run used 3)") in \
-        attempt("--resume_from_checkpoint", save_dir, "--batch_size", "8", "--epochs", "4")
-    assert (f"the run continues in its own save directory, where its best checkpoint is; use --save_dir {save_dir}"
+    message = attempt("--resume_from_checkpoint", save_dir, "--batch_size", "8", "--epochs", "4")
+    assert f"--resume_from_checkpoint {state_dir}" in message
+    assert "--batch_size 8 (the saved run used 16)" in message and "--epochs 4 (the saved run used 3)" in message
+    assert (f"--save_dir {save_dir}"
             in attempt("--resume_from_checkpoint", save_dir, into=tmp_path / "elsewhere"))
-    assert (f"--resume_from_checkpoint {tmp_path}: no resumable state there (train with --save_last"
+    assert (f"--resume_from_checkpoint {tmp_path}: no resumable state"
             in attempt("--resume_from_checkpoint", tmp_path))
     assert "drop --init_from_ckpt" in attempt("--resume_from_checkpoint", save_dir, "--init_from_ckpt", save_dir)
     copied = tmp_path / "copied"
@@ -271,7 +271,7 @@ def test_mixed_precision_is_refused_on_cpu_with_the_reason(small_data, dropout_m
         result = run_main("train.py", "--device", "cpu", "--dataset_dir", small_data, "--model_name", dropout_model,
                           "--save_dir", tmp_path / "x", "--amp", amp)
         assert result.returncode == 2
-        assert f"--amp {amp}: Paddle's mixed precision (paddle.amp.auto_cast) runs on GPU only" in result.stderr
+        assert f"--amp {amp}" in result.stderr and "GPU only" in result.stderr
     result = run_main("prune.py", "--device", "cpu", "--dataset_dir", small_data, "--params_dir", trained[0],
                       "--output_dir", tmp_path / "pruned", "--amp", "bf16")
     assert result.returncode == 2 and "runs on GPU only" in result.stderr
@@ -392,8 +392,8 @@ def test_two_nodes_lose_a_rank_mid_epoch_and_resume_to_the_result_of_one_launche
     workers[0].send_signal(signal.SIGTERM)  # mid-epoch: 8 steps an epoch, states every 2
     logs = [finish_launch(process, log_dir, expect_ok=False) for process, _, log_dir in nodes]  # both launchers fail
     assert [sorted(node_logs) for node_logs in logs] == [["workerlog.0"], ["workerlog.0"]]
-    assert (f"Terminated by signal {int(signal.SIGTERM)} during training; continue from the last state in "
-            f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}") in logs[1]["workerlog.0"]
+    assert f"signal {int(signal.SIGTERM)}" in logs[1]["workerlog.0"]
+    assert f"{save_dir / 'resume'} with --resume_from_checkpoint {save_dir}" in logs[1]["workerlog.0"]
     saved = resume.find_state(save_dir)  # complete: written by both ranks, never half
     reference_dir, total_steps = two_process_run
     assert saved.name != f"step-{total_steps}" and (saved / "rng-rank1.pkl").is_file()

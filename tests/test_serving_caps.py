@@ -52,7 +52,7 @@ def test_a_body_over_the_cap_is_refused_with_413_and_the_app_keeps_serving():
     body = b'{"text": "' + b"a" * 200 + b'"}'
     answer = client.post("/echo", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
-    assert f"the request body is {len(body)} bytes; at most 100" in answer.json()["detail"]
+    assert f"{len(body)} bytes" in answer.json()["detail"] and "at most 100" in answer.json()["detail"]
     assert "--max_request_bytes" in answer.json()["detail"]
     assert client.post("/echo", json={"text": "a"}).json() == {"size": 1}
 

@@ -171,7 +171,7 @@ def test_the_reference_default_gpu_on_a_cpu_build_is_one_clear_error(exported):
     export_dir, _ = exported
     result = run_script("deploy/simple_serving/server.py", "--export_dir", export_dir, "--port", free_port())
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "this Paddle build has no GPU support: serve on the CPU with --device cpu" in result.stderr
+    assert "no GPU support" in result.stderr and "--device cpu" in result.stderr
 
 
 def test_the_reference_ernie_m_entry_point_serves_an_ernie_m_export(ernie_m_trained, keyword_data, tmp_path):
@@ -196,4 +196,4 @@ def test_documents_read_in_windows_are_labelled_like_predict_py(window_exported,
         assert status == 200, answer
         assert answer["result"]["label_names"] == expected and sum(map(bool, expected)) > 40
         status, answer = post(url, {"data": {"text": texts[:1]}, "parameters": {"max_seq_len": 1024}})
-        assert status == 422 and "parameter max_seq_len must be an integer in [3, 512], got 1024" in str(answer)
+        assert status == 422 and "max_seq_len" in str(answer) and "got 1024" in str(answer)

@@ -1,0 +1,53 @@
+"""The benchmark page shows what bench/results/ records: bench/render_tables.py's blocks, and the
+result files bench/benchtools.py writes."""
+from __future__ import annotations
+
+import json
+
+import benchtools
+import pytest
+import render_tables
+
+from conftest import ROOT
+
+
+def result_files() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((ROOT / "bench" / "results").glob("*.json"))}
+
+
+def test_the_benchmark_page_is_rendered_from_the_result_files():
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert render_tables.render(page, result_files()) == page, "run python bench/render_tables.py"
+
+
+def test_every_result_file_says_how_and_when_it_was_measured_or_that_this_is_unknown():
+    for name, record in result_files().items():
+        assert record["benchmark"] == name and record["command"] and record["tables"].startswith("|"), name
+        assert {"measured_at", "commit", "hardware"} <= set(record), name
+        if record["measured_at"] is None:  # taken over from the page before result files existed
+            assert record["commit"] is None and (record.get("source") or name == "decision"), name
+
+
+def test_a_block_without_its_result_file_and_a_result_file_without_a_block_are_named():
+    page = "a\n<!-- bench:one -->\nold\n<!-- /bench:one -->\nb\n"
+    record = {"command": ["python bench/x.py"], "hardware": None, "tables": "| a |\n|---|\n| 1 |\n"}
+    assert render_tables.render(page, {"one": record}) == (
+        "a\n<!-- bench:one -->\n```bash\npython bench/x.py\n```\n\n测量环境：未记录。\n\n| a |\n|---|\n| 1 |\n"
+        "<!-- /bench:one -->\nb\n")
+    with pytest.raises(SystemExit, match=r"without a result file: \['one'\].*without a block: \['two'\]"):
+        render_tables.render(page, {"two": record})
+
+
+def test_a_result_records_the_command_the_time_the_commit_and_only_the_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchtools, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", [str(ROOT / "bench" / "x.py"), "--dataset_dir", "divorce"])
+    report = "#### Setting: 3 seeds\n\n" + benchtools.markdown_table(["a", "b"], [(1, "2.00")]) + "\nnote\n\n| c |\n|---|\n"
+    record = json.loads(benchtools.save_result("x", report).read_text(encoding="utf-8"))
+    assert record["command"] == ["python bench/x.py --dataset_dir divorce"]
+    assert record["notes"] == ["Setting: 3 seeds", "note"]
+    assert record["tables"] == "| a | b |\n|---|---|\n| 1 | 2.00 |\n\n| c |\n|---|\n"
+    assert record["measured_at"].startswith("20") and record["hardware"].endswith(")")
+    assert record["commit"] is None or len(record["commit"].split("+")[0]) == 40
+    kept = benchtools.runs_provenance([{"measured_at": "t1", "commit": "c", "hardware": "h"}, {"measured_at": "t0"}])
+    assert kept == {"measured_at": "t0 .. t1", "commit": None, "hardware": None}
