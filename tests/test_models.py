@@ -10,7 +10,8 @@ from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceCla
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
 from data_io import iter_examples
-from scratch_model import PRESETS, create_scratch_model, masked_token_loss, model_config
+from mlm import masked_token_loss
+from scratch_model import PRESETS, create_scratch_model, model_config
 from utils import DataError
 
 from conftest import run_main, run_script
