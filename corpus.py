@@ -98,9 +98,20 @@ def _file_pieces(path: Path, text_field: str, first_document: int) -> Iterator[P
                 if text.strip():
                     yield Piece(document, source, text.strip("\r\n"))
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}:{line_no + 1}: not valid UTF-8 ({err.reason})") from None
+        raise DataError(f"{path}:{_first_bad_line(path)}: not valid UTF-8 ({err.reason})") from None
     except (OSError, EOFError) as err:  # a cut or foreign .gz file
         raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
+
+
+def _first_bad_line(path: Path) -> int:
+    """The number of the first line that is not UTF-8 (the text reader decodes ahead, so its position is not it)."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return line_no
+    return 0
 
 
 def iter_pieces(files: Sequence[Path], text_field: str = "text", first_document: int = 0) -> Iterator[Piece]:
@@ -239,12 +250,18 @@ class _Stream:
 
     def add(self, sentences: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         for block in pack(sentences, self.options.max_tokens, self.carry):
-            self.writer.add(*block)
+            self._write(*block)
 
     def flush(self) -> None:
         if self.carry[0]:
-            self.writer.add(np.asarray(self.carry[0], np.int32), np.asarray(self.carry[1], np.uint8))
+            self._write(np.asarray(self.carry[0], np.int32), np.asarray(self.carry[1], np.uint8))
             self.carry[0].clear(), self.carry[1].clear()
+
+    def _write(self, ids: np.ndarray, flags: np.ndarray) -> None:
+        """A block that ends with a document separator loses it: the block's own [SEP] follows."""
+        if self.options.across_documents and len(ids) > 1 and ids[-1] == self.options.separator_id:
+            ids, flags = ids[:-1], flags[:-1]
+        self.writer.add(ids, flags)
 
     def end_document(self) -> None:
         """Close the document's last block, or with packing across documents put a separator after it."""
