@@ -55,6 +55,7 @@ class MLMSettings:
     """What fixes a pretraining run's data, masks and schedule (a resumed run must keep all of it)."""
 
     epochs: int = 3
+    max_steps: int = 0  # stop after this many optimizer steps (0: the epochs decide)
     batch_size: int = 32
     learning_rate: float = 5e-5
     warmup_proportion: float = 0.1
@@ -110,7 +111,7 @@ class Masker:
         """Which tokens of a block are predicted: each token, or each word (a run of tokens from a word start)."""
         if not self.whole_word:
             return rng.random(len(flags)) < self.probability
-        word_of_token = np.cumsum(np.maximum(flags, 0)) - 1
+        word_of_token = np.cumsum(flags.astype(np.int64)) - 1
         word_of_token[word_of_token < 0] = 0  # a block that starts inside a word: its first tokens are one word
         return (rng.random(int(word_of_token.max(initial=0)) + 1) < self.probability)[word_of_token]
 
@@ -240,6 +241,7 @@ class PretrainingRun:
         if self.world_size > 1:
             self.model = paddle.DataParallel(self.model)
         total_steps = optimizer_steps_per_epoch(len(batches), settings.gradient_accumulation_steps) * settings.epochs
+        total_steps = min(total_steps, settings.max_steps or total_steps)
         scheduler = LinearDecayWithWarmup(settings.learning_rate, total_steps, settings.warmup_proportion)
         optimizer = build_optimizer(self.model, scheduler, settings.weight_decay)
         precision = MixedPrecision(options.amp)

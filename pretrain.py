@@ -42,6 +42,7 @@ parser.add_argument("--masking", default="token", choices=MASKINGS, help="token:
 parser.add_argument("--mlm_probability", default=0.15, type=bounded(float, 0, 1, low_open=True, high_open=True), help="Share of the tokens (words, with whole_word) predicted; of those 80%% become [MASK], 10%% a random token, 10%% stay.")
 parser.add_argument("--validation_split", default=0.0, type=UNIT_INTERVAL_OPEN, help="Share of the documents held out to report masked-token loss and accuracy after every epoch (0: none).")
 parser.add_argument("--epochs", default=3, type=POSITIVE_INT, help="Passes over the corpus.")
+parser.add_argument("--max_steps", default=0, type=NON_NEGATIVE_INT, help="Stop after this many optimizer steps, evaluating at the end (0: run all --epochs); the learning-rate schedule spans these steps.")
 parser.add_argument("--batch_size", default=32, type=POSITIVE_INT, help="Blocks per batch and process.")
 parser.add_argument("--learning_rate", default=5e-5, type=POSITIVE_FLOAT, help="Peak learning rate (linear warmup, then linear decay to 0); 5e-5 suits a pretrained model, a scratch model learns faster with 5e-4.")
 parser.add_argument("--warmup_proportion", default=0.1, type=UNIT_INTERVAL_OPEN, help="Share of the optimizer steps spent warming up.")

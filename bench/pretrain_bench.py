@@ -45,6 +45,7 @@ parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
 parser.add_argument("--epochs", type=int, default=10, help="Fine-tuning epochs.")
 parser.add_argument("--own_mlm_epochs", type=int, default=6, help="(b): masked-LM epochs on the train/dev texts.")
 parser.add_argument("--corpus_mlm_epochs", type=int, default=2, help="(c), (d): masked-LM epochs on corpus + texts.")
+parser.add_argument("--corpus_mlm_steps", type=int, default=0, help="(c), (d): stop after this many optimizer steps (pretrain.py --max_steps; 0: all epochs).")
 parser.add_argument("--mlm_learning_rate", type=float, default=5e-4)
 parser.add_argument("--jobs", type=int, default=3, help="Runs side by side, one share of the cores each.")
 
@@ -84,7 +85,7 @@ def starting_point(args: argparse.Namespace, dataset: Path, out: Path, seed: int
     base = corpus_vocabulary_model(args, dataset, out, seed)
     run("pretrain.py", "--model_name", base, "--output_dir", model, "--device", "cpu", "--corpus", *args.corpus,
         dataset_texts(dataset, out), "--masking", "token" if arm == "c" else "whole_word", "--epochs",
-        args.corpus_mlm_epochs, "--learning_rate", args.mlm_learning_rate, "--seed", seed, "--validation_split",
+        args.corpus_mlm_epochs, "--max_steps", args.corpus_mlm_steps, "--learning_rate", args.mlm_learning_rate, "--seed", seed, "--validation_split",
         "0.02", "--logging_steps", 50, *MLM, log=model.with_suffix(".log"))
     return model
 

@@ -114,6 +114,8 @@ def test_whole_word_masking_masks_whole_jieba_words(tokenizer):
     multi = [span for span in spans if len(span) > 1]
     assert any(span.all() for span in multi)  # some multi-character words ("离婚", "法院") are masked whole
     assert np.mean([span[0] for span in spans]) == pytest.approx(0.15, abs=0.03)
+    _, labels = masker.mask(ids[1:], flags[1:], np.random.default_rng(3))  # a block that starts inside a word
+    assert len(labels) == len(ids) + 1
 
 
 def test_corpus_reads_gz_jsonl_globs_and_directories(tmp_path):
