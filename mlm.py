@@ -279,9 +279,11 @@ class PretrainingRun:
             return True
 
         start = StepState(**{key: progress[key] for key in StepState().position()}) if progress else None
+        loop_started = time.time()
         last = loop.run(on_step_end=on_step_end, on_epoch_end=on_epoch_end, start=start)
         history.close()
         return {"epochs_run": last.epoch, "global_steps": last.global_step, "evaluations": evaluations,
+                "steps_per_epoch": len(batches), "loop_time_s": round(time.time() - loop_started, 1),
                 "train_blocks": len(train_blocks), "train_tokens": train_blocks.token_count(),
                 "held_out_blocks": len(held_out), "resumed_from": str(state_dir) if state_dir else None}
 

@@ -101,8 +101,8 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
     pretrain_file = model / "pretrain_results.json"
     if pretrain_file.is_file():
         pretrained = json.loads(pretrain_file.read_text(encoding="utf-8"))
-        scores["pretrain"] = {key: pretrained[key] for key in ("train_tokens", "epochs_run", "train_time_s",
-                                                               "evaluations")}
+        scores["pretrain"] = {key: pretrained.get(key) for key in (
+            "train_tokens", "epochs_run", "global_steps", "steps_per_epoch", "loop_time_s", "evaluations")}
     return scores
 
 
@@ -127,12 +127,13 @@ def tables(results: dict, tfidf: tuple[float, float]) -> str:
               "accuracy per epoch |", "|---|---|---|---|---|---|---|"]
     for arm, seeds in sorted(results.items()):
         for seed, scores in seeds.items():
-            if "pretrain" not in scores:
-                continue
+            if not (scores.get("pretrain") or {}).get("loop_time_s"):
+                continue  # not pretrained (or by a version that did not time its loop)
             p = scores["pretrain"]
-            speed = p["train_tokens"] * p["epochs_run"] / p["train_time_s"]
+            epochs = p["global_steps"] / p["steps_per_epoch"]  # a --max_steps run stops inside its first epoch
+            speed = p["train_tokens"] * epochs / p["loop_time_s"]
             accuracy = ", ".join(f"{e['accuracy']:.3f}" for e in p["evaluations"]) or "-"
-            lines.append(f"| {ARMS[arm]} | {seed} | {p['train_tokens']} | {p['epochs_run']} | {speed:.0f} | "
+            lines.append(f"| {ARMS[arm]} | {seed} | {p['train_tokens']} | {epochs:.2f} | {speed:.0f} | "
                          f"{p['train_tokens'] / speed / 60:.1f} | {accuracy} |")
     return "\n".join(lines) + "\n"
 
