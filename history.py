@@ -16,16 +16,20 @@ from utils import logger
 HISTORY_FILE = "metrics_history.csv"
 CURVES_FILE = "training_curves.png"
 VISUALDL_DIR = "visualdl"
-COLUMNS = ["global_step", "epoch", "batch", "loss", "learning_rate", "eval_loss", "micro_f1", "macro_f1"]
+EVAL_METRICS = ("micro_f1", "macro_f1")  # a classifier's; masked-LM pretraining logs its accuracy instead
+COLUMNS = ["global_step", "epoch", "batch", "loss", "learning_rate", "eval_loss", *EVAL_METRICS]
 
 
 class TrainingHistory:
-    """Rows of the history; only the main process writes (`enabled`). A TrainingLoop callback: every
+    """Rows of the history; only the main process writes (`enabled`). `metrics` names what each
+    evaluation measures besides its loss (the columns after eval_loss). A TrainingLoop callback: every
     logged step (`on_log`) and every evaluation (`on_epoch_end`, after training.DevEvaluation) is a row."""
 
     def __init__(self, save_dir: str | os.PathLike, enabled: bool = True, keep_rows: int = 0,
-                 visualdl: bool = False):
+                 visualdl: bool = False, metrics: tuple[str, ...] = EVAL_METRICS):
         self.path = Path(save_dir, HISTORY_FILE)
+        self.metrics = metrics
+        self.columns = COLUMNS[:COLUMNS.index("eval_loss") + 1] + list(metrics)
         self.enabled = enabled
         self.rows = 0
         self.writer = None
@@ -33,7 +37,7 @@ class TrainingHistory:
             return
         kept = self.read()[:keep_rows]
         with open(self.path, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, COLUMNS)
+            writer = csv.DictWriter(file, self.columns)
             writer.writeheader()
             writer.writerows(kept)
         self.rows = len(kept)
@@ -52,10 +56,10 @@ class TrainingHistory:
         if not self.enabled:
             return
         with open(self.path, "a", newline="", encoding="utf-8") as file:
-            csv.DictWriter(file, COLUMNS).writerow(row)
+            csv.DictWriter(file, self.columns).writerow(row)
         self.rows += 1
         if self.writer:
-            for name in ("loss", "learning_rate", "eval_loss", "micro_f1", "macro_f1"):
+            for name in self.columns[3:]:
                 if row.get(name) is not None:
                     self.writer.add_scalar(("train/" if name in ("loss", "learning_rate") else "eval/") + name,
                                            row[name], row["global_step"])
@@ -64,9 +68,10 @@ class TrainingHistory:
         self._append({"global_step": state.global_step, "epoch": state.epoch, "batch": state.step,
                       "loss": float(state.loss), "learning_rate": state.lr})
 
-    def log_eval(self, state, eval_loss: float, micro_f1: float, macro_f1: float) -> None:
+    def log_eval(self, state, eval_loss: float, *values: float) -> None:
+        """One evaluation: its loss and the value of each of `metrics`, in order."""
         self._append({"global_step": state.global_step, "epoch": state.epoch, "batch": state.step,
-                      "eval_loss": eval_loss, "micro_f1": micro_f1, "macro_f1": macro_f1})
+                      "eval_loss": eval_loss, **dict(zip(self.metrics, values, strict=True))})
 
     def on_log(self, state) -> None:
         self.log_step(state)
@@ -89,12 +94,12 @@ class TrainingHistory:
 
         rows = self.read()
         steps = [row for row in rows if row["loss"]]
-        evals = [row for row in rows if row["micro_f1"]]
+        evals = [row for row in rows if row["eval_loss"]]
         figure, axes = plt.subplots(1, 3, figsize=(15, 4))
         for axis, title, series in (
                 (axes[0], "training loss", [(steps, "loss", "loss")] + [(evals, "eval_loss", "dev loss")]),
                 (axes[1], "learning rate", [(steps, "learning_rate", "learning rate")]),
-                (axes[2], "dev F1", [(evals, "micro_f1", "micro F1"), (evals, "macro_f1", "macro F1")])):
+                (axes[2], "dev " + ", ".join(self.metrics), [(evals, name, name) for name in self.metrics])):
             for subset, column, label in series:
                 axis.plot([int(row["global_step"]) for row in subset], [float(row[column]) for row in subset],
                           marker="o" if subset is evals else None, label=label)

@@ -231,6 +231,21 @@ def check_data(state_dir: Path, saved: dict | None, current: dict, files: dict[s
                         f"start without --resume_from_checkpoint or restore the file")
 
 
+def check_options(state_dir: Path, save_dir: str | os.PathLike, options: dict) -> None:
+    """Refuse a resume that would continue in another directory than the run's own (where its outputs so far
+    are) or with other values of the options that fix its data order and schedule (it would not be exact)."""
+    run_dir = state_dir.parent.parent
+    if state_dir.parent.name == RESUME_DIR and run_dir.resolve() != Path(save_dir).resolve():
+        raise DataError(f"--resume_from_checkpoint {state_dir}: the run continues in its own directory; "
+                        f"write into {run_dir}")
+    saved = read_progress(state_dir).get("args", {})
+    changed = [f"--{name} {value} (the saved run used {saved.get(name)})" for name, value in options.items()
+               if saved.get(name) != value]
+    if changed:
+        raise DataError(f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: "
+                        + ", ".join(changed))
+
+
 def file_checksums(state_dir: Path) -> dict:
     """Checksums of every file of a state but trainer_state.json (which holds them)."""
     return {path.name: file_checksum(path) for path in sorted(state_dir.iterdir())

@@ -3,7 +3,9 @@
 Pretrained weights cannot be downloaded everywhere; the directory written here is a valid
 `--model_name` for every script of the suite. Presets copy the shapes of the real ERNIE 3.0
 models, so speed measurements made with them carry over to the pretrained ones. `--mlm_epochs`
-pretrains the new model as a masked LM on the same texts, the offline stand-in for pretraining.
+pretrains the new model as a masked LM on the same texts (and `--corpus`), the offline stand-in for
+pretraining: a shortcut into pretrain.py's code (mlm.py). With `--corpus` the character vocabulary
+also covers the unlabelled corpus, so later pretraining on it does not meet [UNK] for its characters.
 """
 from __future__ import annotations
 
@@ -11,24 +13,21 @@ import quiet  # noqa: F401  (first: silences third-party noise before paddle loa
 
 import tempfile
 from collections import Counter
+from itertools import chain
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import paddle
 import sentencepiece as spm
-from paddlenlp.data import DataCollatorForLanguageModeling
 from paddlenlp.transformers import (
     AutoTokenizer,
     BasicTokenizer,
     ErnieConfig,
-    ErnieForMaskedLM,
     ErnieMConfig,
     ErnieMModel,
     ErnieModel,
     ErnieMTokenizer,
     ErnieTokenizer,
-    LinearDecayWithWarmup,
 )
 
 from cli import (
@@ -40,9 +39,9 @@ from cli import (
     UNIT_INTERVAL_OPEN,
     ArgumentParser,
 )
+from corpus import corpus_files, iter_pieces, text_pieces
 from data_io import iter_examples
-from modeling import model_inputs
-from training import StepState, TrainBatches, TrainingLoop, build_optimizer
+from mlm import MASKINGS, MLMSettings, RunOptions, pretrain
 from utils import DataError, logger, run_cli
 
 # Shapes of the released ERNIE 3.0 models (paddlenlp's configuration.py); `tiny` is the scratch
@@ -79,10 +78,13 @@ parser.add_argument("--train_file", default="train.txt", type=str, help="Trainin
 parser.add_argument("--dev_file", default="dev.txt", type=str, help="Dev file name inside dataset_dir (used if present).")
 parser.add_argument("--seed", default=3, type=SEED, help="Random seed of the initial weights.")
 parser.add_argument("--model_type", default="ernie", choices=["ernie", "ernie-m"], help="ernie (character WordPiece vocabulary) or ernie-m (SentencePiece, no token_type_ids), for multilingual set-ups.")
-parser.add_argument("--mlm_epochs", default=0, type=NON_NEGATIVE_INT, help="Pretrain the new ERNIE as a masked language model on the texts of the training and dev files (labels unused) for this many epochs; 0 leaves it random.")
+parser.add_argument("--corpus", nargs="+", default=None, help="Unlabelled texts whose characters join the vocabulary (and, with --mlm_epochs, the pretraining): files, directories or globs as for pretrain.py --corpus.")
+parser.add_argument("--text_field", default="text", help="The field of a .jsonl --corpus record that holds its text.")
+parser.add_argument("--mlm_epochs", default=0, type=NON_NEGATIVE_INT, help="Pretrain the new ERNIE as a masked language model on the texts of the training and dev files (labels unused) and --corpus for this many epochs (pretrain.py's code); 0 leaves it random.")
+parser.add_argument("--mlm_masking", default="token", choices=MASKINGS, help="Masking of the masked-LM pretraining (pretrain.py --masking).")
 parser.add_argument("--mlm_batch_size", default=32, type=POSITIVE_INT, help="Batch size of the masked-LM pretraining.")
 parser.add_argument("--mlm_learning_rate", default=5e-4, type=POSITIVE_FLOAT, help="Peak learning rate of the masked-LM pretraining (10%% warmup, then linear decay).")
-parser.add_argument("--mlm_max_seq_length", default=128, type=SEQ_LENGTH, help="Texts are cut to this many tokens for the masked-LM pretraining.")
+parser.add_argument("--mlm_max_seq_length", default=128, type=SEQ_LENGTH, help="Tokens per packed block of the masked-LM pretraining (longer texts are split into blocks).")
 # yapf: enable
 
 
@@ -102,7 +104,7 @@ def build_vocab(texts: Iterable[str]) -> list[str]:
     return SPECIAL_TOKENS + [token for token, _ in counts.most_common() if token not in SPECIAL_TOKENS]
 
 
-def write_ernie_tokenizer(texts: list[str], output: Path, max_length: int) -> int:
+def write_ernie_tokenizer(texts: Iterable[str], output: Path, max_length: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp, "vocab.txt")
         vocab_file.write_text("\n".join(build_vocab(texts)) + "\n", encoding="utf-8")
@@ -137,56 +139,6 @@ def reload_tokenizer(output: Path) -> int:
     return len(tokenizer.vocab)
 
 
-def masked_token_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
-    """Mean cross-entropy over the masked tokens (labels -100 elsewhere).
-
-    ErnieForMaskedLM's own loss divides by every position, masked or not (paddle's mean with
-    ignore_index), which shrinks it by the share of masked positions (4.43 logged as 0.51 on one
-    batch) and makes the logged value meaningless.
-    """
-    labels = labels.reshape([-1])
-    total = paddle.nn.functional.cross_entropy(logits.reshape([-1, logits.shape[-1]]), labels, ignore_index=-100,
-                                               reduction="sum")
-    return total / paddle.clip((labels != -100).astype("float32").sum(), min=1.0)
-
-
-def pretrain_mlm(output: Path, texts: list[str], epochs: int, batch_size: int, learning_rate: float,
-                 max_seq_length: int, seed: int) -> None:
-    """Masked-LM pretraining on the data's own texts: 15% of the tokens, BERT's 80/10/10 replacement.
-
-    Without pretraining weights, this is the offline way to a model that knows the domain's
-    characters in context; prompt learning (few-shot/) in particular reads the [MASK] head, which
-    is random otherwise. The model is saved back as ErnieForMaskedLM: train.py loads its encoder
-    (and starts a fresh classifier), few-shot/train.py its encoder and head.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(str(output))
-    model = ErnieForMaskedLM.from_pretrained(str(output))
-    features = [tokenizer(text, max_length=max_seq_length, truncation=True, return_special_tokens_mask=True)
-                for text in texts]
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="pd")
-    batches = TrainBatches([len(f["input_ids"]) for f in features], batch_size,
-                           lambda batch: collate([features[i] for i in batch]), seed=seed)
-    scheduler = LinearDecayWithWarmup(learning_rate, epochs * len(batches), warmup=0.1)
-    optimizer = build_optimizer(model, scheduler, weight_decay=0.01)
-    epoch_loss = []
-
-    def train_step(batch: dict, backward) -> paddle.Tensor:
-        logits = model(**model_inputs(batch, tokenizer.pad_token_id), return_dict=True).logits
-        loss = masked_token_loss(logits, batch["labels"])
-        backward(loss)
-        epoch_loss.append(float(loss))
-        return loss
-
-    def on_epoch_end(state: StepState) -> bool:
-        logger.info(f"MLM epoch {state.epoch}/{epochs}: masked-token loss {np.mean(epoch_loss):.4f}")
-        epoch_loss.clear()
-        return False
-
-    TrainingLoop(model, batches, train_step, optimizer, scheduler, epochs * len(batches),
-                 description="MLM pretraining").run(on_epoch_end=on_epoch_end)
-    model.save_pretrained(str(output))
-
-
 def model_config(preset: str, overrides: dict) -> dict:
     config = {**COMMON, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if config["hidden_size"] % config["num_attention_heads"]:
@@ -197,14 +149,18 @@ def model_config(preset: str, overrides: dict) -> dict:
 
 def create_scratch_model(dataset_dir: str, output_dir: str, preset: str = "tiny", overrides: dict | None = None,
                          train_file: str = "train.txt", dev_file: str = "dev.txt", seed: int = 3,
-                         model_type: str = "ernie", mlm: dict | None = None) -> Path:
+                         model_type: str = "ernie", mlm: MLMSettings | None = None,
+                         corpus: list[str] | None = None, text_field: str = "text") -> Path:
     """Write a random ERNIE (or ERNIE-M) + tokenizer to output_dir and return its path.
 
-    `mlm` ({epochs, batch_size, learning_rate, max_seq_length}) pretrains it on the texts first.
+    `corpus` (files, directories, globs) adds its characters to the vocabulary; `mlm` then pretrains
+    the model on the dataset's texts and the corpus (streamed, as pretrain.py does).
     """
-    if mlm and model_type != "ernie":
-        raise DataError("--mlm_epochs needs --model_type ernie (paddlenlp has no ERNIE-M masked-LM head)")
+    if (mlm or corpus) and model_type != "ernie":
+        raise DataError(f"{'--mlm_epochs' if mlm else '--corpus'} needs --model_type ernie (paddlenlp has no "
+                        f"ERNIE-M masked-LM head)")
     files = [Path(dataset_dir, train_file)] + [p for p in [Path(dataset_dir, dev_file)] if p.is_file()]
+    corpus_paths = corpus_files(corpus) if corpus else []
     config = model_config(preset, overrides or {})
     texts = [example.text for path in files for example in iter_examples(path)]
     output = Path(output_dir)
@@ -214,15 +170,18 @@ def create_scratch_model(dataset_dir: str, output_dir: str, preset: str = "tiny"
         vocab_size = write_ernie_m_tokenizer(texts, output, config["max_position_embeddings"])
         model = ErnieMModel(ErnieMConfig(**{**config, "vocab_size": vocab_size}))
     else:
-        vocab_size = write_ernie_tokenizer(texts, output, config["max_position_embeddings"])
+        corpus_texts = (piece.text for piece in iter_pieces(corpus_paths, text_field))
+        vocab_size = write_ernie_tokenizer(chain(texts, corpus_texts), output, config["max_position_embeddings"])
         model = ErnieModel(ErnieConfig(**{**config, "vocab_size": vocab_size}))
     model.save_pretrained(str(output))
     if mlm:
-        pretrain_mlm(output, texts, seed=seed, **mlm)
+        pieces = chain(text_pieces(texts), iter_pieces(corpus_paths, text_field, first_document=len(texts)))
+        pretrain(str(output), str(output), pieces, mlm, RunOptions(device=paddle.get_device()))
+    sources = ", ".join([f.name for f in files] + [str(p) for p in corpus_paths])
     logger.info(f"Scratch {model_type} model ({preset}: {config['num_hidden_layers']} layers, hidden "
                 f"{config['hidden_size']}, {config['num_attention_heads']} heads, ffn {config['intermediate_size']}; "
-                f"vocabulary {vocab_size} from {', '.join(f.name for f in files)}"
-                f"{'; masked-LM pretrained for %d epochs' % mlm['epochs'] if mlm else ''}) saved in {output}")
+                f"vocabulary {vocab_size} from {sources}"
+                f"{'; masked-LM pretrained for %d epochs' % mlm.epochs if mlm else ''}) saved in {output}")
     return output
 
 
@@ -231,11 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {name: getattr(args, name) for name in
                  ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
     overrides["hidden_dropout_prob"] = overrides["attention_probs_dropout_prob"] = args.dropout
-    mlm = None if args.mlm_epochs == 0 else {
-        "epochs": args.mlm_epochs, "batch_size": args.mlm_batch_size, "learning_rate": args.mlm_learning_rate,
-        "max_seq_length": args.mlm_max_seq_length}
+    mlm = None if args.mlm_epochs == 0 else MLMSettings(
+        epochs=args.mlm_epochs, batch_size=args.mlm_batch_size, learning_rate=args.mlm_learning_rate,
+        max_seq_length=args.mlm_max_seq_length, masking=args.mlm_masking, seed=args.seed)
     create_scratch_model(args.dataset_dir, args.output_dir, args.preset, overrides, args.train_file,
-                         args.dev_file, args.seed, args.model_type, mlm)
+                         args.dev_file, args.seed, args.model_type, mlm, args.corpus, args.text_field)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ NUMERIC_SCRIPTS = {
     "train.py": ["--dataset_dir", "d"], "predict.py": ["--dataset_dir", "d"], "export_model.py": [],
     "scratch_model.py": ["--dataset_dir", "d", "--output_dir", "o"],
     "prune.py": ["--dataset_dir", "d", "--output_dir", "o"],
+    "pretrain.py": ["--model_name", "m", "--corpus", "c", "--output_dir", "o"],
     "deploy/predictor/infer.py": ["--model_path_prefix", "p", "--dataset_dir", "d"],
     "analysis/evaluate.py": ["--dataset_dir", "d"], "analysis/dirty.py": ["--dataset_dir", "d"],
     "analysis/sparse.py": ["--dataset_dir", "d"], "analysis/sent_interpret.py": ["--dataset_dir", "d"],

@@ -9,10 +9,10 @@ import tomllib
 from conftest import ROOT, in_a_venv
 
 # Lowest first: a module may import only modules before it in this list.
-CORE_LAYERS = ["quiet", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "annotation", "labelling", "losses", "pruning", "modeling",
-               "exporting", "backends", "parity", "history", "resume", "training", "dynabert", "vector_index", "semantic_index", "retrieval", "serving",
+CORE_LAYERS = ["quiet", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "corpus", "annotation", "labelling", "losses", "pruning", "modeling",
+               "exporting", "backends", "parity", "history", "resume", "training", "mlm", "dynabert", "vector_index", "semantic_index", "retrieval", "serving",
                "compat"]
-SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export"]
+SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export", "pretrain"]
 
 
 def imported_project_modules(module: str) -> set[str]:

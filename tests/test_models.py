@@ -1,6 +1,7 @@
 """scratch_model.py presets and vocabularies, the model loader's errors, ERNIE-M end to end."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ from paddlenlp.transformers import AutoModelForMaskedLM, AutoModelForSequenceCla
 from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
 
 from data_io import iter_examples
-from scratch_model import PRESETS, create_scratch_model, masked_token_loss, model_config
+from mlm import masked_token_loss
+from scratch_model import PRESETS, create_scratch_model, model_config
 from utils import DataError
 
 from conftest import run_main, run_script
@@ -110,9 +112,9 @@ def test_mlm_pretraining_trains_encoder_and_head_for_both_trainers(keyword_data,
     out = tmp_path / "mlm"
     result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--mlm_epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
-    losses = [float(line.split("masked-token loss ")[1].split()[0].replace("\x1b[0m", ""))
-              for line in result.stderr.splitlines() if "masked-token loss" in line]
-    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+    losses = [float(row["loss"]) for row in csv.DictReader(open(out / "metrics_history.csv", encoding="utf-8"))]
+    assert losses and all(0 < loss < 10 for loss in losses)
+    assert json.loads((out / "pretrain_results.json").read_text(encoding="utf-8"))["epochs_run"] == 2
     assert "masked-LM pretrained for 2 epochs" in result.stderr
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"] == ["ErnieForMaskedLM"]
     pretrained = paddle.load(str(out / "model_state.pdparams"))
