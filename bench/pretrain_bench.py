@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from accuracy import run, test_scores, tfidf_baseline
+from accuracy import test_scores, tfidf_baseline
+from benchtools import run_script
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
 
@@ -66,7 +67,7 @@ def corpus_vocabulary_model(args: argparse.Namespace, dataset: Path, out: Path, 
     """(c) and (d) start from one scratch model whose vocabulary covers the corpus (made once per seed)."""
     base = out / f"seed{seed}" / "scratch_corpus_vocab"
     if not (base / "model_state.pdparams").is_file():
-        run("scratch_model.py", "--dataset_dir", dataset, "--seed", seed, *SCRATCH, "--output_dir", base,
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--seed", seed, *SCRATCH, "--output_dir", base,
             "--corpus", *args.corpus, log=base.with_suffix(".log"))
     return base
 
@@ -80,10 +81,10 @@ def starting_point(args: argparse.Namespace, dataset: Path, out: Path, seed: int
     if arm in ("a", "b"):
         mlm = [] if arm == "a" else ["--mlm_epochs", args.own_mlm_epochs, "--mlm_learning_rate",
                                      args.mlm_learning_rate, "--mlm_batch_size", 32]
-        run("scratch_model.py", *common, "--output_dir", model, *mlm, log=model.with_suffix(".log"))
+        run_script("scratch_model.py", *common, "--output_dir", model, *mlm, log=model.with_suffix(".log"))
         return model
     base = corpus_vocabulary_model(args, dataset, out, seed)
-    run("pretrain.py", "--model_name", base, "--output_dir", model, "--device", "cpu", "--corpus", *args.corpus,
+    run_script("pretrain.py", "--model_name", base, "--output_dir", model, "--device", "cpu", "--corpus", *args.corpus,
         dataset_texts(dataset, out), "--masking", "token" if arm == "c" else "whole_word", "--epochs",
         args.corpus_mlm_epochs, "--max_steps", args.corpus_mlm_steps, "--learning_rate", args.mlm_learning_rate, "--seed", seed, "--validation_split",
         "0.02", "--logging_steps", 50, *MLM, log=model.with_suffix(".log"))
@@ -94,7 +95,7 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
               labels: list[str]) -> dict:
     model = starting_point(args, dataset, out, seed, arm)
     run_dir = out / f"seed{seed}" / f"finetune_{arm}"
-    run("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir",
+    run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir",
         run_dir / "checkpoint", "--epochs", args.epochs, "--seed", seed, "--logging_steps", 100, *RECIPE,
         log=run_dir / "train.log")
     scores = test_scores(dataset, run_dir / "checkpoint", run_dir, gold, labels)
