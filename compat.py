@@ -12,11 +12,6 @@ import paddle
 from paddlenlp.server import predictor as server_predictor
 from paddlenlp.trainer import Trainer
 
-try:
-    from pymilvus.client.prepare import Prepare
-except ImportError:  # installed without the retrieval group: no pymilvus to patch
-    Prepare = None
-
 
 def grad_wrt_inputs(output: paddle.Tensor, inputs: Sequence[paddle.Tensor], model: paddle.nn.Layer
                     ) -> list[paddle.Tensor]:
@@ -83,26 +78,3 @@ def _save_checkpoint_then_rotate(self, model, metrics=None) -> None:
 
 
 Trainer._save_checkpoint = _save_checkpoint_then_rotate
-
-
-INDEX_TYPE_KEYS = ("index_type", "metric_type", "params")
-
-
-def _create_index_request_with_params_json(cls, collection_name: str, field_name: str, params, **kwargs):
-    """Replaces pymilvus.client.prepare.Prepare.create_index_request.
-
-    Defect (pymilvus 3.0.2 with milvus-lite 3.2.2): pymilvus sends an index's build parameters (HNSW's
-    M and efConstruction) as separate key-value pairs, and Milvus Lite reads them only from the
-    JSON `params` pair that older pymilvus sent, so it silently built every index with its defaults
-    (M 16). The build parameters are sent both ways (Milvus servers also accept the older JSON form;
-    not tried against one here).
-    """
-    if isinstance(params, dict) and "params" not in params:
-        build = {key: value for key, value in params.items() if key not in INDEX_TYPE_KEYS}
-        params = {**params, "params": build} if build else params
-    return UPSTREAM_CREATE_INDEX_REQUEST(cls, collection_name, field_name, params, **kwargs)
-
-
-if Prepare is not None:
-    UPSTREAM_CREATE_INDEX_REQUEST = Prepare.create_index_request.__func__
-    Prepare.create_index_request = classmethod(_create_index_request_with_params_json)

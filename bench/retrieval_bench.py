@@ -40,7 +40,6 @@ import numpy as np
 import psutil
 from accuracy import f1_pair, run, test_scores
 
-import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from data_io import load_examples, multi_hot, read_label_list
 from metric import tune_thresholds
 from retrieval import label_scores, read_recall_file
