@@ -36,6 +36,7 @@ COUNT_PROPERTY = "entries"  # Milvus Lite: the collection's entry count at its l
 # Every read sees the writes made before it. Milvus's default ("Bounded") reads a snapshot up to
 # seconds old: on a server, a search right after an upsert found nothing and count(*) was 0.
 READ_YOUR_WRITES = {"consistency_level": "Strong"}
+ID_PAGE = 10000  # ids read per query (Milvus caps a query's offset + limit at 16384)
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 
 
@@ -596,13 +597,26 @@ class MilvusIndex(VectorIndex):
         return int(rows[0]["count(*)"])
 
     def ids(self):
-        rows = self.client.query_iterator(self.collection, batch_size=10000, filter="id >= 0", output_fields=["id"],
-                                          **READ_YOUR_WRITES)
-        found = set()
-        while batch := rows.next():
-            found.update(row["id"] for row in batch)
-        rows.close()
-        return found
+        """All ids, read in pages. Milvus Lite: pymilvus's query_iterator. A Milvus 2.3 server: that
+        iterator cannot get a read timestamp from it, falls back to one of its own and misses what was
+        upserted just before, so pages of ids above the last one seen are queried with the other reads'
+        consistency (the server returns a page in id order; Milvus Lite does not, hence two ways)."""
+        if self.lite:
+            rows = self.client.query_iterator(self.collection, batch_size=ID_PAGE, filter="id >= 0",
+                                              output_fields=["id"], **READ_YOUR_WRITES)
+            found = set()
+            while batch := rows.next():
+                found.update(row["id"] for row in batch)
+            rows.close()
+            return found
+        found, above = set(), ""  # the first page: no bound (any int64 id)
+        while True:
+            page = [row["id"] for row in self.client.query(self.collection, filter=above, output_fields=["id"],
+                                                            limit=ID_PAGE, **READ_YOUR_WRITES)]
+            found.update(page)
+            if len(page) < ID_PAGE:
+                return found
+            above = f"id > {max(page)}"
 
     def delete(self, ids):
         if len(ids):
