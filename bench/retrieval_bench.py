@@ -30,7 +30,7 @@ ef = 100 (efConstruction and search). One engine after the other. Both Milvus ki
 data in the background: they are measured right after the insert and again once the index is built
 (build time then includes it). Batched: all queries in one search call, queries per second.
 
-curve: recall@10 and single-query latency over the search `ef` (M 100, efConstruction 100) of each
+curve: recall@10 and single-query latency over the search `ef` (M 100 and 16, efConstruction 100) of each
 engine, on vectors of real text: the sentences of --legal_corpus and the texts of the divorce train
 and dev files, embedded by a retrieval encoder trained here with the suite's scripts (scratch_model.py
 tiny, retrieval_based/train.py, export_model.py, utils/feature_extract.py); the queries are the
@@ -92,6 +92,7 @@ parser.add_argument("--legal_corpus", help="curve: the gzipped legal corpus whos
 parser.add_argument("--curve_dir", default="bench/out/retrieval_curve", help="curve: encoder, vectors and retrieval_curve.md.")
 parser.add_argument("--curve_epochs", type=int, default=3, help="curve: training epochs of the encoder.")
 parser.add_argument("--efs", type=int, nargs="+", default=[10, 16, 32, 64, 128, 256], help="curve: search ef values.")
+parser.add_argument("--curve_m", type=int, nargs="+", default=[100, 16], help="curve: HNSW M values (100: the scripts' default).")
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
@@ -155,13 +156,13 @@ def wait_for_server_index(index: MilvusIndex) -> None:
     raise SystemExit(f"the Milvus server did not index {index.collection} in {INDEX_WAIT_S} s")
 
 
-def open_engine(engine: str, name: str, dim: int, size: int, work: Path, server) -> VectorIndex:
+def open_engine(engine: str, name: str, dim: int, size: int, work: Path, server, m: int) -> VectorIndex:
     info = IndexInfo(dim, "bench")
     if engine == "hnswlib":
-        return HnswIndex(work / f"hnswlib_{name}", info, max_elements=size)
+        return HnswIndex(work / f"hnswlib_{name}", info, m=m, max_elements=size)
     if engine == "milvus":
-        return MilvusIndex(str(work / f"milvus_{name}.db"), info)
-    return MilvusIndex(server.uri, info, f"bench_{name}")
+        return MilvusIndex(str(work / f"milvus_{name}.db"), info, m=m)
+    return MilvusIndex(server.uri, info, f"bench_{name}", m=m)
 
 
 def wait_for_index(engine: str, index: VectorIndex, work: Path, name: str) -> None:
@@ -178,8 +179,8 @@ def memory_mb(engine: str, server, rss_before: int) -> float:
     return (psutil.Process().memory_info().rss - rss_before) / 2**20
 
 
-def build(engine: str, name: str, vectors: np.ndarray, work: Path, server) -> VectorIndex:
-    index = open_engine(engine, name, vectors.shape[1], len(vectors), work, server)
+def build(engine: str, name: str, vectors: np.ndarray, work: Path, server, m: int = 100) -> VectorIndex:
+    index = open_engine(engine, name, vectors.shape[1], len(vectors), work, server, m)
     entries = [Entry("", [])] * len(vectors)
     for first in range(0, len(vectors), INSERT_CHUNK):
         chunk = slice(first, first + INSERT_CHUNK)
@@ -412,26 +413,27 @@ def curve(args: argparse.Namespace) -> None:
     vectors, queries, described = real_text_vectors(args)
     exact = exact_kth(vectors, queries)
     out = Path(args.curve_dir) / "retrieval_curve.md"
-    lines = [f"Recall@10 over the search ef, HNSW M 100 / efConstruction 100: {described}; single queries", "",
-             "| engine | ef | query p50 (ms) | query p95 (ms) | recall@10 |", "|---|---|---|---|---|"]
+    lines = [f"Recall@10 over the search ef, HNSW efConstruction 100: {described}; single queries", "",
+             "| engine | M | ef | query p50 (ms) | query p95 (ms) | recall@10 |", "|---|---|---|---|---|---|"]
     reached = []
     with tempfile.TemporaryDirectory() as scratch, server_if_needed(args.engines, Path(scratch)) as server:
-        for engine in args.engines:
-            index = build(engine, "curve", vectors, Path(scratch), server)
-            wait_for_index(engine, index, Path(scratch), "curve")
-            first = None
-            for ef in args.efs:
-                index.ef = ef
-                row = query_all(index, queries, vectors, exact)
-                lines.append(f"| {ENGINE_NAMES[engine]} | {ef} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
-                             f"{row['recall']:.3f} |")
-                print(lines[-1], flush=True)
-                out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-                if first is None and row["recall"] >= TARGET_RECALL:
-                    first = f"ef {ef} ({row['p50_ms']:.2f} ms p50, {row['p95_ms']:.2f} ms p95, recall {row['recall']:.3f})"
-            reached.append(f"- {ENGINE_NAMES[engine]}: recall@10 >= {TARGET_RECALL} first at "
-                           f"{first or f'no ef up to {max(args.efs)}'}")
-            drop(engine, index)
+        for m in args.curve_m:
+            for engine in args.engines:
+                index = build(engine, f"curve_m{m}", vectors, Path(scratch), server, m)
+                wait_for_index(engine, index, Path(scratch), f"curve_m{m}")
+                first = None
+                for ef in args.efs:
+                    index.ef = ef
+                    row = query_all(index, queries, vectors, exact)
+                    lines.append(f"| {ENGINE_NAMES[engine]} | {m} | {ef} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
+                                 f"{row['recall']:.3f} |")
+                    print(lines[-1], flush=True)
+                    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                    if first is None and row["recall"] >= TARGET_RECALL:
+                        first = f"ef {ef} ({row['p50_ms']:.2f} ms p50, {row['p95_ms']:.2f} ms p95, recall {row['recall']:.3f})"
+                reached.append(f"- {ENGINE_NAMES[engine]}, M {m}: recall@10 >= {TARGET_RECALL} first at "
+                               f"{first or f'no ef up to {max(args.efs)}'}")
+                drop(engine, index)
     lines += ["", *reached]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
