@@ -92,6 +92,7 @@ parser.add_argument("--legal_corpus", help="curve: the gzipped legal corpus whos
 parser.add_argument("--curve_dir", default="bench/out/retrieval_curve", help="curve: encoder, vectors and retrieval_curve.md.")
 parser.add_argument("--curve_epochs", type=int, default=3, help="curve: training epochs of the encoder.")
 parser.add_argument("--efs", type=int, nargs="+", default=[10, 16, 32, 64, 128, 256], help="curve: search ef values.")
+parser.add_argument("--curve_queries", type=int, default=None, help="curve: search only the first N test texts.")
 parser.add_argument("--curve_m", type=int, nargs="+", default=[100, 16], help="curve: HNSW M values (100: the scripts' default).")
 
 
@@ -414,6 +415,9 @@ def real_text_vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
 
 def curve(args: argparse.Namespace) -> None:
     vectors, queries, described = real_text_vectors(args)
+    queries = queries[:args.curve_queries]
+    if args.curve_queries is not None:
+        described = f"{described}, the first {len(queries)} searched"
     exact = exact_kth(vectors, queries)
     out = Path(args.curve_dir) / "retrieval_curve.md"
     lines = [f"Recall@10 over the search ef, HNSW efConstruction 100: {described}; single queries", "",
