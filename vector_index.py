@@ -3,7 +3,8 @@
 The retrieval route indexes corpus entries (label names, or labelled training texts) and looks up the
 nearest ones for each query. `HnswIndex` (hnswlib, embedded in the process, the reference's
 default) keeps the index in a directory; `MilvusIndex` keeps it in Milvus through pymilvus: a local
-path runs the embedded Milvus Lite, an http(s) address a Milvus standalone or cluster deployment.
+path runs the embedded Milvus Lite, an http(s) address a Milvus standalone or cluster deployment
+(signed in with `MilvusCredentials` when it has authentication on).
 Both return cosine similarities (the embeddings are L2-normalised), nearest first, and both store
 with the vectors each entry's text and labels and the identity of the encoder that made them, so a
 search with another model's vectors, or of another width, is refused instead of answered.
@@ -12,6 +13,7 @@ Ids are the caller's: re-inserting an id replaces its entry (a re-run adds no du
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -19,7 +21,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -31,6 +33,11 @@ MILVUS_COLLECTION = "multi_label"  # the reference's collection name
 MILVUS_TEXT_LENGTH = 65535  # VARCHAR limit of the text and labels fields, in bytes
 INSERT_CHUNK = 50000  # the reference inserts in chunks of this many rows
 COUNT_PROPERTY = "entries"  # Milvus Lite: the collection's entry count at its last save
+# Every read sees the writes made before it. Milvus's default ("Bounded") reads a snapshot up to
+# seconds old: on a server, a search right after an upsert found nothing and count(*) was 0.
+READ_YOUR_WRITES = {"consistency_level": "Strong"}
+ID_PAGE = 10000  # ids read per query (Milvus caps a query's offset + limit at 16384)
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 
 
 @dataclass
@@ -414,22 +421,109 @@ def _remove_stale(directory: Path, keep: str) -> None:
             _remove(path)
 
 
+CREDENTIAL_ENVIRONMENT = {"token": "MILVUS_TOKEN", "user": "MILVUS_USER", "password": "MILVUS_PASSWORD"}
+
+
+@dataclass(frozen=True)
+class MilvusCredentials:
+    """How to sign in to a Milvus server that has authentication on, as pymilvus takes it: a token
+    (`user:password`, or a cloud API key), or a user and a password. Never shown: not in repr, logs or
+    error messages (a command line is visible to other users of the machine; the environment is not)."""
+
+    token: str = field(default="", repr=False)
+    user: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def given(cls, token: str | None = None, user: str | None = None, password: str | None = None
+              ) -> MilvusCredentials:
+        """The values given, each else its environment variable (CREDENTIAL_ENVIRONMENT)."""
+        given = {"token": token, "user": user, "password": password}
+        values = {name: value if value is not None else os.environ.get(CREDENTIAL_ENVIRONMENT[name], "")
+                  for name, value in given.items()}
+        if bool(values["user"]) != bool(values["password"]):
+            raise DataError("Milvus sign-in needs both a user and a password (--milvus_user/--milvus_password or "
+                            "MILVUS_USER/MILVUS_PASSWORD), or a token (--milvus_token or MILVUS_TOKEN)")
+        return cls(**values)
+
+
+def add_milvus_credential_options(parser: argparse.ArgumentParser) -> None:
+    """--milvus_token, --milvus_user, --milvus_password: the options of every script that takes --milvus_uri."""
+    parser.add_argument("--milvus_token", type=str, default=None, help="Sign in to a Milvus server with authentication: user:password or an API key (default: $MILVUS_TOKEN; the environment variable keeps it out of the process list).")
+    parser.add_argument("--milvus_user", type=str, default=None, help="Sign in with this user instead of a token (default: $MILVUS_USER).")
+    parser.add_argument("--milvus_password", type=str, default=None, help="The password of --milvus_user (default: $MILVUS_PASSWORD).")
+
+
+def milvus_credentials(args: argparse.Namespace) -> MilvusCredentials:
+    return MilvusCredentials.given(args.milvus_token, args.milvus_user, args.milvus_password)
+
+
+def _without_userinfo(uri: str) -> str:
+    """The URI as messages show it: pymilvus also takes `https://user:password@host`."""
+    return re.sub(r"(?<=://)[^/@]*@", "", uri)
+
+
+def _server_failure(err) -> str:
+    """pymilvus words every failed connection alike ('illegal connection params or server unavailable');
+    the gRPC status under it tells a refused sign-in from a server that is not there."""
+    code = getattr(err.__cause__, "code", None)
+    if callable(code) and getattr(code(), "name", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return (f"it refused the sign-in ({err.__cause__.details()}); sign in with --milvus_token user:password, or "
+                f"--milvus_user and --milvus_password, or their environment variables MILVUS_TOKEN, MILVUS_USER, "
+                f"MILVUS_PASSWORD")
+    return err.message
+
+
+INDEX_TYPE_KEYS = ("index_type", "metric_type", "params")
+_UPSTREAM: dict = {}  # what send_index_params_as_json replaced
+
+
+def send_index_params_as_json() -> None:
+    """Patch pymilvus.client.prepare.Prepare.create_index_request so that an index's build parameters
+    are sent in both forms; applied by MilvusIndex, once per process (tests/test_compat.py's canary
+    fails when the defect is gone).
+
+    Defect (pymilvus 3.0.2 with milvus-lite 3.2.2): pymilvus sends an index's build parameters (HNSW's
+    M and efConstruction) as separate key-value pairs, and Milvus Lite reads them only from the JSON
+    `params` pair that older pymilvus sent, so it silently built every index with its defaults (M 16).
+    A Milvus server (standalone 2.3.5) reads the key-value pairs and accepts the extra JSON pair: it
+    does not need the patch, and is not hurt by it.
+    """
+    from pymilvus.client.prepare import Prepare
+
+    if "create_index_request" in _UPSTREAM:
+        return
+    _UPSTREAM["create_index_request"] = upstream = Prepare.create_index_request.__func__
+
+    def create_index_request_with_params_json(cls, collection_name: str, field_name: str, params, **kwargs):
+        if isinstance(params, dict) and "params" not in params:
+            build = {key: value for key, value in params.items() if key not in INDEX_TYPE_KEYS}
+            params = {**params, "params": build} if build else params
+        return upstream(cls, collection_name, field_name, params, **kwargs)
+
+    Prepare.create_index_request = classmethod(create_index_request_with_params_json)
+
+
 class MilvusIndex(VectorIndex):
     """A Milvus collection: id (INT64, primary), vector (FLOAT_VECTOR), text and labels (VARCHAR), with an
     HNSW index (M, efConstruction) in the IP metric, which on normalised vectors is the cosine. The
-    collection's property `encoder` holds the encoder's fingerprint."""
+    collection's property `encoder` holds the encoder's fingerprint; it is set when the collection is
+    created, because a Milvus server forgets properties set later (alter_collection_properties) when it
+    restarts, and the check against another encoder would silently disappear."""
 
-    def __init__(self, uri: str, info: IndexInfo, collection: str = MILVUS_COLLECTION, m: int = 100, ef: int = 100):
+    def __init__(self, uri: str, info: IndexInfo, collection: str = MILVUS_COLLECTION, m: int = 100, ef: int = 100,
+                 credentials: MilvusCredentials | None = None):
         from pymilvus import MilvusException
 
+        send_index_params_as_json()
         for chatty in ("milvus_lite", "faiss.loader"):  # server ports and CPU-feature probing, at INFO
             logging.getLogger(chatty).setLevel(logging.WARNING)
         for reported in ("grpc._server", "milvus_lite.adapter.grpc.servicer", "pymilvus.decorators"):  # failures are reported here, in one line, not as logged tracebacks
             logging.getLogger(reported).setLevel(logging.CRITICAL)
-        self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        self.lite = not uri.startswith(SERVER_SCHEMES)
         self.uri = uri
-        self.where = f"The Milvus collection {collection} at {uri}"
-        self.client = _milvus_client(uri)
+        self.where = f"The Milvus collection {collection} at {_without_userinfo(uri)}"
+        self.client = _milvus_client(uri, credentials or MilvusCredentials())
         self.collection = collection
         self.ef = ef
         try:
@@ -484,7 +578,8 @@ class MilvusIndex(VectorIndex):
         if not len(vectors):
             return np.zeros((0, 0), dtype="int64"), np.zeros((0, 0), dtype="float32")
         hits = self.client.search(self.collection, data=vectors.tolist(), limit=k,
-                                  search_params={"metric_type": "IP", "params": {"ef": max(self.ef, k)}})
+                                  search_params={"metric_type": "IP", "params": {"ef": max(self.ef, k)}},
+                                  **READ_YOUR_WRITES)
         found = min(map(len, hits))  # fewer than k only when the collection holds fewer entries
         ids = np.array([[hit["id"] for hit in row[:found]] for row in hits], dtype="int64").reshape(len(hits), found)
         similarities = np.array([[hit["distance"] for hit in row[:found]] for row in hits], dtype="float32")
@@ -494,19 +589,34 @@ class MilvusIndex(VectorIndex):
         ids = [int(i) for i in ids]
         if not ids:
             return {}
-        rows = self.client.get(self.collection, ids=ids, output_fields=["text", "labels"])
+        rows = self.client.get(self.collection, ids=ids, output_fields=["text", "labels"], **READ_YOUR_WRITES)
         return {row["id"]: Entry(row["text"], json.loads(row["labels"])) for row in rows}
 
     def count(self):
-        return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], **READ_YOUR_WRITES)
+        return int(rows[0]["count(*)"])
 
     def ids(self):
-        rows = self.client.query_iterator(self.collection, batch_size=10000, filter="id >= 0", output_fields=["id"])
-        found = set()
-        while batch := rows.next():
-            found.update(row["id"] for row in batch)
-        rows.close()
-        return found
+        """All ids, read in pages. Milvus Lite: pymilvus's query_iterator. A Milvus 2.3 server: that
+        iterator cannot get a read timestamp from it, falls back to one of its own and misses what was
+        upserted just before, so pages of ids above the last one seen are queried with the other reads'
+        consistency (the server returns a page in id order; Milvus Lite does not, hence two ways)."""
+        if self.lite:
+            rows = self.client.query_iterator(self.collection, batch_size=ID_PAGE, filter="id >= 0",
+                                              output_fields=["id"], **READ_YOUR_WRITES)
+            found = set()
+            while batch := rows.next():
+                found.update(row["id"] for row in batch)
+            rows.close()
+            return found
+        found, above = set(), ""  # the first page: no bound (any int64 id)
+        while True:
+            page = [row["id"] for row in self.client.query(self.collection, filter=above, output_fields=["id"],
+                                                            limit=ID_PAGE, **READ_YOUR_WRITES)]
+            found.update(page)
+            if len(page) < ID_PAGE:
+                return found
+            above = f"id > {max(page)}"
 
     def delete(self, ids):
         if len(ids):
@@ -526,9 +636,10 @@ class MilvusIndex(VectorIndex):
             self.client.alter_collection_properties(self.collection, {COUNT_PROPERTY: str(self.count())})
 
 
-def _milvus_client(uri: str):
+def _milvus_client(uri: str, credentials: MilvusCredentials):
     """A MilvusClient; a Milvus Lite file another process has open (Milvus Lite allows one process
-    per file) or that cannot be opened is one line, not the traceback Milvus Lite logs."""
+    per file) or that cannot be opened, a server that does not answer or refuses the credentials, is
+    one line, not the traceback Milvus Lite logs."""
     from pymilvus import MilvusClient, MilvusException
 
     failures = _CapturedFailure()
@@ -536,12 +647,14 @@ def _milvus_client(uri: str):
     lite_log.addHandler(failures)
     lite_log.propagate = False  # its records reach only `failures`
     try:
-        return MilvusClient(uri)
+        return MilvusClient(uri, user=credentials.user, password=credentials.password, token=credentials.token)
     except MilvusException as err:
         if failures.locked:
             raise DataError(f"the Milvus Lite database {uri} is open in another process (Milvus Lite allows one "
                             f"process per file): wait until it ends, or use a Milvus server for several processes "
                             f"(--milvus_uri http://host:19530)") from None
+        if uri.startswith(SERVER_SCHEMES):
+            raise DataError(f"cannot use the Milvus server at {_without_userinfo(uri)}: {_server_failure(err)}") from None
         raise DataError(f"cannot open the Milvus database {uri}: {failures.reason or err.message}") from None
     finally:
         lite_log.removeHandler(failures)
@@ -565,11 +678,11 @@ class _CapturedFailure(logging.Handler):
 
 def open_index(info: IndexInfo, index_path: str | os.PathLike | None = None, milvus_uri: str | None = None,
                m: int = 100, ef: int = 100, max_elements: int = 1000000,
-               collection: str = MILVUS_COLLECTION) -> VectorIndex:
+               collection: str = MILVUS_COLLECTION, credentials: MilvusCredentials | None = None) -> VectorIndex:
     """The Milvus collection when `milvus_uri` is given, else the hnswlib index at `index_path` (either
     existing, checked against `info`, or new and empty)."""
     if milvus_uri:
-        return MilvusIndex(milvus_uri, info, collection, m, ef)
+        return MilvusIndex(milvus_uri, info, collection, m, ef, credentials)
     if index_path is None:
         raise DataError("give an index directory (hnswlib) or --milvus_uri")
     return HnswIndex(index_path, info, m, ef, max_elements)

@@ -13,7 +13,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import NON_NEGATIVE_INT, POSITIVE_INT, SEQ_LENGTH, ArgumentParser
 from data_io import load_examples, read_label_list
 from retrieval import (
@@ -27,7 +26,7 @@ from retrieval import (
 )
 from semantic_index import embedding_pipeline, encoder_fingerprint, load_semantic_model
 from utils import DataError, logger, run_cli, set_device
-from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
+from vector_index import MILVUS_COLLECTION, IndexInfo, add_milvus_credential_options, milvus_credentials, open_index
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -50,6 +49,7 @@ parser.add_argument("--train_set_file", type=str, default=None, help="The labell
 parser.add_argument("--index_path", type=str, default=None, help="Keep the hnswlib index in this directory (built or updated, then reused).")
 parser.add_argument("--milvus_uri", type=str, default=None, help="Index in Milvus instead: a local path (Milvus Lite) or http://host:19530.")
 parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+add_milvus_credential_options(parser)
 parser.add_argument("--prune_index", action="store_true", help="Remove the entries of a reused index (--index_path, --milvus_uri) that the corpus no longer has; without it they are counted in a warning.")
 # yapf: enable
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
     info = IndexInfo(model.embedding_size, encoder_fingerprint(args.params_path))
     with tempfile.TemporaryDirectory() as scratch:
         index = open_index(info, args.index_path or scratch, args.milvus_uri, args.hnsw_m, args.hnsw_ef,
-                           args.hnsw_max_elements, args.collection_name)
+                           args.hnsw_max_elements, args.collection_name, milvus_credentials(args))
         build_index(model, pipeline, index, corpus(args, labels, pipeline), args.prune_index)
         index.save()
         result = recall(model, pipeline, index, queries, args.recall_num)

@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY, SEQ_LENGTH, ArgumentParser
 from data_io import iter_examples
 from http_json import server_result
@@ -26,7 +25,7 @@ from retrieval import RECALL_MODES, label_scores, read_corpus, reconcile_index, 
 from semantic_index import load_encoder_export
 from serving import MAX_REQUEST_TEXTS
 from utils import DataError, batched, run_cli, set_device
-from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
+from vector_index import MILVUS_COLLECTION, IndexInfo, add_milvus_credential_options, milvus_credentials, open_index
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -38,6 +37,7 @@ parser.add_argument("--input_file", type=str, default=None, help="Label the text
 parser.add_argument("--milvus_uri", type=str, default="./milvus.db", help="The Milvus index: a local path (Milvus Lite) or http://host:19530.")
 parser.add_argument("--index_path", type=str, default=None, help="Search this hnswlib index directory instead of Milvus.")
 parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+add_milvus_credential_options(parser)
 parser.add_argument("--corpus_file", type=str, default=None, help="The corpus the index should hold (label.txt, or labelled texts): its entries the index has and the file has not are counted in a warning.")
 parser.add_argument("--prune_index", action="store_true", help="Remove those entries from the index (needs --corpus_file).")
 parser.add_argument("--top_k", type=POSITIVE_INT, default=20, help="Number of nearest entries searched per text.")
@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> list[list[tuple[str, float]]]:
     vectors, encoder = embeddings(args, queries)
     print("Extract feature time to cost :{} seconds".format(time.time() - start))
     index = open_index(IndexInfo(vectors.shape[1], encoder), args.index_path,
-                       None if args.index_path else args.milvus_uri, collection=args.collection_name)
+                       None if args.index_path else args.milvus_uri, collection=args.collection_name,
+                       credentials=milvus_credentials(args))
     if args.corpus_file and reconcile_index(index, read_corpus(args.corpus_file), args.prune_index):
         index.save()
     if index.count() == 0:

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -333,3 +334,60 @@ def predict_py_labels(checkpoint: Path, dataset: Path, data_file: str, output: P
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("\t") for line in output.read_text(encoding="utf-8").splitlines()[1:]]
     return [row[1].split(", ") if row[1] else [] for row in rows]
+
+
+# ------------------------------------------------------------------ index engines: hnswlib, Milvus Lite, Milvus server
+
+# Every test of the retrieval index runs on the three engines a user can pick; the server's runs are slow.
+ENGINES = ["hnswlib", "milvus_lite", pytest.param("milvus_server", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """One Milvus standalone server for the session (tests/milvus_server.py), with authentication on, so
+    every server test also signs in; stopped at the end of the session, also when tests failed."""
+    from milvus_server import MilvusStandalone
+
+    server = MilvusStandalone(tmp_path_factory.mktemp("milvus_server"), authorization=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class IndexStore:
+    """Where a test keeps its index: `args` are the scripts' options for it, `open(info)` opens it
+    (again) in this process."""
+
+    engine: str
+    args: list
+    open: Callable
+
+
+@pytest.fixture(params=ENGINES)
+def index_store(request, tmp_path) -> IndexStore:
+    """An empty index of each engine: an hnswlib directory, a Milvus Lite file, or a collection of its
+    own on the session's server (dropped afterwards)."""
+    from vector_index import MILVUS_COLLECTION, HnswIndex, MilvusCredentials, MilvusIndex
+
+    from milvus_server import ROOT_TOKEN
+
+    engine = request.param
+    if engine == "hnswlib":
+        yield IndexStore(engine, ["--index_path", tmp_path / "hnsw"], lambda info: HnswIndex(tmp_path / "hnsw", info))
+    elif engine == "milvus_lite":
+        path = str(tmp_path / "m.db")
+        yield IndexStore(engine, ["--milvus_uri", path],
+                         lambda info: MilvusIndex(path, info, MILVUS_COLLECTION))
+    else:
+        uri, collection = request.getfixturevalue("milvus_server").uri, f"test_{os.urandom(8).hex()}"
+        credentials = MilvusCredentials(token=ROOT_TOKEN)
+        yield IndexStore(engine, ["--milvus_uri", uri, "--collection_name", collection, "--milvus_token", ROOT_TOKEN],
+                         lambda info: MilvusIndex(uri, info, collection, credentials=credentials))
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri, token=ROOT_TOKEN)
+        client.drop_collection(collection)
+        client.close()

@@ -17,10 +17,11 @@ from pymilvus.client.prepare import Prepare
 
 import compat
 import serving
+import vector_index
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
 from pipeline import TextPipeline
-from vector_index import IndexInfo, MilvusIndex
+from vector_index import IndexInfo, MilvusIndex, send_index_params_as_json
 
 from conftest import ROOT
 from interpret import grad_wrt_inputs
@@ -142,18 +143,21 @@ def described_milvus_index(path: str) -> dict:
     try:
         return index.client.describe_index(index.collection, "vector")
     finally:
-        index.client.close()
+        index.close()
 
 
 def test_canary_milvus_lite_still_drops_the_index_parameters_pymilvus_sends(tmp_path, monkeypatch):
-    monkeypatch.setattr(Prepare, "create_index_request", classmethod(compat.UPSTREAM_CREATE_INDEX_REQUEST))
+    """Canary of vector_index.send_index_params_as_json: when this fails, Milvus Lite reads pymilvus's
+    own form of the build parameters and the patch should be deleted."""
+    send_index_params_as_json()
+    monkeypatch.setattr(Prepare, "create_index_request", classmethod(vector_index._UPSTREAM["create_index_request"]))
     described = described_milvus_index(str(tmp_path / "upstream.db"))
     assert described["index_type"] == "HNSW" and "params" not in described and "M" not in described
 
 
-def test_patched_index_request_gives_milvus_lite_the_index_parameters(tmp_path):
-    assert Prepare.create_index_request.__func__ is compat._create_index_request_with_params_json
+def test_a_milvus_index_gives_milvus_lite_the_index_parameters(tmp_path):
     assert described_milvus_index(str(tmp_path / "patched.db"))["params"] == {"M": 48, "efConstruction": 64}
+    assert Prepare.create_index_request.__func__.__name__ == "create_index_request_with_params_json"
 
 
 def test_importing_compat_patches_no_trainer_and_no_server():

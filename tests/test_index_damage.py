@@ -383,14 +383,13 @@ def test_a_damaged_milvus_lite_file_is_one_line(damage, tmp_path):
 
 # ---- entries a reused index holds and the corpus no longer has ----
 
-@pytest.mark.parametrize("engine", ["hnswlib", "milvus"])
-def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(engine, tmp_path, caplog):
+def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(index_store, caplog):
     """The tester's case: recall.py --index_path reused with a smaller label file recalled the removed
     label for every text, without a word."""
     from retrieval import entry_id, reconcile_index
 
     def opened():
-        return HnswIndex(tmp_path / "hnsw", INFO) if engine == "hnswlib" else MilvusIndex(str(tmp_path / "m.db"), INFO)
+        return index_store.open(INFO)
 
     corpus = entries_of(11)
     index = opened()
@@ -401,7 +400,7 @@ def test_index_entries_missing_from_the_corpus_are_counted_or_pruned(engine, tmp
     assert "--prune_index" in caplog.text and index.count() == 11
     assert reconcile_index(index, smaller, prune=True) == 3
     index.save()
-    if engine == "milvus":
+    if index_store.engine != "hnswlib":
         index.close()
     index = opened()
     assert index.ids() == {entry_id(entry.text) for entry in smaller}

@@ -12,11 +12,10 @@ import quiet  # noqa: F401  (first: silences third-party noise before paddle loa
 
 import argparse
 
-import compat  # noqa: F401  (Milvus Lite gets the HNSW parameters of the index)
 from cli import ArgumentParser
 from retrieval import entry_id, read_corpus_vectors
 from utils import logger, run_cli
-from vector_index import MILVUS_COLLECTION, IndexInfo, open_index
+from vector_index import MILVUS_COLLECTION, IndexInfo, add_milvus_credential_options, milvus_credentials, open_index
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -24,6 +23,7 @@ parser.add_argument("--vector_path", type=str, required=True, help="feature file
 parser.add_argument("--milvus_uri", type=str, default="./milvus.db", help="The Milvus index: a local path (Milvus Lite) or http://host:19530.")
 parser.add_argument("--index_path", type=str, default=None, help="Insert into this hnswlib index directory instead of Milvus.")
 parser.add_argument("--collection_name", type=str, default=MILVUS_COLLECTION, help="The Milvus collection.")
+add_milvus_credential_options(parser)
 # yapf: enable
 
 
@@ -31,7 +31,8 @@ def insert(args: argparse.Namespace) -> int:
     vectors, entries, encoder = read_corpus_vectors(args.vector_path)
     logger.info(f"{vectors.shape}")
     index = open_index(IndexInfo(vectors.shape[1], encoder), args.index_path,
-                       None if args.index_path else args.milvus_uri, collection=args.collection_name)
+                       None if args.index_path else args.milvus_uri, collection=args.collection_name,
+                       credentials=milvus_credentials(args))
     index.upsert([entry_id(entry.text) for entry in entries], vectors, entries)
     index.save()
     total = index.count()
