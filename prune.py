@@ -45,7 +45,7 @@ from cli import (
 )
 from data_io import load_examples, multi_hot
 from exporting import deploy_input_names
-from losses import get_loss
+from losses import distillation_loss, get_loss
 from modeling import (
     check_max_seq_length,
     checkpoint_decision,
@@ -105,7 +105,6 @@ parser.add_argument("--strategy", default="dynabert", choices=["dynabert", "dyna
 # yapf: enable
 
 LOSS = get_loss("bce")  # each label is its own yes/no question, for importance and distillation alike
-HIDDEN_DISTILL_WEIGHT = 0.1  # the reference's lambda_distill on embedding and layer outputs
 PARITY_SAMPLES = 256  # dev texts in each width's export parity check
 PRUNED_PREFIX = "pruned_model"
 
@@ -239,21 +238,6 @@ def reorder_by_importance(model, head_scores: np.ndarray, neuron_scores: np.ndar
         _permute(layer.linear1.weight, neuron_order, axis=1)
         _permute(layer.linear1.bias, neuron_order, axis=0)
         _permute(layer.linear2.weight, neuron_order, axis=0)
-
-
-# ------------------------------------------------------------------------------ distillation
-
-
-def distillation_loss(student_outputs, teacher_outputs) -> paddle.Tensor:
-    """BCE of the student's logits against the teacher's sigmoid probabilities (each label is its
-    own yes/no question, so a softmax over labels would be the wrong target), plus the reference's
-    0.1 x MSE on the embedding output and every layer output, all in fp32 (under --amp the outputs
-    may be half precision)."""
-    student_logits, student_hidden = student_outputs
-    teacher_logits, teacher_hidden = teacher_outputs
-    loss = LOSS(student_logits.astype("float32"), F.sigmoid(teacher_logits.astype("float32")))
-    hidden = sum(F.mse_loss(s.astype("float32"), t.astype("float32")) for s, t in zip(student_hidden, teacher_hidden))
-    return loss + HIDDEN_DISTILL_WEIGHT * hidden
 
 
 # ----------------------------------------------------------------------------------- pruning
