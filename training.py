@@ -1,7 +1,7 @@
 """The one training loop of the suite, with its batches, optimizer and evaluation.
 
-train.py (fine-tuning), prune.py (DynaBERT width training) and scratch_model.py (masked-LM
-pretraining) differ only in what one step computes and what happens after a step or an epoch; the
+train.py (fine-tuning), prune.py (DynaBERT width training), distill.py (knowledge distillation) and
+scratch_model.py (masked-LM pretraining) differ only in what one step computes and what happens after a step or an epoch; the
 loop (epochs, optimizer and schedule steps, progress bar, the reference's timed log lines, early
 stop) is written once here. Batches come from the pipeline's one bucketing rule, and the dev loss
 is computed with the training loss from `losses`. Gradient accumulation and mixed precision are

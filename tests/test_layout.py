@@ -12,7 +12,7 @@ from conftest import ROOT
 CORE_LAYERS = ["cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "data_io", "annotation", "labelling", "losses", "modeling",
                "exporting", "backends", "parity", "history", "resume", "training", "vector_index", "semantic_index", "retrieval", "serving",
                "compat"]
-SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export"]
+SCRIPTS = ["train", "predict", "export_model", "prune", "distill", "scratch_model", "calibrate", "doccano", "annotation_export"]
 
 
 def imported_project_modules(module: str) -> set[str]:
