@@ -72,15 +72,15 @@ from training import (
     TrainBatches,
     TrainingLoop,
     build_optimizer,
-    check_amp,
     encode_examples,
     evaluate,
     labelled_batch,
     optimizer_steps_per_epoch,
     pool_logits,
     predict_logits,
+    start_run,
 )
-from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
+from utils import DataError, logger, run_cli, write_json, write_settings
 
 STUDENT_PRESETS = {name.removeprefix("ernie-3.0-").removesuffix("-zh"): name for name in PRESETS}
 UNIT_INTERVAL = bounded(float, 0, 1)
@@ -391,12 +391,7 @@ def distill(args: argparse.Namespace) -> dict:
     check_args(args)
     fingerprint = data_fingerprint(data_files(args)) if args.save_last or args.resume_from_checkpoint else {}
     state_dir = resume_progress(args, fingerprint)
-    set_seed(args.seed)
-    set_device(args.device)
-    check_amp(args.amp)
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    if world_size > 1:
-        dist.init_parallel_env()
+    rank, world_size = start_run(args.seed, args.device, args.amp)
     started = time.time()
     dataset = Path(args.dataset_dir)
     teacher = load_teacher(args.teacher)
