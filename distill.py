@@ -44,7 +44,7 @@ from cli import (
     ArgumentParser,
     bounded,
 )
-from data_io import iter_corpus, load_examples
+from data_io import iter_corpus, load_examples, multi_hot
 from history import TrainingHistory
 from losses import LOSSES, LossSettings, get_loss, hidden_state_loss, positive_weights, soft_label_loss
 from metric import fit_decision_on_dev
@@ -386,6 +386,29 @@ def hard_loss_function(args: argparse.Namespace, targets: np.ndarray):
                                             pos_weight=positive_weights(counts, len(targets))))
 
 
+def training_data(args: argparse.Namespace, teacher, tokenizer, pipeline, label_list: list[str], rank: int,
+                  world_size: int) -> tuple:
+    """The training texts (labelled, then the corpus) encoded with their targets (zeros for the corpus), the
+    teacher's logits on them (rank 0 computes the cache, the others read it), which texts are labelled, the
+    labelled targets, and the encoded dev data."""
+    dataset = Path(args.dataset_dir)
+    train_examples = load_examples(dataset / args.train_file, label_list)
+    dev_examples = load_examples(dataset / args.dev_file, label_list)
+    corpus = read_corpus(args.corpus, {e.text for e in train_examples + dev_examples}) if args.corpus else []
+    texts = [e.text for e in train_examples] + corpus
+    soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text) if rank == 0 else None
+    if world_size > 1:
+        dist.barrier()
+        soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text)  # from rank 0's cache
+    rows = pipeline.encode(texts)
+    logger.info(f"training texts: {pipeline.length_summary()}")
+    labelled_targets = multi_hot(train_examples, len(label_list))
+    targets = np.concatenate([labelled_targets, np.zeros((len(corpus), len(label_list)), dtype="float32")])
+    is_labelled = np.arange(len(texts)) < len(train_examples)
+    return (LabelledRows(rows, targets), soft, is_labelled, labelled_targets,
+            encode_examples(pipeline, dev_examples, len(label_list)))
+
+
 def distill(args: argparse.Namespace) -> dict:
     """Distil, keep the student with the best dev macro F1, tune its thresholds on dev; returns the results."""
     check_args(args)
@@ -393,33 +416,18 @@ def distill(args: argparse.Namespace) -> dict:
     state_dir = resume_progress(args, fingerprint)
     rank, world_size = start_run(args.seed, args.device, args.amp)
     started = time.time()
-    dataset = Path(args.dataset_dir)
     teacher = load_teacher(args.teacher)
-    label_list = resolve_label_list(teacher, dataset / args.label_file)
+    label_list = resolve_label_list(teacher, Path(args.dataset_dir, args.label_file))
     tokenizer = load_tokenizer(args.teacher)
     check_max_seq_length(args.max_seq_length, teacher.config.max_position_embeddings, args.teacher)
     long_text = checkpoint_long_text(teacher)  # the student reads texts as its teacher does
     pipeline = dygraph_pipeline(tokenizer, args.max_seq_length, args.batch_size, long_text)
-    train_examples = load_examples(dataset / args.train_file, label_list)
-    dev_examples = load_examples(dataset / args.dev_file, label_list)
-    corpus = read_corpus(args.corpus, {e.text for e in train_examples + dev_examples}) if args.corpus else []
-    texts = [e.text for e in train_examples] + corpus
-    if rank == 0:
-        soft = teacher_logits(args, teacher, tokenizer, texts, long_text)
-    if world_size > 1:
-        dist.barrier()
-        soft = teacher_logits(args, teacher, tokenizer, texts, long_text)  # rank 0 has cached it: a read
-    labelled = encode_examples(pipeline, train_examples, len(label_list))
-    rows = pipeline.encode(texts) if corpus else labelled.rows
-    logger.info(f"training texts: {pipeline.length_summary()}")
-    targets = np.concatenate([labelled.targets, np.zeros((len(corpus), len(label_list)), dtype="float32")])
-    data = LabelledRows(rows, targets)
-    is_labelled = np.arange(len(texts)) < len(train_examples)
-    dev_data = encode_examples(pipeline, dev_examples, len(label_list))
+    data, soft, is_labelled, labelled_targets, dev_data = training_data(args, teacher, tokenizer, pipeline, label_list,
+                                                                        rank, world_size)
 
     student = build_student(args, teacher, tokenizer, len(label_list))
     if not args.student_model_name and not args.init_from_teacher:
-        init_classifier_bias(student, labelled.targets.mean(0))
+        init_classifier_bias(student, labelled_targets.mean(0))
     transfer = check_intermediate(args.intermediate, teacher, student)
     distiller = Distiller(student, teacher.config.hidden_size if transfer[0] else None)
     logger.info(f"Student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}, "
@@ -433,13 +441,13 @@ def distill(args: argparse.Namespace) -> dict:
         batch["labelled"] = paddle.to_tensor(is_labelled[batch_texts])
         return batch
 
-    batches = TrainBatches(rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank)
+    batches = TrainBatches(data.rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank)
     model = paddle.DataParallel(distiller) if world_size > 1 else distiller
     total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, math.ceil(args.warmup_ratio * total_steps))
     optimizer = build_optimizer(model, lr_scheduler, args.weight_decay)
     precision = MixedPrecision(args.amp)
-    hard_loss = hard_loss_function(args, labelled.targets)
+    hard_loss = hard_loss_function(args, labelled_targets)
     objective = Objective(args, teacher, model, student, hard_loss, tokenizer.pad_token_id, long_text.pooling, transfer)
     progress = load_state(state_dir, model, optimizer, precision.scaler, rank, world_size) if state_dir else {}
     if rank == 0:
@@ -449,7 +457,7 @@ def distill(args: argparse.Namespace) -> dict:
     best = run_loop(args, model, batches, objective, optimizer, lr_scheduler, precision, total_steps, progress,
                     (pipeline, dev_data, hard_loss, decision, label_list, tokenizer), fingerprint, rank, world_size)
     results = {"best_dev": best, "student_parameters": int(sum(p.size for p in student.parameters())),
-               "texts": {"labelled": len(train_examples), "unlabelled": len(corpus)}}
+               "texts": {"labelled": len(labelled_targets), "unlabelled": len(is_labelled) - len(labelled_targets)}}
     if rank == 0:
         results.update(tune_decision(args, student, tokenizer, pipeline, dev_data, checkpoint_decision(teacher),
                                      label_list, long_text))
