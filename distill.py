@@ -396,8 +396,11 @@ def training_data(args: argparse.Namespace, teacher, tokenizer, pipeline, label_
     dev_examples = load_examples(dataset / args.dev_file, label_list)
     corpus = read_corpus(args.corpus, {e.text for e in train_examples + dev_examples}) if args.corpus else []
     texts = [e.text for e in train_examples] + corpus
-    soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text) if rank == 0 else None
-    if world_size > 1:
+    if args.alpha == 0:  # labels only: the teacher's probabilities would weigh nothing
+        soft = np.zeros((len(texts), len(label_list)), dtype="float32")
+    else:
+        soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text) if rank == 0 else None
+    if world_size > 1 and args.alpha > 0:
         dist.barrier()
         soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text)  # from rank 0's cache
     rows = pipeline.encode(texts)
