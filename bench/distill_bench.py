@@ -135,12 +135,16 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
 
 
 def test_f1(checkpoint: Path, dataset: Path, max_seq_length: int) -> tuple[float, float]:
-    """Test micro / macro F1 of the dygraph checkpoint with its stored decision."""
+    """Test micro / macro F1 of the dygraph checkpoint with its stored decision (kept beside it for reruns)."""
+    stored = checkpoint / f"test_f1_{max_seq_length}.json"
+    if stored.is_file() and stored.stat().st_mtime > (checkpoint / "config.json").stat().st_mtime:
+        return tuple(json.loads(stored.read_text(encoding="utf-8")))
     trained = load_trained(predict_parser.parse_args(["--device", "cpu", "--dataset_dir", str(dataset), "--params_path",
                                                       str(checkpoint), "--max_seq_length", str(max_seq_length)]))
     examples = load_examples(dataset / "test.txt", trained.labels)
     metric = MetricReport(decision=trained.decision)
     metric.update(trained.probs([e.text for e in examples]), multi_hot(examples, len(trained.labels)))
+    stored.write_text(json.dumps(metric.accumulate()), encoding="utf-8")
     return metric.accumulate()
 
 
