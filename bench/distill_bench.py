@@ -125,6 +125,7 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
     student, recipe = cell.split(":")
     save_dir = out / "students" / f"{student}_{recipe}_seed{seed}"
     if not (save_dir / "results.json").is_file():
+        save_dir.parent.mkdir(parents=True, exist_ok=True)
         options = [str(corpus) if option == "CORPUS" else option for option in RECIPES[recipe][1]]
         options = [item for option in options for item in (["--corpus", option] if option == str(corpus) else [option])]
         run(["distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir", save_dir,
