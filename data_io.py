@@ -6,6 +6,7 @@ label ids are the same everywhere, and nothing is dropped without being counted.
 from __future__ import annotations
 
 import difflib
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -172,6 +173,29 @@ def load_examples(path: str | os.PathLike, label_list: Sequence[str] | None) -> 
         raise DataError(f"{path}: no examples (the file has only blank lines)")
     logger.info(stats.summary(path))
     return examples
+
+
+def iter_corpus(path: str | os.PathLike) -> Iterator[str]:
+    """The texts of an unlabelled file or corpus, one per line: plain or gzip (`.gz`), a TAB label
+    column and predict.py's header ignored, blank lines skipped. UTF-8 is checked line by line, so a
+    fault names its line (a corpus is often too large to look for it by hand)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"File not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start} of the line)"
+                                    ) from None
+                text = line.split("\t")[0].strip()
+                if text and not (line_no == 1 and line == PREDICTION_HEADER):
+                    yield text
+    except (OSError, EOFError) as err:  # a damaged or cut .gz
+        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
 
 
 def format_labels(label_ids: Iterable[int], label_list: Sequence[str]) -> str:

@@ -12,14 +12,13 @@ import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import paddle
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 from exporting import deploy_input_names
-from losses import LossFunction
+from losses import LossFunction, distillation_loss
 from modeling import (
     checkpoint_decision,
     checkpoint_labels,
@@ -55,16 +54,16 @@ def width_name(width: Fraction) -> str:
 class Pruner:
     """The DynaBERT loop: one student with shared weights, a frozen teacher, every width per step.
 
-    `distill(student_outputs, teacher_outputs)` is the distillation loss of a width (logits and
-    hidden states of both); `loss` scores the importance of heads and neurons and the dev loss.
+    Each width learns from the teacher through losses.distillation_loss (logits and hidden states of
+    both); `loss` scores the importance of heads and neurons and the dev loss.
     """
 
     def __init__(self, args: argparse.Namespace, teacher, tokenizer, label_list: list[str],
                  widths: list[Fraction], pipeline: TextPipeline, dev: LabelledRows,
-                 distill: Callable[[tuple, tuple], paddle.Tensor], loss: LossFunction) -> None:
+                 loss: LossFunction) -> None:
         self.args, self.tokenizer, self.label_list, self.widths = args, tokenizer, label_list, widths
         self.teacher, self.pipeline, self.dev = teacher, pipeline, dev
-        self.distill, self.loss = distill, loss
+        self.loss = loss
         self.decision = checkpoint_decision(teacher)
         self.student = copy.deepcopy(teacher)
         self.best = {width: -1.0 for width in widths}
@@ -94,7 +93,7 @@ class Pruner:
         self.student.train()
         for width in self.widths:
             set_width(self.student, width)
-            loss = self.distill(self.student(**inputs, output_hidden_states=True), teacher_outputs)
+            loss = distillation_loss(self.student(**inputs, output_hidden_states=True), teacher_outputs)
             backward(loss)
         return loss
 

@@ -3,6 +3,8 @@
 Training, the evaluation loss logged on dev, pruning's importance scores and distillation all take
 their loss from here, so a new loss changes every one of them at once. Targets are multi-hot
 [batch, labels] floats; soft targets (a teacher's probabilities) are allowed except for `zlpr`.
+The distillation losses (a teacher's probabilities per label, its hidden states; `soft_label_loss`,
+`hidden_state_loss`, `distillation_loss`) are here too, written once for prune.py and distill.py.
 
 Rare labels are why there is more than `bce`: with a few positives among thousands of negatives,
 plain BCE learns to say "no" to a rare label and macro F1 suffers. The alternatives reweight the
@@ -237,3 +239,34 @@ def get_loss(name: str, settings: LossSettings | None = None) -> LossFunction:
     if name not in LOSSES:
         raise DataError(f"unknown loss {name!r}; registered losses: {', '.join(LOSSES)}")
     return LOSSES[name](settings or LossSettings())
+
+
+# ------------------------------------------------------------------------------ distillation
+
+HIDDEN_DISTILL_WEIGHT = 0.1  # the reference's lambda_distill on embedding and layer outputs (DynaBERT)
+
+
+def soft_label_loss(student_logits: paddle.Tensor, teacher_logits: paddle.Tensor,
+                    temperature: float = 1.0) -> paddle.Tensor:
+    """T^2 x BCE of the student's logits / T against sigmoid(teacher logits / T), in fp32 (under --amp the
+    logits may be half precision). Each label is its own yes/no question, so the teacher's target is one
+    binary distribution per label; a softmax over labels would couple labels that are independent. The
+    T^2 factor keeps the gradient's scale when T changes (Hinton et al. 2015)."""
+    student = student_logits.astype("float32") / temperature
+    targets = F.sigmoid(teacher_logits.astype("float32") / temperature)
+    return temperature ** 2 * F.binary_cross_entropy_with_logits(student, targets)
+
+
+def hidden_state_loss(student_hidden, teacher_hidden) -> paddle.Tensor:
+    """Sum over the paired hidden states (same shapes) of their mean squared difference, in fp32."""
+    return sum(F.mse_loss(s.astype("float32"), t.astype("float32")) for s, t in zip(student_hidden, teacher_hidden))
+
+
+def distillation_loss(student_outputs, teacher_outputs, temperature: float = 1.0,
+                      hidden_weight: float = HIDDEN_DISTILL_WEIGHT) -> paddle.Tensor:
+    """`soft_label_loss` on the logits plus `hidden_weight` x `hidden_state_loss` on the hidden states;
+    each outputs is (logits, hidden states) as a model returns them with output_hidden_states=True."""
+    student_logits, student_hidden = student_outputs
+    teacher_logits, teacher_hidden = teacher_outputs
+    return (soft_label_loss(student_logits, teacher_logits, temperature)
+            + hidden_weight * hidden_state_loss(student_hidden, teacher_hidden))

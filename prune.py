@@ -25,9 +25,7 @@ import random
 from fractions import Fraction
 from pathlib import Path
 
-import paddle
 import paddle.distributed as dist
-import paddle.nn.functional as F
 from paddlenlp.trainer import CompressionArguments, PdArgumentParser
 
 from cli import (
@@ -87,7 +85,6 @@ parser.add_argument("--strategy", default="dynabert", choices=["dynabert", "dyna
 # yapf: enable
 
 LOSS = get_loss("bce")  # each label is its own yes/no question, for importance and distillation alike
-HIDDEN_DISTILL_WEIGHT = 0.1  # the reference's lambda_distill on embedding and layer outputs
 PARITY_SAMPLES = 256  # dev texts in each width's export parity check
 
 
@@ -105,19 +102,6 @@ def parse_width(text: str) -> Fraction:
     return width
 
 
-# ------------------------------------------------------------------------------ distillation
-
-
-def distillation_loss(student_outputs, teacher_outputs) -> paddle.Tensor:
-    """BCE of the student's logits against the teacher's sigmoid probabilities (each label is its
-    own yes/no question, so a softmax over labels would be the wrong target), plus the reference's
-    0.1 x MSE on the embedding output and every layer output, all in fp32 (under --amp the outputs
-    may be half precision)."""
-    student_logits, student_hidden = student_outputs
-    teacher_logits, teacher_hidden = teacher_outputs
-    loss = LOSS(student_logits.astype("float32"), F.sigmoid(teacher_logits.astype("float32")))
-    hidden = sum(F.mse_loss(s.astype("float32"), t.astype("float32")) for s, t in zip(student_hidden, teacher_hidden))
-    return loss + HIDDEN_DISTILL_WEIGHT * hidden
 
 
 def refuse_unsupported(extra: list[str]) -> None:
@@ -191,7 +175,7 @@ def prune(args: argparse.Namespace) -> None:
 
     logger.info("Teacher's evaluation starts.")
     evaluate(teacher, dev_pipeline, dev_data, LOSS, checkpoint_decision(teacher), label_list)
-    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data, distillation_loss, LOSS)
+    pruner = Pruner(args, teacher, tokenizer, label_list, widths, dev_pipeline, dev_data, LOSS)
     pruner.prepare()
     logger.info("DynaBERT training starts. This period will cost some time.")
     pruner.train(batches, total_steps)

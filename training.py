@@ -1,7 +1,7 @@
 """The one training loop of the suite, with its batches, optimizer and evaluation.
 
-train.py (fine-tuning), prune.py (DynaBERT width training) and scratch_model.py (masked-LM
-pretraining) differ only in what one step computes and what happens after a step or an epoch; the
+train.py (fine-tuning), prune.py (DynaBERT width training), distill.py (knowledge distillation) and
+scratch_model.py (masked-LM pretraining) differ only in what one step computes and what happens after a step or an epoch; the
 loop (epochs, optimizer and schedule steps, progress bar, the reference's timed log lines, early
 stop) is written once here, with the callbacks a run composes at its step and epoch ends (dev
 evaluation, best checkpoint, early stopping; the resumable state is resume.py's, the metrics history
@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import paddle
+import paddle.distributed as dist
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -27,7 +28,7 @@ from losses import LossFunction
 from metric import MetricReport
 from modeling import DygraphRunner, model_inputs
 from pipeline import EncodedRows, TextPipeline, length_grouped_batches
-from utils import DataError, logger
+from utils import DataError, logger, set_device, set_seed
 
 
 @dataclass
@@ -230,6 +231,18 @@ class MixedPrecision:
     def step(self, optimizer: paddle.optimizer.Optimizer) -> None:
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+def start_run(seed: int, device: str, amp: str | None) -> tuple[int, int]:
+    """What every training script does first: seed, device, the --amp check and, under
+    paddle.distributed.launch, the process group. Returns (rank, world size)."""
+    set_seed(seed)
+    set_device(device)
+    check_amp(amp)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size > 1:
+        dist.init_parallel_env()
+    return rank, world_size
 
 
 def optimizer_steps_per_epoch(num_batches: int, accumulation_steps: int) -> int:

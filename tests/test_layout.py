@@ -12,7 +12,7 @@ from conftest import ROOT, in_a_venv
 CORE_LAYERS = ["quiet", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "corpus", "annotation", "labelling", "losses", "pruning", "modeling",
                "exporting", "backends", "parity", "history", "resume", "training", "mlm", "dynabert", "vector_index", "semantic_index", "retrieval", "serving",
                "compat"]
-SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export", "pretrain"]
+SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export", "pretrain", "distill"]
 
 
 def imported_project_modules(module: str) -> set[str]:

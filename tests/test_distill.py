@@ -1,0 +1,187 @@
+"""distill.py: the soft loss, the teacher's cache, the loss mix, and students distilled end to end."""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+import distill
+from losses import get_loss, soft_label_loss
+from modeling import load_model, model_inputs
+from utils import DataError
+
+from conftest import LABELS, keyword_lines, make_keyword_dataset, predict_py_labels, run_main
+
+SMALL_STUDENT = ["--student_preset", "tiny", "--student_layers", "1", "--student_hidden", "64", "--student_heads", "2",
+                 "--student_intermediate", "128"]
+FAST = ["--device", "cpu", "--batch_size", "16", "--learning_rate", "2e-3", "--logging_steps", "50"]
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_soft_loss_is_bce_against_the_teachers_probabilities_per_label_at_temperature():
+    student, teacher = np.array([[2.0, -1.0, 0.5]]), np.array([[1.0, 1.0, -3.0]])
+    for temperature in (1.0, 2.0):
+        p, q = sigmoid(teacher / temperature), sigmoid(student / temperature)
+        expected = temperature ** 2 * np.mean(-(p * np.log(q) + (1 - p) * np.log(1 - q)))
+        loss = soft_label_loss(paddle.to_tensor(student, dtype="float32"), paddle.to_tensor(teacher, dtype="float32"),
+                               temperature)
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_corpus_reads_gzip_and_names_the_line_that_is_not_utf8(tmp_path):
+    plain, packed, bad = tmp_path / "a.txt", tmp_path / "b.txt.gz", tmp_path / "c.txt"
+    plain.write_text("text\tlabel\n甲乙\t体育\n\n丙丁\n", encoding="utf-8")
+    with gzip.open(packed, "wt", encoding="utf-8") as handle:
+        handle.write("戊己\n甲乙\n")
+    assert distill.read_corpus([str(plain), str(packed)], known={"丙丁"}) == ["甲乙", "戊己", "甲乙"]
+    bad.write_bytes("好\n".encode("utf-8") + b"\xff\xfe\n")
+    with pytest.raises(DataError, match=r"c.txt:2: not valid UTF-8"):
+        distill.read_corpus([str(bad)], set())
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="empty.txt: no texts to learn from"):
+        distill.read_corpus([str(tmp_path / "empty.txt")], set())
+    with pytest.raises(DataError, match="File not found"):
+        distill.read_corpus([str(tmp_path / "missing.txt.gz")], set())
+
+
+def test_student_layers_map_uniformly_onto_the_teachers():
+    assert distill.layer_map(4, 6) == [1, 3, 4, 6]
+    assert distill.layer_map(2, 2) == [1, 2]
+    assert distill.layer_map(1, 6) == [6]
+
+
+def objective_loss(model, alpha: float, intermediate: str = "none") -> tuple[float, float, float]:
+    """(the objective's loss, the soft loss, the gold-label loss) on one batch of two texts, one labelled."""
+    args = argparse.Namespace(alpha=alpha, temperature=1.0, intermediate_weight=0.1)
+    paddle.seed(0)
+    ids = paddle.randint(5, model.config.vocab_size, [2, 8])
+    batch = {"input_ids": ids, "token_type_ids": paddle.zeros_like(ids),
+             "labels": paddle.to_tensor([[1.0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0]]),
+             "teacher_logits": paddle.to_tensor([[2.0, -1, 0, 1, -2], [0.5, 0.5, -3, 1, 0]]),
+             "labelled": paddle.to_tensor([True, False])}
+    hard = get_loss("bce")
+    objective = distill.Objective(args, model, distill.Distiller(model, None), model, hard, 0, "max",
+                                  distill.check_intermediate(intermediate, model, model))
+    with paddle.no_grad():
+        loss = float(objective(batch, lambda value: None))
+        logits = model(**model_inputs(batch, 0))
+    return loss, float(soft_label_loss(logits, batch["teacher_logits"])), float(hard(logits[:1], batch["labels"][:1]))
+
+
+def test_alpha_mixes_the_soft_loss_on_all_texts_and_the_label_loss_on_labelled_ones(scratch_model):
+    model = load_model(str(scratch_model), len(LABELS))
+    model.eval()
+    loss, soft, hard = objective_loss(model, 1.0)
+    assert loss == pytest.approx(soft, rel=1e-5)
+    loss, soft, hard = objective_loss(model, 0.0)
+    assert loss == pytest.approx(hard, rel=1e-5)
+    loss, soft, hard = objective_loss(model, 0.25)
+    assert loss == pytest.approx(0.25 * soft + 0.75 * hard, rel=1e-5)
+    # a model distilled into itself: its hidden states and attention maps already match
+    loss, soft, _ = objective_loss(model, 1.0, "both")
+    assert loss == pytest.approx(soft, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def run_distill(teacher: Path, dataset: Path, save_dir: Path, *options):
+    return run_main("distill.py", "--teacher", teacher, "--dataset_dir", dataset, "--save_dir", save_dir,
+                    *FAST, *options)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(line.split("\t")[0] for line in keyword_lines(400, 77)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def distilled(trained, keyword_data, corpus, tmp_path_factory):
+    """A 1-layer student of the trained tiny teacher, on the labelled data and an unlabelled .gz corpus."""
+    save_dir = tmp_path_factory.mktemp("distilled") / "student"
+    result = run_distill(trained[0], keyword_data, save_dir, *SMALL_STUDENT, "--corpus", corpus, "--epochs", "4",
+                         "--alpha", "0.7", "--cache_dir", save_dir.parent / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_dir, result.stderr
+
+
+@pytest.mark.slow
+def test_distilled_student_is_a_checkpoint_predict_py_reads(distilled, keyword_data, trained, tmp_path):
+    save_dir, log = distilled
+    assert "Teacher's logits on 1200 texts cached" in log
+    config = json.loads((save_dir / "config.json").read_text(encoding="utf-8"))
+    teacher = json.loads((trained[0] / "config.json").read_text(encoding="utf-8"))
+    assert config["num_hidden_layers"] == 1 and config["hidden_size"] == 64
+    assert config["multi_label_names"] == LABELS and config["long_text"] == teacher["long_text"]
+    assert len(set(config["multi_label_thresholds"])) > 1  # tuned on dev
+    results = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
+    assert results["best_dev"]["micro_f1"] > 0.8
+    labels = predict_py_labels(save_dir, keyword_data, "data.txt", tmp_path / "out.txt")
+    assert len(labels) == 100 and all(set(names) <= set(LABELS) | {""} for names in labels)
+
+
+@pytest.mark.slow
+def test_teacher_cache_is_reused_and_not_for_other_texts_or_another_teacher(distilled, trained, keyword_data, corpus,
+                                                                            tmp_path):
+    save_dir, _ = distilled
+    cache = save_dir.parent / "cache"
+    options = [*SMALL_STUDENT, "--epochs", "1", "--cache_dir", cache]
+    result = run_distill(trained[0], keyword_data, tmp_path / "again", *options, "--corpus", corpus)
+    assert result.returncode == 0 and "Teacher's logits on 1200 texts read from its cache" in result.stderr
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(line.split("\t")[0] for line in keyword_lines(50, 78)) + "\n", encoding="utf-8")
+    result = run_distill(trained[0], keyword_data, tmp_path / "other", *options, "--corpus", other)
+    assert result.returncode == 0 and "Teacher's logits on 850 texts cached" in result.stderr
+    # the student is a checkpoint too: as a teacher its own logits are computed, not the first teacher's reused
+    result = run_distill(save_dir, keyword_data, tmp_path / "third", *options, "--corpus", corpus)
+    assert result.returncode == 0 and "Teacher's logits on 1200 texts cached" in result.stderr
+    assert len(list(cache.glob("teacher_logits-*.npy"))) == 3
+
+
+@pytest.mark.slow
+def test_intermediate_transfer_runs_with_a_narrower_student_and_refuses_a_wider_one(trained, keyword_data, tmp_path):
+    result = run_distill(trained[0], keyword_data, tmp_path / "narrow", *SMALL_STUDENT, "--intermediate", "both",
+                         "--epochs", "1", "--alpha", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "narrow" / "model_state.pdparams").is_file()
+    result = run_distill(trained[0], keyword_data, tmp_path / "wide", "--student_preset", "tiny", "--student_hidden",
+                         "256", "--intermediate", "hidden")
+    assert result.returncode == 2 and "wider than the teacher" in result.stderr
+
+
+def test_bad_input_is_one_line(trained, scratch_model, keyword_data, tmp_path):
+    cases = [
+        ([scratch_model, keyword_data], "is not a checkpoint of train.py, prune.py or distill.py"),
+        ([trained[0], keyword_data, "--corpus", tmp_path / "missing.txt"], "File not found"),
+        ([trained[0], keyword_data, "--corpus", keyword_data / "data.txt", "--alpha", "0"], "--corpus would teach"),
+    ]
+    other = make_keyword_dataset(tmp_path / "other")
+    (other / "label.txt").write_text("\n".join(["体育", "财经", "科学", "娱乐", "教育"]) + "\n", encoding="utf-8")
+    cases.append(([trained[0], other], "'科学' but the checkpoint's label 2 is '科技'"))
+    for (teacher, dataset, *options), message in cases:
+        result = run_distill(teacher, dataset, tmp_path / "out", *SMALL_STUDENT, *options)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    result = run_distill(trained[0], keyword_data, tmp_path / "out", *SMALL_STUDENT, "--alpha", "1.5")
+    assert result.returncode == 2 and "--alpha" in result.stderr
+
+
+@pytest.mark.slow
+def test_distilled_student_is_width_pruned_and_exported_by_prune_py(distilled, keyword_data, tmp_path):
+    save_dir, _ = distilled
+    result = run_main("prune.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_dir", save_dir,
+                      "--output_dir", tmp_path / "prune", "--width_mult_list", "1/2", "--max_steps", "2",
+                      "--save_steps", "2", "--per_device_train_batch_size", "16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    width = tmp_path / "prune" / "width_mult_0.5"
+    assert (width / "model.onnx").is_file() and (width / "pruned_model.pdiparams").is_file()
