@@ -18,7 +18,6 @@ from typing import Iterable
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 from paddlenlp.transformers import ErnieForMaskedLM, LinearDecayWithWarmup
 
 from corpus import Blocks, PackingOptions, Piece, Tokenization, build_blocks
@@ -38,10 +37,10 @@ from training import (
     TrainBatches,
     TrainingLoop,
     build_optimizer,
-    check_amp,
     optimizer_steps_per_epoch,
+    start_run,
 )
-from utils import DataError, logger, set_device, set_seed, write_json
+from utils import DataError, logger, write_json
 
 MASKINGS = ("token", "whole_word")
 IGNORE = -100  # label of positions that are not predicted
@@ -310,12 +309,7 @@ def pretrain(model_name: str, output_dir: str, pieces: Iterable[Piece], settings
     fingerprint = data_fingerprint(files or {}) if keeps_states else {}
     if state_dir:
         check_resume(state_dir, output_dir, settings, fingerprint, files or {})
-    set_seed(settings.seed)
-    set_device(options.device)
-    check_amp(options.amp)
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    if world_size > 1:
-        dist.init_parallel_env()
+    rank, world_size = start_run(settings.seed, options.device, options.amp)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     run = PretrainingRun(model_name, output_dir, settings, options, fingerprint, rank, world_size)
     with tempfile.TemporaryDirectory(prefix=".blocks.", dir=output_dir) as blocks_dir:

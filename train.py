@@ -72,15 +72,15 @@ from training import (
     TrainBatches,
     TrainingLoop,
     build_optimizer,
-    check_amp,
     encode_examples,
     labelled_batches,
     optimizer_steps_per_epoch,
     predict_logits,
+    start_run,
     text_logits,
     text_repeats,
 )
-from utils import DataError, logger, run_cli, set_device, set_seed, write_json, write_settings
+from utils import DataError, logger, run_cli, write_json, write_settings
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -318,12 +318,7 @@ def train(args: argparse.Namespace) -> dict:
     fingerprint = data_fingerprint(data_files(args)) if keeps_states else {}  # read the data once more only then
     if state_dir:
         check_resume_args(state_dir, args, fingerprint)
-    set_seed(args.seed)
-    set_device(args.device)
-    check_amp(args.amp)
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    if world_size > 1:
-        dist.init_parallel_env()
+    rank, world_size = start_run(args.seed, args.device, args.amp)
     started = time.time()
     run = prepare(args, rank, world_size)
     progress = load_state(state_dir, run.model, run.optimizer, run.precision.scaler, rank, world_size) if state_dir else {}
