@@ -19,6 +19,8 @@ use it unchanged.
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 import hashlib
 import json
@@ -53,7 +55,6 @@ from modeling import (
     checkpoint_decision,
     checkpoint_long_text,
     dygraph_pipeline,
-    encoder_layers,
     init_classifier_bias,
     load_model,
     load_tokenizer,
@@ -62,6 +63,7 @@ from modeling import (
     save_checkpoint,
     stored_config,
 )
+from pruning import encoder_layers
 from resume import check_data, data_fingerprint, file_checksum, find_state, load_state, read_progress, save_state
 from scratch_model import PRESETS, model_config
 from training import (
@@ -404,7 +406,7 @@ def training_data(args: argparse.Namespace, teacher, tokenizer, pipeline, label_
         dist.barrier()
         soft = teacher_logits(args, teacher, tokenizer, texts, pipeline.long_text)  # from rank 0's cache
     rows = pipeline.encode(texts)
-    logger.info(f"training texts: {pipeline.length_summary()}")
+    logger.info(f"training texts: {pipeline.length_summary(rows.counts)}")
     labelled_targets = multi_hot(train_examples, len(label_list))
     targets = np.concatenate([labelled_targets, np.zeros((len(corpus), len(label_list)), dtype="float32")])
     is_labelled = np.arange(len(texts)) < len(train_examples)

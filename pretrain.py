@@ -11,6 +11,8 @@ gradient accumulation, mixed precision, multi-card launch and the metrics histor
 """
 from __future__ import annotations
 
+import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+
 import argparse
 from dataclasses import fields
 

@@ -17,7 +17,7 @@ import prune
 import pruning
 from backends import create_backend
 from exporting import load_export
-from losses import get_loss
+from losses import distillation_loss, get_loss
 from modeling import dygraph_pipeline, load_model, load_tokenizer, model_inputs, text_probs
 from pipeline import TextPipeline, length_grouped_batches
 from pruning import encoder_layers, narrow_encoder
@@ -133,12 +133,12 @@ def test_distillation_targets_are_teacher_probabilities_per_label():
     student_logits = paddle.to_tensor([[2.0, -1.0, 0.5]])
     teacher_logits = paddle.to_tensor([[1.0, 1.0, -3.0]])
     hidden_s, hidden_t = [paddle.ones([1, 2, 4])], [paddle.zeros([1, 2, 4])]
-    loss = float(prune.distillation_loss((student_logits, hidden_s), (teacher_logits, hidden_t)))
+    loss = float(distillation_loss((student_logits, hidden_s), (teacher_logits, hidden_t)))
     p, q = 1 / (1 + np.exp(-teacher_logits.numpy())), 1 / (1 + np.exp(-student_logits.numpy()))
     bce = float(np.mean(-(p * np.log(q) + (1 - p) * np.log(1 - q))))
     assert loss == pytest.approx(bce + 0.1 * 1.0, rel=1e-5)
     # two labels with the same teacher logit keep independent targets (a softmax would couple them)
-    same = float(prune.distillation_loss((teacher_logits, hidden_t), (teacher_logits, hidden_t)))
+    same = float(distillation_loss((teacher_logits, hidden_t), (teacher_logits, hidden_t)))
     entropy = float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
     assert same == pytest.approx(entropy, rel=1e-5)
 
