@@ -40,9 +40,11 @@ demo: $(INSTALLED)
 		--output_file $(DEMO)/infer_output.txt
 	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
+# two workers, one per core: most tests run one single-threaded process, so a serial run leaves a core
+# idle; each test file stays on one worker (its module fixtures and servers are set up once)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # lint and the unit and in-process tests: nothing trains a model, starts a server or a new interpreter
 test-fast: $(INSTALLED)
