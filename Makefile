@@ -41,7 +41,7 @@ demo: $(INSTALLED)
 	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
 # two workers, one per core: most tests run one single-threaded process, so a serial run leaves a core
-# idle; each test file stays on one worker (its module fixtures and servers are set up once)
+# idle; each test file stays on one worker, and each worker builds the session fixtures it needs itself
 test: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile
