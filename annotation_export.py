@@ -17,7 +17,7 @@ annotation, `doccano.py --valid` / `--dirty` bring the export back, from either 
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import json

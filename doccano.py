@@ -15,7 +15,7 @@ and nothing else there is touched. Everything is checked before the first file i
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 from decimal import Decimal, InvalidOperation

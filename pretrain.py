@@ -11,7 +11,7 @@ gradient accumulation, mixed precision, multi-card launch and the metrics histor
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 from dataclasses import fields

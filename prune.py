@@ -17,7 +17,7 @@ narrowing) is pruning.py, the DynaBERT loop and the widths' checkpoints and expo
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import math

@@ -9,7 +9,7 @@ also covers the unlabelled corpus, so later pretraining on it does not meet [UNK
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import tempfile
 from collections import Counter

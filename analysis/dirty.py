@@ -9,7 +9,7 @@ sum of |alpha|), highest first.
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 from pathlib import Path
 

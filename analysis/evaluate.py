@@ -9,7 +9,7 @@ per label) and `reliability.png` (the reliability diagram of the dev probabiliti
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import csv
 from pathlib import Path

@@ -7,7 +7,7 @@ shows a labelling inconsistency or a missing kind of example.
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 from pathlib import Path
 

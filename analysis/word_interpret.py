@@ -8,7 +8,7 @@ label's logit to the words of the text and writes `word_interpret.html` (coloure
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import html
 from pathlib import Path

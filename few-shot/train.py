@@ -8,7 +8,7 @@ ONNX model, the tokenizer and the label order, checked against the dygraph model
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -7,7 +7,7 @@ over all text-label cells and its "Macro F1" the mean of a "0" class and a "1" c
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 

@@ -7,7 +7,7 @@ replaces the corpus entries instead of adding duplicates.
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import tempfile

@@ -11,7 +11,7 @@ without a server, from the exported encoder run in this process through Paddle I
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import time

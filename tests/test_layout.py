@@ -9,7 +9,7 @@ import tomllib
 from conftest import ROOT, in_a_venv
 
 # Lowest first: a module may import only modules before it in this list.
-CORE_LAYERS = ["quiet", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "corpus", "annotation", "labelling", "losses", "pruning", "modeling",
+CORE_LAYERS = ["preload", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "corpus", "annotation", "labelling", "losses", "pruning", "modeling",
                "exporting", "backends", "parity", "history", "resume", "training", "mlm", "dynabert", "vector_index", "semantic_index", "retrieval", "serving",
                "compat"]
 SCRIPTS = ["train", "predict", "export_model", "prune", "scratch_model", "calibrate", "doccano", "annotation_export", "pretrain", "distill"]

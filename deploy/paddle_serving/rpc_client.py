@@ -1,7 +1,7 @@
 """Send texts to the Paddle Serving pipeline over RPC and print the label names."""
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 

@@ -7,7 +7,7 @@ handling lives in pipeline_io.py and is tested with this project's Python.
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 

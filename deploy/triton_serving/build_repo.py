@@ -21,7 +21,7 @@ their probabilities; in a batch, rows shorter than the longest are padded with i
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import json
@@ -91,9 +91,9 @@ def write_model(repo: Path, name: str, config_text: str, source: str | None = No
 
 
 def copy_pipeline(model_dir: Path) -> None:
-    """The one text pipeline, its tokenizer module, the decision step and `quiet` (the tokenizer model
+    """The one text pipeline, its tokenizer module, the decision step and `preload` (the tokenizer model
     imports it before paddlenlp) beside a python model (Triton imports from there)."""
-    for module in (quiet, pipeline, native_tokenizer, decision):
+    for module in (preload, pipeline, native_tokenizer, decision):
         shutil.copy(module.__file__, model_dir / Path(module.__file__).name)
 
 

@@ -8,7 +8,7 @@ wheel's shared libraries and this interpreter's libpython and packages on its pa
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 import os

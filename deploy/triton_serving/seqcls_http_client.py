@@ -1,5 +1,5 @@
 """The HTTP variant of seqcls_grpc_client.py (same arguments and output; default port 8000)."""
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import tritonclient.http as httpclient
 

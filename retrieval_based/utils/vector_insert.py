@@ -8,7 +8,7 @@ The index must have been built by the same encoder.
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 

@@ -5,7 +5,7 @@ row in the request, which the postprocess pools by (negative for a blank text, w
 Uses the export's own tokenizer and the project's text pipeline (both copied next to this file by
 build_repo.py), the same code as deploy/predictor, so a text gets the same ids online and offline.
 """
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import json
 from pathlib import Path

@@ -8,7 +8,7 @@ of two L2-normalised embeddings is their dot product (the reference's 1 - cosine
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 

@@ -1,7 +1,7 @@
 """Send texts to the embedding server (server.py) and print their embeddings, as the reference's rpc_client.py does."""
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import sys
 import time

@@ -22,7 +22,7 @@ are answered concurrently, their model batches taking turns. The model runs on G
 """
 from __future__ import annotations
 
-import quiet  # noqa: F401  (first: silences third-party noise before paddle loads)
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
 
 import argparse
 
