@@ -81,16 +81,22 @@ class RunOptions:
 
 
 def masked_token_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
-    """Mean cross-entropy over the masked tokens (labels -100 elsewhere).
+    """Mean cross-entropy over the masked tokens: logits [n, vocabulary] of the predicted positions and
+    their labels [n] (-100 for a placeholder position when a batch has none).
 
     ErnieForMaskedLM's own loss divides by every position, masked or not (paddle's mean with
     ignore_index), which shrinks it by the share of masked positions (4.43 logged as 0.51 on one
     batch) and makes the logged value meaningless.
     """
-    labels = labels.reshape([-1])
-    total = paddle.nn.functional.cross_entropy(logits.reshape([-1, logits.shape[-1]]), labels, ignore_index=IGNORE,
-                                               reduction="sum")
+    total = paddle.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
     return total / paddle.clip((labels != IGNORE).astype("float32").sum(), min=1.0)
+
+
+def masked_logits(model, batch: dict, pad_id: int) -> paddle.Tensor:
+    """The masked-LM head's logits at the predicted positions only: the head's vocabulary-wide product
+    over every position would cost more than the encoder of a small model."""
+    return model(**model_inputs(batch, pad_id), masked_positions=batch["masked_positions"],
+                 return_dict=True).logits.astype("float32")
 
 
 class Masker:
@@ -126,15 +132,20 @@ class Masker:
                 np.concatenate([[IGNORE], labels, [IGNORE]]))
 
     def batch(self, blocks: Blocks, indices: list[int], rng: np.random.Generator) -> dict[str, paddle.Tensor]:
-        """Padded tensors (input_ids, token_type_ids, labels) of these blocks."""
+        """Padded tensors of these blocks: input_ids, token_type_ids, labels, and the flat indices of the
+        predicted positions (masked_positions) with their labels (masked_labels)."""
         masked = [self.mask(*blocks.block(i), rng) for i in indices]
         width = max(len(ids) for ids, _ in masked)
         input_ids = np.full((len(masked), width), self.pad_id, dtype=np.int64)
         labels = np.full((len(masked), width), IGNORE, dtype=np.int64)
         for row, (ids, targets) in enumerate(masked):
             input_ids[row, :len(ids)], labels[row, :len(ids)] = ids, targets
+        positions = np.flatnonzero(labels != IGNORE)
+        if not len(positions):
+            positions = np.zeros(1, dtype=np.int64)  # a batch without a masked token: one ignored position
         return {"input_ids": paddle.to_tensor(input_ids), "token_type_ids": paddle.zeros_like(paddle.to_tensor(input_ids)),
-                "labels": paddle.to_tensor(labels)}
+                "labels": paddle.to_tensor(labels), "masked_positions": paddle.to_tensor(positions.astype(np.int64)),
+                "masked_labels": paddle.to_tensor(labels.reshape(-1)[positions])}
 
 
 def batch_rng(seed: int, epoch: int, indices: list[int]) -> np.random.Generator:
@@ -152,8 +163,8 @@ def evaluate_mlm(model, blocks: Blocks, masker: Masker, seed: int) -> tuple[floa
         for start in range(0, len(order), EVAL_BATCH_SIZE):
             indices = order[start:start + EVAL_BATCH_SIZE].tolist()
             batch = masker.batch(blocks, indices, batch_rng(seed, EVAL_EPOCH, indices))
-            logits = model(**model_inputs(batch, masker.pad_id), return_dict=True).logits.astype("float32")
-            labels = batch["labels"]
+            logits = masked_logits(model, batch, masker.pad_id)
+            labels = batch["masked_labels"]
             predicted = (labels != IGNORE)
             masked = int(predicted.astype("int64").sum())
             total_loss += float(masked_token_loss(logits, labels)) * masked
@@ -287,8 +298,7 @@ class PretrainingRun:
                 "held_out_blocks": len(held_out), "resumed_from": str(state_dir) if state_dir else None}
 
     def train_step(self, batch: dict, backward) -> paddle.Tensor:
-        logits = self.model(**model_inputs(batch, self.masker.pad_id), return_dict=True).logits.astype("float32")
-        loss = masked_token_loss(logits, batch["labels"])
+        loss = masked_token_loss(masked_logits(self.model, batch, self.masker.pad_id), batch["masked_labels"])
         backward(loss)
         return loss
 

@@ -16,7 +16,8 @@ from paddlenlp.transformers import ErnieTokenizer
 
 import corpus
 from corpus import PackingOptions, Tokenization, build_blocks, corpus_files, iter_pieces, text_pieces
-from mlm import IGNORE, Masker
+from mlm import IGNORE, Masker, load_mlm_model, masked_logits
+from modeling import load_tokenizer, model_inputs
 
 from conftest import FILLER, RECIPE, run_main
 
@@ -116,6 +117,30 @@ def test_whole_word_masking_masks_whole_jieba_words(tokenizer):
     assert np.mean([span[0] for span in spans]) == pytest.approx(0.15, abs=0.03)
     _, labels = masker.mask(ids[1:], flags[1:], np.random.default_rng(3))  # a block that starts inside a word
     assert len(labels) == len(ids) + 1
+
+
+class ListBlocks:
+    """Blocks held in memory, for the masker."""
+
+    def __init__(self, blocks: list[np.ndarray]):
+        self.blocks = blocks
+
+    def block(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.blocks[index], np.ones(len(self.blocks[index]), dtype=np.uint8)
+
+
+def test_the_head_at_the_masked_positions_gives_the_full_heads_logits_there(scratch_model):
+    model = load_mlm_model(str(scratch_model))
+    model.eval()
+    masker = Masker(load_tokenizer(str(scratch_model)), 0.3, whole_word=False)
+    blocks = ListBlocks([np.arange(5, 5 + n, dtype=np.int32) for n in (7, 12, 3)])
+    batch = masker.batch(blocks, [0, 1, 2], np.random.default_rng(0))
+    with paddle.no_grad():
+        full = model(**model_inputs(batch, masker.pad_id), return_dict=True).logits.numpy()
+        chosen = masked_logits(model, batch, masker.pad_id).numpy()
+    positions = batch["masked_positions"].numpy()
+    assert len(positions) > 3 and (batch["masked_labels"].numpy() != IGNORE).all()
+    np.testing.assert_allclose(chosen, full.reshape(-1, full.shape[-1])[positions], rtol=1e-4, atol=1e-4)
 
 
 def test_corpus_reads_gz_jsonl_globs_and_directories(tmp_path):
