@@ -1,17 +1,19 @@
 """Domain-adaptive masked-LM pretraining before fine-tuning, on a real data set with an unlabelled corpus.
 
 Usage: python bench/pretrain_bench.py --dataset_dir divorce --corpus legal_corpus/corpus.txt.gz
-                                      [--seeds 1 2 3] [--arms a b c d] [--jobs 3]
+                                      [--seeds 1 2 3] [--arms a b c d] [--curve_epochs 1 2] [--jobs 2]
 
-Per seed, four starting points of the same tiny scratch architecture (dropout 0.1), each fine-tuned
-by the real train.py with the recommended recipe (--loss db --sampling repeat_factor
+Four starting points of the same tiny scratch architecture (dropout 0.1), each fine-tuned with every
+seed by the real train.py with the recommended recipe (--loss db --sampling repeat_factor
 --repeat_threshold 0.1 --tune_thresholds; 10 epochs, batch 16, lr 1e-3, warmup 200) and scored on
 test.txt by predict.py with the tuned thresholds:
-  (a) random weights, vocabulary from train/dev (scratch_model.py);
+  (a) random weights, vocabulary from train/dev (scratch_model.py with the fine-tuning's seed);
   (b) scratch_model.py --mlm_epochs: masked-LM pretraining on the train/dev texts only;
   (c) scratch_model.py --corpus (vocabulary from train/dev and the corpus), then pretrain.py on the
       corpus plus the train/dev texts with token masking;
   (d) as (c) with whole-word masking.
+(b), (c) and (d) are pretrained once, from the scratch model of --pretrain_seed, and fine-tuned with each
+seed; --curve_epochs adds (c) pretrained for fewer corpus epochs (the curve of F1 against pretraining).
 The table (mean +- std over the seeds finished so far, with TF-IDF + logistic regression beside it)
 and the cost of each pretraining (tokens per second, minutes per corpus epoch) are rewritten into
 <out_dir>/pretrain.md after every run; finished runs are kept, so the command continues where it stopped.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -45,11 +49,14 @@ parser.add_argument("--seeds", type=int, nargs="+", default=[1])
 parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
 parser.add_argument("--epochs", type=int, default=10, help="Fine-tuning epochs.")
 parser.add_argument("--own_mlm_epochs", type=int, default=6, help="(b): masked-LM epochs on the train/dev texts.")
-parser.add_argument("--corpus_mlm_epochs", type=int, default=2, help="(c), (d): masked-LM epochs on corpus + texts.")
+parser.add_argument("--corpus_mlm_epochs", type=int, default=4, help="(c), (d): masked-LM epochs on corpus + texts.")
+parser.add_argument("--curve_epochs", type=int, nargs="*", default=[], help="(c) also pretrained for these epochs.")
+parser.add_argument("--pretrain_seed", type=int, default=1, help="Seed of the scratch model and pretraining of (b)-(d).")
 parser.add_argument("--corpus_mlm_steps", type=int, default=0, help="(c), (d): stop after this many optimizer steps (pretrain.py --max_steps; 0: all epochs).")
 parser.add_argument("--mlm_learning_rate", type=float, default=5e-4)
-parser.add_argument("--jobs", type=int, default=3, help="Runs side by side, one share of the cores each.")
+parser.add_argument("--jobs", type=int, default=2, help="Runs side by side, one share of the cores each.")
 
+MODEL_LOCKS: defaultdict[Path, threading.Lock] = defaultdict(threading.Lock)  # one builder per starting point
 SCRATCH = ["--preset", "tiny", "--dropout", "0.1"]
 MLM = ["--batch_size", "32", "--max_seq_length", "128"]
 
@@ -63,31 +70,42 @@ def dataset_texts(dataset: Path, out: Path) -> Path:
     return texts
 
 
-def corpus_vocabulary_model(args: argparse.Namespace, dataset: Path, out: Path, seed: int) -> Path:
-    """(c) and (d) start from one scratch model whose vocabulary covers the corpus (made once per seed)."""
-    base = out / f"seed{seed}" / "scratch_corpus_vocab"
+def corpus_vocabulary_model(args: argparse.Namespace, dataset: Path, out: Path) -> Path:
+    """(c) and (d) start from one scratch model whose vocabulary covers the corpus (made once)."""
+    base = out / "pretrained" / "scratch_corpus_vocab"
     if not (base / "model_state.pdparams").is_file():
-        run_script("scratch_model.py", "--dataset_dir", dataset, "--seed", seed, *SCRATCH, "--output_dir", base,
-            "--corpus", *args.corpus, log=base.with_suffix(".log"))
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--seed", args.pretrain_seed, *SCRATCH,
+                   "--output_dir", base, "--corpus", *args.corpus, log=base.with_suffix(".log"))
     return base
 
 
+def arm_epochs(arm: str, args: argparse.Namespace) -> int:
+    """Corpus epochs of a (c)/(d) arm: "c@2" is (c) pretrained for 2 epochs."""
+    return int(arm.split("@")[1]) if "@" in arm else args.corpus_mlm_epochs
+
+
 def starting_point(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm: str) -> Path:
-    """The model directory arm `arm` fine-tunes from (made once)."""
-    model = out / f"seed{seed}" / f"model_{arm}"
+    """The model directory arm `arm` fine-tunes from (pretrained ones made once, shared by the seeds)."""
+    model = out / f"seed{seed}" / "model_a" if arm == "a" else out / "pretrained" / f"model_{arm}"
+    with MODEL_LOCKS[model]:
+        return make_starting_point(args, dataset, model, seed, arm)
+
+
+def make_starting_point(args: argparse.Namespace, dataset: Path, model: Path, seed: int, arm: str) -> Path:
+    out = model.parents[1]
     if (model / "model_state.pdparams").is_file() and (arm == "a" or (model / "pretrain_results.json").is_file()):
         return model
-    common = ["--dataset_dir", dataset, "--seed", seed, *SCRATCH]
     if arm in ("a", "b"):
         mlm = [] if arm == "a" else ["--mlm_epochs", args.own_mlm_epochs, "--mlm_learning_rate",
                                      args.mlm_learning_rate, "--mlm_batch_size", 32]
-        run_script("scratch_model.py", *common, "--output_dir", model, *mlm, log=model.with_suffix(".log"))
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--seed", seed if arm == "a" else args.pretrain_seed,
+                   *SCRATCH, "--output_dir", model, *mlm, log=model.with_suffix(".log"))
         return model
-    base = corpus_vocabulary_model(args, dataset, out, seed)
-    run_script("pretrain.py", "--model_name", base, "--output_dir", model, "--device", "cpu", "--corpus", *args.corpus,
-        dataset_texts(dataset, out), "--masking", "token" if arm == "c" else "whole_word", "--epochs",
-        args.corpus_mlm_epochs, "--max_steps", args.corpus_mlm_steps, "--learning_rate", args.mlm_learning_rate, "--seed", seed, "--validation_split",
-        "0.02", "--logging_steps", 50, *MLM, log=model.with_suffix(".log"))
+    run_script("pretrain.py", "--model_name", corpus_vocabulary_model(args, dataset, out), "--output_dir", model,
+               "--device", "cpu", "--corpus", *args.corpus, dataset_texts(dataset, out), "--masking",
+               "whole_word" if arm.startswith("d") else "token", "--epochs", arm_epochs(arm, args), "--max_steps",
+               args.corpus_mlm_steps, "--learning_rate", args.mlm_learning_rate, "--seed", args.pretrain_seed,
+               "--validation_split", "0.02", "--logging_steps", 50, *MLM, log=model.with_suffix(".log"))
     return model
 
 
@@ -107,12 +125,16 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
     return scores
 
 
+def arm_name(arm: str, args: argparse.Namespace) -> str:
+    return ARMS[arm[0]] + (f", {arm_epochs(arm, args)} corpus epochs" if arm[0] in "cd" else "")
+
+
 def mean_std(values: list[float]) -> str:
     values = np.asarray(values) * 100
     return f"{values.mean():.2f} ± {values.std():.2f}"
 
 
-def tables(results: dict, tfidf: tuple[float, float]) -> str:
+def tables(results: dict, tfidf: tuple[float, float], args: argparse.Namespace) -> str:
     lines = ["| starting point | seeds | test micro F1 | test macro F1 | Δ micro vs (a) | Δ macro vs (a) |",
              "|---|---|---|---|---|---|"]
     base = results.get("a", {})
@@ -121,21 +143,20 @@ def tables(results: dict, tfidf: tuple[float, float]) -> str:
         paired = [(run["tuned"], base[seed]["tuned"]) for seed, run in seeds.items() if seed in base]
         deltas = ["" if not paired or arm == "a" else f"{np.mean([(r[i] - b[i]) * 100 for r, b in paired]):+.2f}"
                   for i in (0, 1)]
-        lines.append(f"| {ARMS[arm]} | {len(tuned)} | {mean_std([t[0] for t in tuned])} | "
+        lines.append(f"| {arm_name(arm, args)} | {len(tuned)} | {mean_std([t[0] for t in tuned])} | "
                      f"{mean_std([t[1] for t in tuned])} | {deltas[0]} | {deltas[1]} |")
     lines.append(f"| TF-IDF char 1-3 gram + logistic regression | - | {tfidf[0] * 100:.2f} | {tfidf[1] * 100:.2f} | | |")
-    lines += ["", "| pretraining | seed | tokens per epoch | epochs | tokens/s | minutes per epoch | held-out masked-token "
-              "accuracy per epoch |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| pretraining | tokens per epoch | epochs | tokens/s | minutes per epoch | held-out masked-token "
+              "accuracy per epoch |", "|---|---|---|---|---|---|"]
     for arm, seeds in sorted(results.items()):
-        for seed, scores in seeds.items():
-            if not (scores.get("pretrain") or {}).get("loop_time_s"):
-                continue  # not pretrained (or by a version that did not time its loop)
-            p = scores["pretrain"]
-            epochs = p["global_steps"] / p["steps_per_epoch"]  # a --max_steps run stops inside its first epoch
-            speed = p["train_tokens"] * epochs / p["loop_time_s"]
-            accuracy = ", ".join(f"{e['accuracy']:.3f}" for e in p["evaluations"]) or "-"
-            lines.append(f"| {ARMS[arm]} | {seed} | {p['train_tokens']} | {epochs:.2f} | {speed:.0f} | "
-                         f"{p['train_tokens'] / speed / 60:.1f} | {accuracy} |")
+        p = next((run["pretrain"] for run in seeds.values() if (run.get("pretrain") or {}).get("loop_time_s")), None)
+        if p is None:
+            continue  # not pretrained on the corpus, or by a version that did not time its loop
+        epochs = p["global_steps"] / p["steps_per_epoch"]  # a --max_steps run stops inside its first epoch
+        speed = p["train_tokens"] * epochs / p["loop_time_s"]
+        accuracy = ", ".join(f"{e['accuracy']:.3f}" for e in p["evaluations"]) or "-"
+        lines.append(f"| {arm_name(arm, args)} | {p['train_tokens']} | {epochs:.2f} | {speed:.0f} | "
+                     f"{p['train_tokens'] / speed / 60:.1f} | {accuracy} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,18 +170,19 @@ def main() -> None:
     tfidf = tfidf_baseline(dataset, labels)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    order = sorted(((seed, arm) for seed in args.seeds for arm in args.arms
-                    if str(seed) not in results.get(arm, {})), key=lambda item: (item[0], item[1] in "ab"))
-    for seed in {seed for seed, arm in order if arm in "cd"}:
-        corpus_vocabulary_model(args, dataset, out, seed)
+    arms = [*args.arms, *(f"c@{epochs}" for epochs in args.curve_epochs)]
+    order = sorted(((seed, arm) for seed in args.seeds for arm in arms if str(seed) not in results.get(arm, {})),
+                   key=lambda item: (item[0], item[1] in "ab"))
+    if any(arm[0] in "cd" for _, arm in order):
+        corpus_vocabulary_model(args, dataset, out)
     with ThreadPoolExecutor(args.jobs) as pool:  # the corpus pretrainings first: they take longest
         pending = {pool.submit(fine_tune, args, dataset, out, *item, gold, labels): item for item in order}
         for future in as_completed(pending):
             seed, arm = pending[future]
             results.setdefault(arm, {})[str(seed)] = future.result()
             results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            (out / "pretrain.md").write_text(tables(results, tfidf), encoding="utf-8")
-    print(tables(results, tfidf))
+            (out / "pretrain.md").write_text(tables(results, tfidf, args), encoding="utf-8")
+    print(tables(results, tfidf, args))
 
 
 if __name__ == "__main__":
