@@ -1,5 +1,8 @@
 """Shared fixtures: generated keyword data, a tiny scratch model and one trained checkpoint.
 
+Under pytest-xdist (`make test`) each model fixture is built by the first worker that needs it and
+read by the others (`built_once`); data sets are cheap and made per worker.
+
 The data is made here so the suite runs on any fresh clone: each label has its own keywords, so a
 model that learns at all must reach a high F1 on it. Scripts run in this process through their
 `main(argv)` (`run_main`); `run_script` starts a new interpreter only where the process boundary
@@ -13,7 +16,9 @@ import importlib.util
 import io
 import logging
 import os
+import pickle
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from backends import create_backend
 from exporting import load_export, load_export_tokenizer
@@ -151,6 +157,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]):
+    """`build(directory)`'s value, built once per test run: under pytest-xdist the first worker that asks
+    builds it in the workers' common temporary directory, under a file lock, and the others wait for it
+    and read its pickled value. A build that failed leaves no record, so the next worker tries again."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent
+    directory, record = root / f"built_{name}", root / f"built_{name}.pickle"
+    with FileLock(f"{record}.lock"):
+        if record.is_file():
+            return pickle.loads(record.read_bytes())
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
+        value = build(directory)
+        record.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def keyword_data(tmp_path_factory) -> Path:
     return make_keyword_dataset(tmp_path_factory.mktemp("keyword_data"))
@@ -158,10 +182,12 @@ def keyword_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def scratch_model(keyword_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("scratch") / "model"
-    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out)
-    assert result.returncode == 0, result.stderr
-    return out
+    def build(directory: Path) -> Path:
+        result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", directory / "model")
+        assert result.returncode == 0, result.stderr
+        return directory / "model"
+
+    return built_once(tmp_path_factory, "scratch", build)
 
 
 # The tiny preset's recipe (README): batch 16, lr 1e-3, linear warmup then decay.
@@ -171,44 +197,53 @@ RECIPE = ["--batch_size", "16", "--learning_rate", "1e-3", "--warmup", "--warmup
 @pytest.fixture(scope="session")
 def trained(keyword_data, scratch_model, tmp_path_factory):
     """One real training run of the tiny recipe; its checkpoint and log serve several tests."""
-    save_dir = tmp_path_factory.mktemp("trained") / "checkpoint"
-    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
-                      "--save_dir", save_dir, "--epochs", "8", "--logging_steps", "5", "--tune_thresholds",
-                        *RECIPE)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return save_dir, result.stderr
+    def build(directory: Path) -> tuple[Path, str]:
+        result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", scratch_model,
+                          "--save_dir", directory / "checkpoint", "--epochs", "8", "--logging_steps", "5",
+                          "--tune_thresholds", *RECIPE)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return directory / "checkpoint", result.stderr
+
+    return built_once(tmp_path_factory, "trained", build)
 
 
 @pytest.fixture(scope="session")
 def ernie_m_scratch(keyword_data, tmp_path_factory) -> Path:
     """An untrained ERNIE-M-style model (SentencePiece, no token_type_ids): its tokenizer is all some
     tests need."""
-    out = tmp_path_factory.mktemp("ernie_m_scratch") / "model"
-    result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", out, "--model_type", "ernie-m")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
+    def build(directory: Path) -> Path:
+        result = run_main("scratch_model.py", "--dataset_dir", keyword_data, "--output_dir", directory / "model",
+                          "--model_type", "ernie-m")
+        assert result.returncode == 0, result.stderr[-2000:]
+        return directory / "model"
+
+    return built_once(tmp_path_factory, "ernie_m_scratch", build)
 
 
 @pytest.fixture(scope="session")
 def ernie_m_trained(keyword_data, ernie_m_scratch, tmp_path_factory) -> Path:
     """The ERNIE-M-style model after one epoch."""
-    save_dir = tmp_path_factory.mktemp("ernie_m") / "checkpoint"
-    result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name", ernie_m_scratch,
-                      "--save_dir", save_dir, "--epochs", "1", "--batch_size", "32", "--learning_rate", "1e-3")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "macro f1 score" in result.stderr
-    return save_dir
+    def build(directory: Path) -> Path:
+        result = run_main("train.py", "--device", "cpu", "--dataset_dir", keyword_data, "--model_name",
+                          ernie_m_scratch, "--save_dir", directory / "checkpoint", "--epochs", "1", "--batch_size", "32",
+                          "--learning_rate", "1e-3")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "macro f1 score" in result.stderr
+        return directory / "checkpoint"
+
+    return built_once(tmp_path_factory, "ernie_m", build)
 
 
 @pytest.fixture(scope="session")
 def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
     """export_model.py on the trained checkpoint, with the dev file for the parity check."""
-    save_dir, _ = trained
-    output = tmp_path_factory.mktemp("export") / "export"
-    result = run_main("export_model.py", "--params_path", save_dir, "--output_path", output,
-                      "--dataset_dir", keyword_data)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output, result.stderr
+    def build(directory: Path) -> tuple[Path, str]:
+        result = run_main("export_model.py", "--params_path", trained[0], "--output_path", directory / "export",
+                          "--dataset_dir", keyword_data)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return directory / "export", result.stderr
+
+    return built_once(tmp_path_factory, "export", build)
 
 
 def finish_launch(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:
@@ -294,18 +329,23 @@ def train_on_documents(documents: Path, scratch_model: Path, save_dir: Path, *lo
 
 @pytest.fixture(scope="session")
 def window_checkpoint(documents, scratch_model, tmp_path_factory) -> tuple[Path, str]:
-    save_dir = tmp_path_factory.mktemp("window") / "checkpoint"
-    return save_dir, train_on_documents(documents, scratch_model, save_dir, "--long_text", "window")
+    def build(directory: Path) -> tuple[Path, str]:
+        return directory / "checkpoint", train_on_documents(documents, scratch_model, directory / "checkpoint",
+                                                            "--long_text", "window")
+
+    return built_once(tmp_path_factory, "window", build)
 
 
 @pytest.fixture(scope="session")
 def window_exported(window_checkpoint, documents, tmp_path_factory) -> Path:
     """export_model.py on the windowed checkpoint: the export reads documents in windows too."""
-    output = tmp_path_factory.mktemp("window_export") / "export"
-    result = run_main("export_model.py", "--params_path", window_checkpoint[0], "--output_path", output,
-                      "--dataset_dir", documents, "--max_seq_length", WINDOW)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+    def build(directory: Path) -> Path:
+        result = run_main("export_model.py", "--params_path", window_checkpoint[0], "--output_path",
+                          directory / "export", "--dataset_dir", documents, "--max_seq_length", WINDOW)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return directory / "export"
+
+    return built_once(tmp_path_factory, "window_export", build)
 
 
 
