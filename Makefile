@@ -40,11 +40,12 @@ demo: $(INSTALLED)
 		--output_file $(DEMO)/infer_output.txt
 	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
-# two workers, one per core: most tests run one single-threaded process, so a serial run leaves a core
-# idle; each test file stays on one worker, and each worker builds the session fixtures it needs itself
+# three workers on two cores: a serial run leaves a core idle, and many tests wait for a server or a
+# launched process; each test file stays on one worker (its module fixtures are built once), and the
+# first worker that needs a model fixture builds it for all (tests/conftest.py built_once)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 # lint and the unit and in-process tests: nothing trains a model, starts a server or a new interpreter
 test-fast: $(INSTALLED)
