@@ -11,7 +11,8 @@ processor is an AVX2 one, its matrix products run about twice as fast (bench/cpu
 
 Every script imports this module before any third-party package (ruff's isort section "preload" keeps
 the import first). Setting GLOG_minloglevel (0 shows Paddle's C++ info and warning lines again) or
-MKL_DEBUG_CPU_TYPE yourself overrides the value chosen here.
+MKL_DEBUG_CPU_TYPE yourself overrides the value chosen here (MKL_DEBUG_CPU_TYPE= , empty, keeps MKL's
+own choice).
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ thresholds tuned on dev, plus the baseline trained on the same train.txt, as a M
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import time
 from pathlib import Path

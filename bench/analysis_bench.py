@@ -14,6 +14,8 @@ repeated for every seed in --seeds and averaged. Runs the real command-line scri
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import random
 import shutil

@@ -17,6 +17,8 @@ go to bench/results/decision.json.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import os

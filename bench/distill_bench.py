@@ -22,6 +22,8 @@ The tables are written to --out (F1) and --speed_out (speed); the F1 table inclu
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import gzip
 import json

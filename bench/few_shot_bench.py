@@ -13,6 +13,8 @@ split, are printed per seed and as mean ± std, as a Markdown table.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import random
 import time

@@ -18,6 +18,8 @@ All cases run in this one process, one after another, on --num_threads threads.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import contextlib
 import subprocess

@@ -15,6 +15,8 @@ Tables go to bench/results/<--result>.json.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import os

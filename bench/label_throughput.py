@@ -22,6 +22,8 @@ bench/results/<--result>.json.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import os
 import subprocess

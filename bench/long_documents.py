@@ -20,6 +20,8 @@ are kept in results.json in --out_dir and skipped when the benchmark runs again.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import time

@@ -16,6 +16,8 @@ two); in a one-epoch check the dev micro F1 differed from a 2-thread run by 0.00
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import os

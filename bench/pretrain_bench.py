@@ -20,6 +20,8 @@ and the cost of each pretraining (tokens per second, minutes per corpus epoch) a
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import os

@@ -14,6 +14,8 @@ FP32 in the same run. All timings run in this one process on --num_threads threa
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import shlex
 import subprocess

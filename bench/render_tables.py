@@ -10,6 +10,8 @@ whether the page is up to date.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import json
 import re

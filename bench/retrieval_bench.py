@@ -38,6 +38,8 @@ divorce test texts. A re-run reuses the encoder and vectors an earlier run made.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import contextlib
 import gc

@@ -27,6 +27,8 @@ must be equal.
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import os
 import random

@@ -11,6 +11,8 @@ requests are sent, and the load afterwards shows whether the server survived the
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import os
 import socket

@@ -14,6 +14,8 @@ Writes a Markdown table:
 """
 from __future__ import annotations
 
+import preload  # noqa: F401  (first: process settings Paddle reads when it loads)
+
 import argparse
 import os
 import statistics
