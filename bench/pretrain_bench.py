@@ -25,6 +25,7 @@ import preload  # noqa: F401  (first: process settings Paddle reads when it load
 import argparse
 import json
 import os
+import shutil
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from accuracy import test_scores, tfidf_baseline
-from benchtools import run_script
+from benchtools import run_script, save_result
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
 
@@ -56,6 +57,10 @@ parser.add_argument("--curve_epochs", type=int, nargs="*", default=[], help="(c)
 parser.add_argument("--pretrain_seed", type=int, default=1, help="Seed of the scratch model and pretraining of (b)-(d).")
 parser.add_argument("--corpus_mlm_steps", type=int, default=0, help="(c), (d): stop after this many optimizer steps (pretrain.py --max_steps; 0: all epochs).")
 parser.add_argument("--mlm_learning_rate", type=float, default=5e-4)
+parser.add_argument("--sections", nargs="+", choices=["f1", "cost"], default=["f1", "cost"])
+parser.add_argument("--cost_presets", nargs="+", default=["tiny", "ernie-3.0-mini-zh"],
+                    help="Cost section: scratch shapes whose pretraining speed is measured, one after the other.")
+parser.add_argument("--cost_steps", type=int, default=20, help="Cost section: optimizer steps timed per shape.")
 parser.add_argument("--jobs", type=int, default=2, help="Runs side by side, one share of the cores each.")
 
 MODEL_LOCKS: defaultdict[Path, threading.Lock] = defaultdict(threading.Lock)  # one builder per starting point
@@ -136,6 +141,10 @@ def mean_std(values: list[float]) -> str:
     return f"{values.mean():.2f} ± {values.std():.2f}"
 
 
+def held_out_accuracy(pretrain: dict) -> str:
+    return ", ".join(f"{evaluation['accuracy']:.3f}" for evaluation in pretrain["evaluations"])
+
+
 def tables(results: dict, tfidf: tuple[float, float], args: argparse.Namespace) -> str:
     lines = ["| starting point | seeds | test micro F1 | test macro F1 | Δ micro vs (a) | Δ macro vs (a) |",
              "|---|---|---|---|---|---|"]
@@ -148,25 +157,37 @@ def tables(results: dict, tfidf: tuple[float, float], args: argparse.Namespace) 
         lines.append(f"| {arm_name(arm, args)} | {len(tuned)} | {mean_std([t[0] for t in tuned])} | "
                      f"{mean_std([t[1] for t in tuned])} | {deltas[0]} | {deltas[1]} |")
     lines.append(f"| TF-IDF char 1-3 gram + logistic regression | - | {tfidf[0] * 100:.2f} | {tfidf[1] * 100:.2f} | | |")
-    lines += ["", "| pretraining | tokens per epoch | epochs | tokens/s | minutes per epoch | held-out masked-token "
-              "accuracy per epoch |", "|---|---|---|---|---|---|"]
+    lines += ["", "| pretraining | held-out masked-token accuracy after each epoch |", "|---|---|"]
     for arm, seeds in sorted(results.items()):
-        p = next((run["pretrain"] for run in seeds.values() if (run.get("pretrain") or {}).get("loop_time_s")), None)
-        if p is None:
-            continue  # not pretrained on the corpus, or by a version that did not time its loop
-        epochs = p["global_steps"] / p["steps_per_epoch"]  # a --max_steps run stops inside its first epoch
-        speed = p["train_tokens"] * epochs / p["loop_time_s"]
-        accuracy = ", ".join(f"{e['accuracy']:.3f}" for e in p["evaluations"]) or "-"
-        lines.append(f"| {arm_name(arm, args)} | {p['train_tokens']} | {epochs:.2f} | {speed:.0f} | "
-                     f"{p['train_tokens'] / speed / 60:.1f} | {accuracy} |")
+        p = next((run["pretrain"] for run in seeds.values() if run.get("pretrain")), None)
+        if p and p.get("evaluations"):
+            lines.append(f"| {arm_name(arm, args)} | {held_out_accuracy(p)} |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    args = parser.parse_args()
+def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> str:
+    """Pretraining speed of each --cost_presets shape on the whole machine: pretrain.py for --cost_steps
+    steps on the corpus and the data set's texts (batch 32 x 128 tokens, token masking, no held-out slice)."""
+    rows = []
+    for preset in args.cost_presets:
+        model, run = out / "cost" / f"scratch_{preset}", out / "cost" / f"pretrain_{preset}"
+        shutil.rmtree(run, ignore_errors=True)
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--preset", preset, "--output_dir", model, "--corpus",
+                   *args.corpus, log=model.with_suffix(".log"))
+        run_script("pretrain.py", "--model_name", model, "--output_dir", run, "--device", "cpu", "--corpus", *args.corpus,
+                   dataset_texts(dataset, out), "--max_steps", args.cost_steps, "--seed", args.pretrain_seed, *MLM,
+                   log=run.with_suffix(".log"))
+        p = json.loads((run / "pretrain_results.json").read_text(encoding="utf-8"))
+        tokens_per_s = p["train_tokens"] / p["steps_per_epoch"] * p["global_steps"] / p["loop_time_s"]
+        rows.append(f"| {preset} | {p['train_tokens']} | {p['global_steps'] / p['loop_time_s']:.2f} | "
+                    f"{tokens_per_s:.0f} | {p['train_tokens'] / tokens_per_s / 60:.1f} |")
+    return "\n".join(["| model | tokens per corpus epoch | steps/s | tokens/s | minutes per corpus epoch |",
+                      "|---|---|---|---|---|", *rows]) + "\n"
+
+
+def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
+    """Every (seed, arm) not in <out_dir>/results.json yet, --jobs side by side; the F1 tables of all."""
     os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # each run takes its share of the cores
-    dataset, out = Path(args.dataset_dir), Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     labels = read_label_list(dataset / "label.txt")
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     tfidf = tfidf_baseline(dataset, labels)
@@ -184,7 +205,21 @@ def main() -> None:
             results.setdefault(arm, {})[str(seed)] = future.result()
             results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
             (out / "pretrain.md").write_text(tables(results, tfidf, args), encoding="utf-8")
-    print(tables(results, tfidf, args))
+    return tables(results, tfidf, args)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    dataset, out = Path(args.dataset_dir), Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    if "cost" in args.sections:  # first, alone on the machine
+        sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n"
+                        + cost_table(args, dataset, out))
+    if "f1" in args.sections:
+        sections.append(f"Test micro / macro F1 (%), mean ± std over seeds {' '.join(map(str, args.seeds))}; "
+                        f"fine-tuning {args.epochs} epochs.\n\n" + f1_section(args, dataset, out))
+    save_result("pretrain", "\n".join(sections))
 
 
 if __name__ == "__main__":
