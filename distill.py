@@ -64,7 +64,16 @@ from modeling import (
     stored_config,
 )
 from pruning import encoder_layers
-from resume import check_data, data_fingerprint, file_checksum, find_state, load_state, read_progress, save_state
+from resume import (
+    check_data,
+    check_options,
+    data_fingerprint,
+    file_checksum,
+    find_state,
+    load_state,
+    read_progress,
+    save_state,
+)
 from scratch_model import PRESETS, model_config
 from training import (
     AMP_DTYPES,
@@ -356,16 +365,12 @@ def data_files(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def resume_progress(args: argparse.Namespace, fingerprint: dict) -> Path | None:
-    """The state to resume from, refused when its options or data differ (the run would not be the same)."""
+    """The state to resume from, refused when its options or data differ (the run would not be the same) or when
+    it would continue in another --save_dir (where the best student so far is not)."""
     if not args.resume_from_checkpoint:
         return None
     state_dir = find_state(args.resume_from_checkpoint)
-    saved = read_progress(state_dir).get("args", {})
-    changed = [f"--{name} {getattr(args, name)} (saved: {saved.get(name)})" for name in RESUME_FIXED
-               if saved.get(name) != getattr(args, name)]
-    if changed:
-        raise DataError(f"--resume_from_checkpoint {state_dir}: resume with the saved run's options; changed: "
-                        + ", ".join(changed))
+    check_options(state_dir, args.save_dir, {name: getattr(args, name) for name in RESUME_FIXED})
     check_data(state_dir, read_progress(state_dir).get("data"), fingerprint, data_files(args))
     return state_dir
 

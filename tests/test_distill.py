@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import paddle
 import pytest
 
 import distill
+import resume
+from data_io import load_examples, multi_hot
 from losses import get_loss, soft_label_loss
+from metric import MetricReport
 from modeling import load_model, model_inputs
 from utils import DataError
 
@@ -185,3 +189,98 @@ def test_distilled_student_is_width_pruned_and_exported_by_prune_py(distilled, k
     assert result.returncode == 0, result.stderr[-3000:]
     width = tmp_path / "prune" / "width_mult_0.5"
     assert (width / "model.onnx").is_file() and (width / "pruned_model.pdiparams").is_file()
+
+
+# ------------------------------------------------------------------------------ resume
+
+LOSS_LINE = r"global step (\d+), epoch: \d+, batch: \d+, loss: ([\d.]+), speed: [\d.]+ step/s, lr: ([\d.e+-]+)"
+
+
+def texts_file(path: Path, count: int, seed: int) -> Path:
+    """Keyword texts without their labels, one a line: an unlabelled corpus."""
+    path.write_text("\n".join(line.split("\t")[0] for line in keyword_lines(count, seed)) + "\n", encoding="utf-8")
+    return path
+
+
+def last_state_weights(save_dir: Path) -> dict[str, np.ndarray]:
+    state_dir = resume.find_state(save_dir)
+    return {name: value.numpy() for name, value in paddle.load(str(state_dir / "model_state.pdparams")).items()}
+
+
+@pytest.mark.slow
+def test_interrupted_distillation_resumes_identically(trained, tmp_path, monkeypatch):
+    """64 labelled texts and 48 corpus texts (16 of its 64 lines are labelled ones), batch 16: 7 steps an epoch,
+    states at steps 7, 14 and 21; the run is cut at step 13 and resumed from step 7, reading the teacher's
+    logits from the cache the cut run wrote."""
+    data = make_keyword_dataset(tmp_path / "data", n_train=64, n_dev=16, seed=6)
+    corpus = texts_file(tmp_path / "corpus.txt", 64, 61)
+    run = [*SMALL_STUDENT, "--corpus", corpus, "--alpha", "0.7", "--epochs", "3", "--logging_steps", "1",
+           "--save_last"]
+    reference = run_distill(trained[0], data, tmp_path / "reference", *run, "--cache_dir", tmp_path / "cache_a")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    original, calls = paddle.optimizer.AdamW.step, [0]
+
+    def step_or_crash(self):
+        calls[0] += 1
+        if calls[0] == 13:
+            raise KeyboardInterrupt("simulated pre-emption")
+        return original(self)
+
+    save_dir, cache = tmp_path / "resumed", tmp_path / "cache_b"
+    with monkeypatch.context() as patch:
+        patch.setattr(paddle.optimizer.AdamW, "step", step_or_crash)
+        with pytest.raises(KeyboardInterrupt):
+            run_distill(trained[0], data, save_dir, *run, "--cache_dir", cache)
+    resumed = run_distill(trained[0], data, save_dir, *run, "--cache_dir", cache, "--resume_from_checkpoint", save_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Teacher's logits on 112 texts read from its cache" in resumed.stderr
+    assert "at global step 7 (epoch 1, batch 7)" in resumed.stderr
+    expected, got = re.findall(LOSS_LINE, reference.stderr), re.findall(LOSS_LINE, resumed.stderr)
+    assert [s for s, _, _ in got] == [str(n) for n in range(8, 22)]
+    assert [(s, lr) for s, _, lr in got] == [(s, lr) for s, _, lr in expected[7:]]
+    assert [float(v) for _, v, _ in got] == pytest.approx([float(v) for _, v, _ in expected[7:]], abs=1e-5)
+    weights, reference_weights = last_state_weights(save_dir), last_state_weights(tmp_path / "reference")
+    assert weights.keys() == reference_weights.keys()
+    assert max(float(np.abs(weights[n] - reference_weights[n]).max()) for n in weights) < 1e-5
+    results = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
+    reference_results = json.loads((tmp_path / "reference" / "results.json").read_text(encoding="utf-8"))
+    assert results["best_dev"] == pytest.approx(reference_results["best_dev"], abs=1e-5)
+    # elsewhere the best student so far (epoch 1's, never beaten) would be missing: refused too
+    elsewhere = run_distill(trained[0], data, tmp_path / "elsewhere", *run, "--cache_dir", cache,
+                            "--resume_from_checkpoint", save_dir)
+    assert elsewhere.returncode == 2 and f"continues in its own directory; write into {save_dir}" in elsewhere.stderr
+    changed = run_distill(trained[0], data, save_dir, *run, "--cache_dir", cache, "--resume_from_checkpoint", save_dir,
+                          "--alpha", "0.9")
+    assert changed.returncode == 2 and "--alpha 0.9 (the saved run used 0.7)" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------ unlabelled text alone
+
+
+def held_out_micro_f1(checkpoint: Path, dataset: Path, output: Path) -> float:
+    """predict.py's micro F1 on the held-out test.txt."""
+    result = run_main("predict.py", "--device", "cpu", "--dataset_dir", dataset, "--data_file", "test.txt",
+                      "--params_path", checkpoint, "--output_file", output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metric = MetricReport()
+    metric.update(multi_hot(load_examples(output, LABELS), len(LABELS)),
+                  multi_hot(load_examples(dataset / "test.txt", LABELS), len(LABELS)))
+    return metric.accumulate()[0]
+
+
+@pytest.mark.slow
+def test_student_learns_the_keywords_from_the_teacher_on_unlabelled_text_alone(trained, tmp_path):
+    """8 labelled lines and --alpha 1: the gold labels weigh nothing, so what the student knows of the keywords
+    comes from the teacher's probabilities on 800 unlabelled texts. The same 8 lines taught by their labels
+    (--alpha 0, no corpus) leave the student far below: without the corpus there is nothing to learn from."""
+    data = make_keyword_dataset(tmp_path / "data", n_train=8, n_dev=100, seed=8)
+    corpus = texts_file(tmp_path / "corpus.txt", 800, 81)
+    run = [*SMALL_STUDENT, "--epochs", "8", "--temperature", "2", "--cache_dir", tmp_path / "cache"]
+    result = run_distill(trained[0], data, tmp_path / "taught", *run, "--alpha", "1", "--corpus", corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    taught = held_out_micro_f1(tmp_path / "taught", data, tmp_path / "taught.txt")
+    result = run_distill(trained[0], data, tmp_path / "labels", *run, "--alpha", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels_only = held_out_micro_f1(tmp_path / "labels", data, tmp_path / "labels.txt")
+    assert taught > 0.8 and labels_only < 0.65, (taught, labels_only)
