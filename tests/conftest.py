@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import paddle
 import pytest
 from filelock import FileLock
 
@@ -244,6 +245,19 @@ def exported(trained, keyword_data, tmp_path_factory) -> tuple[Path, str]:
         return directory / "export", result.stderr
 
     return built_once(tmp_path_factory, "export", build)
+
+
+def crash_at_optimizer_step(monkeypatch, step: int) -> None:
+    """Make the step-th optimizer step of the next run raise, as a pre-empted process would stop."""
+    original, calls = paddle.optimizer.AdamW.step, [0]
+
+    def step_or_crash(self):
+        calls[0] += 1
+        if calls[0] == step:
+            raise KeyboardInterrupt("simulated pre-emption")
+        return original(self)
+
+    monkeypatch.setattr(paddle.optimizer.AdamW, "step", step_or_crash)
 
 
 def finish_launch(process, log_dir: Path, expect_ok: bool = True) -> dict[str, str]:

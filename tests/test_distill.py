@@ -20,7 +20,7 @@ from metric import MetricReport
 from modeling import load_model, model_inputs
 from utils import DataError
 
-from conftest import LABELS, keyword_lines, make_keyword_dataset, predict_py_labels, run_main
+from conftest import LABELS, crash_at_optimizer_step, keyword_lines, make_keyword_dataset, predict_py_labels, run_main
 
 SMALL_STUDENT = ["--student_preset", "tiny", "--student_layers", "1", "--student_hidden", "64", "--student_heads", "2",
                  "--student_intermediate", "128"]
@@ -219,17 +219,9 @@ def test_interrupted_distillation_resumes_identically(trained, tmp_path, monkeyp
            "--save_last"]
     reference = run_distill(trained[0], data, tmp_path / "reference", *run, "--cache_dir", tmp_path / "cache_a")
     assert reference.returncode == 0, reference.stderr[-3000:]
-    original, calls = paddle.optimizer.AdamW.step, [0]
-
-    def step_or_crash(self):
-        calls[0] += 1
-        if calls[0] == 13:
-            raise KeyboardInterrupt("simulated pre-emption")
-        return original(self)
-
     save_dir, cache = tmp_path / "resumed", tmp_path / "cache_b"
     with monkeypatch.context() as patch:
-        patch.setattr(paddle.optimizer.AdamW, "step", step_or_crash)
+        crash_at_optimizer_step(patch, 13)
         with pytest.raises(KeyboardInterrupt):
             run_distill(trained[0], data, save_dir, *run, "--cache_dir", cache)
     resumed = run_distill(trained[0], data, save_dir, *run, "--cache_dir", cache, "--resume_from_checkpoint", save_dir)

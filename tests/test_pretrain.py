@@ -19,7 +19,7 @@ from corpus import PackingOptions, Tokenization, build_blocks, corpus_files, ite
 from mlm import IGNORE, Masker, load_mlm_model, masked_logits
 from modeling import load_tokenizer, model_inputs
 
-from conftest import FILLER, RECIPE, run_main
+from conftest import FILLER, RECIPE, crash_at_optimizer_step, run_main
 
 DOC_CHARS = "甲乙丙丁戊己庚辛"  # document i is written with DOC_CHARS[i] only
 
@@ -262,16 +262,8 @@ def test_interrupted_pretraining_resumes_identically(tmp_path, scratch_model, mo
     run = ["--model_name", scratch_model, "--corpus", corpus_file, *PRETRAIN, "--save_last_steps", "3"]
     reference = run_main("pretrain.py", *run, "--output_dir", tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr[-3000:]
-    original, calls = paddle.optimizer.AdamW.step, [0]
-
-    def step_or_crash(self):
-        calls[0] += 1
-        if calls[0] == 5:
-            raise KeyboardInterrupt("simulated pre-emption")
-        return original(self)
-
     with monkeypatch.context() as patch:
-        patch.setattr(paddle.optimizer.AdamW, "step", step_or_crash)
+        crash_at_optimizer_step(patch, 5)
         with pytest.raises(KeyboardInterrupt):
             run_main("pretrain.py", *run, "--output_dir", tmp_path / "resumed")
     resumed = run_main("pretrain.py", *run, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint",

@@ -32,7 +32,7 @@ from training import (
     labelled_batch,
 )
 
-from conftest import ROOT, finish_launch, free_port, make_keyword_dataset, run_main
+from conftest import ROOT, crash_at_optimizer_step, finish_launch, free_port, make_keyword_dataset, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -74,19 +74,6 @@ def final_weights(save_dir: Path) -> dict[str, np.ndarray]:
 def assert_same_weights(left: dict, right: dict, tolerance: float = 1e-6) -> None:
     assert left.keys() == right.keys()
     assert max(float(np.abs(left[name] - right[name]).max()) for name in left) <= tolerance
-
-
-def crash_at_optimizer_step(monkeypatch, step: int) -> None:
-    """Make the step-th optimizer step of the next run raise, as a pre-empted process would stop."""
-    original, calls = paddle.optimizer.AdamW.step, [0]
-
-    def step_or_crash(self):
-        calls[0] += 1
-        if calls[0] == step:
-            raise KeyboardInterrupt("simulated pre-emption")
-        return original(self)
-
-    monkeypatch.setattr(paddle.optimizer.AdamW, "step", step_or_crash)
 
 
 def interrupted_then_resumed(monkeypatch, small_data, dropout_model, save_dir: Path, crash_step: int):
