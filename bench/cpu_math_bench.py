@@ -89,7 +89,7 @@ def scratch_models(args: argparse.Namespace) -> dict[str, Path]:
         model = Path(args.out_dir) / preset
         if not (model / "model_state.pdparams").is_file():
             run_script("scratch_model.py", "--dataset_dir", args.dataset_dir, "--preset", preset, "--output_dir", model,
-                       log=model.with_suffix(".log"))
+                       log=model.parent / f"{preset}.log")
         models[preset] = model
     return models
 

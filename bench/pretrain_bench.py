@@ -173,10 +173,10 @@ def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> str:
         model, run = out / "cost" / f"scratch_{preset}", out / "cost" / f"pretrain_{preset}"
         shutil.rmtree(run, ignore_errors=True)
         run_script("scratch_model.py", "--dataset_dir", dataset, "--preset", preset, "--output_dir", model, "--corpus",
-                   *args.corpus, log=model.with_suffix(".log"))
+                   *args.corpus, log=model.parent / f"{model.name}.log")
         run_script("pretrain.py", "--model_name", model, "--output_dir", run, "--device", "cpu", "--corpus", *args.corpus,
                    dataset_texts(dataset, out), "--max_steps", args.cost_steps, "--seed", args.pretrain_seed, *MLM,
-                   log=run.with_suffix(".log"))
+                   log=run.parent / f"{run.name}.log")
         p = json.loads((run / "pretrain_results.json").read_text(encoding="utf-8"))
         tokens_per_s = p["train_tokens"] / p["steps_per_epoch"] * p["global_steps"] / p["loop_time_s"]
         rows.append(f"| {preset} | {p['train_tokens']} | {p['global_steps'] / p['loop_time_s']:.2f} | "
