@@ -120,9 +120,10 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
               labels: list[str]) -> dict:
     model = starting_point(args, dataset, out, seed, arm)
     run_dir = out / f"seed{seed}" / f"finetune_{arm}"
-    run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir",
-        run_dir / "checkpoint", "--epochs", args.epochs, "--seed", seed, "--logging_steps", 100, *RECIPE,
-        log=run_dir / "train.log")
+    if not (run_dir / "checkpoint" / "results.json").is_file():  # a fine-tuning finished before is kept
+        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir",
+            run_dir / "checkpoint", "--epochs", args.epochs, "--seed", seed, "--logging_steps", 100, *RECIPE,
+            log=run_dir / "train.log")
     scores = test_scores(dataset, run_dir / "checkpoint", run_dir, gold, labels)
     pretrain_file = model / "pretrain_results.json"
     if pretrain_file.is_file():
