@@ -13,6 +13,7 @@ import numpy as np
 import paddle
 import pytest
 from paddlenlp.transformers import ErnieTokenizer
+from test_few_shot import TRAIN_ARGS, few_shot_data
 
 import corpus
 from corpus import PackingOptions, Tokenization, build_blocks, corpus_files, iter_pieces, text_pieces
@@ -254,6 +255,11 @@ def test_pretrain_reports_held_out_measure_and_output_trains(tmp_path, scratch_m
                        tmp_path / "ckpt", "--epochs", "1", *RECIPE)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "macro f1 score" in trained.stderr
+    prompt = run_main("few-shot/train.py", "--data_dir", few_shot_data(keyword_data, tmp_path / "few_shot"),
+                      "--model_name_or_path", out, "--output_dir", tmp_path / "prompt", "--prompt", "这句话包含的要素有",
+                      "--do_train", "--max_steps", "3", *TRAIN_ARGS)
+    assert prompt.returncode == 0, prompt.stderr[-3000:]
+    assert "newly initialized" not in prompt.stderr  # prompt learning starts from the pretrained masked-LM head
 
 
 @pytest.mark.slow
