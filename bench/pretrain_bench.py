@@ -61,6 +61,7 @@ parser.add_argument("--sections", nargs="+", choices=["f1", "cost"], default=["f
 parser.add_argument("--cost_presets", nargs="+", default=["tiny", "ernie-3.0-mini-zh"],
                     help="Cost section: scratch shapes whose pretraining speed is measured, one after the other.")
 parser.add_argument("--cost_steps", type=int, default=20, help="Cost section: optimizer steps timed per shape.")
+parser.add_argument("--tabulate_only", action="store_true", help="Start no run: the tables of the runs finished so far.")
 parser.add_argument("--jobs", type=int, default=2, help="Runs side by side, one share of the cores each.")
 
 MODEL_LOCKS: defaultdict[Path, threading.Lock] = defaultdict(threading.Lock)  # one builder per starting point
@@ -195,8 +196,9 @@ def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     results_file = out / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
     arms = [*args.arms, *(f"c@{epochs}" for epochs in args.curve_epochs)]
-    order = sorted(((seed, arm) for seed in args.seeds for arm in arms if str(seed) not in results.get(arm, {})),
-                   key=lambda item: (item[0], item[1] in "ab"))
+    order = [] if args.tabulate_only else sorted(
+        ((seed, arm) for seed in args.seeds for arm in arms if str(seed) not in results.get(arm, {})),
+        key=lambda item: (item[0], item[1] in "ab"))
     if any(arm[0] in "cd" for _, arm in order):
         corpus_vocabulary_model(args, dataset, out)
     with ThreadPoolExecutor(args.jobs) as pool:  # the corpus pretrainings first: they take longest
