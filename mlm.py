@@ -132,8 +132,8 @@ class Masker:
                 np.concatenate([[IGNORE], labels, [IGNORE]]))
 
     def batch(self, blocks: Blocks, indices: list[int], rng: np.random.Generator) -> dict[str, paddle.Tensor]:
-        """Padded tensors of these blocks: input_ids, token_type_ids, labels, and the flat indices of the
-        predicted positions (masked_positions) with their labels (masked_labels)."""
+        """Padded tensors of these blocks: input_ids, token_type_ids, and the flat indices of the predicted
+        positions (masked_positions) with their labels (masked_labels)."""
         masked = [self.mask(*blocks.block(i), rng) for i in indices]
         width = max(len(ids) for ids, _ in masked)
         input_ids = np.full((len(masked), width), self.pad_id, dtype=np.int64)
@@ -144,7 +144,7 @@ class Masker:
         if not len(positions):
             positions = np.zeros(1, dtype=np.int64)  # a batch without a masked token: one ignored position
         return {"input_ids": paddle.to_tensor(input_ids), "token_type_ids": paddle.zeros_like(paddle.to_tensor(input_ids)),
-                "labels": paddle.to_tensor(labels), "masked_positions": paddle.to_tensor(positions.astype(np.int64)),
+                "masked_positions": paddle.to_tensor(positions.astype(np.int64)),
                 "masked_labels": paddle.to_tensor(labels.reshape(-1)[positions])}
 
 
