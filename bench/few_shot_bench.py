@@ -70,28 +70,33 @@ def test_f1(pred_file: Path, dataset: Path, labels: list[str]) -> tuple[float, f
     return f1_pair(multi_hot(load_examples(pred_file, labels), len(labels)), gold)
 
 
-def run_methods(args: argparse.Namespace, split: Path, labels: list[str], scratch: Path, seed: int, out: Path
-                ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Test F1 of prompt learning and of plain fine-tuning, both from `scratch`."""
-    common = ["--max_seq_length", args.max_seq_length, "--learning_rate", args.learning_rate]
-    run_script("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", scratch,
+def prompt_f1(args: argparse.Namespace, split: Path, labels: list[str], model: Path, seed: int, out: Path
+              ) -> tuple[float, float]:
+    """Test F1 of prompt learning (few-shot/train.py) from `model` on the split."""
+    run_script("few-shot/train.py", "--device", "cpu", "--data_dir", split, "--model_name_or_path", model,
                "--output_dir", out / "prompt", "--prompt", args.prompt, "--dropout", args.dropout,
                "--ppt_learning_rate", args.ppt_learning_rate, "--do_train", "--do_predict",
                "--num_train_epochs", args.epochs, "--per_device_train_batch_size", args.batch_size,
                "--per_device_eval_batch_size", 32, "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
                "--evaluation_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", 1,
                "--load_best_model_at_end", "--metric_for_best_model", "macro_f1_score",
-               "--early_stopping_patience", args.patience, "--seed", seed, *common,
-               log=out / "prompt.log")
-    run_script("train.py", "--device", "cpu", "--dataset_dir", split, "--model_name", scratch, "--save_dir",
+               "--early_stopping_patience", args.patience, "--seed", seed, "--max_seq_length", args.max_seq_length,
+               "--learning_rate", args.learning_rate, log=out / "prompt.log")
+    return test_f1(out / "prompt" / "test_predictions.txt", split, labels)
+
+
+def finetune_f1(args: argparse.Namespace, split: Path, labels: list[str], model: Path, seed: int, out: Path
+                ) -> tuple[float, float]:
+    """Test F1 of plain fine-tuning (train.py) from `model` on the split, with the same stopping rule."""
+    run_script("train.py", "--device", "cpu", "--dataset_dir", split, "--model_name", model, "--save_dir",
                out / "finetune", "--epochs", args.epochs, "--early_stop", "--early_stop_nums", args.patience,
                "--batch_size", args.batch_size, "--warmup", "--warmup_steps", args.warmup_steps, "--logging_steps", 50,
-               "--seed", seed, *common, log=out / "finetune.log")
+               "--seed", seed, "--max_seq_length", args.max_seq_length, "--learning_rate", args.learning_rate,
+               log=out / "finetune.log")
     run_script("predict.py", "--device", "cpu", "--dataset_dir", split, "--data_file", "test.txt", "--params_path",
                out / "finetune", "--output_file", out / "finetune_test.txt", "--max_seq_length", args.max_seq_length,
                log=out / "predict.log")
-    return (test_f1(out / "prompt" / "test_predictions.txt", split, labels),
-            test_f1(out / "finetune_test.txt", split, labels))
+    return test_f1(out / "finetune_test.txt", split, labels)
 
 
 def model_name(mlm_epochs: int) -> str:
@@ -114,10 +119,11 @@ def main() -> None:
                    "--dropout", args.dropout, "--mlm_epochs", mlm_epochs, "--mlm_learning_rate", args.mlm_learning_rate,
                    log=out / f"scratch_mlm{mlm_epochs}.log")
         for seed in args.seeds:
-            prompt, finetune = run_methods(args, out / f"seed{seed}" / "data", labels, scratch, seed,
-                                           out / f"seed{seed}" / f"mlm{mlm_epochs}")
-            results.setdefault(f"prompt (few-shot/train.py), {model_name(mlm_epochs)}", {})[seed] = prompt
-            results.setdefault(f"fine-tune (train.py), {model_name(mlm_epochs)}", {})[seed] = finetune
+            split, run = out / f"seed{seed}" / "data", out / f"seed{seed}" / f"mlm{mlm_epochs}"
+            results.setdefault(f"prompt (few-shot/train.py), {model_name(mlm_epochs)}", {})[seed] = prompt_f1(
+                args, split, labels, scratch, seed, run)
+            results.setdefault(f"fine-tune (train.py), {model_name(mlm_epochs)}", {})[seed] = finetune_f1(
+                args, split, labels, scratch, seed, run)
 
     setting = (f"{dataset.name}: {args.shots} train + {args.shots} dev sentences per label, test.txt in full; "
                f"scratch {args.preset} (dropout {args.dropout}; MLM pretraining on all train/dev texts at lr "

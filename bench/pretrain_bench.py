@@ -2,6 +2,7 @@
 
 Usage: python bench/pretrain_bench.py --dataset_dir divorce --corpus legal_corpus/corpus.txt.gz
                                       [--seeds 1 2 3] [--arms a b c d] [--curve_epochs 1 2] [--jobs 2]
+                                      [--sections f1 cost few_shot] [--few_shot_shots 4 8] [--few_shot_arms a c]
 
 Four starting points of the same tiny scratch architecture (dropout 0.1), each fine-tuned with every
 seed by the real train.py with the recommended recipe (--loss db --sampling repeat_factor
@@ -15,8 +16,10 @@ test.txt by predict.py with the tuned thresholds:
 (b), (c) and (d) are pretrained once, from the scratch model of --pretrain_seed, and fine-tuned with each
 seed; --curve_epochs adds (c) pretrained for fewer corpus epochs (the curve of F1 against pretraining).
 The table (mean +- std over the seeds finished so far, with TF-IDF + logistic regression beside it)
-and the cost of each pretraining (tokens per second, minutes per corpus epoch) are rewritten into
-<out_dir>/pretrain.md after every run; finished runs are kept, so the command continues where it stopped.
+is rewritten into <out_dir>/pretrain.md after every run; finished runs are kept, so the command continues
+where it stopped. The cost section times each pretraining alone (tokens per second, minutes per corpus
+epoch); the few-shot section runs prompt learning (few-shot/train.py) from the --few_shot_arms starting
+points on bench/few_shot_bench.py's splits of K sentences per label, with that script's settings.
 """
 from __future__ import annotations
 
@@ -31,11 +34,14 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import few_shot_bench
 import numpy as np
 from accuracy import test_scores, tfidf_baseline
 from benchtools import run_script, save_result
+from filelock import FileLock
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
+from utils import write_text_atomic
 
 ARMS = {"a": "(a) scratch, random weights",
         "b": "(b) MLM on train/dev texts (scratch_model.py --mlm_epochs)",
@@ -57,10 +63,14 @@ parser.add_argument("--curve_epochs", type=int, nargs="*", default=[], help="(c)
 parser.add_argument("--pretrain_seed", type=int, default=1, help="Seed of the scratch model and pretraining of (b)-(d).")
 parser.add_argument("--corpus_mlm_steps", type=int, default=0, help="(c), (d): stop after this many optimizer steps (pretrain.py --max_steps; 0: all epochs).")
 parser.add_argument("--mlm_learning_rate", type=float, default=5e-4)
-parser.add_argument("--sections", nargs="+", choices=["f1", "cost"], default=["f1", "cost"])
+parser.add_argument("--sections", nargs="+", choices=["f1", "cost", "few_shot"], default=["f1", "cost", "few_shot"])
 parser.add_argument("--cost_presets", nargs="+", default=["tiny", "ernie-3.0-mini-zh"],
                     help="Cost section: scratch shapes whose pretraining speed is measured, one after the other.")
 parser.add_argument("--cost_steps", type=int, default=20, help="Cost section: optimizer steps timed per shape.")
+parser.add_argument("--few_shot_shots", type=int, nargs="+", default=[4, 8],
+                    help="Few-shot section: training (and dev) sentences per label.")
+parser.add_argument("--few_shot_arms", nargs="+", default=["a", "c"],
+                    help="Few-shot section: the starting points prompt learning starts from (a, b, c, d, c@N).")
 parser.add_argument("--tabulate_only", action="store_true", help="Start no run: the tables of the runs finished so far.")
 parser.add_argument("--jobs", type=int, default=2, help="Runs side by side, one share of the cores each.")
 
@@ -189,7 +199,6 @@ def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> str:
 
 def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     """Every (seed, arm) not in <out_dir>/results.json yet, --jobs side by side; the F1 tables of all."""
-    os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # each run takes its share of the cores
     labels = read_label_list(dataset / "label.txt")
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     tfidf = tfidf_baseline(dataset, labels)
@@ -205,16 +214,71 @@ def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
         pending = {pool.submit(fine_tune, args, dataset, out, *item, gold, labels): item for item in order}
         for future in as_completed(pending):
             seed, arm = pending[future]
-            results.setdefault(arm, {})[str(seed)] = future.result()
-            results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            (out / "pretrain.md").write_text(tables(results, tfidf, args), encoding="utf-8")
+            results = record_run(results_file, arm, seed, future.result())
+            write_text_atomic(out / "pretrain.md", tables(results, tfidf, args))
     return tables(results, tfidf, args)
+
+
+def record_run(results_file: Path, group: str, seed: int, scores: dict | list) -> dict:
+    """Adds one run to the results file as it is on disk now, so invocations over other arms or seeds
+    can share an --out_dir without losing each other's runs."""
+    with FileLock(f"{results_file}.lock"):
+        results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+        results.setdefault(group, {})[str(seed)] = scores
+        write_text_atomic(results_file, json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def few_shot_run(args: argparse.Namespace, dataset: Path, out: Path, shots: int, arm: str, seed: int,
+                 labels: list[str]) -> list[float]:
+    """Prompt learning with bench/few_shot_bench.py's settings on that script's split of `shots` sentences per
+    label for `seed`, from arm `arm`'s starting point: test micro / macro F1."""
+    split = out / "few_shot" / f"{shots}shot_seed{seed}" / "data"
+    few_shot_bench.draw_split(dataset, labels, shots, seed, split)
+    settings = few_shot_bench.parser.parse_args(["--dataset_dir", str(dataset)])
+    model = starting_point(args, dataset, out, seed, arm)
+    return list(few_shot_bench.prompt_f1(settings, split, labels, model, seed, split.parent / arm))
+
+
+def few_shot_table(results: dict, tfidf: dict, args: argparse.Namespace) -> str:
+    lines = ["| starting point | sentences per label | seeds | micro F1 per seed | mean micro F1 | mean macro F1 |",
+             "|---|---|---|---|---|---|"]
+    for shots in args.few_shot_shots:
+        rows = [(arm_name(arm, args), results.get(f"{shots} {arm}", {})) for arm in args.few_shot_arms]
+        rows.append(("TF-IDF char 1-3 gram + logistic regression (same splits)", tfidf.get(shots, {})))
+        for name, per_seed in rows:
+            scores = list(per_seed.values())
+            lines.append(f"| {name} | {shots} | {len(scores)} | {' / '.join(f'{s[0] * 100:.2f}' for s in scores)} | "
+                         f"{mean_std([s[0] for s in scores]) if scores else ''} | "
+                         f"{mean_std([s[1] for s in scores]) if scores else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def few_shot_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
+    """Prompt learning from each --few_shot_arms starting point on K sentences per label, every seed, --jobs
+    side by side; runs finished before (in <out_dir>/few_shot_results.json) are kept."""
+    labels = read_label_list(dataset / "label.txt")
+    results_file = out / "few_shot_results.json"
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+    order = [] if args.tabulate_only else [
+        (shots, arm, seed) for shots in args.few_shot_shots for arm in args.few_shot_arms for seed in args.seeds
+        if str(seed) not in results.get(f"{shots} {arm}", {})]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        pending = {pool.submit(few_shot_run, args, dataset, out, *item, labels): item for item in order}
+        for future in as_completed(pending):
+            shots, arm, seed = pending[future]
+            results = record_run(results_file, f"{shots} {arm}", seed, future.result())
+    tfidf = {shots: {seed: tfidf_baseline(out / "few_shot" / f"{shots}shot_seed{seed}" / "data", labels)
+                     for seed in args.seeds if (out / "few_shot" / f"{shots}shot_seed{seed}" / "data").is_dir()}
+             for shots in args.few_shot_shots}
+    return few_shot_table(results, tfidf, args)
 
 
 def main() -> None:
     args = parser.parse_args()
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # each run takes its share of the cores
     sections = []
     if "cost" in args.sections:  # first, alone on the machine
         sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n"
@@ -222,6 +286,10 @@ def main() -> None:
     if "f1" in args.sections:
         sections.append(f"Test micro / macro F1 (%), mean ± std over seeds {' '.join(map(str, args.seeds))}; "
                         f"fine-tuning {args.epochs} epochs.\n\n" + f1_section(args, dataset, out))
+    if "few_shot" in args.sections:
+        sections.append("Few-shot prompt learning (few-shot/train.py, bench/few_shot_bench.py's splits and settings) "
+                        f"from the starting points above, test micro / macro F1 (%), seeds "
+                        f"{' '.join(map(str, args.seeds))}.\n\n" + few_shot_section(args, dataset, out))
     save_result("pretrain", "\n".join(sections))
 
 
