@@ -41,8 +41,9 @@ demo: $(INSTALLED)
 	@echo "Demo finished. Scratch model: $(DEMO)/scratch_model/  trained checkpoint (with labels and thresholds): $(DEMO)/checkpoint/  predictions for data/data.txt: $(DEMO)/output.txt  deployable export: $(DEMO)/export/  its ONNX Runtime predictions: $(DEMO)/infer_output.txt"
 
 # three workers on two cores: a serial run leaves a core idle, and many tests wait for a server or a
-# launched process; each test file stays on one worker (its module fixtures are built once), and the
-# first worker that needs a model fixture builds it for all (tests/conftest.py built_once)
+# launched process; each worker takes its share of Paddle's threads, each test file stays on one worker
+# (its module fixtures are built once), and the first worker that needs a model fixture builds it for
+# all (tests/conftest.py)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 3 --dist loadfile
