@@ -145,12 +145,14 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
 
 
 def arm_name(arm: str, args: argparse.Namespace) -> str:
-    return ARMS[arm[0]] + (f", {arm_epochs(arm, args)} corpus epochs" if arm[0] in "cd" else "")
+    epochs = arm_epochs(arm, args)
+    return ARMS[arm[0]] + (f", {epochs} corpus epoch{'s' if epochs > 1 else ''}" if arm[0] in "cd" else "")
 
 
 def mean_std(values: list[float]) -> str:
+    """Mean ± standard deviation in percent; one value alone."""
     values = np.asarray(values) * 100
-    return f"{values.mean():.2f} ± {values.std():.2f}"
+    return f"{values.mean():.2f} ± {values.std():.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def held_out_accuracy(pretrain: dict) -> str:
@@ -278,11 +280,11 @@ def main() -> None:
     args = parser.parse_args()
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # each run takes its share of the cores
     sections = []
-    if "cost" in args.sections:  # first, alone on the machine
+    if "cost" in args.sections:  # first, alone on the machine with all its cores
         sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n"
                         + cost_table(args, dataset, out))
+    os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # the runs below share the cores, --jobs at a time
     if "f1" in args.sections:
         sections.append(f"Test micro / macro F1 (%), mean ± std over seeds {' '.join(map(str, args.seeds))}; "
                         f"fine-tuning {args.epochs} epochs.\n\n" + f1_section(args, dataset, out))
