@@ -14,7 +14,7 @@ test.txt by predict.py with the tuned thresholds:
       corpus plus the train/dev texts with token masking;
   (d) as (c) with whole-word masking.
 (b), (c) and (d) are pretrained once, from the scratch model of --pretrain_seed, and fine-tuned with each
-seed; --curve_epochs adds (c) pretrained for fewer corpus epochs (the curve of F1 against pretraining).
+seed; --curve_epochs adds (c) pretrained for other numbers of corpus epochs (the curve of F1 against pretraining).
 The table (mean +- std over the seeds finished so far, with TF-IDF + logistic regression beside it)
 is rewritten into <out_dir>/pretrain.md after every run; finished runs are kept, so the command continues
 where it stopped. The cost section times each pretraining alone (tokens per second, minutes per corpus
