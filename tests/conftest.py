@@ -40,8 +40,8 @@ from utils import DataError, logger
 ROOT = Path(__file__).resolve().parents[1]
 
 # xdist's workers share the cores as a launch's processes do, so each takes its share of Paddle's CPU threads
-# (utils.cpu_threads_per_process), as do the scripts the tests start: three workers of two threads each on two
-# cores spend their time waiting for each other's threads
+# (utils.cpu_threads_per_process), as do the scripts the tests start: when other work shares the machine, three
+# workers of two threads each on two cores spend much of their time waiting for each other's threads
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("PADDLE_LOCAL_SIZE", os.environ["PYTEST_XDIST_WORKER_COUNT"])
 
