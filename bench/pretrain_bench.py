@@ -32,7 +32,9 @@ import shutil
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import few_shot_bench
 import numpy as np
@@ -205,37 +207,51 @@ def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     tfidf = tfidf_baseline(dataset, labels)
     results_file = out / "results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+    done = read_results(results_file)
     arms = [*args.arms, *(f"c@{epochs}" for epochs in args.curve_epochs)]
     order = [] if args.tabulate_only else sorted(
-        ((seed, arm) for seed in args.seeds for arm in arms if str(seed) not in results.get(arm, {})),
-        key=lambda item: (item[0], item[1] in "ab"))
+        ((seed, arm) for seed in args.seeds for arm in arms if str(seed) not in done.get(arm, {})),
+        key=lambda item: (item[0], item[1] in "ab"))  # the corpus pretrainings first: they take longest
     if any(arm[0] in "cd" for _, arm in order):
         corpus_vocabulary_model(args, dataset, out)
-    with ThreadPoolExecutor(args.jobs) as pool:  # the corpus pretrainings first: they take longest
-        pending = {pool.submit(fine_tune, args, dataset, out, *item, gold, labels): item for item in order}
+    runs = [(arm, seed, partial(fine_tune, args, dataset, out, seed, arm, gold, labels)) for seed, arm in order]
+    run_pending(args.jobs, results_file, runs,
+                lambda results: write_text_atomic(out / "pretrain.md", tables(results, tfidf, args)))
+    return tables(read_results(results_file), tfidf, args)
+
+
+def read_results(results_file: Path) -> dict:
+    return json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+
+
+def run_pending(jobs: int, results_file: Path, runs: list[tuple[str, int, Callable[[], object]]],
+                after_each: Callable[[dict], None] = lambda results: None) -> None:
+    """Each (group, seed, run) `jobs` at a time; every result is recorded in the results file as it finishes."""
+    with ThreadPoolExecutor(jobs) as pool:
+        pending = {pool.submit(run): (group, seed) for group, seed, run in runs}
         for future in as_completed(pending):
-            seed, arm = pending[future]
-            results = record_run(results_file, arm, seed, future.result())
-            write_text_atomic(out / "pretrain.md", tables(results, tfidf, args))
-    return tables(results, tfidf, args)
+            after_each(record_run(results_file, *pending[future], future.result()))
 
 
 def record_run(results_file: Path, group: str, seed: int, scores: dict | list) -> dict:
     """Adds one run to the results file as it is on disk now, so invocations over other arms or seeds
     can share an --out_dir without losing each other's runs."""
     with FileLock(f"{results_file}.lock"):
-        results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+        results = read_results(results_file)
         results.setdefault(group, {})[str(seed)] = scores
         write_text_atomic(results_file, json.dumps(results, indent=1) + "\n")
     return results
+
+
+def few_shot_split(out: Path, shots: int, seed: int) -> Path:
+    return out / "few_shot" / f"{shots}shot_seed{seed}" / "data"
 
 
 def few_shot_run(args: argparse.Namespace, dataset: Path, out: Path, shots: int, arm: str, seed: int,
                  labels: list[str]) -> list[float]:
     """Prompt learning with bench/few_shot_bench.py's settings on that script's split of `shots` sentences per
     label for `seed`, from arm `arm`'s starting point: test micro / macro F1."""
-    split = out / "few_shot" / f"{shots}shot_seed{seed}" / "data"
+    split = few_shot_split(out, shots, seed)
     few_shot_bench.draw_split(dataset, labels, shots, seed, split)
     settings = few_shot_bench.parser.parse_args(["--dataset_dir", str(dataset)])
     model = starting_point(args, dataset, out, seed, arm)
@@ -250,9 +266,9 @@ def few_shot_table(results: dict, tfidf: dict, args: argparse.Namespace) -> str:
         rows.append(("TF-IDF char 1-3 gram + logistic regression (same splits)", tfidf.get(shots, {})))
         for name, per_seed in rows:
             scores = list(per_seed.values())
+            means = [mean_std([s[i] for s in scores]) if scores else "" for i in (0, 1)]
             lines.append(f"| {name} | {shots} | {len(scores)} | {' / '.join(f'{s[0] * 100:.2f}' for s in scores)} | "
-                         f"{mean_std([s[0] for s in scores]) if scores else ''} | "
-                         f"{mean_std([s[1] for s in scores]) if scores else ''} |")
+                         f"{means[0]} | {means[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -261,19 +277,16 @@ def few_shot_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     side by side; runs finished before (in <out_dir>/few_shot_results.json) are kept."""
     labels = read_label_list(dataset / "label.txt")
     results_file = out / "few_shot_results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    order = [] if args.tabulate_only else [
-        (shots, arm, seed) for shots in args.few_shot_shots for arm in args.few_shot_arms for seed in args.seeds
-        if str(seed) not in results.get(f"{shots} {arm}", {})]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        pending = {pool.submit(few_shot_run, args, dataset, out, *item, labels): item for item in order}
-        for future in as_completed(pending):
-            shots, arm, seed = pending[future]
-            results = record_run(results_file, f"{shots} {arm}", seed, future.result())
-    tfidf = {shots: {seed: tfidf_baseline(out / "few_shot" / f"{shots}shot_seed{seed}" / "data", labels)
-                     for seed in args.seeds if (out / "few_shot" / f"{shots}shot_seed{seed}" / "data").is_dir()}
+    done = read_results(results_file)
+    runs = [] if args.tabulate_only else [
+        (f"{shots} {arm}", seed, partial(few_shot_run, args, dataset, out, shots, arm, seed, labels))
+        for shots in args.few_shot_shots for arm in args.few_shot_arms for seed in args.seeds
+        if str(seed) not in done.get(f"{shots} {arm}", {})]
+    run_pending(args.jobs, results_file, runs)
+    tfidf = {shots: {seed: tfidf_baseline(few_shot_split(out, shots, seed), labels)
+                     for seed in args.seeds if few_shot_split(out, shots, seed).is_dir()}
              for shots in args.few_shot_shots}
-    return few_shot_table(results, tfidf, args)
+    return few_shot_table(read_results(results_file), tfidf, args)
 
 
 def main() -> None:

@@ -87,6 +87,22 @@ def make_keyword_dataset(path: Path, n_train: int = 800, n_dev: int = 100, seed:
     return path
 
 
+# few-shot/: a label.txt out of order and partly with words, so tests see the `==` syntax and the model's sorted order
+LABEL_LINES = ["科技", "体育==运动", "财经==金融", "娱乐==明星", "教育"]
+# few-shot/train.py's options in the tests: a short run at the tiny model's learning rates, no dropout
+PROMPT_TRAIN_ARGS = ["--device", "cpu", "--max_seq_length", "64", "--learning_rate", "1e-3", "--ppt_learning_rate", "1e-2",
+                     "--per_device_train_batch_size", "16", "--warmup_steps", "20", "--dropout", "0", "--logging_steps", "10"]
+
+
+def few_shot_data(keyword_data: Path, target: Path, files=("train.txt", "dev.txt", "test.txt", "data.txt")) -> Path:
+    """The keyword data in few-shot/'s layout: the same texts, label.txt with label words."""
+    target.mkdir(parents=True)
+    for name in files:
+        shutil.copy(keyword_data / name, target / name)
+    (target / "label.txt").write_text("\n".join(LABEL_LINES) + "\n", encoding="utf-8")
+    return target
+
+
 def run_script(script: str, *args, env: dict | None = None, cwd: Path | None = None,
                timeout: int = 600) -> subprocess.CompletedProcess:
     """Run one of the project's scripts as a user would; returns the finished process."""

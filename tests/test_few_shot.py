@@ -20,24 +20,10 @@ from paddlenlp.transformers import AutoModelForMaskedLM, AutoTokenizer
 from modeling import PAD_MASK_VALUE
 from utils import DataError
 
-from conftest import LABELS, run_main
+from conftest import LABELS, PROMPT_TRAIN_ARGS, few_shot_data, run_main
 from prompt_io import pad_features, read_label_words
 
 SOFT_PROMPT = "{'soft': '这句话包含的要素有'}{'mask'}{'text': 'text_a'}"
-# Out of order and partly with words, so the tests see the `==` syntax and the model's sorted order.
-LABEL_LINES = ["科技", "体育==运动", "财经==金融", "娱乐==明星", "教育"]
-TRAIN_ARGS = ["--device", "cpu", "--max_seq_length", "64", "--learning_rate", "1e-3", "--ppt_learning_rate", "1e-2",
-              "--per_device_train_batch_size", "16", "--warmup_steps", "20", "--dropout", "0", "--logging_steps", "10"]
-
-
-def few_shot_data(keyword_data: Path, target: Path, files=("train.txt", "dev.txt", "test.txt", "data.txt")) -> Path:
-    target.mkdir(parents=True)
-    for name in files:
-        shutil.copy(keyword_data / name, target / name)
-    (target / "label.txt").write_text("\n".join(LABEL_LINES) + "\n", encoding="utf-8")
-    return target
-
-
 @pytest.fixture(scope="module")
 def prompt_run(keyword_data, scratch_model, tmp_path_factory):
     """The reference's recommended command (soft prompt, early stopping) on the keyword data."""
@@ -48,7 +34,7 @@ def prompt_run(keyword_data, scratch_model, tmp_path_factory):
                       "--output_dir", output, "--prompt", SOFT_PROMPT, "--do_train", "--do_eval", "--do_predict",
                       "--do_export", "--num_train_epochs", "4", "--evaluation_strategy", "epoch",
                       "--save_strategy", "epoch", "--save_total_limit", "1", "--load_best_model_at_end",
-                      "--metric_for_best_model", "macro_f1_score", *TRAIN_ARGS)
+                      "--metric_for_best_model", "macro_f1_score", *PROMPT_TRAIN_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     return data, output, result.stderr
 
@@ -219,7 +205,7 @@ def test_hard_prompt_without_test_file_trains_and_exports(keyword_data, scratch_
     output = tmp_path / "checkpoints"
     result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
                       "--output_dir", output, "--prompt", "这句话包含的要素有", "--do_train", "--do_predict",
-                      "--do_export", "--max_steps", "5", *TRAIN_ARGS)
+                      "--do_export", "--max_steps", "5", *PROMPT_TRAIN_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--do_predict: no test.txt in" in result.stderr
     assert "Early stopping is off" in result.stderr
@@ -233,7 +219,7 @@ def test_unknown_label_is_an_error_with_its_line(keyword_data, scratch_model, tm
     data = few_shot_data(keyword_data, tmp_path / "data", files=("dev.txt",))
     (data / "train.txt").write_text("足球比赛\t体育\n股票基金\t财经,军事\n", encoding="utf-8")
     result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
-                      "--output_dir", tmp_path / "out", "--do_train", *TRAIN_ARGS)
+                      "--output_dir", tmp_path / "out", "--do_train", *PROMPT_TRAIN_ARGS)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{data / 'train.txt'}:2: unknown label '军事' (not in the label file)" in result.stderr
 
@@ -243,7 +229,7 @@ def test_prompt_needs_exactly_one_mask(keyword_data, scratch_model, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data", files=("train.txt", "dev.txt"))
     result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model,
                       "--output_dir", tmp_path / "out", "--do_train", "--prompt",
-                      "{'text': 'text_a'}{'mask'}{'mask'}", *TRAIN_ARGS)
+                      "{'text': 'text_a'}{'mask'}{'mask'}", *PROMPT_TRAIN_ARGS)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the prompt must hold exactly one {'mask'}, found 2" in result.stderr
 
@@ -269,7 +255,7 @@ def test_inference_refuses_a_sequence_classifier_export(exported, keyword_data):
 def test_max_seq_length_beyond_the_position_embeddings_is_one_clear_line(keyword_data, scratch_model, tmp_path):
     data = few_shot_data(keyword_data, tmp_path / "data")
     result = run_main("few-shot/train.py", "--data_dir", data, "--model_name_or_path", scratch_model, "--output_dir",
-                      tmp_path / "out", "--do_train", *TRAIN_ARGS, "--max_seq_length", "1024")
+                      tmp_path / "out", "--do_train", *PROMPT_TRAIN_ARGS, "--max_seq_length", "1024")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--max_seq_length 1024 is above the 512 positions" in result.stderr and str(scratch_model) in result.stderr
     assert "--long_text" not in result.stderr  # few-shot reads no windows

@@ -13,14 +13,13 @@ import numpy as np
 import paddle
 import pytest
 from paddlenlp.transformers import ErnieTokenizer
-from test_few_shot import TRAIN_ARGS, few_shot_data
 
 import corpus
 from corpus import PackingOptions, Tokenization, build_blocks, corpus_files, iter_pieces, text_pieces
 from mlm import IGNORE, Masker, load_mlm_model, masked_logits
 from modeling import load_tokenizer, model_inputs
 
-from conftest import FILLER, RECIPE, crash_at_optimizer_step, run_main
+from conftest import FILLER, PROMPT_TRAIN_ARGS, RECIPE, crash_at_optimizer_step, few_shot_data, run_main
 
 DOC_CHARS = "甲乙丙丁戊己庚辛"  # document i is written with DOC_CHARS[i] only
 
@@ -257,7 +256,7 @@ def test_pretrain_reports_held_out_measure_and_output_trains(tmp_path, scratch_m
     assert "macro f1 score" in trained.stderr
     prompt = run_main("few-shot/train.py", "--data_dir", few_shot_data(keyword_data, tmp_path / "few_shot"),
                       "--model_name_or_path", out, "--output_dir", tmp_path / "prompt", "--prompt", "这句话包含的要素有",
-                      "--do_train", "--max_steps", "3", *TRAIN_ARGS)
+                      "--do_train", "--max_steps", "3", *PROMPT_TRAIN_ARGS)
     assert prompt.returncode == 0, prompt.stderr[-3000:]
     assert "newly initialized" not in prompt.stderr  # prompt learning starts from the pretrained masked-LM head
 
