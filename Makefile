@@ -42,11 +42,11 @@ demo: $(INSTALLED)
 
 # three workers on two cores: a serial run leaves a core idle, and many tests wait for a server or a
 # launched process; each worker takes its share of Paddle's threads, each test file stays on one worker
-# (its module fixtures are built once), and the first worker that needs a model fixture builds it for
-# all (tests/conftest.py)
+# (its module fixtures are built once), the longest files are handed out first, and the first worker
+# that needs a model fixture builds it for all (tests/conftest.py)
 test: $(INSTALLED)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # lint and the unit and in-process tests: nothing trains a model, starts a server or a new interpreter
 test-fast: $(INSTALLED)

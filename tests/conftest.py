@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -174,10 +175,26 @@ TRAINING_FIXTURES = {"trained", "ernie_m_trained", "window_checkpoint", "truncat
                      "uninterrupted", "two_process_run", "saved_run", "many_labels"}
 
 
+# The modules whose tests take longest from start to end (processes, servers, waits; measured), first to
+# longest. `make test` hands whole modules to xdist's workers in collection order (--no-loadscope-reorder):
+# started first, none of them is left running on one worker while the others have finished.
+LONGEST_FIRST = ["test_retrieval.py", "test_labelling.py", "test_resume.py", "test_milvus_server.py",
+                 "test_simple_serving.py", "test_long_text.py", "test_decision_consumers.py", "test_distill.py",
+                 "test_index_damage.py", "test_triton_serving.py", "test_export.py", "test_few_shot.py"]
+
+
+def module_rank(item: pytest.Item, test_counts: Counter) -> tuple[int, int]:
+    """LONGEST_FIRST's modules in its order, then the others by their number of tests (xdist's own order)."""
+    name = item.path.name
+    return (LONGEST_FIRST.index(name), 0) if name in LONGEST_FIRST else (len(LONGEST_FIRST), -test_counts[name])
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    test_counts = Counter(item.path.name for item in items)
+    items.sort(key=lambda item: module_rank(item, test_counts))  # stable: a module's tests keep their order
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]):
@@ -418,10 +435,11 @@ def predict_py_labels(checkpoint: Path, dataset: Path, data_file: str, output: P
 ENGINES = ["hnswlib", "milvus_lite", pytest.param("milvus_server", marks=pytest.mark.slow)]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory):
-    """One Milvus standalone server for the session (tests/milvus_server.py), with authentication on, so
-    every server test also signs in; stopped at the end of the session, also when tests failed."""
+    """A Milvus standalone server (tests/milvus_server.py) for the tests of one module, with authentication
+    on, so every server test also signs in; stopped when the module's tests end, also when they failed (an
+    idle server keeps taking CPU time from the other workers' tests)."""
     from milvus_server import MilvusStandalone
 
     server = MilvusStandalone(tmp_path_factory.mktemp("milvus_server"), authorization=True)

@@ -1,12 +1,12 @@
 """The code's layout promises: core modules import only core modules below them (no cycles, never a
-script), every core module states its job, and no file manipulates sys.path."""
+script), every core module states its job, no file manipulates sys.path, and the test modules `make test` starts first exist."""
 from __future__ import annotations
 
 import ast
 
 import tomllib
 
-from conftest import ROOT, in_a_venv
+from conftest import LONGEST_FIRST, ROOT, in_a_venv
 
 # Lowest first: a module may import only modules before it in this list.
 CORE_LAYERS = ["preload", "cli", "http_json", "decision", "utils", "metric", "native_tokenizer", "pipeline", "script_options", "data_io", "corpus", "annotation", "labelling", "losses", "pruning", "modeling",
@@ -52,3 +52,8 @@ def test_no_benchmark_shadows_a_suite_module():
     modeling.py in place of the suite's losses module and break every benchmark that loads a model."""
     bench_names = {path.stem for path in (ROOT / "bench").glob("*.py")}
     assert bench_names & set(CORE_LAYERS + SCRIPTS) == set()
+
+
+def test_the_modules_run_first_exist():
+    """A renamed test module left in conftest.LONGEST_FIRST would silently lose its early start."""
+    assert [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()] == []
