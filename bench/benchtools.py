@@ -60,6 +60,14 @@ def interleaved_medians(cases: dict[str, Callable[[], object]], repeats: int) ->
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """Mean ± standard deviation of `values` × `scale` over seeds; one value alone (no "± 0.00")."""
+    scaled = [value * scale for value in values]
+    if len(scaled) == 1:
+        return f"{scaled[0]:.{digits}f}"
+    return f"{statistics.fmean(scaled):.{digits}f} ± {statistics.pstdev(scaled):.{digits}f}"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub Markdown table; cells are printed as given (format numbers before)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

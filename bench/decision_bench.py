@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from benchtools import measured_now, run_script, runs_provenance, save_result
+from benchtools import mean_std, measured_now, run_script, runs_provenance, save_result
 from loss_bench import make_scratch_model
 
 from data_io import load_examples, multi_hot, read_label_list
@@ -107,11 +107,6 @@ def train(args: argparse.Namespace, dataset: Path, out: Path, scratch: Path, see
                    "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
                    log=run_dir / "train.log")
     return run_dir / "checkpoint"
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    values = np.asarray(values) * scale
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
 def tables(results: dict) -> str:

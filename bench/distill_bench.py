@@ -12,13 +12,14 @@ Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus
 3. Cells (--cells student:recipe, run in the order given; a cell with a results.json is reused), each
    for every --seeds: (a) labels only (--alpha 0), (b) distilled on the labelled texts, (c) (b) plus the
    corpus, (d) (c) plus intermediate transfer (hidden states and attention maps).
-4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean over the seeds run.
+4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean ± std over the seeds run.
 5. Speed: predict.py's labelling end to end (in process, as bench/label_throughput.py measures it) with
    --backend openvino --precision int8 on --speed_lines divorce sentences, for classifiers of the teacher's
    and the students' shapes and of the ERNIE 3.0-medium shape (random weights and the data set's labels:
    the weights do not change the speed, so this section runs without any training), measured in turns
    --speed_rounds times (the best round of each is kept: the CPU is shared).
-The tables are written to --out (F1) and --speed_out (speed); the F1 table includes the speed when both ran.
+The speed section keeps its rates in --speed_out; the F1 section writes the table, with the speeds measured
+by then, to bench/results/distill.json (bench/render_tables.py puts it into docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -30,17 +31,17 @@ import json
 import random
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from benchtools import markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
 from data_io import iter_corpus, load_examples, multi_hot
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
-from utils import set_device
+from utils import set_device, write_text_atomic
 
 from label_throughput import checkpoint_of, in_process_case, input_file
 
@@ -58,36 +59,31 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--dataset_dir", required=True, help="The divorce dataset directory.")
 parser.add_argument("--corpus", required=True, help="Unlabelled in-domain texts (.txt or .gz).")
 parser.add_argument("--out_dir", default=str(ROOT / "bench/out/distill"))
-parser.add_argument("--out", default=str(ROOT / "bench/out/distill_bench.md"))
 parser.add_argument("--max_seq_length", type=int, default=64, help="for the teacher, the students and the F1s")
-parser.add_argument("--teacher_args", default="--batch_size 32 --learning_rate 5e-4 --warmup --warmup_steps 15 "
-                    "--epochs 1 --loss db --tune_thresholds --logging_steps 10", help="train.py options of the teacher")
-parser.add_argument("--student_args", default="--batch_size 32 --learning_rate 1e-3 --epochs 1 --loss db "
+parser.add_argument("--teacher_args", default="--batch_size 32 --learning_rate 5e-4 --warmup --warmup_steps 100 "
+                    "--epochs 8 --loss db --sampling repeat_factor --repeat_threshold 0.1 --tune_thresholds "
+                    "--logging_steps 20", help="train.py options of the teacher")
+parser.add_argument("--student_args", default="--batch_size 32 --learning_rate 1e-3 --epochs 8 --loss db "
                     "--logging_steps 20", help="distill.py options of every student")
 parser.add_argument("--cells", nargs="+", default=[f"{s}:{r}" for s in STUDENTS for r in RECIPES],
                     help="student:recipe pairs, run in this order")
 parser.add_argument("--seeds", type=int, nargs="+", default=[1])
 parser.add_argument("--corpus_sentences", type=int, default=0, help="sentences of the corpus used (0: all)")
 parser.add_argument("--labelled_texts", type=int, default=0, help="labelled training texts used (0: all)")
-parser.add_argument("--speed_lines", type=int, default=2000)
+parser.add_argument("--speed_lines", type=int, default=1000)
 parser.add_argument("--speed_rounds", type=int, default=2)
 parser.add_argument("--speed_out", default=str(ROOT / "bench/out/distill_speed.json"))
 parser.add_argument("--sections", nargs="+", choices=["speed", "f1"], default=["speed", "f1"])
 
 
-def run(command: list[str], log: Path) -> None:
-    with open(log, "w", encoding="utf-8") as handle:
-        subprocess.run([sys.executable, *map(str, command)], check=True, stdout=handle, stderr=subprocess.STDOUT,
-                       cwd=ROOT)
-
-
 def teacher(args, dataset: Path, out: Path) -> Path:
     checkpoint = out / "teacher"
     if not (checkpoint / "results.json").is_file():
-        run(["scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "teacher_scratch", "--preset",
-             "ernie-3.0-mini-zh", "--dropout", "0.1"], out / "teacher_scratch.log")
-        run(["train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "teacher_scratch",
-             "--save_dir", checkpoint, "--max_seq_length", args.max_seq_length, *shlex.split(args.teacher_args)], out / "teacher.log")
+        run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "teacher_scratch", "--preset",
+                   "ernie-3.0-mini-zh", "--dropout", "0.1", log=out / "teacher_scratch.log")
+        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "teacher_scratch",
+                   "--save_dir", checkpoint, "--max_seq_length", args.max_seq_length, *shlex.split(args.teacher_args),
+                   log=out / "teacher.log")
     return checkpoint
 
 
@@ -130,67 +126,79 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
         save_dir.parent.mkdir(parents=True, exist_ok=True)
         options = [str(corpus) if option == "CORPUS" else option for option in RECIPES[recipe][1]]
         options = [item for option in options for item in (["--corpus", option] if option == str(corpus) else [option])]
-        run(["distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir", save_dir,
-             "--student_preset", student, "--seed", seed, "--max_seq_length", args.max_seq_length, *options,
-             *shlex.split(args.student_args)],
-            save_dir.parent / f"{save_dir.name}.log")
+        run_script("distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir",
+                   save_dir, "--student_preset", student, "--seed", seed, "--max_seq_length", args.max_seq_length,
+                   *options, *shlex.split(args.student_args), log=save_dir.parent / f"{save_dir.name}.log")
     return save_dir
 
 
-def test_f1(checkpoint: Path, dataset: Path, max_seq_length: int) -> tuple[float, float]:
-    """Test micro / macro F1 of the dygraph checkpoint with its stored decision (kept beside it for reruns)."""
+def test_f1(checkpoint: Path, dataset: Path, max_seq_length: int) -> dict:
+    """Test micro / macro F1 of the dygraph checkpoint with its stored decision, and when they were measured
+    (kept beside the checkpoint for reruns)."""
     stored = checkpoint / f"test_f1_{max_seq_length}.json"
     if stored.is_file() and stored.stat().st_mtime > (checkpoint / "config.json").stat().st_mtime:
-        return tuple(json.loads(stored.read_text(encoding="utf-8")))
+        return json.loads(stored.read_text(encoding="utf-8"))
     trained = load_trained(predict_parser.parse_args(["--device", "cpu", "--dataset_dir", str(dataset), "--params_path",
                                                       str(checkpoint), "--max_seq_length", str(max_seq_length)]))
     examples = load_examples(dataset / "test.txt", trained.labels)
     metric = MetricReport(decision=trained.decision)
     metric.update(trained.probs([e.text for e in examples]), multi_hot(examples, len(trained.labels)))
-    stored.write_text(json.dumps(metric.accumulate()), encoding="utf-8")
-    return metric.accumulate()
+    record = {"f1": list(metric.accumulate()), **measured_now()}
+    write_text_atomic(stored, json.dumps(record))
+    return record
 
 
 SPEED_SHAPES = {"teacher (mini)": "ernie-3.0-mini-zh", **STUDENTS, "medium (random weights)": "ernie-3.0-medium-zh"}
 
 
-def speed(dataset: Path, args, out: Path) -> dict[str, float]:
-    """Lines/s of predict.py's OpenVINO INT8 labelling per shape, the best of --speed_rounds rounds taken in turns."""
+def speed(dataset: Path, args, out: Path) -> dict:
+    """Lines/s of predict.py's OpenVINO INT8 labelling per shape, the best of --speed_rounds rounds taken in turns;
+    with the shapes and when they were measured."""
     models = {name: checkpoint_of(shape, dataset, out / "speed") for name, shape in SPEED_SHAPES.items()}
     data = input_file(dataset, args.speed_lines, out / "speed" / "data.txt")
     for name in ("label.txt", "dev.txt", "train.txt"):
         (data.parent / name).write_text((dataset / name).read_text(encoding="utf-8"), encoding="utf-8")
-    rates: dict[str, float] = {"shapes": {name: shape_of(path) for name, path in models.items()}}
+    rates: dict[str, float] = {}
     for _ in range(args.speed_rounds):
         for name, checkpoint in models.items():
             case = in_process_case(checkpoint, data, "openvino", "int8", args.speed_lines, out / "speed")
             rates[name] = max(rates.get(name, 0.0), case["end_to_end"])
             print(f"  {name}: {case['end_to_end']:.0f} lines/s", file=sys.stderr, flush=True)
-    return rates
+    return {"lines_per_second": rates, "lines": args.speed_lines, "rounds": args.speed_rounds,
+            "shapes": {name: shape_of(path) for name, path in models.items()}, **measured_now()}
 
 
-def table(args, results: dict, teacher_f1: tuple, rates: dict) -> list[str]:
-    lines = [f"Test micro / macro F1 (%) on {len(load_examples(Path(args.dataset_dir) / 'test.txt', None))} divorce "
-             f"test texts, mean over the seeds run; speed: predict.py --backend openvino --precision int8 end to end, "
-             f"lines/s on {args.speed_lines} sentences (best of {args.speed_rounds} rounds).", "",
-             "| model | recipe | seeds | test micro F1 | test macro F1 | Δ micro / macro vs teacher | lines/s | × teacher |",
-             "|---|---|---|---|---|---|---|---|"]
+def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict) -> str:
+    """The report: F1 of the teacher and of every student cell run (mean ± std over its seeds), with each shape's
+    labelling speed; shapes without a trained cell get a speed-only row."""
+    rates = speeds.get("lines_per_second", {})
     base = rates.get("teacher (mini)")
-    lines.append(f"| teacher (mini) | train.py | 1 | {100 * teacher_f1[0]:.2f} | {100 * teacher_f1[1]:.2f} | - | "
-                 f"{base or 0:.0f} | 1.00 |")
-    for cell, f1s in results.items():
+
+    def speed_cells(name: str) -> list[str]:
+        rate = rates.get(name)
+        return [f"{rate:.0f}" if rate else "-", f"{rate / base:.2f}" if rate and base else "-"]
+
+    teacher_micro, teacher_macro = teacher["f1"]
+    rows = [["teacher (mini)", "train.py", 1, f"{100 * teacher_micro:.2f}", f"{100 * teacher_macro:.2f}", "-",
+             *speed_cells("teacher (mini)")]]
+    for cell, runs in results.items():
         student, recipe = cell.split(":")
-        micro, macro = np.mean([f[0] for f in f1s]), np.mean([f[1] for f in f1s])
-        rate = rates.get(student)
-        ratio = f"{rate / base:.2f}" if rate and base else "-"
-        lines.append(f"| {student} | ({recipe}) {RECIPES[recipe][0]} | {len(f1s)} | {100 * micro:.2f} | "
-                     f"{100 * macro:.2f} | {100 * (micro - teacher_f1[0]):+.2f} / {100 * (macro - teacher_f1[1]):+.2f} | "
-                     f"{rate or 0:.0f} | {ratio} |")
-    if "medium (random weights)" in rates and base:
-        rate = rates["medium (random weights)"]
-        lines.append(f"| medium shape, random weights | speed only | - | - | - | - | {rate:.0f} | {rate / base:.2f} |")
-    lines += ["", "Shapes: " + "; ".join(f"{name}: {shape}" for name, shape in rates.get("shapes", {}).items())]
-    return lines
+        micros, macros = [run["f1"][0] for run in runs], [run["f1"][1] for run in runs]
+        delta = f"{100 * (np.mean(micros) - teacher_micro):+.2f} / {100 * (np.mean(macros) - teacher_macro):+.2f}"
+        rows.append([student, f"({recipe}) {RECIPES[recipe][0]}", len(runs), mean_std(micros, 100),
+                     mean_std(macros, 100), delta, *speed_cells(student)])
+    trained_students = {cell.split(":")[0] for cell in results}
+    rows += [[name, "speed only", "-", "-", "-", "-", *speed_cells(name)]
+             for name in rates if name != "teacher (mini)" and name not in trained_students]
+    test_texts = len(load_examples(Path(args.dataset_dir) / "test.txt", None))
+    setting = (f"Test micro / macro F1 (%) on {test_texts} divorce test texts with each checkpoint's tuned "
+               f"thresholds, mean ± std over the seeds run; speed: predict.py --backend openvino --precision int8 "
+               f"end to end, lines/s on {speeds.get('lines', '-')} divorce sentences, the best of "
+               f"{speeds.get('rounds', '-')} rounds taken in turns.")
+    header = ["model", "recipe", "seeds", "test micro F1", "test macro F1", "Δ micro / macro vs teacher", "lines/s",
+              "× teacher"]
+    shapes = "Shapes: " + "; ".join(f"{name}: {shape}" for name, shape in speeds.get("shapes", {}).items())
+    return f"{setting}\n\n{markdown_table(header, rows)}\n{shapes}\n"
 
 
 def shape_of(checkpoint: Path) -> str:
@@ -204,27 +212,25 @@ def main() -> None:
     set_device("cpu")
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    speed_file = Path(args.speed_out)
     if "speed" in args.sections:
-        Path(args.speed_out).write_text(json.dumps(speed(dataset, args, out), indent=1), encoding="utf-8")
+        write_text_atomic(speed_file, json.dumps(speed(dataset, args, out), indent=1))
     if "f1" not in args.sections:
         return
     dataset, unlabelled = labelled_dataset(args, dataset, out)
     teacher_dir = teacher(args, dataset, out)
     corpus = corpus_sentences(args, dataset, out, unlabelled)
     teacher_f1 = test_f1(teacher_dir, dataset, args.max_seq_length)
-    print(f"teacher: test micro / macro F1 {teacher_f1}", file=sys.stderr, flush=True)
-    results: dict[str, list] = {}
+    print(f"teacher: test micro / macro F1 {teacher_f1['f1']}", file=sys.stderr, flush=True)
+    results: dict[str, list[dict]] = {}
     for cell in args.cells:
         for seed in args.seeds:
             save_dir = student_run(args, cell, seed, dataset, teacher_dir, corpus, out)
             results.setdefault(cell, []).append(test_f1(save_dir, dataset, args.max_seq_length))
-            print(f"{cell} seed {seed}: test micro / macro F1 {results[cell][-1]}", file=sys.stderr, flush=True)
-    speed_file = Path(args.speed_out)
-    rates = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.is_file() else {}
-    lines = table(args, results, teacher_f1, rates)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-
+            print(f"{cell} seed {seed}: test micro / macro F1 {results[cell][-1]['f1']}", file=sys.stderr, flush=True)
+    speeds = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.is_file() else {}
+    runs = [teacher_f1, *(run for cell_runs in results.values() for run in cell_runs), *([speeds] if speeds else [])]
+    save_result("distill", table(args, teacher_f1, results, speeds), measured=runs_provenance(runs))
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,7 @@ from typing import Callable
 import few_shot_bench
 import numpy as np
 from accuracy import test_scores, tfidf_baseline
-from benchtools import run_script, save_result
+from benchtools import mean_std, run_script, save_result
 from filelock import FileLock
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
@@ -151,12 +151,6 @@ def arm_name(arm: str, args: argparse.Namespace) -> str:
     return ARMS[arm[0]] + (f", {epochs} corpus epoch{'s' if epochs > 1 else ''}" if arm[0] in "cd" else "")
 
 
-def mean_std(values: list[float]) -> str:
-    """Mean ± standard deviation in percent; one value alone."""
-    values = np.asarray(values) * 100
-    return f"{values.mean():.2f} ± {values.std():.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-
 def held_out_accuracy(pretrain: dict) -> str:
     return ", ".join(f"{evaluation['accuracy']:.3f}" for evaluation in pretrain["evaluations"])
 
@@ -170,8 +164,8 @@ def tables(results: dict, tfidf: tuple[float, float], args: argparse.Namespace) 
         paired = [(run["tuned"], base[seed]["tuned"]) for seed, run in seeds.items() if seed in base]
         deltas = ["" if not paired or arm == "a" else f"{np.mean([(r[i] - b[i]) * 100 for r, b in paired]):+.2f}"
                   for i in (0, 1)]
-        lines.append(f"| {arm_name(arm, args)} | {len(tuned)} | {mean_std([t[0] for t in tuned])} | "
-                     f"{mean_std([t[1] for t in tuned])} | {deltas[0]} | {deltas[1]} |")
+        lines.append(f"| {arm_name(arm, args)} | {len(tuned)} | {mean_std([t[0] for t in tuned], 100)} | "
+                     f"{mean_std([t[1] for t in tuned], 100)} | {deltas[0]} | {deltas[1]} |")
     lines.append(f"| TF-IDF char 1-3 gram + logistic regression | - | {tfidf[0] * 100:.2f} | {tfidf[1] * 100:.2f} | | |")
     lines += ["", "| pretraining | held-out masked-token accuracy after each epoch |", "|---|---|"]
     for arm, seeds in sorted(results.items()):
@@ -266,7 +260,7 @@ def few_shot_table(results: dict, tfidf: dict, args: argparse.Namespace) -> str:
         rows.append(("TF-IDF char 1-3 gram + logistic regression (same splits)", tfidf.get(shots, {})))
         for name, per_seed in rows:
             scores = list(per_seed.values())
-            means = [mean_std([s[i] for s in scores]) if scores else "" for i in (0, 1)]
+            means = [mean_std([s[i] for s in scores], 100) if scores else "" for i in (0, 1)]
             lines.append(f"| {name} | {shots} | {len(scores)} | {' / '.join(f'{s[0] * 100:.2f}' for s in scores)} | "
                          f"{means[0]} | {means[1]} |")
     return "\n".join(lines) + "\n"
