@@ -182,7 +182,7 @@ def test_bad_input_is_one_line(trained, scratch_model, keyword_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_distilled_student_is_width_pruned_and_exported_by_prune_py(distilled, keyword_data, tmp_path):
+def test_distilled_student_is_width_pruned_by_prune_py_and_quantized_by_predict_py(distilled, keyword_data, tmp_path):
     save_dir, _ = distilled
     result = run_main("prune.py", "--device", "cpu", "--dataset_dir", keyword_data, "--params_dir", save_dir,
                       "--output_dir", tmp_path / "prune", "--width_mult_list", "1/2", "--max_steps", "2",
@@ -190,6 +190,10 @@ def test_distilled_student_is_width_pruned_and_exported_by_prune_py(distilled, k
     assert result.returncode == 0, result.stderr[-3000:]
     width = tmp_path / "prune" / "width_mult_0.5"
     assert (width / "model.onnx").is_file() and (width / "pruned_model.pdiparams").is_file()
+    fp32 = predict_py_labels(save_dir, keyword_data, "data.txt", tmp_path / "fp32.txt")
+    int8 = predict_py_labels(save_dir, keyword_data, "data.txt", tmp_path / "int8.txt", "--backend", "onnxruntime",
+                             "--precision", "int8")
+    assert len(int8) == len(fp32) == 100 and sum(a == b for a, b in zip(int8, fp32)) >= 95
 
 
 # ------------------------------------------------------------------------------ resume
