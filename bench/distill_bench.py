@@ -41,7 +41,7 @@ from data_io import iter_corpus, load_examples, multi_hot
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
-from utils import set_device, write_text_atomic
+from utils import atomic_output, set_device, write_text_atomic
 
 from label_throughput import checkpoint_of, in_process_case, input_file
 
@@ -113,7 +113,7 @@ def corpus_sentences(args, dataset: Path, out: Path, unlabelled: list[str]) -> P
     if args.corpus_sentences:
         sentences = random.Random(0).sample(sentences, min(args.corpus_sentences, len(sentences)))
     sentences = unlabelled + sentences
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
+    with atomic_output(path, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as handle:  # runs side by side
         handle.write("\n".join(sentences) + "\n")
     print(f"corpus: {len(sentences)} sentences in {path}", file=sys.stderr, flush=True)
     return path
