@@ -175,9 +175,9 @@ TRAINING_FIXTURES = {"trained", "ernie_m_trained", "window_checkpoint", "truncat
                      "uninterrupted", "two_process_run", "saved_run", "many_labels"}
 
 
-# The modules whose tests take longest from start to end (processes, servers, waits; measured), first to
-# longest. `make test` hands whole modules to xdist's workers in collection order (--no-loadscope-reorder):
-# started first, none of them is left running on one worker while the others have finished.
+# The test modules that take longest from start to end (processes, servers, waits), longest first, as
+# measured. `make test` hands whole modules to xdist's workers in collection order (--no-loadscope-reorder):
+# started first, none of them is left running on one worker after the others have finished.
 LONGEST_FIRST = ["test_retrieval.py", "test_labelling.py", "test_resume.py", "test_milvus_server.py",
                  "test_simple_serving.py", "test_long_text.py", "test_decision_consumers.py", "test_distill.py",
                  "test_index_damage.py", "test_triton_serving.py", "test_export.py", "test_few_shot.py"]

@@ -1,5 +1,6 @@
 """The code's layout promises: core modules import only core modules below them (no cycles, never a
-script), every core module states its job, no file manipulates sys.path, and the test modules `make test` starts first exist."""
+script), every core module states its job, no file manipulates sys.path; and the test modules that
+`make test` starts first exist."""
 from __future__ import annotations
 
 import ast
