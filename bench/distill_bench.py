@@ -71,7 +71,7 @@ parser.add_argument("--seeds", type=int, nargs="+", default=[1])
 parser.add_argument("--corpus_sentences", type=int, default=0, help="sentences of the corpus used (0: all)")
 parser.add_argument("--labelled_texts", type=int, default=0, help="labelled training texts used (0: all)")
 parser.add_argument("--speed_lines", type=int, default=1000)
-parser.add_argument("--speed_rounds", type=int, default=2)
+parser.add_argument("--speed_rounds", type=int, default=3)
 parser.add_argument("--speed_out", default=str(ROOT / "bench/out/distill_speed.json"))
 parser.add_argument("--sections", nargs="+", choices=["speed", "f1"], default=["speed", "f1"])
 
