@@ -232,5 +232,6 @@ def main() -> None:
     runs = [teacher_f1, *(run for cell_runs in results.values() for run in cell_runs), *([speeds] if speeds else [])]
     save_result("distill", table(args, teacher_f1, results, speeds), measured=runs_provenance(runs))
 
+
 if __name__ == "__main__":
     main()
