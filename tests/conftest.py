@@ -183,18 +183,15 @@ LONGEST_FIRST = ["test_retrieval.py", "test_labelling.py", "test_resume.py", "te
                  "test_index_damage.py", "test_triton_serving.py", "test_export.py", "test_few_shot.py"]
 
 
-def module_rank(item: pytest.Item, test_counts: Counter) -> tuple[int, int]:
-    """LONGEST_FIRST's modules in its order, then the others by their number of tests (xdist's own order)."""
-    name = item.path.name
-    return (LONGEST_FIRST.index(name), 0) if name in LONGEST_FIRST else (len(LONGEST_FIRST), -test_counts[name])
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # LONGEST_FIRST's modules in its order, then the others by their number of tests (xdist's own order);
+    # the sort is stable, so a module's tests keep their order
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     test_counts = Counter(item.path.name for item in items)
-    items.sort(key=lambda item: module_rank(item, test_counts))  # stable: a module's tests keep their order
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -test_counts[item.path.name]))
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]):
