@@ -16,10 +16,11 @@ test.txt by predict.py with the tuned thresholds:
 (b), (c) and (d) are pretrained once, from the scratch model of --pretrain_seed, and fine-tuned with each
 seed; --curve_epochs adds (c) pretrained for other numbers of corpus epochs (the curve of F1 against pretraining).
 The table (mean +- std over the seeds finished so far, with TF-IDF + logistic regression beside it)
-is rewritten into <out_dir>/pretrain.md after every run; finished runs are kept, so the command continues
-where it stopped. The cost section times each pretraining alone (tokens per second, minutes per corpus
-epoch); the few-shot section runs prompt learning (few-shot/train.py) from the --few_shot_arms starting
-points on bench/few_shot_bench.py's splits of K sentences per label, with that script's settings.
+is rewritten into <out_dir>/pretrain.md after every run; finished runs are kept (each with when and from
+which commit it was measured, which the result file reports), so the command continues where it stopped.
+The cost section times each pretraining alone (tokens per second, minutes per corpus epoch); the few-shot
+section runs prompt learning (few-shot/train.py) from the --few_shot_arms starting points on
+bench/few_shot_bench.py's splits of K sentences per label, with that script's settings.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from typing import Callable
 import few_shot_bench
 import numpy as np
 from accuracy import test_scores, tfidf_baseline
-from benchtools import mean_std, run_script, save_result
+from benchtools import mean_std, measured_now, run_script, runs_provenance, save_result
 from filelock import FileLock
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
@@ -195,8 +196,9 @@ def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> str:
                       "|---|---|---|---|---|", *rows]) + "\n"
 
 
-def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
-    """Every (seed, arm) not in <out_dir>/results.json yet, --jobs side by side; the F1 tables of all."""
+def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[str, list[dict]]:
+    """Every (seed, arm) not in <out_dir>/results.json yet, --jobs side by side; the F1 tables of all, and
+    the runs they show."""
     labels = read_label_list(dataset / "label.txt")
     gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     tfidf = tfidf_baseline(dataset, labels)
@@ -211,7 +213,8 @@ def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     runs = [(arm, seed, partial(fine_tune, args, dataset, out, seed, arm, gold, labels)) for seed, arm in order]
     run_pending(args.jobs, results_file, runs,
                 lambda results: write_text_atomic(out / "pretrain.md", tables(results, tfidf, args)))
-    return tables(read_results(results_file), tfidf, args)
+    results = read_results(results_file)
+    return tables(results, tfidf, args), runs_in(results, list(results))
 
 
 def read_results(results_file: Path) -> dict:
@@ -227,14 +230,19 @@ def run_pending(jobs: int, results_file: Path, runs: list[tuple[str, int, Callab
             after_each(record_run(results_file, *pending[future], future.result()))
 
 
-def record_run(results_file: Path, group: str, seed: int, scores: dict | list) -> dict:
-    """Adds one run to the results file as it is on disk now, so invocations over other arms or seeds
-    can share an --out_dir without losing each other's runs."""
+def record_run(results_file: Path, group: str, seed: int, scores: dict) -> dict:
+    """Adds one run, with when and from which commit it was measured, to the results file as it is on disk
+    now, so invocations over other arms or seeds can share an --out_dir without losing each other's runs."""
     with FileLock(f"{results_file}.lock"):
         results = read_results(results_file)
-        results.setdefault(group, {})[str(seed)] = scores
+        results.setdefault(group, {})[str(seed)] = {**scores, **measured_now()}
         write_text_atomic(results_file, json.dumps(results, indent=1) + "\n")
     return results
+
+
+def runs_in(results: dict, groups: list[str]) -> list[dict]:
+    """The recorded runs of these groups (arms, or shots and arms), for their provenance."""
+    return [run for group in groups for run in results.get(group, {}).values()]
 
 
 def few_shot_split(out: Path, shots: int, seed: int) -> Path:
@@ -242,33 +250,34 @@ def few_shot_split(out: Path, shots: int, seed: int) -> Path:
 
 
 def few_shot_run(args: argparse.Namespace, dataset: Path, out: Path, shots: int, arm: str, seed: int,
-                 labels: list[str]) -> list[float]:
+                 labels: list[str]) -> dict:
     """Prompt learning with bench/few_shot_bench.py's settings on that script's split of `shots` sentences per
-    label for `seed`, from arm `arm`'s starting point: test micro / macro F1."""
+    label for `seed`, from arm `arm`'s starting point: {"f1": test micro / macro F1}."""
     split = few_shot_split(out, shots, seed)
     few_shot_bench.draw_split(dataset, labels, shots, seed, split)
     settings = few_shot_bench.parser.parse_args(["--dataset_dir", str(dataset)])
     model = starting_point(args, dataset, out, seed, arm)
-    return list(few_shot_bench.prompt_f1(settings, split, labels, model, seed, split.parent / arm))
+    return {"f1": list(few_shot_bench.prompt_f1(settings, split, labels, model, seed, split.parent / arm))}
 
 
 def few_shot_table(results: dict, tfidf: dict, args: argparse.Namespace) -> str:
     lines = ["| starting point | sentences per label | seeds | micro F1 per seed | mean micro F1 | mean macro F1 |",
              "|---|---|---|---|---|---|"]
     for shots in args.few_shot_shots:
-        rows = [(arm_name(arm, args), results.get(f"{shots} {arm}", {})) for arm in args.few_shot_arms]
-        rows.append(("TF-IDF char 1-3 gram + logistic regression (same splits)", tfidf.get(shots, {})))
-        for name, per_seed in rows:
-            scores = list(per_seed.values())
+        rows = [(arm_name(arm, args), [run["f1"] for run in results.get(f"{shots} {arm}", {}).values()])
+                for arm in args.few_shot_arms]
+        rows.append(("TF-IDF char 1-3 gram + logistic regression (same splits)", list(tfidf.get(shots, {}).values())))
+        for name, scores in rows:
             means = [mean_std([s[i] for s in scores], 100) if scores else "" for i in (0, 1)]
             lines.append(f"| {name} | {shots} | {len(scores)} | {' / '.join(f'{s[0] * 100:.2f}' for s in scores)} | "
                          f"{means[0]} | {means[1]} |")
     return "\n".join(lines) + "\n"
 
 
-def few_shot_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
+def few_shot_section(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[str, list[dict]]:
     """Prompt learning from each --few_shot_arms starting point on K sentences per label, every seed, --jobs
-    side by side; runs finished before (in <out_dir>/few_shot_results.json) are kept."""
+    side by side; runs finished before (in <out_dir>/few_shot_results.json) are kept. The table, and the runs
+    it shows."""
     labels = read_label_list(dataset / "label.txt")
     results_file = out / "few_shot_results.json"
     done = read_results(results_file)
@@ -280,27 +289,33 @@ def few_shot_section(args: argparse.Namespace, dataset: Path, out: Path) -> str:
     tfidf = {shots: {seed: tfidf_baseline(few_shot_split(out, shots, seed), labels)
                      for seed in args.seeds if few_shot_split(out, shots, seed).is_dir()}
              for shots in args.few_shot_shots}
-    return few_shot_table(read_results(results_file), tfidf, args)
+    results = read_results(results_file)
+    shown = [f"{shots} {arm}" for shots in args.few_shot_shots for arm in args.few_shot_arms]
+    return few_shot_table(results, tfidf, args), runs_in(results, shown)
 
 
 def main() -> None:
     args = parser.parse_args()
     dataset, out = Path(args.dataset_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = []
+    sections, runs = [], []  # runs: the measurements the tables show, with when and where they were made
     if "cost" in args.sections:  # first, alone on the machine with all its cores
         sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n"
                         + cost_table(args, dataset, out))
+        runs.append(measured_now())
     os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # the runs below share the cores, --jobs at a time
     if "f1" in args.sections:
+        table, shown = f1_section(args, dataset, out)
         sections.append(f"Test micro / macro F1 (%), mean ± std over seeds {' '.join(map(str, args.seeds))}; "
-                        f"fine-tuning {args.epochs} epochs.\n\n" + f1_section(args, dataset, out))
+                        f"fine-tuning {args.epochs} epochs.\n\n" + table)
+        runs += shown
     if "few_shot" in args.sections:
+        table, shown = few_shot_section(args, dataset, out)
         sections.append("Few-shot prompt learning (few-shot/train.py, bench/few_shot_bench.py's splits and settings) "
                         f"from the starting points above, test micro / macro F1 (%), seeds "
-                        f"{' '.join(map(str, args.seeds))}.\n\n" + few_shot_section(args, dataset, out))
-    save_result("pretrain", "\n".join(sections))
-
+                        f"{' '.join(map(str, args.seeds))}.\n\n" + table)
+        runs += shown
+    save_result("pretrain", "\n".join(sections), measured=runs_provenance(runs))
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import benchtools
+import pretrain_bench
 import pytest
 import render_tables
 
@@ -26,7 +27,8 @@ def test_every_result_file_says_how_and_when_it_was_measured_or_that_this_is_unk
         assert record["benchmark"] == name and record["command"] and record["tables"].startswith("|"), name
         assert {"measured_at", "commit", "hardware"} <= set(record), name
         if record["measured_at"] is None:  # taken over from the page before result files existed
-            assert record["commit"] is None and (record.get("source") or name == "decision"), name
+            # taken over from the page, or tabulated from runs finished before runs recorded when they were made
+            assert record["commit"] is None and (record.get("source") or name in ("decision", "pretrain")), name
 
 
 def test_a_block_without_its_result_file_and_a_result_file_without_a_block_are_named():
@@ -51,3 +53,17 @@ def test_a_result_records_the_command_the_time_the_commit_and_only_the_tables(tm
     assert record["commit"] is None or len(record["commit"].split("+")[0]) == 40
     kept = benchtools.runs_provenance([{"measured_at": "t1", "commit": "c", "hardware": "h"}, {"measured_at": "t0"}])
     assert kept == {"measured_at": "t0 .. t1", "commit": None, "hardware": None}
+
+
+def test_a_pretraining_run_is_kept_with_when_and_from_which_commit_it_was_measured(tmp_path):
+    results_file = tmp_path / "results.json"
+    pretrain_bench.record_run(results_file, "c", 1, {"tuned": [0.8, 0.6]})
+    pretrain_bench.record_run(results_file, "4 c", 1, {"f1": [0.5, 0.4]})
+    stored = json.loads(results_file.read_text(encoding="utf-8"))
+    assert stored["c"]["1"]["tuned"] == [0.8, 0.6] and stored["4 c"]["1"]["f1"] == [0.5, 0.4]
+    assert stored["c"]["1"]["measured_at"].startswith("20") and "commit" in stored["4 c"]["1"]
+    stored["c"]["2"] = {"tuned": [0.7, 0.5]}  # a run kept from before runs were recorded with their time
+    measured_at = stored["4 c"]["1"]["measured_at"]
+    assert benchtools.runs_provenance(pretrain_bench.runs_in(stored, ["4 c"]))["measured_at"] == \
+        f"{measured_at} .. {measured_at}"
+    assert benchtools.runs_provenance(pretrain_bench.runs_in(stored, ["c", "4 c"]))["measured_at"] is None
