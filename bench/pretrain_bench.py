@@ -176,24 +176,34 @@ def tables(results: dict, tfidf: tuple[float, float], args: argparse.Namespace) 
     return "\n".join(lines) + "\n"
 
 
-def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> str:
+def cost_table(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[str, dict]:
     """Pretraining speed of each --cost_presets shape on the whole machine: pretrain.py for --cost_steps
-    steps on the corpus and the data set's texts (batch 32 x 128 tokens, token masking, no held-out slice)."""
+    steps on the corpus and the data set's texts (batch 32 x 128 tokens, token masking, no held-out slice);
+    with --tabulate_only, the speeds measured before. The table, and when and where it was measured."""
+    record = out / "cost" / "measured.json"
+    if not args.tabulate_only:
+        for preset in args.cost_presets:
+            measure_cost(args, dataset, out, preset)
+        write_text_atomic(record, json.dumps(measured_now()) + "\n")
     rows = []
     for preset in args.cost_presets:
-        model, run = out / "cost" / f"scratch_{preset}", out / "cost" / f"pretrain_{preset}"
-        shutil.rmtree(run, ignore_errors=True)
-        run_script("scratch_model.py", "--dataset_dir", dataset, "--preset", preset, "--output_dir", model, "--corpus",
-                   *args.corpus, log=model.parent / f"{model.name}.log")
-        run_script("pretrain.py", "--model_name", model, "--output_dir", run, "--device", "cpu", "--corpus", *args.corpus,
-                   dataset_texts(dataset, out), "--max_steps", args.cost_steps, "--seed", args.pretrain_seed, *MLM,
-                   log=run.parent / f"{run.name}.log")
-        p = json.loads((run / "pretrain_results.json").read_text(encoding="utf-8"))
+        p = json.loads((out / "cost" / f"pretrain_{preset}" / "pretrain_results.json").read_text(encoding="utf-8"))
         tokens_per_s = p["train_tokens"] / p["steps_per_epoch"] * p["global_steps"] / p["loop_time_s"]
         rows.append(f"| {preset} | {p['train_tokens']} | {p['global_steps'] / p['loop_time_s']:.2f} | "
                     f"{tokens_per_s:.0f} | {p['train_tokens'] / tokens_per_s / 60:.1f} |")
-    return "\n".join(["| model | tokens per corpus epoch | steps/s | tokens/s | minutes per corpus epoch |",
-                      "|---|---|---|---|---|", *rows]) + "\n"
+    table = "\n".join(["| model | tokens per corpus epoch | steps/s | tokens/s | minutes per corpus epoch |",
+                       "|---|---|---|---|---|", *rows]) + "\n"
+    return table, json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+
+
+def measure_cost(args: argparse.Namespace, dataset: Path, out: Path, preset: str) -> None:
+    model, run = out / "cost" / f"scratch_{preset}", out / "cost" / f"pretrain_{preset}"
+    shutil.rmtree(run, ignore_errors=True)
+    run_script("scratch_model.py", "--dataset_dir", dataset, "--preset", preset, "--output_dir", model, "--corpus",
+               *args.corpus, log=model.parent / f"{model.name}.log")
+    run_script("pretrain.py", "--model_name", model, "--output_dir", run, "--device", "cpu", "--corpus", *args.corpus,
+               dataset_texts(dataset, out), "--max_steps", args.cost_steps, "--seed", args.pretrain_seed, *MLM,
+               log=run.parent / f"{run.name}.log")
 
 
 def f1_section(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[str, list[dict]]:
@@ -300,9 +310,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sections, runs = [], []  # runs: the measurements the tables show, with when and where they were made
     if "cost" in args.sections:  # first, alone on the machine with all its cores
-        sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n"
-                        + cost_table(args, dataset, out))
-        runs.append(measured_now())
+        table, measured = cost_table(args, dataset, out)
+        sections.append(f"Pretraining speed, {args.cost_steps} steps per shape, one run at a time.\n\n" + table)
+        runs.append(measured)
     os.environ["PADDLE_LOCAL_SIZE"] = str(args.jobs)  # the runs below share the cores, --jobs at a time
     if "f1" in args.sections:
         table, shown = f1_section(args, dataset, out)

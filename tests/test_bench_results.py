@@ -27,8 +27,7 @@ def test_every_result_file_says_how_and_when_it_was_measured_or_that_this_is_unk
         assert record["benchmark"] == name and record["command"] and record["tables"].startswith("|"), name
         assert {"measured_at", "commit", "hardware"} <= set(record), name
         if record["measured_at"] is None:  # taken over from the page before result files existed
-            # taken over from the page, or tabulated from runs finished before runs recorded when they were made
-            assert record["commit"] is None and (record.get("source") or name in ("decision", "pretrain")), name
+            assert record["commit"] is None and (record.get("source") or name == "decision"), name
 
 
 def test_a_block_without_its_result_file_and_a_result_file_without_a_block_are_named():
@@ -67,3 +66,16 @@ def test_a_pretraining_run_is_kept_with_when_and_from_which_commit_it_was_measur
     assert benchtools.runs_provenance(pretrain_bench.runs_in(stored, ["4 c"]))["measured_at"] == \
         f"{measured_at} .. {measured_at}"
     assert benchtools.runs_provenance(pretrain_bench.runs_in(stored, ["c", "4 c"]))["measured_at"] is None
+
+
+def test_tabulating_pretraining_reuses_the_measured_speeds_and_their_provenance(tmp_path):
+    run = tmp_path / "cost" / "pretrain_tiny"
+    run.mkdir(parents=True)
+    (run / "pretrain_results.json").write_text(json.dumps(
+        {"train_tokens": 6000, "steps_per_epoch": 30, "global_steps": 20, "loop_time_s": 4.0}), encoding="utf-8")
+    args = pretrain_bench.parser.parse_args(["--dataset_dir", "unused", "--corpus", "unused", "--tabulate_only",
+                                             "--cost_presets", "tiny"])
+    table, measured = pretrain_bench.cost_table(args, tmp_path / "unused", tmp_path)
+    assert table.splitlines()[-1] == "| tiny | 6000 | 5.00 | 1000 | 0.1 |" and measured == {}
+    (tmp_path / "cost" / "measured.json").write_text('{"measured_at": "t", "commit": "c", "hardware": "h"}')
+    assert pretrain_bench.cost_table(args, tmp_path / "unused", tmp_path)[1]["measured_at"] == "t"
