@@ -1,4 +1,4 @@
-"""What the analysis scripts share: their model arguments, and the 1-3 column files.
+"""What the analysis scripts share: their model arguments, loading the model, and the 1-3 column files.
 
 The interpret scripts read `bad_case.txt` (Text<TAB>Label<TAB>Prediction, written by evaluate.py),
 a data file (text<TAB>labels) or bare texts; this module reads all three the same way.
@@ -13,8 +13,9 @@ import numpy as np
 
 from cli import POSITIVE_INT, SEED, SEQ_LENGTH
 from data_io import read_lines
+from modeling import TrainedModel, load_trained
 from script_options import add_long_text_arguments
-from utils import DataError, atomic_output
+from utils import DataError, atomic_output, set_device, set_seed
 
 BAD_CASE_HEADER = "Text\tLabel\tPrediction"
 
@@ -31,6 +32,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None,
     if seed_help is not None:
         parser.add_argument("--seed", type=SEED, default=3, help=seed_help)
     add_long_text_arguments(parser)
+
+
+def load_model(args: argparse.Namespace) -> TrainedModel:
+    """The checkpoint of --params_path on --device, with the random state of --seed (dropout is off, but
+    interpretation and similarity sampling draw from it)."""
+    set_device(args.device)
+    set_seed(args.seed)
+    return load_trained(args)
 
 
 @dataclass

@@ -17,10 +17,9 @@ import numpy as np
 
 from cli import POSITIVE_INT, UNIT_INTERVAL_OPEN, ArgumentParser
 from data_io import format_labels, load_examples, multi_hot
-from modeling import load_trained
-from utils import logger, run_cli, set_device, set_seed
+from utils import logger, run_cli
 
-from common import add_model_arguments, write_rows
+from common import add_model_arguments, load_model, write_rows
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -45,9 +44,7 @@ def rank_dirty(labels: np.ndarray, probs: np.ndarray, threshold: float) -> tuple
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
-    set_device(args.device)
-    set_seed(args.seed)
-    trained = load_trained(args)
+    trained = load_model(args)
     train = load_examples(dataset / args.train_file, trained.labels)
     probs = trained.probs([e.text for e in train])
     order, total = rank_dirty(multi_hot(train, len(trained.labels)), probs, args.dirty_threshold)

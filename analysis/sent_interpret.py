@@ -13,10 +13,9 @@ from pathlib import Path
 
 from cli import POSITIVE_INT, ArgumentParser
 from data_io import format_labels, load_examples
-from modeling import load_trained
-from utils import atomic_output, logger, run_cli, set_device, set_seed
+from utils import atomic_output, logger, run_cli
 
-from common import add_model_arguments, read_interpret_rows, top_k_similar
+from common import add_model_arguments, load_model, read_interpret_rows, top_k_similar
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -32,9 +31,7 @@ parser.add_argument("--interpret_result_file", type=str, default="sent_interpret
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
-    set_device(args.device)
-    set_seed(args.seed)
-    trained = load_trained(args)
+    trained = load_model(args)
     rows = read_interpret_rows(dataset / args.interpret_input_file)
     train = load_examples(dataset / args.train_file, trained.labels)
     texts = [row.text for row in rows]

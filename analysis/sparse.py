@@ -17,11 +17,11 @@ import numpy as np
 
 from cli import POSITIVE_INT, ArgumentParser, bounded
 from data_io import format_labels, iter_examples, load_examples
-from modeling import load_trained, plain_vocabulary
-from utils import logger, run_cli, set_device, set_seed
+from modeling import plain_vocabulary
+from utils import logger, run_cli
 
 from augment import AUG_TYPES, build_augmenter, read_custom_dictionary
-from common import add_model_arguments, top_k_similar, write_rows
+from common import add_model_arguments, load_model, top_k_similar, write_rows
 
 # yapf: disable
 parser = ArgumentParser(description=__doc__)
@@ -63,9 +63,7 @@ def select_support(index: np.ndarray, scores: np.ndarray, threshold: float, want
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
-    set_device(args.device)
-    set_seed(args.seed)
-    trained = load_trained(args)
+    trained = load_model(args)
     train = load_examples(dataset / args.train_file, trained.labels)
     dev = load_examples(dataset / args.dev_file, trained.labels)
     train_features = trained.features([e.text for e in train])

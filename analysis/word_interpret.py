@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import POSITIVE_INT, ArgumentParser
-from modeling import TrainedModel, load_trained
-from utils import DataError, logger, run_cli, set_device, set_seed, write_text_atomic
+from modeling import TrainedModel
+from utils import DataError, logger, run_cli, write_text_atomic
 
-from common import InterpretRow, add_model_arguments, read_interpret_rows
+from common import InterpretRow, add_model_arguments, load_model, read_interpret_rows
 from interpret import HTML_HEAD, INTERPRETERS, encode, html_marks, key_words, word_scores
 
 # yapf: disable
@@ -71,9 +71,7 @@ def refuse_windowed_texts(rows: list[InterpretRow], trained: TrainedModel, path:
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = Path(args.dataset_dir)
-    set_device(args.device)
-    set_seed(args.seed)
-    trained = load_trained(args)
+    trained = load_model(args)
     input_path = dataset / args.interpret_input_file
     rows = read_interpret_rows(input_path)
     refuse_windowed_texts(rows, trained, input_path)
