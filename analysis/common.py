@@ -35,8 +35,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int | None,
 
 
 def load_model(args: argparse.Namespace) -> TrainedModel:
-    """The checkpoint of --params_path on --device, with the random state of --seed (dropout is off, but
-    interpretation and similarity sampling draw from it)."""
+    """The checkpoint of --params_path on --device, the random state seeded with --seed: how every analysis
+    script that runs the model starts (load_trained only loads)."""
     set_device(args.device)
     set_seed(args.seed)
     return load_trained(args)
