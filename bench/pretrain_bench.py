@@ -327,5 +327,6 @@ def main() -> None:
         runs += shown
     save_result("pretrain", "\n".join(sections), measured=runs_provenance(runs))
 
+
 if __name__ == "__main__":
     main()
