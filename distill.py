@@ -47,6 +47,7 @@ from cli import (
     bounded,
 )
 from data_io import iter_corpus, load_examples, multi_hot
+from decision import Decision
 from history import TrainingHistory
 from losses import LOSSES, LossSettings, get_loss, hidden_state_loss, positive_weights, soft_label_loss
 from metric import fit_decision_on_dev
@@ -82,6 +83,7 @@ from training import (
     StepState,
     TrainBatches,
     TrainingLoop,
+    add_sampling_arguments,
     build_optimizer,
     encode_examples,
     evaluate,
@@ -90,6 +92,7 @@ from training import (
     pool_logits,
     predict_logits,
     start_run,
+    text_repeats,
 )
 from utils import DataError, logger, run_cli, write_json, write_settings
 
@@ -132,6 +135,7 @@ parser.add_argument("--logging_steps", type=POSITIVE_INT, default=20, help="Log 
 parser.add_argument("--seed", type=SEED, default=3, help="Random seed (student weights, data order).")
 parser.add_argument("--save_last", action="store_true", help="Write a resumable state into <save_dir>/resume/ after every epoch.")
 parser.add_argument("--resume_from_checkpoint", default=None, help="Continue a run from its resumable state (a --save_dir written with --save_last).")
+add_sampling_arguments(parser)  # the corpus's texts count with the labels the teacher gives them
 # yapf: enable
 
 CACHE_CHUNK = 4096  # texts the teacher labels between two writes of its cache
@@ -139,7 +143,7 @@ CACHE_CHUNK = 4096  # texts the teacher labels between two writes of its cache
 RESUME_FIXED = ["teacher", "student_preset", "student_model_name", "student_layers", "student_hidden", "student_heads",
                 "student_intermediate", "init_from_teacher", "corpus", "alpha", "temperature", "loss", "intermediate",
                 "intermediate_weight", "max_seq_length", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
-                "epochs", "gradient_accumulation_steps", "seed"]
+                "epochs", "gradient_accumulation_steps", "seed", "sampling", "repeat_threshold"]
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -419,6 +423,24 @@ def training_data(args: argparse.Namespace, teacher, tokenizer, pipeline, label_
             encode_examples(pipeline, dev_examples, len(label_list)))
 
 
+def sampling_targets(labelled_targets: np.ndarray, corpus_logits: np.ndarray, decision: Decision) -> np.ndarray:
+    """The labels repeat-factor sampling counts: the gold labels of the labelled texts, then the labels the
+    teacher's decision gives each corpus text (read from its cache in chunks)."""
+    chosen = [decision.chosen(decision.probabilities(corpus_logits[start:start + CACHE_CHUNK]))
+              for start in range(0, len(corpus_logits), CACHE_CHUNK)]
+    return np.concatenate([labelled_targets, *chosen]).astype("float32")
+
+
+def sampling_repeats(args: argparse.Namespace, teacher, labelled_targets: np.ndarray,
+                     soft: np.ndarray) -> np.ndarray | None:
+    """Repeat factors per training text under --sampling repeat_factor, else None."""
+    if args.sampling == "none":
+        return None
+    corpus_logits = soft[len(labelled_targets):]
+    return text_repeats(sampling_targets(labelled_targets, corpus_logits, checkpoint_decision(teacher)),
+                        args.repeat_threshold)
+
+
 def distill(args: argparse.Namespace) -> dict:
     """Distil, keep the student with the best dev macro F1, tune its thresholds on dev; returns the results."""
     check_args(args)
@@ -451,7 +473,8 @@ def distill(args: argparse.Namespace) -> dict:
         batch["labelled"] = paddle.to_tensor(is_labelled[batch_texts])
         return batch
 
-    batches = TrainBatches(data.rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank)
+    batches = TrainBatches(data.rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank,
+                           sampling_repeats(args, teacher, labelled_targets, soft))
     model = paddle.DataParallel(distiller) if world_size > 1 else distiller
     total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, math.ceil(args.warmup_ratio * total_steps))

@@ -71,6 +71,7 @@ from training import (
     StepState,
     TrainBatches,
     TrainingLoop,
+    add_sampling_arguments,
     build_optimizer,
     encode_examples,
     labelled_batches,
@@ -114,8 +115,6 @@ parser.add_argument("--asl_gamma_pos", type=NON_NEGATIVE_FLOAT, default=0.0, hel
 parser.add_argument("--asl_clip", type=UNIT_INTERVAL_OPEN, default=0.05, help="For --loss asl: negatives below this probability are ignored (probability margin).")
 parser.add_argument("--db_neg_scale", type=bounded(float, 1), default=2.0, help="For --loss db: negatives are scored at this multiple of their logit, with its inverse as weight (negative-tolerant regularisation).")
 parser.add_argument("--db_bias_scale", type=NON_NEGATIVE_FLOAT, default=0.05, help="For --loss db: each logit is shifted by this share of its label's prior log-odds (divided by --db_neg_scale) inside the loss.")
-parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
-parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 parser.add_argument("--tune_thresholds", action='store_true', help="After training, pick a per-label threshold on dev for the best checkpoint and save it with the model.")
 parser.add_argument("--calibrate", action='store_true', help="After training, fit per-label calibration on dev (probabilities that match observed rates) and save it with the model; thresholds move with it, so the labels stay the same.")
 parser.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="platt", help="With --calibrate: platt (per-label scale and bias of the logit) or temperature (per-label scale only).")
@@ -125,6 +124,7 @@ parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="Co
 parser.add_argument("--gradient_accumulation_steps", type=POSITIVE_INT, default=1, help="Batches whose gradients are summed before each optimizer step (effective batch size = batch_size x this x processes); logging and the LR schedule count optimizer steps.")
 parser.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="Mixed precision on GPU: fp16 (with dynamic loss scaling) or bf16. Not available on CPU.")
 parser.add_argument("--visualdl", action='store_true', help="Also log the metrics history to VisualDL in <save_dir>/visualdl (visualdl --logdir <save_dir>/visualdl).")
+add_sampling_arguments(parser)
 add_long_text_arguments(parser, stored=False)
 add_decision_arguments(parser, stored=False)
 # yapf: enable

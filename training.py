@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from argparse import ArgumentParser
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -22,6 +23,7 @@ import paddle.distributed as dist
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from cli import PROBABILITY
 from data_io import Example, multi_hot
 from decision import Decision
 from losses import LossFunction
@@ -41,6 +43,12 @@ class LabelledRows:
 
 def encode_examples(pipeline: TextPipeline, examples: Sequence[Example], num_labels: int) -> LabelledRows:
     return LabelledRows(pipeline.encode([e.text for e in examples]), multi_hot(examples, num_labels))
+
+
+def add_sampling_arguments(parser: ArgumentParser) -> None:
+    """--sampling and --repeat_threshold, of every script that fine-tunes a classifier (train.py, distill.py)."""
+    parser.add_argument("--sampling", choices=["none", "repeat_factor"], default="none", help="repeat_factor: texts with rare labels are repeated within each epoch (LVIS repeat-factor sampling).")
+    parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 
 
 def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:

@@ -15,6 +15,7 @@ import pytest
 import distill
 import resume
 from data_io import load_examples, multi_hot
+from decision import Decision
 from losses import get_loss, soft_label_loss
 from metric import MetricReport
 from modeling import load_model, model_inputs
@@ -61,6 +62,15 @@ def test_student_layers_map_uniformly_onto_the_teachers():
     assert distill.layer_map(4, 6) == [1, 3, 4, 6]
     assert distill.layer_map(2, 2) == [1, 2]
     assert distill.layer_map(1, 6) == [6]
+
+
+def test_sampling_counts_the_teachers_labels_on_the_corpus_and_the_gold_labels_on_labelled_texts():
+    decision = Decision(thresholds=np.array([0.5, 0.9]))
+    labelled = np.array([[0.0, 1.0]], dtype="float32")
+    corpus_logits = np.array([[2.0, 2.0], [-2.0, 3.0]], dtype="float32")  # probabilities .88 .88 / .12 .95
+    targets = distill.sampling_targets(labelled, corpus_logits, decision)
+    assert targets.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+    assert targets.dtype == np.float32
 
 
 def objective_loss(model, alpha: float, intermediate: str = "none") -> tuple[float, float, float]:
@@ -152,6 +162,20 @@ def test_teacher_cache_is_reused_and_not_for_other_texts_or_another_teacher(dist
     result = run_distill(save_dir, keyword_data, tmp_path / "third", *options, "--corpus", corpus)
     assert result.returncode == 0 and "Teacher's logits on 1200 texts cached" in result.stderr
     assert len(list(cache.glob("teacher_logits-*.npy"))) == 3
+
+
+@pytest.mark.slow
+def test_repeat_factor_sampling_repeats_corpus_texts_the_teacher_labels(distilled, trained, keyword_data, corpus,
+                                                                          tmp_path):
+    save_dir, _ = distilled
+    result = run_distill(trained[0], keyword_data, tmp_path / "sampled", *SMALL_STUDENT, "--epochs", "1", "--corpus",
+                         corpus, "--cache_dir", save_dir.parent / "cache", "--sampling", "repeat_factor",
+                         "--repeat_threshold", "0.9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    repeated, total, rows = map(int, re.search(r"Repeat-factor sampling \(threshold 0.9\): (\d+) of (\d+) texts "
+                                               r"repeated .*an epoch has (\d+) texts", result.stderr).groups())
+    assert total == 1200 and repeated > 800 and rows > 1200  # labelled texts are 800 of the 1200
+    assert json.loads((tmp_path / "sampled" / "results.json").read_text(encoding="utf-8"))["best_dev"]["micro_f1"] > 0
 
 
 @pytest.mark.slow
