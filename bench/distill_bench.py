@@ -1,4 +1,4 @@
-"""Distillation on divorce: students of three sizes, four recipes, against their ERNIE 3.0-mini-shaped teacher.
+"""Distillation on divorce: students of three sizes, five recipes, against their ERNIE 3.0-mini-shaped teacher.
 
 Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus/corpus.txt.gz
 
@@ -11,8 +11,10 @@ Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus
    unlabelled training texts of --labelled_texts come first.
 3. Cells (--cells student:recipe, run in the order given; a cell with a results.json is reused), each
    for every --seeds: (a) labels only (--alpha 0), (b) distilled on the labelled texts, (c) (b) plus the
-   corpus, (d) (c) plus intermediate transfer (hidden states and attention maps).
-4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean ± std over the seeds run.
+   corpus, (d) (c) plus intermediate transfer (hidden states and attention maps), (e) (c) with the teacher's
+   repeat-factor sampling (the corpus texts counted with the teacher's labels).
+4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean ± std over the seeds run, and
+   the F1 per label (mean over the seeds) beside each label's training and test texts.
 5. Speed: predict.py's labelling end to end (in process, as bench/label_throughput.py measures it) with
    --backend openvino --precision int8 on --speed_lines divorce sentences, for classifiers of the teacher's
    and the students' shapes and of the ERNIE 3.0-medium shape (random weights and the data set's labels:
@@ -37,7 +39,8 @@ from pathlib import Path
 import numpy as np
 from benchtools import markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
-from data_io import iter_corpus, load_examples, multi_hot
+from data_io import iter_corpus, load_examples, multi_hot, read_label_list
+from distill import STUDENT_PRESETS
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
@@ -51,8 +54,16 @@ RECIPES = {
     "b": ("distilled, labelled texts", ["--alpha", "0.5"]),
     "c": ("distilled, labelled + corpus", ["--alpha", "0.5", "CORPUS"]),
     "d": ("(c) + intermediate transfer", ["--alpha", "0.5", "CORPUS", "--intermediate", "both"]),
+    "e": ("(c) + repeat-factor sampling", ["--alpha", "0.5", "CORPUS", "--sampling", "repeat_factor",
+                                           "--repeat_threshold", "0.1"]),
 }
-STUDENTS = {"micro": "ernie-3.0-micro-zh", "nano": "ernie-3.0-nano-zh", "tiny": "tiny"}
+# student name -> (distill.py's --student_preset, the shape's changes to it)
+STUDENTS = {"micro": ("micro", {}), "nano": ("nano", {}), "tiny": ("tiny", {}),
+            "4x192": ("tiny", {"num_hidden_layers": 4, "hidden_size": 192, "num_attention_heads": 4,
+                               "intermediate_size": 768})}
+OVERRIDE_OPTIONS = {"num_hidden_layers": "--student_layers", "hidden_size": "--student_hidden",
+                    "num_attention_heads": "--student_heads", "intermediate_size": "--student_intermediate"}
+BOOTSTRAP_ROUNDS = 1000
 SENTENCE_END = re.compile(r"(?<=[。；;！？!?])")
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,35 +137,43 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
         save_dir.parent.mkdir(parents=True, exist_ok=True)
         options = [str(corpus) if option == "CORPUS" else option for option in RECIPES[recipe][1]]
         options = [item for option in options for item in (["--corpus", option] if option == str(corpus) else [option])]
+        preset, overrides = STUDENTS[student]
+        shape = [item for key, value in overrides.items() for item in (OVERRIDE_OPTIONS[key], value)]
         run_script("distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir",
-                   save_dir, "--student_preset", student, "--seed", seed, "--max_seq_length", args.max_seq_length,
+                   save_dir, "--student_preset", preset, *shape, "--seed", seed, "--max_seq_length", args.max_seq_length,
                    *options, *shlex.split(args.student_args), log=save_dir.parent / f"{save_dir.name}.log")
     return save_dir
 
 
 def test_f1(checkpoint: Path, dataset: Path, max_seq_length: int) -> dict:
-    """Test micro / macro F1 of the dygraph checkpoint with its stored decision, and when they were measured
-    (kept beside the checkpoint for reruns)."""
+    """Test micro / macro F1 and the F1 per label of the dygraph checkpoint with its stored decision, and when
+    they were measured (kept beside the checkpoint for reruns)."""
     stored = checkpoint / f"test_f1_{max_seq_length}.json"
     if stored.is_file() and stored.stat().st_mtime > (checkpoint / "config.json").stat().st_mtime:
-        return json.loads(stored.read_text(encoding="utf-8"))
+        record = json.loads(stored.read_text(encoding="utf-8"))
+        if "test_labels" in record:
+            return record
     trained = load_trained(predict_parser.parse_args(["--device", "cpu", "--dataset_dir", str(dataset), "--params_path",
                                                       str(checkpoint), "--max_seq_length", str(max_seq_length)]))
     examples = load_examples(dataset / "test.txt", trained.labels)
+    probs = trained.probs([e.text for e in examples])
     metric = MetricReport(decision=trained.decision)
-    metric.update(trained.probs([e.text for e in examples]), multi_hot(examples, len(trained.labels)))
-    record = {"f1": list(metric.accumulate()), **measured_now()}
+    metric.update(probs, multi_hot(examples, len(trained.labels)))
+    figures = metric.figures()
+    record = {"f1": [figures["micro_f1"], figures["macro_f1"]], "per_label_f1": figures["per_class"]["f1"],
+              "test_labels": trained.decision.label_ids(probs), **measured_now()}
     write_text_atomic(stored, json.dumps(record))
     return record
 
 
-SPEED_SHAPES = {"teacher (mini)": "ernie-3.0-mini-zh", **STUDENTS, "medium (random weights)": "ernie-3.0-medium-zh"}
+SPEED_SHAPES = {"teacher (mini)": ("mini", {}), **STUDENTS, "medium (random weights)": ("medium", {})}
 
 
 def speed(dataset: Path, args, out: Path) -> dict:
     """Lines/s of predict.py's OpenVINO INT8 labelling per shape, the best of --speed_rounds rounds taken in turns;
     with the shapes and when they were measured."""
-    models = {name: checkpoint_of(shape, dataset, out / "speed") for name, shape in SPEED_SHAPES.items()}
+    models = {name: checkpoint_of(STUDENT_PRESETS[preset], dataset, out / "speed", overrides)
+              for name, (preset, overrides) in SPEED_SHAPES.items()}
     data = input_file(dataset, args.speed_lines, out / "speed" / "data.txt")
     for name in ("label.txt", "dev.txt", "train.txt"):
         (data.parent / name).write_text((dataset / name).read_text(encoding="utf-8"), encoding="utf-8")
@@ -178,27 +197,67 @@ def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict) -> 
         rate = rates.get(name)
         return [f"{rate:.0f}" if rate else "-", f"{rate / base:.2f}" if rate and base else "-"]
 
+    dataset = Path(args.dataset_dir)
+    labels = read_label_list(dataset / "label.txt")
+    gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     teacher_micro, teacher_macro = teacher["f1"]
-    rows = [["teacher (mini)", "train.py", 1, f"{100 * teacher_micro:.2f}", f"{100 * teacher_macro:.2f}", "-",
+    rows = [["teacher (mini)", "train.py", 1, f"{100 * teacher_micro:.2f}", f"{100 * teacher_macro:.2f}", "-", "-",
              *speed_cells("teacher (mini)")]]
     for cell, runs in results.items():
         student, recipe = cell.split(":")
         micros, macros = [run["f1"][0] for run in runs], [run["f1"][1] for run in runs]
         delta = f"{100 * (np.mean(micros) - teacher_micro):+.2f} / {100 * (np.mean(macros) - teacher_macro):+.2f}"
         rows.append([student, f"({recipe}) {RECIPES[recipe][0]}", len(runs), mean_std(micros, 100),
-                     mean_std(macros, 100), delta, *speed_cells(student)])
+                     mean_std(macros, 100), delta, gap_interval(gold, teacher, runs), *speed_cells(student)])
     trained_students = {cell.split(":")[0] for cell in results}
-    rows += [[name, "speed only", "-", "-", "-", "-", *speed_cells(name)]
+    rows += [[name, "speed only", "-", "-", "-", "-", "-", *speed_cells(name)]
              for name in rates if name != "teacher (mini)" and name not in trained_students]
-    test_texts = len(load_examples(Path(args.dataset_dir) / "test.txt", None))
-    setting = (f"Test micro / macro F1 (%) on {test_texts} divorce test texts with each checkpoint's tuned "
-               f"thresholds, mean ± std over the seeds run; speed: predict.py --backend openvino --precision int8 "
+    setting = (f"Test micro / macro F1 (%) on {len(gold)} divorce test texts with each checkpoint's tuned "
+               f"thresholds, mean ± std over the seeds run; the 95% interval of Δ by the paired bootstrap over the "
+               f"test texts ({BOOTSTRAP_ROUNDS} rounds); speed: predict.py --backend openvino --precision int8 "
                f"end to end, lines/s on {speeds.get('lines', '-')} divorce sentences, the best of "
                f"{speeds.get('rounds', '-')} rounds taken in turns.")
-    header = ["model", "recipe", "seeds", "test micro F1", "test macro F1", "Δ micro / macro vs teacher", "lines/s",
-              "× teacher"]
+    header = ["model", "recipe", "seeds", "test micro F1", "test macro F1", "Δ micro / macro vs teacher",
+              "Δ 95% interval", "lines/s", "× teacher"]
     shapes = "Shapes: " + "; ".join(f"{name}: {shape}" for name, shape in speeds.get("shapes", {}).items())
     return f"{setting}\n\n{markdown_table(header, rows)}\n{shapes}\n"
+
+
+def gap_interval(gold: np.ndarray, teacher: dict, runs: list[dict]) -> str:
+    """The 95% interval of a cell's Δ micro / macro F1 against the teacher (mean over its seeds) by the paired
+    bootstrap over the test texts: how large a gap this test set can tell from chance."""
+    def chosen(record: dict) -> np.ndarray:
+        labels = np.zeros_like(gold)
+        for text, label_ids in enumerate(record["test_labels"]):
+            labels[text, label_ids] = 1
+        return labels
+
+    def f1(labels: np.ndarray, texts: np.ndarray) -> np.ndarray:
+        metric = MetricReport()
+        metric.update(labels[texts], gold[texts])
+        return np.array(metric.accumulate())
+
+    teacher_labels, student_labels = chosen(teacher), [chosen(run) for run in runs]
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(BOOTSTRAP_ROUNDS):
+        texts = rng.integers(0, len(gold), len(gold))
+        gaps.append(np.mean([f1(labels, texts) for labels in student_labels], axis=0) - f1(teacher_labels, texts))
+    (micro_low, macro_low), (micro_high, macro_high) = 100 * np.percentile(gaps, [2.5, 97.5], axis=0)
+    return f"{micro_low:+.2f} .. {micro_high:+.2f} / {macro_low:+.2f} .. {macro_high:+.2f}"
+
+
+def per_label_table(dataset: Path, teacher: dict, results: dict[str, list[dict]]) -> str:
+    """Test F1 per label of the teacher and of every cell (mean over its seeds), beside each label's training and
+    test texts: where the macro gap comes from."""
+    labels = read_label_list(dataset / "label.txt")
+    counts = {name: multi_hot(load_examples(dataset / f"{name}.txt", labels), len(labels)).sum(0)
+              for name in ("train", "test")}
+    header = ["label", "train texts", "test texts", "teacher", *(f"{cell.replace(':', ' (')})" for cell in results)]
+    rows = [[label, int(counts["train"][j]), int(counts["test"][j]), f"{100 * teacher['per_label_f1'][j]:.1f}",
+             *(f"{100 * np.mean([run['per_label_f1'][j] for run in runs]):.1f}" for runs in results.values())]
+            for j, label in enumerate(labels)]
+    return f"Test F1 (%) per label, mean over the seeds run:\n\n{markdown_table(header, rows)}"
 
 
 def shape_of(checkpoint: Path) -> str:
@@ -230,7 +289,8 @@ def main() -> None:
             print(f"{cell} seed {seed}: test micro / macro F1 {results[cell][-1]['f1']}", file=sys.stderr, flush=True)
     speeds = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.is_file() else {}
     runs = [teacher_f1, *(run for cell_runs in results.values() for run in cell_runs), *([speeds] if speeds else [])]
-    save_result("distill", table(args, teacher_f1, results, speeds), measured=runs_provenance(runs))
+    report = f"{table(args, teacher_f1, results, speeds)}\n{per_label_table(dataset, teacher_f1, results)}"
+    save_result("distill", report, measured=runs_provenance(runs))
 
 
 if __name__ == "__main__":

@@ -70,12 +70,14 @@ def input_file(dataset: Path, lines: int, path: Path) -> Path:
     return path
 
 
-def checkpoint_of(shape: str, dataset: Path, work: Path) -> Path:
-    """A classifier of this shape with the data set's labels (random weights: speed does not depend on them)."""
-    checkpoint = work / f"{shape}_checkpoint"
+def checkpoint_of(shape: str, dataset: Path, work: Path, overrides: dict | None = None) -> Path:
+    """A classifier of this shape (a scratch_model.py preset with `overrides` of its configuration) with the data
+    set's labels (random weights: speed does not depend on them)."""
+    name = "-".join([shape, *map(str, (overrides or {}).values())])
+    checkpoint = work / f"{name}_checkpoint"
     if not (checkpoint / "config.json").is_file():
         labels = read_label_list(dataset / "label.txt")
-        scratch = create_scratch_model(str(dataset), str(work / f"{shape}_scratch"), shape)
+        scratch = create_scratch_model(str(dataset), str(work / f"{name}_scratch"), shape, overrides)
         model = load_model(str(scratch), num_labels=len(labels))
         save_checkpoint(model, load_tokenizer(str(scratch)), checkpoint, labels,
                         Decision.stored(None, None, len(labels)))
