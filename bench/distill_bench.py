@@ -1,4 +1,4 @@
-"""Distillation on divorce: students of three sizes, five recipes, against their ERNIE 3.0-mini-shaped teacher.
+"""Distillation on divorce: students of four shapes, five recipes, against their ERNIE 3.0-mini-shaped teacher.
 
 Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus/corpus.txt.gz
 
@@ -14,7 +14,8 @@ Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus
    corpus, (d) (c) plus intermediate transfer (hidden states and attention maps), (e) (c) with the teacher's
    repeat-factor sampling (the corpus texts counted with the teacher's labels).
 4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean ± std over the seeds run, and
-   the F1 per label (mean over the seeds) beside each label's training and test texts.
+   the F1 per label (mean over the seeds) beside each label's training and test texts; the 95% interval of each
+   cell's gap to the teacher by the paired bootstrap over the test texts (the test set's noise, not the seeds').
 5. Speed: predict.py's labelling end to end (in process, as bench/label_throughput.py measures it) with
    --backend openvino --precision int8 on --speed_lines divorce sentences, for classifiers of the teacher's
    and the students' shapes and of the ERNIE 3.0-medium shape (random weights and the data set's labels:
