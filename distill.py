@@ -139,11 +139,14 @@ add_sampling_arguments(parser)  # the corpus's texts count with the labels the t
 # yapf: enable
 
 CACHE_CHUNK = 4096  # texts the teacher labels between two writes of its cache
+# the configuration entry of a preset student that each shape option (its destination) overrides
+SHAPE_OPTIONS = {"num_hidden_layers": "student_layers", "hidden_size": "student_hidden",
+                 "num_attention_heads": "student_heads", "intermediate_size": "student_intermediate"}
 # what fixes the data order, the schedule and the targets: a resumed run must use the saved run's values
-RESUME_FIXED = ["teacher", "student_preset", "student_model_name", "student_layers", "student_hidden", "student_heads",
-                "student_intermediate", "init_from_teacher", "corpus", "alpha", "temperature", "loss", "intermediate",
-                "intermediate_weight", "max_seq_length", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
-                "epochs", "gradient_accumulation_steps", "seed", "sampling", "repeat_threshold"]
+RESUME_FIXED = ["teacher", "student_preset", "student_model_name", *SHAPE_OPTIONS.values(), "init_from_teacher",
+                "corpus", "alpha", "temperature", "loss", "intermediate", "intermediate_weight", "max_seq_length",
+                "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "epochs", "gradient_accumulation_steps",
+                "seed", "sampling", "repeat_threshold"]
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -189,8 +192,7 @@ def build_student(args: argparse.Namespace, teacher, tokenizer, num_labels: int)
         return load_model(args.student_model_name, num_labels)
     if "ErnieM" in "".join(getattr(teacher.config, "architectures", None) or []):
         raise DataError("--student_preset builds an ERNIE student; an ERNIE-M teacher needs --student_model_name")
-    overrides = {"num_hidden_layers": args.student_layers, "hidden_size": args.student_hidden,
-                 "num_attention_heads": args.student_heads, "intermediate_size": args.student_intermediate}
+    overrides = {key: getattr(args, option) for key, option in SHAPE_OPTIONS.items()}
     config = model_config(STUDENT_PRESETS[args.student_preset], overrides)
     config.update(vocab_size=teacher.config.vocab_size, num_classes=num_labels,
                   max_position_embeddings=teacher.config.max_position_embeddings)
@@ -384,8 +386,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--dataset_dir {args.dataset_dir} is not a directory")
     if args.corpus and args.alpha == 0:
         raise DataError("--alpha 0 trains on the gold labels only, so --corpus would teach nothing; use --alpha > 0")
-    given = [f"--{n}" for n in ("student_layers", "student_hidden", "student_heads", "student_intermediate")
-             if getattr(args, n) is not None]
+    given = [f"--{option}" for option in SHAPE_OPTIONS.values() if getattr(args, option) is not None]
     if args.student_model_name and (given or args.init_from_teacher):
         raise DataError(f"{' '.join(given) or '--init_from_teacher'} shape(s) a --student_preset; "
                         f"--student_model_name brings its own shape and weights")

@@ -41,7 +41,7 @@ import numpy as np
 from benchtools import markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
 from data_io import iter_corpus, load_examples, multi_hot, read_label_list
-from distill import STUDENT_PRESETS
+from distill import SHAPE_OPTIONS, STUDENT_PRESETS
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
@@ -62,8 +62,6 @@ RECIPES = {
 STUDENTS = {"micro": ("micro", {}), "nano": ("nano", {}), "tiny": ("tiny", {}),
             "4x192": ("tiny", {"num_hidden_layers": 4, "hidden_size": 192, "num_attention_heads": 4,
                                "intermediate_size": 768})}
-OVERRIDE_OPTIONS = {"num_hidden_layers": "--student_layers", "hidden_size": "--student_hidden",
-                    "num_attention_heads": "--student_heads", "intermediate_size": "--student_intermediate"}
 BOOTSTRAP_ROUNDS = 1000
 SENTENCE_END = re.compile(r"(?<=[。；;！？!?])")
 
@@ -139,7 +137,7 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
         options = [str(corpus) if option == "CORPUS" else option for option in RECIPES[recipe][1]]
         options = [item for option in options for item in (["--corpus", option] if option == str(corpus) else [option])]
         preset, overrides = STUDENTS[student]
-        shape = [item for key, value in overrides.items() for item in (OVERRIDE_OPTIONS[key], value)]
+        shape = [item for key, value in overrides.items() for item in (f"--{SHAPE_OPTIONS[key]}", value)]
         run_script("distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir",
                    save_dir, "--student_preset", preset, *shape, "--seed", seed, "--max_seq_length", args.max_seq_length,
                    *options, *shlex.split(args.student_args), log=save_dir.parent / f"{save_dir.name}.log")
@@ -188,7 +186,7 @@ def speed(dataset: Path, args, out: Path) -> dict:
             "shapes": {name: shape_of(path) for name, path in models.items()}, **measured_now()}
 
 
-def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict) -> str:
+def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict, gold: np.ndarray) -> str:
     """The report: F1 of the teacher and of every student cell run (mean ± std over its seeds), with each shape's
     labelling speed; shapes without a trained cell get a speed-only row."""
     rates = speeds.get("lines_per_second", {})
@@ -198,9 +196,6 @@ def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict) -> 
         rate = rates.get(name)
         return [f"{rate:.0f}" if rate else "-", f"{rate / base:.2f}" if rate and base else "-"]
 
-    dataset = Path(args.dataset_dir)
-    labels = read_label_list(dataset / "label.txt")
-    gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
     teacher_micro, teacher_macro = teacher["f1"]
     rows = [["teacher (mini)", "train.py", 1, f"{100 * teacher_micro:.2f}", f"{100 * teacher_macro:.2f}", "-", "-",
              *speed_cells("teacher (mini)")]]
@@ -248,12 +243,12 @@ def gap_interval(gold: np.ndarray, teacher: dict, runs: list[dict]) -> str:
     return f"{micro_low:+.2f} .. {micro_high:+.2f} / {macro_low:+.2f} .. {macro_high:+.2f}"
 
 
-def per_label_table(dataset: Path, teacher: dict, results: dict[str, list[dict]]) -> str:
+def per_label_table(dataset: Path, labels: list[str], gold: np.ndarray, teacher: dict,
+                    results: dict[str, list[dict]]) -> str:
     """Test F1 per label of the teacher and of every cell (mean over its seeds), beside each label's training and
     test texts: where the macro gap comes from."""
-    labels = read_label_list(dataset / "label.txt")
-    counts = {name: multi_hot(load_examples(dataset / f"{name}.txt", labels), len(labels)).sum(0)
-              for name in ("train", "test")}
+    counts = {"train": multi_hot(load_examples(dataset / "train.txt", labels), len(labels)).sum(0),
+              "test": gold.sum(0)}
     header = ["label", "train texts", "test texts", "teacher", *(f"{cell.replace(':', ' (')})" for cell in results)]
     rows = [[label, int(counts["train"][j]), int(counts["test"][j]), f"{100 * teacher['per_label_f1'][j]:.1f}",
              *(f"{100 * np.mean([run['per_label_f1'][j] for run in runs]):.1f}" for runs in results.values())]
@@ -290,8 +285,10 @@ def main() -> None:
             print(f"{cell} seed {seed}: test micro / macro F1 {results[cell][-1]['f1']}", file=sys.stderr, flush=True)
     speeds = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.is_file() else {}
     runs = [teacher_f1, *(run for cell_runs in results.values() for run in cell_runs), *([speeds] if speeds else [])]
-    report = f"{table(args, teacher_f1, results, speeds)}\n{per_label_table(dataset, teacher_f1, results)}"
-    save_result("distill", report, measured=runs_provenance(runs))
+    labels = read_label_list(dataset / "label.txt")
+    gold = multi_hot(load_examples(dataset / "test.txt", labels), len(labels))
+    report = [table(args, teacher_f1, results, speeds, gold), per_label_table(dataset, labels, gold, teacher_f1, results)]
+    save_result("distill", "\n".join(report), measured=runs_provenance(runs))
 
 
 if __name__ == "__main__":
