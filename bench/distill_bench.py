@@ -9,10 +9,11 @@ Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus
 2. Corpus: the lines of --corpus split into sentences (at 。；;！？!?, as divorce's texts are sentences);
    sentences equal to a test text are dropped, and --corpus_sentences of them are drawn (seeded); the
    unlabelled training texts of --labelled_texts come first.
-3. Cells (--cells student:recipe, run in the order given; a cell with a results.json is reused), each
-   for every --seeds: (a) labels only (--alpha 0), (b) distilled on the labelled texts, (c) (b) plus the
-   corpus, (d) (c) plus intermediate transfer (hidden states and attention maps), (e) (c) with the teacher's
-   repeat-factor sampling (the corpus texts counted with the teacher's labels).
+3. Cells (--cells student:recipe, run in the order given; a run kept from an earlier call is reused if
+   it was trained with the same settings), each for every --seeds at the shape's learning rate: (a) labels
+   only (--alpha 0), (b) distilled on the labelled texts, (c) (b) plus the corpus, (d) (c) plus intermediate
+   transfer (hidden states and attention maps), (e) (c) with the teacher's repeat-factor sampling (the corpus
+   texts counted with the teacher's labels).
 4. Test micro/macro F1 of every checkpoint (dygraph, its tuned thresholds), mean ± std over the seeds run, and
    the F1 per label (mean over the seeds) beside each label's training and test texts; the 95% interval of each
    cell's gap to the teacher by the paired bootstrap over the test texts (the test set's noise, not the seeds').
@@ -36,12 +37,14 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from benchtools import markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
 from data_io import iter_corpus, load_examples, multi_hot, read_label_list
-from distill import SHAPE_OPTIONS, STUDENT_PRESETS
+from distill import RESUME_FIXED, SHAPE_OPTIONS, STUDENT_PRESETS
+from distill import parser as distill_parser
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
@@ -58,10 +61,19 @@ RECIPES = {
     "e": ("(c) + repeat-factor sampling", ["--alpha", "0.5", "CORPUS", "--sampling", "repeat_factor",
                                            "--repeat_threshold", "0.1"]),
 }
-# student name -> (distill.py's --student_preset, the shape's changes to it)
-STUDENTS = {"micro": ("micro", {}), "nano": ("nano", {}), "tiny": ("tiny", {}),
-            "4x192": ("tiny", {"num_hidden_layers": 4, "hidden_size": 192, "num_attention_heads": 4,
-                               "intermediate_size": 768})}
+
+
+class Student(NamedTuple):
+    preset: str  # distill.py's --student_preset
+    overrides: dict  # the shape's changes to the preset's configuration
+    learning_rate: str  # distill.py's --learning_rate
+
+
+# the 4x192 shape diverged at tiny's 1e-3 in 2 of 3 seeds (dev macro F1 0.10 and 0.26 after 4 epochs)
+STUDENTS = {"micro": Student("micro", {}, "1e-3"), "nano": Student("nano", {}, "1e-3"),
+            "tiny": Student("tiny", {}, "1e-3"),
+            "4x192": Student("tiny", {"num_hidden_layers": 4, "hidden_size": 192, "num_attention_heads": 4,
+                                      "intermediate_size": 768}, "5e-4")}
 BOOTSTRAP_ROUNDS = 1000
 SENTENCE_END = re.compile(r"(?<=[。；;！？!?])")
 
@@ -73,8 +85,8 @@ parser.add_argument("--max_seq_length", type=int, default=64, help="for the teac
 parser.add_argument("--teacher_args", default="--batch_size 32 --learning_rate 5e-4 --warmup --warmup_steps 100 "
                     "--epochs 8 --loss db --sampling repeat_factor --repeat_threshold 0.1 --tune_thresholds "
                     "--logging_steps 20", help="train.py options of the teacher")
-parser.add_argument("--student_args", default="--batch_size 32 --learning_rate 1e-3 --epochs 8 --loss db "
-                    "--logging_steps 20", help="distill.py options of every student")
+parser.add_argument("--student_args", default="--batch_size 32 --epochs 8 --loss db --logging_steps 20",
+                    help="distill.py options of every student, after its shape's --learning_rate (so one here wins)")
 parser.add_argument("--cells", nargs="+", default=[f"{s}:{r}" for s in STUDENTS for r in RECIPES],
                     help="student:recipe pairs, run in this order")
 parser.add_argument("--seeds", type=int, nargs="+", default=[1])
@@ -129,18 +141,41 @@ def corpus_sentences(args, dataset: Path, out: Path, unlabelled: list[str]) -> P
     return path
 
 
+def student_options(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, corpus: Path,
+                    save_dir: Path) -> list[str]:
+    """distill.py's arguments for one seed of a cell."""
+    student, recipe = cell.split(":")
+    recipe_options = [item for option in RECIPES[recipe][1]
+                      for item in (["--corpus", str(corpus)] if option == "CORPUS" else [option])]
+    preset, overrides, learning_rate = STUDENTS[student]
+    shape = [item for key, value in overrides.items() for item in (f"--{SHAPE_OPTIONS[key]}", str(value))]
+    return ["--device", "cpu", "--teacher", str(teacher_dir), "--dataset_dir", str(dataset), "--save_dir",
+            str(save_dir), "--student_preset", preset, *shape, "--seed", str(seed), "--max_seq_length",
+            str(args.max_seq_length), *recipe_options, "--learning_rate", learning_rate, *shlex.split(args.student_args)]
+
+
+def kept_run_differences(save_dir: Path, options: list[str]) -> list[str]:
+    """The settings that fix a training (distill.RESUME_FIXED) in which the run kept in save_dir (its setting.txt)
+    differs from the options asked for; a setting the kept run predates counts with its default."""
+    asked = vars(distill_parser.parse_args(options))
+    lines = (save_dir / "setting.txt").read_text(encoding="utf-8").splitlines()
+    kept = dict(line.split(" : ", 1) for line in lines if " : " in line)
+    return [f"{name} {kept.get(name)} (asked {asked[name]})" for name in RESUME_FIXED
+            if kept.get(name, str(distill_parser.get_default(name))) != str(asked[name])]
+
+
 def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, corpus: Path, out: Path) -> Path:
+    """The checkpoint of one seed of a cell: trained by distill.py, or the kept one if it was trained with the same
+    settings (a kept run with other settings stops the benchmark rather than be reported under these)."""
     student, recipe = cell.split(":")
     save_dir = out / "students" / f"{student}_{recipe}_seed{seed}"
-    if not (save_dir / "results.json").is_file():
-        save_dir.parent.mkdir(parents=True, exist_ok=True)
-        options = [str(corpus) if option == "CORPUS" else option for option in RECIPES[recipe][1]]
-        options = [item for option in options for item in (["--corpus", option] if option == str(corpus) else [option])]
-        preset, overrides = STUDENTS[student]
-        shape = [item for key, value in overrides.items() for item in (f"--{SHAPE_OPTIONS[key]}", value)]
-        run_script("distill.py", "--device", "cpu", "--teacher", teacher_dir, "--dataset_dir", dataset, "--save_dir",
-                   save_dir, "--student_preset", preset, *shape, "--seed", seed, "--max_seq_length", args.max_seq_length,
-                   *options, *shlex.split(args.student_args), log=save_dir.parent / f"{save_dir.name}.log")
+    options = student_options(args, cell, seed, dataset, teacher_dir, corpus, save_dir)
+    if (save_dir / "results.json").is_file():
+        if differences := kept_run_differences(save_dir, options):
+            raise SystemExit(f"{save_dir} was trained with {', '.join(differences)}: move it aside to train it again")
+        return save_dir
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_script("distill.py", *options, log=save_dir.parent / f"{save_dir.name}.log")
     return save_dir
 
 
@@ -165,7 +200,8 @@ def test_f1(checkpoint: Path, dataset: Path, max_seq_length: int) -> dict:
     return record
 
 
-SPEED_SHAPES = {"teacher (mini)": ("mini", {}), **STUDENTS, "medium (random weights)": ("medium", {})}
+SPEED_SHAPES = {"teacher (mini)": ("mini", {}), **{name: student[:2] for name, student in STUDENTS.items()},
+                "medium (random weights)": ("medium", {})}
 
 
 def speed(dataset: Path, args, out: Path) -> dict:
@@ -197,6 +233,7 @@ def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict, gol
         return [f"{rate:.0f}" if rate else "-", f"{rate / base:.2f}" if rate and base else "-"]
 
     teacher_micro, teacher_macro = teacher["f1"]
+    trained_students = list(dict.fromkeys(cell.split(":")[0] for cell in results))
     rows = [["teacher (mini)", "train.py", 1, f"{100 * teacher_micro:.2f}", f"{100 * teacher_macro:.2f}", "-", "-",
              *speed_cells("teacher (mini)")]]
     for cell, runs in results.items():
@@ -205,14 +242,15 @@ def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict, gol
         delta = f"{100 * (np.mean(micros) - teacher_micro):+.2f} / {100 * (np.mean(macros) - teacher_macro):+.2f}"
         rows.append([student, f"({recipe}) {RECIPES[recipe][0]}", len(runs), mean_std(micros, 100),
                      mean_std(macros, 100), delta, gap_interval(gold, teacher, runs), *speed_cells(student)])
-    trained_students = {cell.split(":")[0] for cell in results}
+    learning_rates = ", ".join(f"{name} {STUDENTS[name].learning_rate}" for name in trained_students)
     rows += [[name, "speed only", "-", "-", "-", "-", "-", *speed_cells(name)]
              for name in rates if name != "teacher (mini)" and name not in trained_students]
     setting = (f"Test micro / macro F1 (%) on {len(gold)} divorce test texts with each checkpoint's tuned "
                f"thresholds, mean ± std over the seeds run; the 95% interval of Δ by the paired bootstrap over the "
                f"test texts ({BOOTSTRAP_ROUNDS} rounds); speed: predict.py --backend openvino --precision int8 "
                f"end to end, lines/s on {speeds.get('lines', '-')} divorce sentences, the best of "
-               f"{speeds.get('rounds', '-')} rounds taken in turns.")
+               f"{speeds.get('rounds', '-')} rounds taken in turns. Students: distill.py {args.student_args}, "
+               f"learning rate {learning_rates}.")
     header = ["model", "recipe", "seeds", "test micro F1", "test macro F1", "Δ micro / macro vs teacher",
               "Δ 95% interval", "lines/s", "× teacher"]
     shapes = "Shapes: " + "; ".join(f"{name}: {shape}" for name, shape in speeds.get("shapes", {}).items())

@@ -1,13 +1,18 @@
-"""The benchmark page shows what bench/results/ records: bench/render_tables.py's blocks, and the
-result files bench/benchtools.py writes."""
+"""The benchmark page shows what bench/results/ records: bench/render_tables.py's blocks, the result
+files bench/benchtools.py writes, and runs a benchmark keeps only under the settings it reports."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import benchtools
+import distill_bench
 import pretrain_bench
 import pytest
 import render_tables
+
+import distill
+from utils import write_settings
 
 from conftest import ROOT
 
@@ -79,3 +84,22 @@ def test_tabulating_pretraining_reuses_the_measured_speeds_and_their_provenance(
     assert table.splitlines()[-1] == "| tiny | 6000 | 5.00 | 1000 | 0.1 |" and measured == {}
     (tmp_path / "cost" / "measured.json").write_text('{"measured_at": "t", "commit": "c", "hardware": "h"}')
     assert pretrain_bench.cost_table(args, tmp_path / "unused", tmp_path)[1]["measured_at"] == "t"
+
+
+def test_a_kept_student_run_is_reused_only_with_the_settings_it_was_trained_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(distill_bench, "run_script", lambda *args, **kwargs: pytest.fail("retrained a kept run"))
+    bench_args = distill_bench.parser.parse_args(["--dataset_dir", "d", "--corpus", "c.txt", "--student_args",
+                                                  "--batch_size 32 --epochs 8"])
+    save_dir = tmp_path / "students" / "4x192_e_seed2"
+    command = distill_bench.student_options(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
+                                            tmp_path / "corpus.txt.gz", save_dir)
+    save_dir.mkdir(parents=True)
+    (save_dir / "results.json").write_text("{}", encoding="utf-8")
+    write_settings(distill.parser.parse_args(command), save_dir)
+    assert distill_bench.student_run(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
+                                     tmp_path / "corpus.txt.gz", tmp_path) == save_dir
+
+    bench_args.student_args += " --learning_rate 1e-3"
+    with pytest.raises(SystemExit, match=r"4x192_e_seed2 was trained with learning_rate 0\.0005 \(asked 0\.001\)"):
+        distill_bench.student_run(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
+                                  tmp_path / "corpus.txt.gz", tmp_path)
