@@ -1,4 +1,4 @@
-"""What every benchmark shares: running the suite's scripts, timing, medians, Markdown tables, and the
+"""What every benchmark shares: running the suite's scripts and reusing their kept runs, timing, medians, Markdown tables, and the
 result file that records a benchmark's tables with the command, hardware, time and commit they come from.
 
 bench/results/<name>.json is the published record (bench/render_tables.py copies its tables into
@@ -6,6 +6,7 @@ docs/benchmarks.md); bench/out/ is scratch space for models, logs and data.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.util
 import json
@@ -35,6 +36,24 @@ def run_script(script: str, *args, log: Path, cwd: Path | None = None, append: b
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a" if append else "w", encoding="utf-8") as handle:
         subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd or ROOT)
+
+
+# settings a kept run may differ in and still be reused: how it is logged, and where it reads and writes, which
+# is the benchmark's own layout under its --out_dir (a kept tree may have been moved or copied)
+REUSE_IGNORES = {"device", "logging_steps", "save_last", "save_last_steps", "resume_from_checkpoint", "visualdl",
+                 "save_dir", "cache_dir", "dataset_dir", "model_name", "teacher", "corpus"}
+
+
+def check_kept_run(save_dir: Path, script_parser: argparse.ArgumentParser, options: Sequence[object]) -> None:
+    """Stop if the run kept in save_dir was trained with settings (its setting.txt) other than the options asked
+    for, rather than report it under them; a setting the kept run predates counts with its default."""
+    asked = vars(script_parser.parse_args(list(map(str, options))))
+    lines = (save_dir / "setting.txt").read_text(encoding="utf-8").splitlines()
+    kept = dict(line.split(" : ", 1) for line in lines if " : " in line)
+    differences = [f"{name} {kept.get(name)} (asked {value})" for name, value in asked.items()
+                   if name not in REUSE_IGNORES and kept.get(name, str(script_parser.get_default(name))) != str(value)]
+    if differences:
+        raise SystemExit(f"{save_dir} was trained with {', '.join(differences)}: move it aside to train it again")
 
 
 def seconds(fn: Callable[[], object]) -> float:

@@ -26,13 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from benchtools import mean_std, measured_now, run_script, runs_provenance, save_result
+from benchtools import check_kept_run, mean_std, measured_now, run_script, runs_provenance, save_result
 from loss_bench import make_scratch_model
 
 from data_io import load_examples, multi_hot, read_label_list
 from decision import Decision, calibration_error, fit_calibration
 from metric import MetricReport
 from modeling import DygraphRunner, checkpoint_decision, dygraph_pipeline, load_model, load_tokenizer
+from train import parser as train_parser
 from utils import set_device, write_text_atomic
 
 SETTINGS = {"bce": ["--loss", "bce"],
@@ -101,11 +102,13 @@ def measure(checkpoint: Path, dataset: Path, labels: list[str]) -> dict:
 
 def train(args: argparse.Namespace, dataset: Path, out: Path, scratch: Path, seed: int, setting: str) -> Path:
     run_dir = out / setting.replace(" + ", "+") / f"seed{seed}"
-    if not (run_dir / "checkpoint" / "results.json").is_file():
-        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir",
-                   run_dir / "checkpoint", "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3,
-                   "--warmup_steps", 200, "--seed", seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting],
-                   log=run_dir / "train.log")
+    options = ["--device", "cpu", "--dataset_dir", dataset, "--model_name", scratch, "--save_dir", run_dir / "checkpoint",
+               "--epochs", args.epochs, "--batch_size", 16, "--learning_rate", 1e-3, "--warmup_steps", 200, "--seed",
+               seed, "--logging_steps", 100, "--tune_thresholds", *SETTINGS[setting]]
+    if (run_dir / "checkpoint" / "results.json").is_file():
+        check_kept_run(run_dir / "checkpoint", train_parser, options)
+    else:
+        run_script("train.py", *options, log=run_dir / "train.log")
     return run_dir / "checkpoint"
 
 

@@ -3,9 +3,10 @@
 Usage: python bench/distill_bench.py --dataset_dir divorce --corpus legal_corpus/corpus.txt.gz
 
 1. Teacher: a random ERNIE 3.0-mini-shaped model (scratch_model.py, dropout 0.1) fine-tuned by train.py
-   with --teacher_args, once; later runs reuse <out_dir>/teacher.
+   with --teacher_args, once; later runs reuse <out_dir>/teacher (if trained with the same settings).
    With --labelled_texts N, teacher and students learn from the first N training texts only, and the
-   other training texts join the unlabelled texts without their labels (a run that fits a shared CPU).
+   other training texts join the unlabelled texts without their labels (a run that fits a shared CPU); its runs
+   are kept in <out_dir>/labelled_N.
 2. Corpus: the lines of --corpus split into sentences (at 。；;！？!?, as divorce's texts are sentences);
    sentences equal to a test text are dropped, and --corpus_sentences of them are drawn (seeded); the
    unlabelled training texts of --labelled_texts come first.
@@ -40,14 +41,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from benchtools import markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
+from benchtools import check_kept_run, markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
 from data_io import iter_corpus, load_examples, multi_hot, read_label_list
-from distill import RESUME_FIXED, SHAPE_OPTIONS, STUDENT_PRESETS
+from distill import SHAPE_OPTIONS, STUDENT_PRESETS
 from distill import parser as distill_parser
 from metric import MetricReport
 from modeling import load_trained
 from predict import parser as predict_parser
+from train import parser as train_parser
 from utils import atomic_output, set_device, write_text_atomic
 
 from label_throughput import checkpoint_of, in_process_case, input_file
@@ -99,13 +101,17 @@ parser.add_argument("--sections", nargs="+", choices=["speed", "f1"], default=["
 
 
 def teacher(args, dataset: Path, out: Path) -> Path:
+    """The teacher checkpoint: trained once, then kept while --teacher_args stay the same."""
     checkpoint = out / "teacher"
-    if not (checkpoint / "results.json").is_file():
-        run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "teacher_scratch", "--preset",
-                   "ernie-3.0-mini-zh", "--dropout", "0.1", log=out / "teacher_scratch.log")
-        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", out / "teacher_scratch",
-                   "--save_dir", checkpoint, "--max_seq_length", args.max_seq_length, *shlex.split(args.teacher_args),
-                   log=out / "teacher.log")
+    options = ["--device", "cpu", "--dataset_dir", str(dataset), "--model_name", str(out / "teacher_scratch"),
+               "--save_dir", str(checkpoint), "--max_seq_length", str(args.max_seq_length),
+               *shlex.split(args.teacher_args)]
+    if (checkpoint / "results.json").is_file():
+        check_kept_run(checkpoint, train_parser, options)
+        return checkpoint
+    run_script("scratch_model.py", "--dataset_dir", dataset, "--output_dir", out / "teacher_scratch", "--preset",
+               "ernie-3.0-mini-zh", "--dropout", "0.1", log=out / "teacher_scratch.log")
+    run_script("train.py", *options, log=out / "teacher.log")
     return checkpoint
 
 
@@ -154,16 +160,6 @@ def student_options(args, cell: str, seed: int, dataset: Path, teacher_dir: Path
             str(args.max_seq_length), *recipe_options, "--learning_rate", learning_rate, *shlex.split(args.student_args)]
 
 
-def kept_run_differences(save_dir: Path, options: list[str]) -> list[str]:
-    """The settings that fix a training (distill.RESUME_FIXED) in which the run kept in save_dir (its setting.txt)
-    differs from the options asked for; a setting the kept run predates counts with its default."""
-    asked = vars(distill_parser.parse_args(options))
-    lines = (save_dir / "setting.txt").read_text(encoding="utf-8").splitlines()
-    kept = dict(line.split(" : ", 1) for line in lines if " : " in line)
-    return [f"{name} {kept.get(name)} (asked {asked[name]})" for name in RESUME_FIXED
-            if kept.get(name, str(distill_parser.get_default(name))) != str(asked[name])]
-
-
 def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, corpus: Path, out: Path) -> Path:
     """The checkpoint of one seed of a cell: trained by distill.py, or the kept one if it was trained with the same
     settings (a kept run with other settings stops the benchmark rather than be reported under these)."""
@@ -171,8 +167,7 @@ def student_run(args, cell: str, seed: int, dataset: Path, teacher_dir: Path, co
     save_dir = out / "students" / f"{student}_{recipe}_seed{seed}"
     options = student_options(args, cell, seed, dataset, teacher_dir, corpus, save_dir)
     if (save_dir / "results.json").is_file():
-        if differences := kept_run_differences(save_dir, options):
-            raise SystemExit(f"{save_dir} was trained with {', '.join(differences)}: move it aside to train it again")
+        check_kept_run(save_dir, distill_parser, options)
         return save_dir
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     run_script("distill.py", *options, log=save_dir.parent / f"{save_dir.name}.log")
@@ -311,6 +306,7 @@ def main() -> None:
     if "f1" not in args.sections:
         return
     dataset, unlabelled = labelled_dataset(args, dataset, out)
+    out = out / f"labelled_{args.labelled_texts}" if args.labelled_texts else out
     teacher_dir = teacher(args, dataset, out)
     corpus = corpus_sentences(args, dataset, out, unlabelled)
     teacher_f1 = test_f1(teacher_dir, dataset, args.max_seq_length)

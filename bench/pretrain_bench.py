@@ -40,10 +40,11 @@ from typing import Callable
 import few_shot_bench
 import numpy as np
 from accuracy import test_scores, tfidf_baseline
-from benchtools import mean_std, measured_now, run_script, runs_provenance, save_result
+from benchtools import check_kept_run, mean_std, measured_now, run_script, runs_provenance, save_result
 from filelock import FileLock
 
 from data_io import iter_examples, load_examples, multi_hot, read_label_list
+from train import parser as train_parser
 from utils import write_text_atomic
 
 ARMS = {"a": "(a) scratch, random weights",
@@ -134,10 +135,12 @@ def fine_tune(args: argparse.Namespace, dataset: Path, out: Path, seed: int, arm
               labels: list[str]) -> dict:
     model = starting_point(args, dataset, out, seed, arm)
     run_dir = out / f"seed{seed}" / f"finetune_{arm}"
-    if not (run_dir / "checkpoint" / "results.json").is_file():  # a fine-tuning finished before is kept
-        run_script("train.py", "--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir",
-            run_dir / "checkpoint", "--epochs", args.epochs, "--seed", seed, "--logging_steps", 100, *RECIPE,
-            log=run_dir / "train.log")
+    options = ["--device", "cpu", "--dataset_dir", dataset, "--model_name", model, "--save_dir", run_dir / "checkpoint",
+               "--epochs", args.epochs, "--seed", seed, "--logging_steps", 100, *RECIPE]
+    if (run_dir / "checkpoint" / "results.json").is_file():  # a fine-tuning finished before is kept
+        check_kept_run(run_dir / "checkpoint", train_parser, options)
+    else:
+        run_script("train.py", *options, log=run_dir / "train.log")
     scores = test_scores(dataset, run_dir / "checkpoint", run_dir, gold, labels)
     pretrain_file = model / "pretrain_results.json"
     if pretrain_file.is_file():

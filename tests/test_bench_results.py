@@ -3,6 +3,7 @@ files bench/benchtools.py writes, and runs a benchmark keeps only under the sett
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import benchtools
@@ -12,6 +13,7 @@ import pytest
 import render_tables
 
 import distill
+import train
 from utils import write_settings
 
 from conftest import ROOT
@@ -91,11 +93,15 @@ def test_a_kept_student_run_is_reused_only_with_the_settings_it_was_trained_with
     bench_args = distill_bench.parser.parse_args(["--dataset_dir", "d", "--corpus", "c.txt", "--student_args",
                                                   "--batch_size 32 --epochs 8"])
     save_dir = tmp_path / "students" / "4x192_e_seed2"
-    command = distill_bench.student_options(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
-                                            tmp_path / "corpus.txt.gz", save_dir)
+    moved = Path("/elsewhere")  # trained in another checkout, then copied here
+    command = distill_bench.student_options(bench_args, "4x192:e", 2, Path("d"), moved / "teacher",
+                                            moved / "corpus.txt.gz", moved / "students" / save_dir.name)
     save_dir.mkdir(parents=True)
     (save_dir / "results.json").write_text("{}", encoding="utf-8")
     write_settings(distill.parser.parse_args(command), save_dir)
+    settings = (save_dir / "setting.txt").read_text(encoding="utf-8")
+    assert "\nintermediate : none\n" in settings  # a run older than --intermediate learned without it
+    (save_dir / "setting.txt").write_text(settings.replace("\nintermediate : none\n", "\n"), encoding="utf-8")
     assert distill_bench.student_run(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
                                      tmp_path / "corpus.txt.gz", tmp_path) == save_dir
 
@@ -103,3 +109,19 @@ def test_a_kept_student_run_is_reused_only_with_the_settings_it_was_trained_with
     with pytest.raises(SystemExit, match=r"4x192_e_seed2 was trained with learning_rate 0\.0005 \(asked 0\.001\)"):
         distill_bench.student_run(bench_args, "4x192:e", 2, Path("d"), tmp_path / "teacher",
                                   tmp_path / "corpus.txt.gz", tmp_path)
+
+
+def test_the_kept_teacher_is_reused_only_with_the_settings_it_was_trained_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(distill_bench, "run_script", lambda *args, **kwargs: pytest.fail("retrained a kept run"))
+    bench_args = distill_bench.parser.parse_args(["--dataset_dir", "d", "--corpus", "c.txt"])
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "results.json").write_text("{}", encoding="utf-8")
+    write_settings(train.parser.parse_args(["--dataset_dir", "d", "--model_name", str(tmp_path / "teacher_scratch"),
+                                            "--save_dir", str(teacher), "--max_seq_length", "64", "--device", "gpu",
+                                            *shlex.split(bench_args.teacher_args)]), teacher)
+    assert distill_bench.teacher(bench_args, Path("d"), tmp_path) == teacher
+
+    bench_args.teacher_args += " --seed 5"
+    with pytest.raises(SystemExit, match=r"teacher was trained with seed 3 \(asked 5\)"):
+        distill_bench.teacher(bench_args, Path("d"), tmp_path)
