@@ -1,5 +1,6 @@
-"""What every benchmark shares: running the suite's scripts and reusing their kept runs, timing, medians, Markdown tables, and the
-result file that records a benchmark's tables with the command, hardware, time and commit they come from.
+"""What every benchmark shares: running the suite's scripts and reusing their kept runs, timing, medians,
+Markdown tables, and the result file that records a benchmark's tables with the command, hardware, time and
+commit they come from.
 
 bench/results/<name>.json is the published record (bench/render_tables.py copies its tables into
 docs/benchmarks.md); bench/out/ is scratch space for models, logs and data.
