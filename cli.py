@@ -73,6 +73,14 @@ def ignored_option(name: str, value, acts_with: str) -> str:
     return f"--{name} {value} is ignored: it acts only with {acts_with}"
 
 
+def ignored_options(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                    acts_with: dict[str, tuple[bool, str]]) -> list[str]:
+    """The warnings for the options given a value that the chosen setting never reads; `acts_with` maps an
+    option to (whether the setting reads it, the setting it acts with)."""
+    return [ignored_option(name, getattr(args, name), acts_with[name][1])
+            for name in given_options(args, parser) if not acts_with.get(name, (True, ""))[0]]
+
+
 def true_or_false(text: str) -> bool:
     """The reference's `type=eval` True/False options, without eval (which runs any text given)."""
     if text.lower() in ("true", "false"):

@@ -227,9 +227,14 @@ def format_predictions(texts: Sequence[str], probs: np.ndarray, decision: Decisi
 
 def multi_hot(examples: Sequence[Example], num_labels: int) -> np.ndarray:
     """The examples' labels as an (examples x labels) 0/1 matrix."""
-    matrix = np.zeros((len(examples), num_labels), dtype="float32")
-    for row, example in enumerate(examples):
-        matrix[row, example.labels] = 1
+    return label_matrix([example.labels for example in examples], num_labels)
+
+
+def label_matrix(label_ids: Sequence[Sequence[int]], num_labels: int) -> np.ndarray:
+    """Label ids per text as a (texts x labels) 0/1 matrix."""
+    matrix = np.zeros((len(label_ids), num_labels), dtype="float32")
+    for row, ids in enumerate(label_ids):
+        matrix[row, ids] = 1
     return matrix
 
 

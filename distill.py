@@ -45,6 +45,7 @@ from cli import (
     UNIT_INTERVAL_OPEN,
     ArgumentParser,
     bounded,
+    ignored_options,
 )
 from data_io import iter_corpus, load_examples, multi_hot
 from decision import Decision
@@ -91,8 +92,9 @@ from training import (
     optimizer_steps_per_epoch,
     pool_logits,
     predict_logits,
+    sampling_option_use,
+    sampling_repeats,
     start_run,
-    text_repeats,
 )
 from utils import DataError, logger, run_cli, write_json, write_settings
 
@@ -392,6 +394,12 @@ def check_args(args: argparse.Namespace) -> None:
                         f"--student_model_name brings its own shape and weights")
 
 
+def warn_ignored_options(args: argparse.Namespace) -> None:
+    """One warning per sampling option given a value that the chosen --sampling never reads."""
+    for warning in ignored_options(args, parser, sampling_option_use(args)):
+        logger.warning(warning)
+
+
 def hard_loss_function(args: argparse.Namespace, targets: np.ndarray):
     counts = (targets > 0.5).sum(0)
     return get_loss(args.loss, LossSettings(label_counts=counts, num_texts=len(targets),
@@ -432,19 +440,10 @@ def sampling_targets(labelled_targets: np.ndarray, corpus_logits: np.ndarray, de
     return np.concatenate([labelled_targets, *chosen]).astype("float32")
 
 
-def sampling_repeats(args: argparse.Namespace, teacher, labelled_targets: np.ndarray,
-                     soft: np.ndarray) -> np.ndarray | None:
-    """Repeat factors per training text under --sampling repeat_factor, else None."""
-    if args.sampling == "none":
-        return None
-    corpus_logits = soft[len(labelled_targets):]
-    return text_repeats(sampling_targets(labelled_targets, corpus_logits, checkpoint_decision(teacher)),
-                        args.repeat_threshold)
-
-
 def distill(args: argparse.Namespace) -> dict:
     """Distil, keep the student with the best dev macro F1, tune its thresholds on dev; returns the results."""
     check_args(args)
+    warn_ignored_options(args)
     fingerprint = data_fingerprint(data_files(args)) if args.save_last or args.resume_from_checkpoint else {}
     state_dir = resume_progress(args, fingerprint)
     rank, world_size = start_run(args.seed, args.device, args.amp)
@@ -474,8 +473,9 @@ def distill(args: argparse.Namespace) -> dict:
         batch["labelled"] = paddle.to_tensor(is_labelled[batch_texts])
         return batch
 
-    batches = TrainBatches(data.rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank,
-                           sampling_repeats(args, teacher, labelled_targets, soft))
+    repeats = sampling_repeats(args, lambda: sampling_targets(labelled_targets, soft[len(labelled_targets):],
+                                                              checkpoint_decision(teacher)))
+    batches = TrainBatches(data.rows.text_lengths(), args.batch_size, collate, args.seed, world_size, rank, repeats)
     model = paddle.DataParallel(distiller) if world_size > 1 else distiller
     total_steps = optimizer_steps_per_epoch(len(batches), args.gradient_accumulation_steps) * args.epochs
     lr_scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, math.ceil(args.warmup_ratio * total_steps))

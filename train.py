@@ -30,8 +30,7 @@ from cli import (
     UNIT_INTERVAL_OPEN,
     ArgumentParser,
     bounded,
-    given_options,
-    ignored_option,
+    ignored_options,
 )
 from data_io import load_examples, read_label_list
 from decision import CALIBRATION_METHODS, Decision
@@ -77,9 +76,10 @@ from training import (
     labelled_batches,
     optimizer_steps_per_epoch,
     predict_logits,
+    sampling_option_use,
+    sampling_repeats,
     start_run,
     text_logits,
-    text_repeats,
 )
 from utils import DataError, logger, run_cli, write_json, write_settings
 
@@ -160,12 +160,9 @@ def warn_ignored_options(args: argparse.Namespace) -> None:
     acts_with = {name: (args.loss in losses, "--loss " + " or ".join(losses)) for name, losses in LOSS_OPTIONS.items()}
     if args.pos_weight != "auto":
         acts_with["pos_weight_max"] = (False, "--pos_weight auto")
-    acts_with["repeat_threshold"] = (args.sampling == "repeat_factor", "--sampling repeat_factor")
     acts_with["early_stop_nums"] = (args.early_stop, "--early_stop")
-    for name in given_options(args, parser):
-        used, setting = acts_with.get(name, (True, ""))
-        if not used:
-            logger.warning(ignored_option(name, getattr(args, name), setting))
+    for warning in ignored_options(args, parser, {**acts_with, **sampling_option_use(args)}):
+        logger.warning(warning)
 
 
 def saves_states(args: argparse.Namespace) -> bool:
@@ -269,7 +266,7 @@ def prepare(args: argparse.Namespace, rank: int, world_size: int) -> FineTuning:
         init_classifier_bias(model, train_data.targets.mean(0))
     if args.init_from_ckpt:
         load_init_checkpoint(model, args.init_from_ckpt, dataset / args.label_file, label_list)
-    repeats = None if args.sampling == "none" else text_repeats(train_data.targets, args.repeat_threshold)
+    repeats = sampling_repeats(args, lambda: train_data.targets)
     batches = labelled_batches(pipeline, train_data, args.batch_size, args.seed, world_size, rank, repeats)
     if world_size > 1:
         model = paddle.DataParallel(model)

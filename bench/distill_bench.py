@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 from benchtools import check_kept_run, markdown_table, mean_std, measured_now, run_script, runs_provenance, save_result
 
-from data_io import iter_corpus, load_examples, multi_hot, read_label_list
+from data_io import iter_corpus, label_matrix, load_examples, multi_hot, read_label_list
 from distill import SHAPE_OPTIONS, STUDENT_PRESETS
 from distill import parser as distill_parser
 from metric import MetricReport
@@ -255,18 +255,13 @@ def table(args, teacher: dict, results: dict[str, list[dict]], speeds: dict, gol
 def gap_interval(gold: np.ndarray, teacher: dict, runs: list[dict]) -> str:
     """The 95% interval of a cell's Δ micro / macro F1 against the teacher (mean over its seeds) by the paired
     bootstrap over the test texts: how large a gap this test set can tell from chance."""
-    def chosen(record: dict) -> np.ndarray:
-        labels = np.zeros_like(gold)
-        for text, label_ids in enumerate(record["test_labels"]):
-            labels[text, label_ids] = 1
-        return labels
-
     def f1(labels: np.ndarray, texts: np.ndarray) -> np.ndarray:
         metric = MetricReport()
         metric.update(labels[texts], gold[texts])
         return np.array(metric.accumulate())
 
-    teacher_labels, student_labels = chosen(teacher), [chosen(run) for run in runs]
+    teacher_labels = label_matrix(teacher["test_labels"], gold.shape[1])
+    student_labels = [label_matrix(run["test_labels"], gold.shape[1]) for run in runs]
     rng = np.random.default_rng(0)
     gaps = []
     for _ in range(BOOTSTRAP_ROUNDS):

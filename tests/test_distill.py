@@ -73,6 +73,15 @@ def test_sampling_counts_the_teachers_labels_on_the_corpus_and_the_gold_labels_o
     assert targets.dtype == np.float32
 
 
+def test_repeat_threshold_without_repeat_factor_sampling_is_named_as_ignored(caplog):
+    options = ["--teacher", "t", "--dataset_dir", "d", "--student_preset", "tiny", "--repeat_threshold", "0.2"]
+    distill.warn_ignored_options(distill.parser.parse_args(options))
+    assert caplog.text.count("--repeat_threshold 0.2 is ignored: it acts only with --sampling repeat_factor") == 1
+    caplog.clear()
+    distill.warn_ignored_options(distill.parser.parse_args([*options, "--sampling", "repeat_factor"]))
+    assert "is ignored" not in caplog.text
+
+
 def objective_loss(model, alpha: float, intermediate: str = "none") -> tuple[float, float, float]:
     """(the objective's loss, the soft loss, the gold-label loss) on one batch of two texts, one labelled."""
     args = argparse.Namespace(alpha=alpha, temperature=1.0, intermediate_weight=0.1)
