@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -51,13 +51,13 @@ def add_sampling_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--repeat_threshold", type=PROBABILITY, default=0.01, help="For --sampling repeat_factor: a label in a share f < threshold of the training texts repeats its texts sqrt(threshold / f) times.")
 
 
-def sampling_option_use(args) -> dict[str, tuple[bool, str]]:
+def sampling_option_use(args: Namespace) -> dict[str, tuple[bool, str]]:
     """Whether the chosen --sampling reads each sampling option, and the setting it acts with (for the warnings
     of cli.ignored_options)."""
     return {"repeat_threshold": (args.sampling == "repeat_factor", "--sampling repeat_factor")}
 
 
-def sampling_repeats(args, targets: Callable[[], np.ndarray]) -> np.ndarray | None:
+def sampling_repeats(args: Namespace, targets: Callable[[], np.ndarray]) -> np.ndarray | None:
     """Repeat factors per training text under --sampling repeat_factor, else None; `targets` (the labels each
     text counts with) is computed only then."""
     return None if args.sampling == "none" else text_repeats(targets(), args.repeat_threshold)
